@@ -1,0 +1,1 @@
+"""The exqueue backend conformance suite."""

@@ -1,0 +1,39 @@
+"""Exceptions the public API raises."""
+
+from __future__ import annotations
+
+
+class ExqueueError(Exception):
+    """Base class of every exqueue error."""
+
+
+class SerializationError(ExqueueError, TypeError):
+    """Arguments cannot be encoded, or a stored payload cannot be decoded."""
+
+
+class UnknownWorkerError(ExqueueError, LookupError):
+    """A worker name that this queue has not registered was asked for."""
+
+
+class JobNotFoundError(ExqueueError, LookupError):
+    """No job has this id."""
+
+
+class JobRunningError(ExqueueError):
+    """The job is running: it cannot be deleted until it finishes or its lease is lost."""
+
+
+class JobNotDeadError(ExqueueError):
+    """Only a dead job can be retried by hand."""
+
+
+class LeaseLostError(ExqueueError):
+    """This holder's lease was lost (expired and recovered): its call was not applied."""
+
+
+class ConfigurationError(ExqueueError, ValueError):
+    """A bad storage URL, a missing driver, a bad option."""
+
+
+class SchemaVersionError(ConfigurationError):
+    """The stored schema version does not match this version of exqueue."""

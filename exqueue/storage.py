@@ -1,0 +1,223 @@
+"""The storage protocol: the small set of atomic transitions every backend applies.
+
+A backend stores job records and applies the transitions below atomically and
+durably. It holds no policy: the core decides when a job retries, with which
+delay, and when it dies; the backend only checks the preconditions each
+transition names (state, fencing token, ``run_at <= now``) and applies it.
+
+Every time-dependent call takes ``now`` (seconds since the epoch, a float) so a
+test can drive time without sleeping. Backends never read a clock themselves.
+
+Ordering: each job gets a sequence number (``seq``) from the backend at enqueue,
+strictly increasing in enqueue order (within a batch, in list order). Claims
+take runnable jobs ordered by ``(run_at, seq)``. A serial worker type only ever
+runs its *head*: the job of that worker with the lowest ``seq`` in any state.
+A manual retry of a dead job keeps its ``seq``, so a serial job keeps its place.
+
+Fencing: ``claim`` is given a fresh ``token`` by the core and stores it with
+each claimed job. ``complete``, ``retry``, ``bury``, ``release`` and ``extend``
+apply only while the job is ``running`` with that same token; otherwise they
+change nothing and report so. Recovery clears the token, so a holder whose lease
+was lost can never touch the job again, even if it is claimed anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+WAITING = "waiting"
+RUNNING = "running"
+DEAD = "dead"
+JobState = Literal["waiting", "running", "dead"]
+STATES: tuple[JobState, ...] = (WAITING, RUNNING, DEAD)
+
+#: The error text recorded when a lease expires and the job is recovered.
+WORKER_LOST = "worker lost: lease expired before the job finished"
+
+# Capability names a backend may declare in ``Storage.capabilities``.
+#: Data survives ``close()`` and a new storage object over the same location.
+PERSISTENT = "persistent"
+#: Implements :class:`SupportsWakeup`: idle workers block instead of polling.
+WAKEUP = "wakeup"
+#: Implements :class:`SupportsTransactionalEnqueue`: enqueue inside the caller's transaction.
+TRANSACTIONAL_ENQUEUE = "transactional_enqueue"
+#: Several OS processes may share one store (claims are exclusive across processes).
+MULTI_PROCESS = "multi_process"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to persist: everything the core decided before enqueue."""
+
+    id: str
+    worker: str
+    payload: bytes
+    run_at: float
+    enqueued_at: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored. ``errors`` is oldest first."""
+
+    id: str
+    seq: int
+    worker: str
+    payload: bytes
+    state: JobState
+    attempt: int
+    max_attempts: int
+    run_at: float
+    enqueued_at: float
+    errors: tuple[str, ...] = ()
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_expires: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Per worker type: runnable now, scheduled for later, running, dead."""
+
+    waiting: int = 0
+    scheduled: int = 0
+    running: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The outcome of :meth:`Storage.recover`: ids sent back to waiting, and ids that died."""
+
+    waiting: tuple[str, ...] = ()
+    dead: tuple[str, ...] = ()
+
+
+DeleteResult = Literal["deleted", "missing", "running"]
+RequeueResult = Literal["requeued", "missing", "not_dead"]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Every operation a backend implements. Each call is one atomic transition."""
+
+    #: Capability names this backend supports (see the module constants).
+    capabilities: frozenset[str]
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        """Persist all ``jobs`` as ``waiting`` with ``attempt = 0``, all or nothing.
+
+        A duplicate id raises ``ValueError`` and persists none of the batch.
+        """
+        ...
+
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        serial: bool = False,
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` runnable ``waiting`` jobs of ``worker`` to ``running``.
+
+        Runnable means ``run_at <= now``; jobs are taken in ``(run_at, seq)`` order.
+        Each claimed job gets ``attempt += 1`` and the lease ``(owner, token,
+        lease_until)``. With ``serial=True`` at most the worker's head (lowest
+        ``seq`` in any state) is claimed, and only when it is runnable and waiting.
+        Returns the claimed records as they are after the claim, in claim order.
+        """
+        ...
+
+    def complete(self, job_id: str, token: str) -> bool:
+        """Remove a ``running`` job held with ``token``. False when not held."""
+        ...
+
+    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+        """``running`` (held with ``token``) -> ``waiting`` at ``run_at``; append ``error``."""
+        ...
+
+    def bury(self, job_id: str, token: str, *, error: str) -> bool:
+        """``running`` (held with ``token``) -> ``dead``; append ``error``."""
+        ...
+
+    def release(self, job_id: str, token: str) -> bool:
+        """``running`` (held with ``token``) -> ``waiting``; the attempt is not counted.
+
+        ``attempt -= 1``; ``run_at`` is left as it was, so the job is runnable again.
+        """
+        ...
+
+    def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        """Set ``lease_expires = lease_until`` on those jobs still ``running`` with ``token``.
+
+        Returns the ids whose lease was extended; the others were lost.
+        """
+        ...
+
+    def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
+        """Take back running jobs whose lease expired (``lease_expires <= now``).
+
+        With ``owner``, also every running job leased by that owner, expired or not
+        (a node restarted under a stable name reclaims its own jobs at once).
+        A recovered job with ``attempt < max_attempts`` becomes ``waiting`` with
+        ``run_at = now``; otherwise it becomes ``dead``. Either way ``error`` is
+        appended and the lease is cleared.
+        """
+        ...
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or None."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[JobRecord]:
+        """Jobs filtered by state and worker, ordered by ``seq``, ``seq > after_seq``."""
+        ...
+
+    def delete(self, job_id: str) -> DeleteResult:
+        """Remove a ``waiting`` or ``dead`` job. A running job is refused, not removed."""
+        ...
+
+    def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
+        """``dead`` -> ``waiting`` under ``new_id``: attempt 0, errors cleared,
+        ``run_at = now``, the same ``seq``."""
+        ...
+
+    def counts(self, now: float) -> dict[str, Counts]:
+        """Per worker name with any job: waiting (runnable), scheduled, running, dead."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and resources. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SupportsWakeup(Protocol):
+    """Optional capability :data:`WAKEUP`: block until a job may be runnable."""
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when woken by an enqueue or release."""
+        ...
+
+
+@runtime_checkable
+class SupportsTransactionalEnqueue(Protocol):
+    """Optional capability :data:`TRANSACTIONAL_ENQUEUE`: enqueue in the caller's transaction."""
+
+    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
+        """Persist ``jobs`` through the caller's open transaction (commits with it)."""
+        ...

@@ -1,0 +1,253 @@
+"""MemoryStorage: an in-process, thread-safe backend; the reference for tests.
+
+Everything lives in one dict guarded by one lock, so each transition is atomic.
+Nothing survives the process: use it for tests and short scripts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+
+from exqueue.storage import (
+    DEAD,
+    RUNNING,
+    WAITING,
+    WAKEUP,
+    Counts,
+    DeleteResult,
+    JobRecord,
+    JobState,
+    NewJob,
+    Recovered,
+    RequeueResult,
+)
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage:
+    """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
+
+    capabilities = frozenset({WAKEUP})
+
+    def __init__(self, url: str | None = None) -> None:
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._jobs: dict[str, JobRecord] = {}
+        self._seq = 0
+        self._signal = 0
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        with self._lock:
+            ids = [job.id for job in jobs]
+            if len(set(ids)) != len(ids) or any(i in self._jobs for i in ids):
+                raise ValueError("duplicate job id in enqueue batch")
+            for job in jobs:
+                self._seq += 1
+                self._jobs[job.id] = JobRecord(
+                    id=job.id,
+                    seq=self._seq,
+                    worker=job.worker,
+                    payload=job.payload,
+                    state=WAITING,
+                    attempt=0,
+                    max_attempts=job.max_attempts,
+                    run_at=job.run_at,
+                    enqueued_at=job.enqueued_at,
+                )
+            if jobs:
+                self._notify()
+
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        serial: bool = False,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            mine = [job for job in self._jobs.values() if job.worker == worker]
+            if serial:
+                head = min(mine, key=lambda job: job.seq, default=None)
+                candidates = [head] if head is not None else []
+                limit = 1
+            else:
+                candidates = mine
+            runnable = sorted(
+                (job for job in candidates if job.state == WAITING and job.run_at <= now),
+                key=lambda job: (job.run_at, job.seq),
+            )[:limit]
+            claimed = []
+            for job in runnable:
+                updated = replace(
+                    job,
+                    state=RUNNING,
+                    attempt=job.attempt + 1,
+                    lease_owner=owner,
+                    lease_token=token,
+                    lease_expires=lease_until,
+                )
+                self._jobs[job.id] = updated
+                claimed.append(updated)
+            return claimed
+
+    def _held(self, job_id: str, token: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state != RUNNING or job.lease_token != token:
+            return None
+        return job
+
+    def complete(self, job_id: str, token: str) -> bool:
+        with self._lock:
+            if self._held(job_id, token) is None:
+                return False
+            del self._jobs[job_id]
+            return True
+
+    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = _unleased(
+                job, state=WAITING, run_at=run_at, errors=job.errors + (error,)
+            )
+            self._notify()
+            return True
+
+    def bury(self, job_id: str, token: str, *, error: str) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = _unleased(job, state=DEAD, errors=job.errors + (error,))
+            return True
+
+    def release(self, job_id: str, token: str) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = _unleased(job, state=WAITING, attempt=job.attempt - 1)
+            self._notify()
+            return True
+
+    def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        with self._lock:
+            extended = []
+            for job_id in job_ids:
+                job = self._held(job_id, token)
+                if job is not None:
+                    self._jobs[job_id] = replace(job, lease_expires=lease_until)
+                    extended.append(job_id)
+            return extended
+
+    def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
+        with self._lock:
+            waiting: list[str] = []
+            dead: list[str] = []
+            for job in sorted(self._jobs.values(), key=lambda job: job.seq):
+                if job.state != RUNNING:
+                    continue
+                expired = job.lease_expires is not None and job.lease_expires <= now
+                if not expired and (owner is None or job.lease_owner != owner):
+                    continue
+                errors = job.errors + (error,)
+                if job.attempt < job.max_attempts:
+                    self._jobs[job.id] = _unleased(job, state=WAITING, run_at=now, errors=errors)
+                    waiting.append(job.id)
+                else:
+                    self._jobs[job.id] = _unleased(job, state=DEAD, errors=errors)
+                    dead.append(job.id)
+            if waiting:
+                self._notify()
+            return Recovered(waiting=tuple(waiting), dead=tuple(dead))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[JobRecord]:
+        with self._lock:
+            found = [
+                job
+                for job in self._jobs.values()
+                if (state is None or job.state == state)
+                and (worker is None or job.worker == worker)
+                and (after_seq is None or job.seq > after_seq)
+            ]
+        found.sort(key=lambda job: job.seq)
+        return found[: max(limit, 0)]
+
+    def delete(self, job_id: str) -> DeleteResult:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return "missing"
+            if job.state == RUNNING:
+                return "running"
+            del self._jobs[job_id]
+            return "deleted"
+
+    def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return "missing"
+            if job.state != DEAD:
+                return "not_dead"
+            if new_id in self._jobs:
+                raise ValueError(f"job id {new_id!r} already exists")
+            del self._jobs[job_id]
+            self._jobs[new_id] = replace(
+                job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=()
+            )
+            self._notify()
+            return "requeued"
+
+    def counts(self, now: float) -> dict[str, Counts]:
+        tally: dict[str, list[int]] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                row = tally.setdefault(job.worker, [0, 0, 0, 0])
+                if job.state == WAITING:
+                    row[0 if job.run_at <= now else 1] += 1
+                elif job.state == RUNNING:
+                    row[2] += 1
+                else:
+                    row[3] += 1
+        return {worker: Counts(*row) for worker, row in tally.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            self._notify()
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        with self._lock:
+            seen = self._signal
+            self._wakeup.wait_for(lambda: self._signal != seen, timeout)
+            return self._signal != seen
+
+    def _notify(self) -> None:
+        # Called with the lock held.
+        self._signal += 1
+        self._wakeup.notify_all()
+
+
+def _unleased(job: JobRecord, **changes: object) -> JobRecord:
+    return replace(job, lease_owner=None, lease_token=None, lease_expires=None, **changes)  # type: ignore[arg-type]

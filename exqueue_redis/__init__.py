@@ -1,0 +1,1 @@
+"""RedisStorage: redis-py backend with atomic Lua transitions."""

@@ -1,0 +1,1 @@
+"""SQLStorage: SQLAlchemy 2 Core backend for SQLite, PostgreSQL and MariaDB/MySQL."""
