@@ -1,0 +1,56 @@
+"""exqueue: simple, reliable, deterministic background jobs with pluggable storage.
+
+A job is persisted before it runs; success removes it; failure retries it with
+the worker type's backoff; when retries run out it is kept as *dead* until a
+person retries or deletes it. Delivery is at-least-once.
+"""
+
+from exqueue.codec import Codec, JSONCodec, PickleCodec
+from exqueue.errors import (
+    ConfigurationError,
+    ExqueueError,
+    JobNotDeadError,
+    JobNotFoundError,
+    JobRunningError,
+    LeaseLostError,
+    SchemaVersionError,
+    SerializationError,
+    UnknownWorkerError,
+)
+from exqueue.job import Call, Job, JobContext, current_job
+from exqueue.policy import Backoff, Exponential, Fixed
+from exqueue.queue import Queue, WorkerStats, WorkerType
+from exqueue.registry import connect
+from exqueue.storage import Counts, JobRecord, NewJob, Recovered, Storage
+
+__all__ = [
+    "Backoff",
+    "Call",
+    "Codec",
+    "ConfigurationError",
+    "Counts",
+    "Exponential",
+    "ExqueueError",
+    "Fixed",
+    "JSONCodec",
+    "Job",
+    "JobContext",
+    "JobNotDeadError",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobRunningError",
+    "LeaseLostError",
+    "NewJob",
+    "PickleCodec",
+    "Queue",
+    "Recovered",
+    "SchemaVersionError",
+    "SerializationError",
+    "Storage",
+    "UnknownWorkerError",
+    "WorkerStats",
+    "WorkerType",
+    "connect",
+    "current_job",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,395 @@
+"""The public ``Queue``: registering worker types, enqueueing, inspecting and managing jobs.
+
+All policy lives here and in :mod:`exqueue.runtime`: how many attempts a job
+gets, how long it waits after a failure, when it dies and who hears about it.
+The storage only applies the transitions the core asks for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from exqueue.codec import Codec, get_codec
+from exqueue.errors import (
+    ConfigurationError,
+    JobNotDeadError,
+    JobNotFoundError,
+    JobRunningError,
+    UnknownWorkerError,
+)
+from exqueue.job import Call, Job
+from exqueue.policy import Backoff, Fixed
+from exqueue.registry import connect
+from exqueue.storage import (
+    DEAD,
+    STATES,
+    TRANSACTIONAL_ENQUEUE,
+    JobState,
+    NewJob,
+    Storage,
+    SupportsTransactionalEnqueue,
+)
+
+log = logging.getLogger("exqueue")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_URL = "sqlite:///exqueue.db"
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_DELAY = 30.0
+DeadReporter = Callable[[Job, BaseException | None], None]
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Counts for one worker type. ``registered`` is False when this queue has no
+    worker for jobs of that name (they wait, untouched, until one is registered)."""
+
+    waiting: int
+    scheduled: int
+    running: int
+    dead: int
+    registered: bool
+
+
+class WorkerType(Generic[P, R]):
+    """A registered job function. Call it to run it inline; ``.enqueue`` to queue it."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        concurrency: int,
+        max_retries: int,
+        backoff: Backoff,
+        serial: bool,
+    ) -> None:
+        self.queue = queue
+        self.fn = fn
+        self.name = name
+        self.concurrency = 1 if serial else concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.serial = serial
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """A :class:`Call` for ``queue.enqueue_many``."""
+        return Call(self.name, args, dict(kwargs))
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Persist a job to run as soon as possible; returns its id."""
+        return self.queue.enqueue_many([Call(self.name, args, dict(kwargs))])[0]
+
+    def enqueue_in(self, seconds: float, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Persist a job to run ``seconds`` from now."""
+        return self.queue.enqueue_many([Call(self.name, args, dict(kwargs), delay=seconds)])[0]
+
+    def enqueue_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Persist a job to run at ``when`` (a naive datetime is local time)."""
+        call = Call(self.name, args, dict(kwargs), run_at=when.timestamp())
+        return self.queue.enqueue_many([call])[0]
+
+    def __repr__(self) -> str:
+        return f"<exqueue worker {self.name!r} concurrency={self.concurrency}>"
+
+
+def _default_node() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Queue:
+    """Jobs over one storage, and the worker types that run them.
+
+    ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
+    ``./exqueue.db``). ``lease`` is how long a claim holds without a heartbeat;
+    ``node`` names this process (a stable name reclaims its own jobs at start);
+    ``clock`` returns epoch seconds and can be replaced in tests; ``codec`` is
+    ``"json"`` (safe default) or ``"pickle"`` (trusted storage only).
+    """
+
+    def __init__(
+        self,
+        storage: Storage | str | None = None,
+        *,
+        lease: float = 30.0,
+        node: str | None = None,
+        clock: Callable[[], float] = time.time,
+        codec: str | Codec = "json",
+        poll_interval: float = 1.0,
+    ) -> None:
+        if lease <= 0:
+            raise ConfigurationError("lease must be a positive number of seconds")
+        if poll_interval <= 0:
+            raise ConfigurationError("poll_interval must be a positive number of seconds")
+        if storage is None or isinstance(storage, str):
+            storage = connect(storage or DEFAULT_URL)
+        self.storage: Storage = storage
+        self.lease = lease
+        self.node = node or _default_node()
+        self.clock = clock
+        self.codec = get_codec(codec)
+        self.poll_interval = poll_interval
+        self.workers: dict[str, WorkerType[Any, Any]] = {}
+        self._reporters: list[DeadReporter] = []
+        self._runtime: Any = None
+
+    # -- registering -----------------------------------------------------------------
+
+    def worker(
+        self,
+        fn: Callable[P, R] | None = None,
+        *,
+        concurrency: int = 5,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff: Backoff | None = None,
+        serial: bool = False,
+        name: str | None = None,
+    ) -> Any:
+        """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``."""
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        if max_retries < 0:
+            raise ConfigurationError("max_retries must be 0 or more")
+
+        def register(func: Callable[P, R]) -> WorkerType[P, R]:
+            worker_name = name or f"{func.__module__}.{func.__qualname__}"
+            if worker_name in self.workers:
+                raise ConfigurationError(f"a worker named {worker_name!r} is already registered")
+            worker_type = WorkerType(
+                self,
+                func,
+                name=worker_name,
+                concurrency=concurrency,
+                max_retries=max_retries,
+                backoff=backoff or Fixed(DEFAULT_RETRY_DELAY),
+                serial=serial,
+            )
+            self.workers[worker_name] = worker_type
+            return worker_type
+
+        return register(fn) if fn is not None else register
+
+    def on_dead(self, callback: DeadReporter) -> DeadReporter:
+        """Register an error reporter, called once when a job dies (and only then).
+
+        The callback gets the dead :class:`Job` and the exception of its last
+        attempt (None when the worker was lost or the payload was unreadable).
+        """
+        self._reporters.append(callback)
+        return callback
+
+    # -- enqueueing ------------------------------------------------------------------
+
+    def enqueue(self, worker: str, *args: Any, **kwargs: Any) -> str:
+        """Enqueue by worker name (must be registered on this queue); returns the id."""
+        return self.enqueue_many([Call(worker, args, kwargs)])[0]
+
+    def enqueue_many(
+        self,
+        calls: Iterable[Call],
+        *,
+        transaction: object | None = None,
+        allow_unknown: bool = False,
+    ) -> list[str]:
+        """Persist several jobs at once, all or nothing; returns their ids in order.
+
+        ``allow_unknown=True`` lets a producer enqueue for workers registered only
+        in other processes (they get the default of 5 retries). ``transaction``
+        enqueues through the caller's open database transaction, on backends that
+        support it, so the jobs commit or roll back with the caller's data.
+        """
+        now = self.clock()
+        new_jobs = []
+        for call in calls:
+            worker_type = self.workers.get(call.worker)
+            if worker_type is None and not allow_unknown:
+                raise UnknownWorkerError(self._unknown_message(call.worker))
+            max_attempts = worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1
+            payload = self.codec.encode(tuple(call.args), dict(call.kwargs))
+            run_at = call.run_at if call.run_at is not None else now + max(call.delay, 0.0)
+            new_jobs.append(
+                NewJob(
+                    id=uuid.uuid4().hex,
+                    worker=call.worker,
+                    payload=payload,
+                    run_at=run_at,
+                    enqueued_at=now,
+                    max_attempts=max_attempts,
+                )
+            )
+        if transaction is not None:
+            if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
+                self.storage, SupportsTransactionalEnqueue
+            ):
+                raise ConfigurationError(
+                    f"{type(self.storage).__name__} does not support transactional enqueue"
+                )
+            self.storage.enqueue_in(transaction, new_jobs)
+        else:
+            self.storage.enqueue(new_jobs)
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.wake()
+        return [job.id for job in new_jobs]
+
+    def _unknown_message(self, name: str) -> str:
+        known = ", ".join(sorted(self.workers)) or "none"
+        return (
+            f"no worker named {name!r} is registered on this queue (registered: {known}); "
+            "pass allow_unknown=True to enqueue_many to enqueue for a worker of another process"
+        )
+
+    # -- inspecting and managing -----------------------------------------------------
+
+    def jobs(
+        self, state: JobState | None = None, worker: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Stored jobs, oldest first, filtered by state and worker name."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+        records = self.storage.list_jobs(state=state, worker=worker, limit=limit)
+        return [Job.from_record(record, self.codec) for record in records]
+
+    def get(self, job_id: str) -> Job | None:
+        record = self.storage.get(job_id)
+        return Job.from_record(record, self.codec) if record is not None else None
+
+    def retry(self, job_id: str) -> str:
+        """Re-queue a dead job as a new job (attempt 0); returns the new id.
+
+        A serial job keeps its place in line.
+        """
+        new_id = uuid.uuid4().hex
+        outcome = self.storage.requeue(job_id, new_id, now=self.clock())
+        if outcome == "missing":
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        if outcome == "not_dead":
+            raise JobNotDeadError(f"job {job_id!r} is not dead; only dead jobs can be retried")
+        if self._runtime is not None:
+            self._runtime.wake()
+        return new_id
+
+    def retry_dead(self, worker: str | None = None) -> list[str]:
+        """Re-queue every dead job (of one worker type); returns the new ids."""
+        new_ids = []
+        while True:
+            batch = self.storage.list_jobs(state=DEAD, worker=worker, limit=500)
+            if not batch:
+                return new_ids
+            for record in batch:
+                try:
+                    new_ids.append(self.retry(record.id))
+                except (JobNotFoundError, JobNotDeadError):
+                    continue  # someone else acted on it meanwhile
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a waiting or dead job. False when there is no such job.
+
+        Raises :class:`JobRunningError` for a running job.
+        """
+        outcome = self.storage.delete(job_id)
+        if outcome == "running":
+            raise JobRunningError(
+                f"job {job_id!r} is running; wait for it to finish (or its lease to expire)"
+            )
+        return outcome == "deleted"
+
+    def stats(self) -> dict[str, WorkerStats]:
+        """Per worker type: waiting (runnable now), scheduled, running, dead."""
+        counts = self.storage.counts(self.clock())
+        names = sorted(set(counts) | set(self.workers))
+        result = {}
+        for name in names:
+            row = counts.get(name)
+            result[name] = WorkerStats(
+                waiting=row.waiting if row else 0,
+                scheduled=row.scheduled if row else 0,
+                running=row.running if row else 0,
+                dead=row.dead if row else 0,
+                registered=name in self.workers,
+            )
+        return result
+
+    # -- running ---------------------------------------------------------------------
+
+    def _make_runtime(self) -> Any:
+        from exqueue.runtime import Runtime
+
+        return Runtime(self)
+
+    def start(self) -> None:
+        """Recover, then run the workers in background threads until :meth:`stop`."""
+        if self._runtime is not None:
+            raise RuntimeError("this queue is already running")
+        self._runtime = self._make_runtime()
+        self._runtime.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, wait up to ``timeout`` seconds for running jobs, release the rest."""
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.stop(timeout)
+
+    def run(self, stop_timeout: float = 30.0) -> None:
+        """Block running the workers; SIGINT or SIGTERM stops them gracefully."""
+        from exqueue.runtime import run_until_signal
+
+        run_until_signal(self, stop_timeout)
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Run jobs until nothing is runnable and nothing is running; returns how many ran.
+
+        Jobs scheduled for later (including retries waiting out their backoff) are
+        left waiting. ``timeout`` bounds the whole call in real seconds.
+        """
+        if self._runtime is not None:
+            raise RuntimeError("drain() cannot run while the queue is started")
+        runtime = self._make_runtime()
+        self._runtime = runtime
+        try:
+            return int(runtime.drain(timeout))
+        finally:
+            self._runtime = None
+
+    def close(self) -> None:
+        """Stop the workers (if started) and close the storage."""
+        self.stop()
+        self.storage.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _report_dead(self, job_id: str, exc: BaseException | None) -> None:
+        if not self._reporters:
+            return
+        job = self.get(job_id)
+        if job is None:
+            return
+        for reporter in self._reporters:
+            try:
+                reporter(job, exc)
+            except Exception:
+                log.exception("on_dead reporter %r raised", reporter)

@@ -1,0 +1,374 @@
+"""The worker runtime: claiming, running, acknowledging, heartbeats and recovery.
+
+One dispatcher claims jobs for every registered worker type while it has free
+slots (``concurrency`` per type) and hands them to that type's thread pool. A
+heartbeat thread extends the leases of running jobs and, now and then, recovers
+jobs whose lease expired on any node. On backends with a wake-up signal a
+listener thread turns it into a local event, so idle workers block instead of
+polling; elsewhere the dispatcher polls with a back-off up to ``poll_interval``.
+
+All retry policy is applied here: the attempt number comes from the stored job,
+the delay from the worker type's backoff, death when attempts run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from exqueue.errors import SerializationError
+from exqueue.job import JobContext, _current
+from exqueue.storage import WAKEUP, WORKER_LOST, JobRecord, SupportsWakeup
+
+if TYPE_CHECKING:
+    from exqueue.queue import Queue, WorkerType
+
+log = logging.getLogger("exqueue")
+
+#: The shortest idle poll; the dispatcher doubles it up to the queue's poll_interval.
+MIN_POLL = 0.02
+#: Stored error texts are cut to this many characters (the end, where the error is).
+MAX_ERROR_CHARS = 8000
+
+
+def format_error(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    return text[-MAX_ERROR_CHARS:]
+
+
+class Runtime:
+    """Runs one queue's worker types until stopped, or until drained."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.storage = queue.storage
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._in_flight = {name: 0 for name in queue.workers}
+        # job id -> claim token, for jobs this node runs and still holds
+        self._held: dict[str, str] = {}
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._threads: list[threading.Thread] = []
+        self._finished = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _open(self, listen: bool) -> None:
+        self._executors = {
+            name: ThreadPoolExecutor(worker.concurrency, thread_name_prefix=f"exqueue-{name}")
+            for name, worker in self.queue.workers.items()
+        }
+        self._recover(owner=self.queue.node)
+        self._spawn(self._heartbeat_loop, "exqueue-heartbeat")
+        if (
+            listen
+            and WAKEUP in self.storage.capabilities
+            and isinstance(self.storage, SupportsWakeup)
+        ):
+            self._spawn(self._listen_loop, "exqueue-listener")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def start(self) -> None:
+        self._open(listen=True)
+        self._spawn(self._dispatch_loop, "exqueue-dispatcher")
+        log.info("exqueue node %s started: %s", self.queue.node, ", ".join(self.queue.workers))
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while self._busy() and time.monotonic() < deadline:
+            self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
+            self._wake.clear()
+        with self._lock:
+            unfinished = list(self._held.items())
+            self._held.clear()
+        for job_id, token in unfinished:
+            released = self._ack(
+                job_id, "release", lambda j=job_id, t=token: self.storage.release(j, t), patience=5
+            )
+            if released:
+                log.warning("job %s did not finish within the stop timeout; released", job_id)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+    def drain(self, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # A drain ends when nothing is runnable, so it needs no wake-up listener.
+        self._open(listen=False)
+        try:
+            failures = 0
+            while deadline is None or time.monotonic() < deadline:
+                self._wake.clear()
+                try:
+                    claimed = self._dispatch()
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("claiming jobs failed; retrying")
+                    time.sleep(min(0.05 * 2**failures, 2.0))
+                    continue
+                if claimed:
+                    continue
+                if not self._busy():
+                    break
+                self._wake.wait(0.5)
+        finally:
+            self.stop(timeout=0 if deadline is None else max(deadline - time.monotonic(), 0))
+        return self._finished
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return any(self._in_flight.values())
+
+    # -- claiming --------------------------------------------------------------------
+
+    def _dispatch(self) -> int:
+        """Claim as many jobs as there are free slots, per worker type; returns how many."""
+        claimed = 0
+        for name, worker in self.queue.workers.items():
+            if self._stopping.is_set():
+                break
+            with self._lock:
+                free = worker.concurrency - self._in_flight[name]
+            if free <= 0:
+                continue
+            now = self.queue.clock()
+            token = uuid.uuid4().hex
+            records = self.storage.claim(
+                name,
+                free,
+                now=now,
+                owner=self.queue.node,
+                token=token,
+                lease_until=now + self.queue.lease,
+                serial=worker.serial,
+            )
+            for record in records:
+                with self._lock:
+                    self._in_flight[name] += 1
+                    self._held[record.id] = token
+                self._executors[name].submit(self._execute, worker, record, token)
+            claimed += len(records)
+        return claimed
+
+    def _dispatch_loop(self) -> None:
+        idle = MIN_POLL
+        listening = any(t.name == "exqueue-listener" for t in self._threads)
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                claimed = self._dispatch()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                pause = min(0.1 * 2**failures, 10.0)
+                log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, pause)
+                self._stopping.wait(pause)
+                continue
+            if claimed:
+                idle = MIN_POLL
+                continue
+            woken = self._wake.wait(self.queue.poll_interval if listening else idle)
+            idle = MIN_POLL if woken else min(idle * 2, self.queue.poll_interval)
+
+    def _listen_loop(self) -> None:
+        assert isinstance(self.storage, SupportsWakeup)
+        while not self._stopping.is_set():
+            try:
+                if self.storage.wait_for_jobs(min(1.0, self.queue.poll_interval)):
+                    self._wake.set()
+            except Exception as exc:
+                log.warning("waiting for new jobs failed (%s); retrying in 1s", exc)
+                self._stopping.wait(1.0)
+
+    # -- running one job -------------------------------------------------------------
+
+    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> None:
+        try:
+            self._run(worker, record, token)
+        except Exception:
+            log.exception("internal error while handling job %s", record.id)
+        finally:
+            with self._lock:
+                self._in_flight[worker.name] -= 1
+                self._held.pop(record.id, None)
+                self._finished += 1
+            self._wake.set()
+
+    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> None:
+        try:
+            args, kwargs = self.queue.codec.decode(record.payload)
+        except SerializationError as exc:
+            error = f"payload could not be decoded: {exc}"
+            if self._ack(
+                record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
+            ):
+                log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
+                self.queue._report_dead(record.id, exc)
+            return
+        context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
+        reset = _current.set(context)
+        try:
+            worker.fn(*args, **kwargs)
+        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+            self._failed(worker, record, token, exc)
+        else:
+            self._ack(record.id, "success", lambda: self.storage.complete(record.id, token))
+        finally:
+            _current.reset(reset)
+
+    def _failed(
+        self, worker: WorkerType[Any, Any], record: JobRecord, token: str, exc: BaseException
+    ) -> None:
+        error = format_error(exc)
+        if record.attempt < record.max_attempts:
+            delay = worker.backoff.delay(record.attempt)
+            run_at = self.queue.clock() + delay
+            if self._ack(
+                record.id,
+                "retry",
+                lambda: self.storage.retry(record.id, token, run_at=run_at, error=error),
+            ):
+                log.info(
+                    "job %s (%s) failed on attempt %d of %d, retrying in %.3gs: %s: %s",
+                    record.id,
+                    record.worker,
+                    record.attempt,
+                    record.max_attempts,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                )
+        elif self._ack(
+            record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
+        ):
+            log.error(
+                "job %s (%s) is dead after %d attempts",
+                record.id,
+                record.worker,
+                record.attempt,
+                exc_info=exc,
+            )
+            self.queue._report_dead(record.id, exc)
+
+    def _ack(
+        self, job_id: str, what: str, call: Callable[[], bool], patience: float | None = None
+    ) -> bool:
+        """Record an outcome, retrying through storage errors while the lease may hold.
+
+        False when the lease was lost (the job runs, or ran, again elsewhere) or the
+        storage stayed unreachable: then the lease expires and the job runs again.
+        """
+        give_up = time.monotonic() + (patience if patience is not None else 2 * self.queue.lease)
+        pause = 0.05
+        while True:
+            try:
+                ok = call()
+            except Exception as exc:
+                if time.monotonic() + pause > give_up:
+                    log.error(
+                        "could not record the %s of job %s (%s); it will run again "
+                        "once its lease expires",
+                        what,
+                        job_id,
+                        exc,
+                    )
+                    return False
+                log.warning(
+                    "recording the %s of job %s failed (%s); retrying in %.2fs",
+                    what,
+                    job_id,
+                    exc,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if not ok:
+                log.warning(
+                    "lease on job %s was lost before its %s was recorded; "
+                    "the job runs again elsewhere",
+                    job_id,
+                    what,
+                )
+            return ok
+
+    # -- leases ----------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.queue.lease / 3
+        last_recovery = time.monotonic()
+        while not self._stopping.wait(interval):
+            try:
+                self._heartbeat()
+                if time.monotonic() - last_recovery >= self.queue.lease / 2:
+                    last_recovery = time.monotonic()
+                    self._recover()
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            by_token: dict[str, list[str]] = {}
+            for job_id, token in self._held.items():
+                by_token.setdefault(token, []).append(job_id)
+        lease_until = self.queue.clock() + self.queue.lease
+        for token, job_ids in by_token.items():
+            kept = set(self.storage.extend(token, job_ids, lease_until))
+            lost = [job_id for job_id in job_ids if job_id not in kept]
+            if lost:
+                with self._lock:
+                    for job_id in lost:
+                        self._held.pop(job_id, None)
+                log.warning("lost the lease on jobs %s; they will run again", ", ".join(lost))
+
+    def _recover(self, owner: str | None = None) -> None:
+        recovered = self.storage.recover(self.queue.clock(), owner=owner, error=WORKER_LOST)
+        if recovered.waiting:
+            log.warning("recovered %d jobs of lost workers", len(recovered.waiting))
+            self._wake.set()
+        for job_id in recovered.dead:
+            log.error("job %s is dead: its worker was lost on its last attempt", job_id)
+            self.queue._report_dead(job_id, None)
+
+
+def run_until_signal(queue: Queue, stop_timeout: float) -> None:
+    """``queue.run()``: start, block until SIGINT/SIGTERM, then stop gracefully."""
+    stop = threading.Event()
+    handlers: dict[int, Any] = {}
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("received signal %d, stopping", signum)
+        stop.set()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, request_stop)
+    queue.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        queue.stop(stop_timeout)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
