@@ -291,16 +291,20 @@ class Queue:
 
     def retry_dead(self, worker: str | None = None) -> list[str]:
         """Re-queue every dead job (of one worker type); returns the new ids."""
-        new_ids = []
-        while True:
-            batch = self.storage.list_jobs(state=DEAD, worker=worker, limit=500)
-            if not batch:
-                return new_ids
+        new_ids: list[str] = []
+        after_seq: int | None = None
+        # Page by seq (a retried job keeps its seq) so that a job which dies
+        # again while we work is not retried twice in one call.
+        while batch := self.storage.list_jobs(
+            state=DEAD, worker=worker, limit=500, after_seq=after_seq
+        ):
             for record in batch:
                 try:
                     new_ids.append(self.retry(record.id))
                 except (JobNotFoundError, JobNotDeadError):
                     continue  # someone else acted on it meanwhile
+            after_seq = batch[-1].seq
+        return new_ids
 
     def delete(self, job_id: str) -> bool:
         """Remove a waiting or dead job. False when there is no such job.

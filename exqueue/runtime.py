@@ -99,15 +99,16 @@ class Runtime:
             unfinished = list(self._held.items())
             self._held.clear()
         for job_id, token in unfinished:
-            released = self._ack(
-                job_id, "release", lambda j=job_id, t=token: self.storage.release(j, t), patience=5
-            )
+            released = self._release(job_id, token)
             if released:
                 log.warning("job %s did not finish within the stop timeout; released", job_id)
         for executor in self._executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
         for thread in self._threads:
             thread.join(timeout=2.0)
+
+    def _release(self, job_id: str, token: str) -> bool:
+        return self._ack(job_id, "release", lambda: self.storage.release(job_id, token), patience=5)
 
     def drain(self, timeout: float | None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -270,6 +271,11 @@ class Runtime:
             )
             self.queue._report_dead(record.id, exc)
 
+    def _bury(self, record: JobRecord, token: str, error: str) -> bool:
+        return self._ack(
+            record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
+        )
+
     def _ack(
         self, job_id: str, what: str, call: Callable[[], bool], patience: float | None = None
     ) -> bool:
@@ -354,7 +360,7 @@ class Runtime:
 def run_until_signal(queue: Queue, stop_timeout: float) -> None:
     """``queue.run()``: start, block until SIGINT/SIGTERM, then stop gracefully."""
     stop = threading.Event()
-    handlers: dict[int, Any] = {}
+    handlers: dict[signal.Signals, Any] = {}
 
     def request_stop(signum: int, frame: object) -> None:
         log.info("received signal %d, stopping", signum)

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
-WAITING = "waiting"
-RUNNING = "running"
-DEAD = "dead"
+WAITING: Final = "waiting"
+RUNNING: Final = "running"
+DEAD: Final = "dead"
 JobState = Literal["waiting", "running", "dead"]
 STATES: tuple[JobState, ...] = (WAITING, RUNNING, DEAD)
 
