@@ -1,0 +1,88 @@
+"""The default codec round-trips plain data exactly and refuses everything else."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import pickle
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from exqueue import JSONCodec, PickleCodec, SerializationError
+from exqueue.codec import get_codec
+
+codec = JSONCodec()
+
+SAMPLES: list[Any] = [
+    None,
+    True,
+    0,
+    -(2**80),
+    1.5,
+    float("inf"),
+    "päivää ✓",
+    b"\x00\xffbytes",
+    [1, [2, (3, 4)]],
+    (1, "a"),
+    {"a": 1, "b": [1, 2]},
+    {1: "int key", (1, 2): "tuple key"},
+    {"$": "looks like a tag", "v": 1},
+    {1, 2, 3},
+    frozenset({"x"}),
+    dt.datetime(2026, 11, 27, 12, 30, tzinfo=dt.UTC),
+    dt.datetime(2026, 11, 27, 12, 30),
+    dt.date(2026, 1, 2),
+    dt.time(3, 4, 5, 6),
+    dt.timedelta(days=-1, seconds=5, microseconds=7),
+    Decimal("1.10"),
+    uuid.UUID(int=42),
+]
+
+
+@pytest.mark.parametrize("value", SAMPLES, ids=repr)
+def test_plain_values_round_trip_with_their_exact_types(value: Any) -> None:
+    args, kwargs = codec.decode(codec.encode((value,), {"k": value}))
+    assert args == (value,) and kwargs == {"k": value}
+    assert type(args[0]) is type(value) and type(kwargs["k"]) is type(value)
+
+
+def test_nan_round_trips() -> None:
+    (value,), _ = codec.decode(codec.encode((float("nan"),), {}))
+    assert math.isnan(value)
+
+
+@pytest.mark.parametrize("value", [object(), lambda: 1, {1: object()}, [1, {2}, object()]])
+def test_unsupported_values_raise_serialization_error(value: Any) -> None:
+    with pytest.raises(SerializationError):
+        codec.encode((value,), {})
+
+
+def test_pickled_payload_is_refused_not_unpickled() -> None:
+    class Boom:
+        def __reduce__(self) -> Any:
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    payload = pickle.dumps(((Boom(),), {}))
+    with pytest.raises(SerializationError, match="never unpickles"):
+        codec.decode(payload)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"{", b"[1,2]", b'[[],{"a":{"$":"nope","v":1}}]', b"\xff\xfe", b"[[{}],[]]"]
+)
+def test_corrupt_payloads_raise_serialization_error(payload: bytes) -> None:
+    with pytest.raises(SerializationError):
+        codec.decode(payload)
+
+
+def test_pickle_codec_is_opt_in_by_name() -> None:
+    assert isinstance(get_codec("json"), JSONCodec)
+    pickler = get_codec("pickle")
+    assert isinstance(pickler, PickleCodec)
+    value = {"when": dt.date(2020, 1, 1), "obj": Decimal(3)}
+    assert pickler.decode(pickler.encode((value,), {})) == ((value,), {})
+    with pytest.raises(ValueError, match="unknown codec"):
+        get_codec("yaml")

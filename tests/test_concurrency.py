@@ -1,0 +1,143 @@
+"""SPEC §3 on every backend: per-type concurrency limits and serial worker types."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import exqueue
+from tests.test_lifecycle import FakeClock
+
+
+def test_concurrency_five_reaches_five_and_never_six(storage: exqueue.Storage) -> None:
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    total = 15
+    lock = threading.Condition()
+    state = {"active": 0, "max": 0, "started": 0}
+
+    @queue.worker(name="limited", concurrency=5)
+    def limited() -> None:
+        with lock:
+            state["active"] += 1
+            state["started"] += 1
+            state["max"] = max(state["max"], state["active"])
+            lock.notify_all()
+            # Hold the slot until five run together (or nobody else can come).
+            lock.wait_for(lambda: state["active"] >= 5 or state["started"] == total, timeout=10)
+        time.sleep(0.01)
+        with lock:
+            state["active"] -= 1
+            lock.notify_all()
+
+    queue.enqueue_many([limited.call() for _ in range(total)])
+    assert queue.drain(timeout=60) == total
+    assert state["max"] == 5
+
+
+def test_serial_type_runs_in_order_and_waits_for_a_failing_head(
+    storage: exqueue.Storage,
+) -> None:
+    clock = FakeClock()
+    queue = exqueue.Queue(storage, clock=clock)
+    order: list[str] = []
+    failures = {"A": 2}
+
+    @queue.worker(name="serial", serial=True, concurrency=5, max_retries=3, backoff=exqueue.Fixed(10))
+    def step(name: str) -> None:
+        order.append(name)
+        if failures.get(name, 0) > 0:
+            failures[name] -= 1
+            raise RuntimeError(f"{name} fails")
+
+    for name in "ABC":
+        step.enqueue(name)
+    assert queue.drain() == 1
+    clock.advance(10)
+    assert queue.drain() == 1
+    assert order == ["A", "A"], "B and C must not pass the failing head"
+    clock.advance(10)
+    assert queue.drain() == 3
+    assert order == ["A", "A", "A", "B", "C"]
+
+
+def test_dead_serial_head_blocks_its_type_until_retried_but_not_other_types(
+    storage: exqueue.Storage,
+) -> None:
+    clock = FakeClock()
+    queue = exqueue.Queue(storage, clock=clock)
+    order: list[str] = []
+    broken = {"A"}
+
+    @queue.worker(name="serial", serial=True, max_retries=0)
+    def step(name: str) -> None:
+        order.append(name)
+        if name in broken:
+            raise RuntimeError("broken")
+
+    other = queue.worker(name="other")(lambda: order.append("other"))
+    head = step.enqueue("A")
+    step.enqueue("B")
+    assert queue.drain() == 1
+    other.enqueue()
+    clock.advance(3600)
+    assert queue.drain() == 1
+    assert order == ["A", "other"], "B is blocked by the dead head; other types are not"
+    broken.clear()
+    queue.retry(head)
+    assert queue.drain() == 2
+    assert order == ["A", "other", "A", "B"]
+
+
+def test_deleting_a_dead_serial_head_unblocks_the_type(storage: exqueue.Storage) -> None:
+    queue = exqueue.Queue(storage, clock=FakeClock())
+    order: list[str] = []
+
+    @queue.worker(name="serial", serial=True, max_retries=0)
+    def step(name: str) -> None:
+        order.append(name)
+        if name == "A":
+            raise RuntimeError("broken")
+
+    head = step.enqueue("A")
+    step.enqueue("B")
+    queue.drain()
+    assert queue.delete(head)
+    assert queue.drain() == 1
+    assert order == ["A", "B"]
+
+
+def test_serial_type_is_one_at_a_time_across_nodes(storage: exqueue.Storage) -> None:
+    nodes = [
+        exqueue.Queue(storage, node=f"node-{i}", poll_interval=0.02) for i in range(2)
+    ]
+    lock = threading.Lock()
+    log: list[tuple[str, int]] = []
+    active = {"now": 0, "max": 0}
+    total = 12
+    done = threading.Event()
+
+    def make(queue: exqueue.Queue) -> None:
+        @queue.worker(name="serial", serial=True)
+        def step(i: int) -> None:
+            with lock:
+                active["now"] += 1
+                active["max"] = max(active["max"], active["now"])
+                log.append((queue.node, i))
+            time.sleep(0.005)
+            with lock:
+                active["now"] -= 1
+                if len(log) == total:
+                    done.set()
+
+    for queue in nodes:
+        make(queue)
+    nodes[0].enqueue_many([exqueue.Call("serial", (i,)) for i in range(total)])
+    for queue in nodes:
+        queue.start()
+    try:
+        assert done.wait(60)
+    finally:
+        for queue in nodes:
+            queue.stop(timeout=5)
+    assert [i for _, i in log] == list(range(total))
+    assert active["max"] == 1
