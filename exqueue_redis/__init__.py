@@ -1,1 +1,410 @@
-"""RedisStorage: redis-py backend with atomic Lua transitions."""
+"""RedisStorage: the exqueue storage protocol on Redis, one Lua script per transition.
+
+Each transition (enqueue batch, claim batch, complete, retry, ...) is a single
+EVALSHA of a script in :mod:`exqueue_redis._scripts`: atomic on the server and
+one round trip. The backend holds no policy; it applies what the core decides.
+
+Key layout. ``ns`` is the namespace (default ``exqueue``); ``<w>`` a worker name
+and ``<id>`` a job id, both as UTF-8 bytes. Every key starts with the hash tag
+``{ns}``, so one namespace lives in one Redis Cluster slot and every script
+touches a single node.
+
+=========================  ==========  ===============================================
+key                        type        holds
+=========================  ==========  ===============================================
+``{ns}:schema``            string      the layout version (``1``)
+``{ns}:seq``               string      the last sequence number handed out (INCR)
+``{ns}:job:<id>``          hash        one job: ``id seq worker payload state attempt
+                                       max_attempts run_at enqueued_at errors`` (the
+                                       error count), ``error:1 .. error:N`` (oldest
+                                       first) and, while running, ``lease_owner
+                                       lease_token lease_expires``
+``{ns}:workers``           set         names of the workers that have any job
+``{ns}:all:<w>``           zset        every job of ``<w>``: member id, score seq
+                                       (serial head, ``list_jobs`` order)
+``{ns}:waiting:<w>``       zset        waiting jobs: member ``%016d`` seq + id, score
+                                       run_at; equal run_at sorts by member = seq
+``{ns}:running:<w>``       zset        running jobs: member id, score seq
+``{ns}:dead:<w>``          zset        dead jobs: member id, score seq
+``{ns}:leases``            zset        running jobs of all workers: member id, score
+                                       lease_expires (``recover``)
+``{ns}:armed``             string      set by an idle waiter; the next transition that
+                                       makes a job runnable deletes it and publishes
+``{ns}:wake``              channel     pub/sub channel of those wake-ups
+=========================  ==========  ===============================================
+
+Floats (run_at, enqueued_at, lease_expires) are stored as Python ``repr``
+strings, which round-trip exactly; sorted-set scores are the same doubles.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue.storage import (
+    MULTI_PROCESS,
+    PERSISTENT,
+    WAKEUP,
+    Counts,
+    DeleteResult,
+    JobRecord,
+    JobState,
+    NewJob,
+    Recovered,
+    RequeueResult,
+)
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ConfigurationError(
+        f"the Redis backend needs the redis package ({exc}); install it with: "
+        f'pip install "exqueue[redis]"'
+    ) from exc
+
+from exqueue_redis import _scripts
+
+__all__ = ["RedisStorage"]
+
+SCHEMA_VERSION = b"1"
+
+#: Longest a blocked ``wait_for_jobs`` goes without checking whether the storage closed.
+_WAIT_SLICE = 0.2
+
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+class RedisStorage:
+    """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
+
+    ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
+    (the caller keeps ownership: ``close()`` leaves it open). ``cluster=True`` or
+    ``?cluster=true`` in the URL connects to a Redis Cluster through that node.
+    Commands are not retried by the client: a transition is applied at most once
+    per call, and a lost server shows as ``redis.exceptions.ConnectionError``.
+    """
+
+    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP})
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = "exqueue",
+        client: redis.Redis | RedisCluster | None = None,
+        cluster: bool = False,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not namespace or "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"Redis namespace {namespace!r} must be non-empty and contain no braces"
+            )
+        self.namespace = namespace
+        self._prefix = f"{{{namespace}}}:"
+        self._owns_client = client is None
+        self._url = url
+        if client is None:
+            client = _connect(url, cluster, socket_timeout, connect_timeout)
+        self._client: Any = client
+        self._closed = False
+        self._pubsubs: list[Any] = []
+        self._pubsubs_lock = threading.Lock()
+        self._local = threading.local()
+        self._check_server()
+        self._scripts = {
+            name: client.register_script(_scripts.PRELUDE + getattr(_scripts, name))
+            for name in (
+                "ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE", "EXTEND",
+                "RECOVER", "DELETE", "REQUEUE", "COUNTS", "LIST",
+            )
+        }  # fmt: skip
+
+    def _check_server(self) -> None:
+        """Fail at once with one clear message when Redis does not answer."""
+        key = self._prefix + "schema"
+        try:
+            self._client.ping()
+            self._client.set(key, SCHEMA_VERSION, nx=True)
+            version = self._client.get(key)
+        except RedisConnectionError as exc:
+            self.close()
+            raise ConfigurationError(
+                f"cannot reach Redis at {_redact(self._url)}: {exc}; is the server running?"
+            ) from None
+        except RedisError as exc:
+            self.close()
+            raise ConfigurationError(f"Redis at {_redact(self._url)} refused: {exc}") from None
+        if version != SCHEMA_VERSION:
+            self.close()
+            raise SchemaVersionError(
+                f"Redis namespace {self.namespace!r} has key layout version {version!r}; "
+                f"this exqueue uses {SCHEMA_VERSION.decode()}"
+            )
+
+    def _run(self, name: str, *args: bytes | str | int | float) -> Any:
+        return self._scripts[name](keys=[self._prefix], args=args)
+
+    # -- transitions ---------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        if not jobs:
+            return
+        args: list[bytes | str | int | float] = [len(jobs)]
+        for job in jobs:
+            args += [
+                job.id, job.worker, job.payload,
+                repr(float(job.run_at)), repr(float(job.enqueued_at)), job.max_attempts,
+            ]  # fmt: skip
+        duplicate = self._run("ENQUEUE", *args)
+        if duplicate:
+            raise ValueError(
+                f"duplicate job id {duplicate.decode()!r} in enqueue batch; nothing was enqueued"
+            )
+
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        serial: bool = False,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        rows = self._run(
+            "CLAIM", worker, limit, repr(float(now)), owner, token,
+            repr(float(lease_until)), "1" if serial else "0",
+        )  # fmt: skip
+        return [_record(row) for row in rows]
+
+    def complete(self, job_id: str, token: str) -> bool:
+        return bool(self._run("COMPLETE", job_id, token))
+
+    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+        return bool(self._run("RETRY", job_id, token, repr(float(run_at)), error))
+
+    def bury(self, job_id: str, token: str, *, error: str) -> bool:
+        return bool(self._run("BURY", job_id, token, error))
+
+    def release(self, job_id: str, token: str) -> bool:
+        return bool(self._run("RELEASE", job_id, token))
+
+    def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        if not job_ids:
+            return []
+        extended = self._run("EXTEND", token, repr(float(lease_until)), *job_ids)
+        return [job_id.decode() for job_id in extended]
+
+    def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
+        waiting, dead = self._run(
+            "RECOVER", repr(float(now)), error, owner or "", "0" if owner is None else "1"
+        )
+        return Recovered(
+            waiting=tuple(job_id.decode() for job_id in waiting),
+            dead=tuple(job_id.decode() for job_id in dead),
+        )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        fields = self._client.hgetall(self._prefix + "job:" + job_id)
+        return _record_from(fields) if fields else None
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        rows = self._run(
+            "LIST",
+            state or "",
+            worker or "",
+            "0" if worker is None else "1",
+            limit,
+            "-inf" if after_seq is None else int(after_seq),
+        )
+        return [_record(row) for row in rows]
+
+    def delete(self, job_id: str) -> DeleteResult:
+        return cast(DeleteResult, self._run("DELETE", job_id).decode())
+
+    def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
+        result = self._run("REQUEUE", job_id, new_id, repr(float(now))).decode()
+        if result == "exists":
+            raise ValueError(f"job id {new_id!r} already exists")
+        return cast(RequeueResult, result)
+
+    def counts(self, now: float) -> dict[str, Counts]:
+        flat = self._run("COUNTS", repr(float(now)))
+        return {
+            flat[i].decode(): Counts(*(int(n) for n in flat[i + 1 : i + 5]))
+            for i in range(0, len(flat), 5)
+        }
+
+    # -- wake-ups ------------------------------------------------------------
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when a job was made runnable meanwhile.
+
+        The waiter subscribes to ``{ns}:wake``, then arms ``{ns}:armed``; the next
+        transition that makes a job runnable (on any node) deletes the key and
+        publishes once. It unsubscribes before returning, so a busy worker never
+        has wake-ups piling up on its connection.
+        """
+        if self._closed:
+            return False
+        deadline = time.monotonic() + max(timeout, 0.0)
+        pubsub = self._pubsub()
+        try:
+            pubsub.subscribe(self._prefix + "wake")
+            try:
+                return self._wait_subscribed(pubsub, deadline)
+            finally:
+                pubsub.unsubscribe()
+        except RedisError:
+            # A broken subscription is thrown away; the next wait starts afresh.
+            self._drop_pubsub(pubsub)
+            if self._closed:
+                return False
+            raise
+
+    def _wait_subscribed(self, pubsub: Any, deadline: float) -> bool:
+        # Whatever precedes our subscribe confirmation was published before this
+        # wait began (left over from the previous one): it does not count.
+        while True:
+            message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
+            if message is None:
+                return False
+            if message["type"] == "subscribe":
+                break
+        # Subscribed first, armed second: any later transition publishes to us.
+        self._client.set(self._prefix + "armed", b"1")
+        while not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            message = pubsub.get_message(timeout=min(left, _WAIT_SLICE))
+            if message is not None and message["type"] == "message":
+                return True
+        return False
+
+    def _pubsub(self) -> Any:
+        # One subscription per thread: a PubSub object is not thread-safe.
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            pubsub = self._client.pubsub()
+            self._local.pubsub = pubsub
+            with self._pubsubs_lock:
+                self._pubsubs.append(pubsub)
+        return pubsub
+
+    def _drop_pubsub(self, pubsub: Any) -> None:
+        self._local.pubsub = None
+        with self._pubsubs_lock:
+            if pubsub in self._pubsubs:
+                self._pubsubs.remove(pubsub)
+        try:
+            pubsub.close()
+        except RedisError:
+            pass
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._pubsubs_lock:
+            pubsubs, self._pubsubs = self._pubsubs, []
+        for pubsub in pubsubs:
+            try:
+                pubsub.close()
+            except (RedisError, OSError):
+                pass
+        if self._owns_client:
+            self._client.close()
+
+    def destroy(self) -> None:
+        """Delete every key of this namespace (tests, teardown). Jobs are lost."""
+        pattern = _glob_escape(self._prefix) + "*"
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                self._client.delete(*batch)
+                batch = []
+        if batch:
+            self._client.delete(*batch)
+
+
+def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: float) -> Any:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cluster = cluster or any(k == "cluster" and v.lower() in _TRUTHY for k, v in query)
+    url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"])))
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    # No client-side retries: a retried script whose first reply was lost would
+    # apply twice (e.g. enqueue, then fail as a duplicate). The pool already
+    # replaces connections that the server closed, so a restart causes no error
+    # once the server is back.
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+
+
+def _record(flat: list[bytes]) -> JobRecord:
+    return _record_from(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _record_from(f: dict[bytes, bytes]) -> JobRecord:
+    token = f.get(b"lease_token")
+    expires = f.get(b"lease_expires")
+    owner = f.get(b"lease_owner")
+    return JobRecord(
+        id=f[b"id"].decode(),
+        seq=int(f[b"seq"]),
+        worker=f[b"worker"].decode(),
+        payload=f[b"payload"],
+        state=cast(JobState, f[b"state"].decode()),
+        attempt=int(f[b"attempt"]),
+        max_attempts=int(f[b"max_attempts"]),
+        run_at=float(f[b"run_at"]),
+        enqueued_at=float(f[b"enqueued_at"]),
+        errors=tuple(f[b"error:%d" % i].decode() for i in range(1, int(f[b"errors"]) + 1)),
+        lease_owner=owner.decode() if owner is not None else None,
+        lease_token=token.decode() if token is not None else None,
+        lease_expires=float(expires) if expires is not None else None,
+    )
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
