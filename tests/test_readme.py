@@ -1,0 +1,57 @@
+"""The README's quick start and the demo run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quick_start_code() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the Quick start section has no python block"
+    return match.group(1)
+
+
+def test_quick_start_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "quick.py").write_text(quick_start_code())
+    result = subprocess.run(
+        [sys.executable, "quick.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "queued: waiting",
+        "sending the welcome email to user 42 in sv",
+        "after the run: None",
+    ]
+    assert len(quick_start_code().strip().splitlines()) <= 22
+
+
+def test_demo_retries_one_job_to_success_and_leaves_one_dead(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "fetched invoice 1001 on attempt 3" in out
+    assert "fetch_invoice job removed after success: True" in out
+    assert "send_report job is dead after 3 attempts" in out
+    assert "on_dead: demo.send_report" in out
+    assert (tmp_path / "exqueue.db").exists(), "the demo uses the SQLite default ./exqueue.db"
+    dead = subprocess.run(
+        [sys.executable, "-m", "exqueue", "jobs", "--state", "dead"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dead.returncode == 0 and "demo.send_report" in dead.stdout
