@@ -1,1 +1,12 @@
-"""SQLStorage: SQLAlchemy 2 Core backend for SQLite, PostgreSQL and MariaDB/MySQL."""
+"""exqueue's SQL backend: ``SQLStorage`` on SQLite, PostgreSQL and MariaDB/MySQL.
+
+``exqueue_sql.metadata`` holds the tables for the default prefix, for Alembic.
+See docs/sql.md for URLs, the schema, transactional enqueue and wake-ups.
+"""
+
+from __future__ import annotations
+
+from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, metadata, tables
+from exqueue_sql._storage import SQLStorage
+
+__all__ = ["DEFAULT_PREFIX", "SCHEMA_VERSION", "SQLStorage", "metadata", "tables"]

@@ -1,0 +1,89 @@
+"""The SQL schema: a jobs table and a meta table holding the schema version.
+
+``tables(prefix)`` builds both tables for one prefix on a fresh ``MetaData``;
+``exqueue_sql.metadata`` is the default prefix's, for Alembic users.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql
+
+#: Bump when the tables change; a store written by another version is refused.
+SCHEMA_VERSION = 1
+DEFAULT_PREFIX = "exqueue_"
+
+# MariaDB's BLOB stops at 64 KiB; LONGBLOB holds any payload the other dialects hold.
+_PAYLOAD = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+# Binary collation on MariaDB/MySQL: ids and worker names compare exactly, as in
+# every other backend (the server default collation is case-insensitive).
+_MYSQL_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+class Tables(NamedTuple):
+    jobs: Table
+    meta: Table
+
+
+def tables(prefix: str = DEFAULT_PREFIX, metadata: MetaData | None = None) -> Tables:
+    """The jobs and meta tables for ``prefix``, added to ``metadata`` (or a new one)."""
+    md = metadata if metadata is not None else MetaData()
+    jobs = Table(
+        f"{prefix}jobs",
+        md,
+        Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        Column("id", String(255), nullable=False, unique=True),
+        Column("worker", String(255), nullable=False),
+        Column("payload", _PAYLOAD, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("max_attempts", Integer, nullable=False),
+        Column("run_at", Double, nullable=False),
+        Column("enqueued_at", Double, nullable=False),
+        Column("errors", _TEXT, nullable=False),
+        Column("lease_owner", String(255)),
+        Column("lease_token", String(255)),
+        Column("lease_expires", Double),
+        # Claims: a range scan on (worker, 'waiting', run_at <= now) already in
+        # (run_at, seq) order, so LIMIT n reads n index entries however many rows wait.
+        Index(f"{prefix}jobs_claim", "worker", "state", "run_at", "seq"),
+        # Serial head: the lowest seq of a worker in any state.
+        Index(f"{prefix}jobs_head", "worker", "seq"),
+        # Recovery (state = 'running': few rows, bounded by total concurrency) and
+        # list_jobs(state=...) ordered by seq.
+        Index(f"{prefix}jobs_state", "state", "seq"),
+        **_MYSQL_OPTIONS,
+    )
+    meta = Table(
+        f"{prefix}meta",
+        md,
+        Column("key", String(64), primary_key=True),
+        Column("value", String(255), nullable=False),
+        **_MYSQL_OPTIONS,
+    )
+    return Tables(jobs, meta)
+
+
+#: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).
+metadata = MetaData()
+tables(DEFAULT_PREFIX, metadata)
