@@ -1,11 +1,15 @@
 """MemoryStorage: an in-process, thread-safe backend; the reference for tests.
 
 Everything lives in one dict guarded by one lock, so each transition is atomic.
-Nothing survives the process: use it for tests and short scripts.
+Per worker, two heaps index the dict so a claim does not scan every job: runnable
+order ``(run_at, seq)`` for waiting jobs, and ``seq`` for the serial head. Heap
+entries are never removed in place; an entry whose job changed is skipped when
+it reaches the top. Nothing survives the process: use it for tests and scripts.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -36,6 +40,10 @@ class MemoryStorage:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
+        # worker -> heap of (run_at, seq, id) for waiting jobs (stale entries skipped)
+        self._runnable: dict[str, list[tuple[float, int, str]]] = {}
+        # worker -> heap of (seq, id) of every job (stale entries skipped)
+        self._order: dict[str, list[tuple[int, str]]] = {}
         self._seq = 0
         self._signal = 0
 
@@ -46,16 +54,19 @@ class MemoryStorage:
                 raise ValueError("duplicate job id in enqueue batch")
             for job in jobs:
                 self._seq += 1
-                self._jobs[job.id] = JobRecord(
-                    id=job.id,
-                    seq=self._seq,
-                    worker=job.worker,
-                    payload=job.payload,
-                    state=WAITING,
-                    attempt=0,
-                    max_attempts=job.max_attempts,
-                    run_at=job.run_at,
-                    enqueued_at=job.enqueued_at,
+                heapq.heappush(self._order.setdefault(job.worker, []), (self._seq, job.id))
+                self._store(
+                    JobRecord(
+                        id=job.id,
+                        seq=self._seq,
+                        worker=job.worker,
+                        payload=job.payload,
+                        state=WAITING,
+                        attempt=0,
+                        max_attempts=job.max_attempts,
+                        run_at=job.run_at,
+                        enqueued_at=job.enqueued_at,
+                    )
                 )
             if jobs:
                 self._notify()
@@ -74,18 +85,12 @@ class MemoryStorage:
         if limit <= 0:
             return []
         with self._lock:
-            mine = [job for job in self._jobs.values() if job.worker == worker]
-            if serial:
-                head = min(mine, key=lambda job: job.seq, default=None)
-                candidates = [head] if head is not None else []
-                limit = 1
-            else:
-                candidates = mine
-            runnable = sorted(
-                (job for job in candidates if job.state == WAITING and job.run_at <= now),
-                key=lambda job: (job.run_at, job.seq),
-            )[:limit]
             claimed = []
+            if serial:
+                head = self._head(worker)
+                runnable = [head] if head and head.state == WAITING and head.run_at <= now else []
+            else:
+                runnable = self._pop_runnable(worker, limit, now)
             for job in runnable:
                 updated = replace(
                     job,
@@ -98,6 +103,34 @@ class MemoryStorage:
                 self._jobs[job.id] = updated
                 claimed.append(updated)
             return claimed
+
+    def _store(self, job: JobRecord) -> None:
+        """Save ``job`` (lock held), indexing it when it is waiting."""
+        self._jobs[job.id] = job
+        if job.state == WAITING:
+            heap = self._runnable.setdefault(job.worker, [])
+            heapq.heappush(heap, (job.run_at, job.seq, job.id))
+
+    def _pop_runnable(self, worker: str, limit: int, now: float) -> list[JobRecord]:
+        heap = self._runnable.get(worker, [])
+        found: dict[str, JobRecord] = {}
+        while heap and len(found) < limit and heap[0][0] <= now:
+            run_at, seq, job_id = heapq.heappop(heap)
+            job = self._jobs.get(job_id)
+            # A serial claim leaves its entry behind, so a job can be indexed twice.
+            if job and job.state == WAITING and job.run_at == run_at and job_id not in found:
+                found[job_id] = job
+        return list(found.values())
+
+    def _head(self, worker: str) -> JobRecord | None:
+        heap = self._order.get(worker, [])
+        while heap:
+            seq, job_id = heap[0]
+            job = self._jobs.get(job_id)
+            if job is not None and job.seq == seq:
+                return job
+            heapq.heappop(heap)
+        return None
 
     def _held(self, job_id: str, token: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -117,9 +150,7 @@ class MemoryStorage:
             job = self._held(job_id, token)
             if job is None:
                 return False
-            self._jobs[job_id] = _unleased(
-                job, state=WAITING, run_at=run_at, errors=job.errors + (error,)
-            )
+            self._store(_unleased(job, state=WAITING, run_at=run_at, errors=job.errors + (error,)))
             self._notify()
             return True
 
@@ -136,7 +167,7 @@ class MemoryStorage:
             job = self._held(job_id, token)
             if job is None:
                 return False
-            self._jobs[job_id] = _unleased(job, state=WAITING, attempt=job.attempt - 1)
+            self._store(_unleased(job, state=WAITING, attempt=job.attempt - 1))
             self._notify()
             return True
 
@@ -162,7 +193,7 @@ class MemoryStorage:
                     continue
                 errors = job.errors + (error,)
                 if job.attempt < job.max_attempts:
-                    self._jobs[job.id] = _unleased(job, state=WAITING, run_at=now, errors=errors)
+                    self._store(_unleased(job, state=WAITING, run_at=now, errors=errors))
                     waiting.append(job.id)
                 else:
                     self._jobs[job.id] = _unleased(job, state=DEAD, errors=errors)
@@ -214,9 +245,8 @@ class MemoryStorage:
             if new_id in self._jobs:
                 raise ValueError(f"job id {new_id!r} already exists")
             del self._jobs[job_id]
-            self._jobs[new_id] = replace(
-                job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=()
-            )
+            heapq.heappush(self._order[job.worker], (job.seq, new_id))
+            self._store(replace(job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=()))
             self._notify()
             return "requeued"
 
