@@ -118,7 +118,8 @@ class RedisStorage:
             client = _connect(url, cluster, socket_timeout, connect_timeout)
         self._client: Any = client
         self._closed = False
-        self._pubsubs: list[Any] = []
+        # Each thread's subscription, and whether a wait is using it now.
+        self._pubsubs: dict[Any, bool] = {}
         self._pubsubs_lock = threading.Lock()
         self._local = threading.local()
         self._check_server()
@@ -266,24 +267,29 @@ class RedisStorage:
         The waiter subscribes to ``{ns}:wake``, then arms ``{ns}:armed``; the next
         transition that makes a job runnable (on any node) deletes the key and
         publishes once. It unsubscribes before returning, so a busy worker never
-        has wake-ups piling up on its connection.
+        has wake-ups piling up on its connection. ``close()`` ends a wait early.
         """
-        if self._closed:
-            return False
         deadline = time.monotonic() + max(timeout, 0.0)
-        pubsub = self._pubsub()
+        pubsub = self._checkout_pubsub()
+        if pubsub is None:
+            return False
+        broken = False
         try:
             pubsub.subscribe(self._prefix + "wake")
             try:
                 return self._wait_subscribed(pubsub, deadline)
             finally:
                 pubsub.unsubscribe()
-        except RedisError:
+        except Exception:
             # A broken subscription is thrown away; the next wait starts afresh.
-            self._drop_pubsub(pubsub)
+            # After close() the connection may be torn down under us (redis-py
+            # then raises ValueError or OSError too): that just ends the wait.
+            broken = True
             if self._closed:
                 return False
             raise
+        finally:
+            self._checkin_pubsub(pubsub, broken)
 
     def _wait_subscribed(self, pubsub: Any, deadline: float) -> bool:
         # Whatever precedes our subscribe confirmation was published before this
@@ -305,39 +311,39 @@ class RedisStorage:
                 return True
         return False
 
-    def _pubsub(self) -> Any:
-        # One subscription per thread: a PubSub object is not thread-safe.
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is None:
-            pubsub = self._client.pubsub()
-            self._local.pubsub = pubsub
-            with self._pubsubs_lock:
-                self._pubsubs.append(pubsub)
-        return pubsub
-
-    def _drop_pubsub(self, pubsub: Any) -> None:
-        self._local.pubsub = None
+    def _checkout_pubsub(self) -> Any:
+        # One subscription per thread (a PubSub object is not thread-safe), kept
+        # between waits. Those in use are closed by their own thread after close().
         with self._pubsubs_lock:
-            if pubsub in self._pubsubs:
-                self._pubsubs.remove(pubsub)
-        try:
-            pubsub.close()
-        except RedisError:
-            pass
+            if self._closed:
+                return None
+            pubsub = getattr(self._local, "pubsub", None)
+            if pubsub is None:
+                pubsub = self._local.pubsub = self._client.pubsub()
+            self._pubsubs[pubsub] = True
+            return pubsub
+
+    def _checkin_pubsub(self, pubsub: Any, broken: bool) -> None:
+        with self._pubsubs_lock:
+            if not (broken or self._closed):
+                self._pubsubs[pubsub] = False
+                return
+            self._pubsubs.pop(pubsub, None)
+            self._local.pubsub = None
+        _quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         with self._pubsubs_lock:
-            pubsubs, self._pubsubs = self._pubsubs, []
-        for pubsub in pubsubs:
-            try:
-                pubsub.close()
-            except (RedisError, OSError):
-                pass
+            if self._closed:
+                return
+            self._closed = True
+            idle = [pubsub for pubsub, busy in self._pubsubs.items() if not busy]
+            for pubsub in idle:
+                del self._pubsubs[pubsub]
+        for pubsub in idle:
+            _quietly_close(pubsub)
         if self._owns_client:
             self._client.close()
 
@@ -395,6 +401,13 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         lease_token=token.decode() if token is not None else None,
         lease_expires=float(expires) if expires is not None else None,
     )
+
+
+def _quietly_close(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except (RedisError, OSError):
+        pass  # closing a connection that is already broken
 
 
 def _glob_escape(text: str) -> str:
