@@ -72,6 +72,8 @@ def tables(prefix: str = DEFAULT_PREFIX, metadata: MetaData | None = None) -> Ta
         # Recovery (state = 'running': few rows, bounded by total concurrency) and
         # list_jobs(state=...) ordered by seq.
         Index(f"{prefix}jobs_state", "state", "seq"),
+        # AUTOINCREMENT: SQLite would otherwise reuse the seq of a deleted last row.
+        sqlite_autoincrement=True,
         **_MYSQL_OPTIONS,
     )
     meta = Table(
