@@ -38,6 +38,8 @@ class Codec(Protocol):
 
 _TAG = "$"
 _PLAIN = (str, int, bool, type(None))
+_SCALARS = frozenset({str, int, bool, type(None)})
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _to_json(value: Any) -> Any:
@@ -135,8 +137,13 @@ class JSONCodec:
         if any(type(key) is not str for key in kwargs):
             raise SerializationError("keyword argument names must be strings")
         try:
+            # Most jobs take ids and names: those need no tagging walk.
+            if all(type(a) in _SCALARS for a in args) and all(
+                type(v) in _SCALARS for v in kwargs.values()
+            ):
+                return _encode_json([list(args), kwargs]).encode()
             body = [[_to_json(a) for a in args], {k: _to_json(v) for k, v in kwargs.items()}]
-            return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            return _encode_json(body).encode()
         except SerializationError:
             raise
         except (ValueError, TypeError, RecursionError) as exc:

@@ -19,8 +19,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import SerializationError
@@ -34,6 +34,8 @@ log = logging.getLogger("exqueue")
 
 #: The shortest idle poll; the dispatcher doubles it up to the queue's poll_interval.
 MIN_POLL = 0.02
+#: A lane buffers about this many seconds of work beyond its running jobs.
+BUFFER_SECONDS = 0.1
 #: Stored error texts are cut to this many characters (the end, where the error is).
 MAX_ERROR_CHARS = 8000
 
@@ -41,6 +43,43 @@ MAX_ERROR_CHARS = 8000
 def format_error(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc)).rstrip()
     return text[-MAX_ERROR_CHARS:]
+
+
+class _Lane:
+    """One worker type on this node: its claimed-but-not-started jobs and its threads.
+
+    ``concurrency`` threads take jobs from ``buffer``; the dispatcher refills it.
+    A lane buffers at most about ``BUFFER_SECONDS`` of work beyond its running
+    jobs (measured from recent job durations), so a node never hoards jobs that
+    other nodes could start sooner, and a buffered lease never runs out unused.
+    """
+
+    def __init__(self, worker: WorkerType[Any, Any], max_prefetch: int) -> None:
+        self.worker = worker
+        self.buffer: deque[tuple[JobRecord, str]] = deque()
+        self.ready = threading.Condition()
+        self.executing = 0
+        self.closing = False
+        self.max_prefetch = 0 if worker.serial else max_prefetch
+        self.mean_duration = BUFFER_SECONDS  # until measured, buffer nothing extra
+
+    def prefetch(self) -> int:
+        if self.max_prefetch == 0:
+            return 0
+        return min(self.max_prefetch, int(BUFFER_SECONDS / max(self.mean_duration, 1e-6)))
+
+    def wanted(self) -> int:
+        """How many jobs to claim now: 0 unless the lane is worth a round trip."""
+        outstanding = self.executing + len(self.buffer)
+        prefetch = self.prefetch()
+        want = self.worker.concurrency + prefetch - outstanding
+        # Refill in batches, but never leave a thread idle.
+        if outstanding < self.worker.concurrency or want > prefetch // 2:
+            return max(want, 0)
+        return 0
+
+    def observe(self, seconds: float) -> None:
+        self.mean_duration = 0.8 * self.mean_duration + 0.2 * seconds
 
 
 class Runtime:
@@ -52,11 +91,13 @@ class Runtime:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._in_flight = {name: 0 for name in queue.workers}
-        # job id -> claim token, for jobs this node runs and still holds
+        self._lanes = {
+            name: _Lane(worker, queue.prefetch) for name, worker in queue.workers.items()
+        }
+        # job id -> claim token, for jobs this node has claimed and still holds
         self._held: dict[str, str] = {}
-        self._executors: dict[str, ThreadPoolExecutor] = {}
         self._threads: list[threading.Thread] = []
+        self._lane_threads: list[threading.Thread] = []
         self._finished = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -65,10 +106,14 @@ class Runtime:
         self._wake.set()
 
     def _open(self, listen: bool) -> None:
-        self._executors = {
-            name: ThreadPoolExecutor(worker.concurrency, thread_name_prefix=f"exqueue-{name}")
-            for name, worker in self.queue.workers.items()
-        }
+        for name, lane in self._lanes.items():
+            for number in range(lane.worker.concurrency):
+                thread = threading.Thread(
+                    target=self._lane_loop, args=(lane,), name=f"exqueue-{name}-{number}"
+                )
+                thread.daemon = True
+                thread.start()
+                self._lane_threads.append(thread)
         self._recover(owner=self.queue.node)
         self._spawn(self._heartbeat_loop, "exqueue-heartbeat")
         if (
@@ -91,6 +136,17 @@ class Runtime:
     def stop(self, timeout: float) -> None:
         self._stopping.set()
         self._wake.set()
+        # Buffered jobs have not started: hand them back at once, attempt uncounted.
+        for lane in self._lanes.values():
+            with lane.ready:
+                lane.closing = True
+                unstarted = list(lane.buffer)
+                lane.buffer.clear()
+                lane.ready.notify_all()
+            for record, token in unstarted:
+                with self._lock:
+                    self._held.pop(record.id, None)
+                self._release(record.id, token)
         deadline = time.monotonic() + max(timeout, 0.0)
         while self._busy() and time.monotonic() < deadline:
             self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
@@ -99,11 +155,8 @@ class Runtime:
             unfinished = list(self._held.items())
             self._held.clear()
         for job_id, token in unfinished:
-            released = self._release(job_id, token)
-            if released:
+            if self._release(job_id, token):
                 log.warning("job %s did not finish within the stop timeout; released", job_id)
-        for executor in self._executors.values():
-            executor.shutdown(wait=False, cancel_futures=True)
         for thread in self._threads:
             thread.join(timeout=2.0)
 
@@ -136,39 +189,62 @@ class Runtime:
         return self._finished
 
     def _busy(self) -> bool:
-        with self._lock:
-            return any(self._in_flight.values())
+        return any(lane.executing or lane.buffer for lane in self._lanes.values())
 
     # -- claiming --------------------------------------------------------------------
 
     def _dispatch(self) -> int:
-        """Claim as many jobs as there are free slots, per worker type; returns how many."""
+        """Claim jobs for every lane that wants some; returns how many were claimed."""
         claimed = 0
-        for name, worker in self.queue.workers.items():
+        for name, lane in self._lanes.items():
             if self._stopping.is_set():
                 break
-            with self._lock:
-                free = worker.concurrency - self._in_flight[name]
-            if free <= 0:
+            with lane.ready:
+                want = lane.wanted()
+            if want <= 0:
                 continue
             now = self.queue.clock()
             token = uuid.uuid4().hex
             records = self.storage.claim(
                 name,
-                free,
+                want,
                 now=now,
                 owner=self.queue.node,
                 token=token,
                 lease_until=now + self.queue.lease,
-                serial=worker.serial,
+                serial=lane.worker.serial,
             )
-            for record in records:
-                with self._lock:
-                    self._in_flight[name] += 1
+            if not records:
+                continue
+            with self._lock:
+                for record in records:
                     self._held[record.id] = token
-                self._executors[name].submit(self._execute, worker, record, token)
+            with lane.ready:
+                lane.buffer.extend((record, token) for record in records)
+                lane.ready.notify(len(records))
             claimed += len(records)
         return claimed
+
+    def _lane_loop(self, lane: _Lane) -> None:
+        while True:
+            with lane.ready:
+                while not lane.buffer and not lane.closing:
+                    lane.ready.wait()
+                if not lane.buffer:
+                    return
+                record, token = lane.buffer.popleft()
+                lane.executing += 1
+            started = time.monotonic()
+            try:
+                self._execute(lane.worker, record, token)
+            finally:
+                with lane.ready:
+                    lane.executing -= 1
+                    lane.observe(time.monotonic() - started)
+                with self._lock:
+                    self._held.pop(record.id, None)
+                    self._finished += 1
+                self._wake.set()
 
     def _dispatch_loop(self) -> None:
         idle = MIN_POLL
@@ -208,12 +284,6 @@ class Runtime:
             self._run(worker, record, token)
         except Exception:
             log.exception("internal error while handling job %s", record.id)
-        finally:
-            with self._lock:
-                self._in_flight[worker.name] -= 1
-                self._held.pop(record.id, None)
-                self._finished += 1
-            self._wake.set()
 
     def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> None:
         try:
