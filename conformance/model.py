@@ -1,0 +1,239 @@
+"""An executable reference model of the job state machine, in plain dicts and lists.
+
+This is what the conformance suite compares a real backend against. It is written
+from the contract (the docstrings of :class:`exqueue.storage.Storage` and SPEC §2),
+not from any backend, and is deliberately naive: every operation scans every job.
+It has no clock of its own; like a backend it is told ``now`` on each call.
+
+Sequence numbers here are the model's own counter. A backend's ``seq`` values are
+not expected to equal them, only to sort the same way and never to change for a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from exqueue.storage import DEAD, RUNNING, WAITING, Counts, JobState, NewJob
+
+
+@dataclass
+class ModelJob:
+    """One stored job as the model sees it (mutable: transitions edit it in place)."""
+
+    id: str
+    seq: int
+    worker: str
+    payload: bytes
+    state: JobState
+    attempt: int
+    max_attempts: int
+    run_at: float
+    enqueued_at: float
+    errors: list[str] = field(default_factory=list)
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_expires: float | None = None
+
+    def clear_lease(self) -> None:
+        self.lease_owner = None
+        self.lease_token = None
+        self.lease_expires = None
+
+
+class Model:
+    """The expected store: ``jobs`` by id, and the next sequence number."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, ModelJob] = {}
+        self.next_seq = 0
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def ordered(self) -> list[ModelJob]:
+        """Every job in ``seq`` order (the order ``list_jobs`` must use)."""
+        return sorted(self.jobs.values(), key=lambda job: job.seq)
+
+    def held(self, job_id: str, token: str) -> ModelJob | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.state != RUNNING or job.lease_token != token:
+            return None
+        return job
+
+    # -- transitions ------------------------------------------------------------------
+
+    def enqueue(self, batch: Sequence[NewJob]) -> bool:
+        """Apply a batch; False (and nothing applied) when any id is a duplicate."""
+        ids = [job.id for job in batch]
+        if len(set(ids)) != len(ids) or any(job_id in self.jobs for job_id in ids):
+            return False
+        for new in batch:
+            self.next_seq += 1
+            self.jobs[new.id] = ModelJob(
+                id=new.id,
+                seq=self.next_seq,
+                worker=new.worker,
+                payload=new.payload,
+                state=WAITING,
+                attempt=0,
+                max_attempts=new.max_attempts,
+                run_at=new.run_at,
+                enqueued_at=new.enqueued_at,
+            )
+        return True
+
+    def claim(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        serial: bool,
+    ) -> list[str]:
+        """The ids claimed, in claim order."""
+        if limit <= 0:
+            return []
+        of_worker = [job for job in self.ordered() if job.worker == worker]
+        if serial:
+            # Only the head (lowest seq in any state) may ever run.
+            candidates = of_worker[:1]
+            limit = 1
+        else:
+            candidates = of_worker
+        runnable = [job for job in candidates if job.state == WAITING and job.run_at <= now]
+        runnable.sort(key=lambda job: (job.run_at, job.seq))
+        taken = runnable[:limit]
+        for job in taken:
+            job.state = RUNNING
+            job.attempt += 1
+            job.lease_owner = owner
+            job.lease_token = token
+            job.lease_expires = lease_until
+        return [job.id for job in taken]
+
+    def complete(self, job_id: str, token: str) -> bool:
+        if self.held(job_id, token) is None:
+            return False
+        del self.jobs[job_id]
+        return True
+
+    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+        job = self.held(job_id, token)
+        if job is None:
+            return False
+        job.state = WAITING
+        job.run_at = run_at
+        job.errors.append(error)
+        job.clear_lease()
+        return True
+
+    def bury(self, job_id: str, token: str, *, error: str) -> bool:
+        job = self.held(job_id, token)
+        if job is None:
+            return False
+        job.state = DEAD
+        job.errors.append(error)
+        job.clear_lease()
+        return True
+
+    def release(self, job_id: str, token: str) -> bool:
+        job = self.held(job_id, token)
+        if job is None:
+            return False
+        job.state = WAITING
+        job.attempt -= 1
+        job.clear_lease()
+        return True
+
+    def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        extended = []
+        for job_id in job_ids:
+            job = self.held(job_id, token)
+            if job is not None:
+                job.lease_expires = lease_until
+                extended.append(job_id)
+        return extended
+
+    def recover(self, now: float, *, owner: str | None, error: str) -> tuple[list[str], list[str]]:
+        """(ids sent back to waiting, ids that died)."""
+        back: list[str] = []
+        died: list[str] = []
+        for job in self.ordered():
+            if job.state != RUNNING:
+                continue
+            expired = job.lease_expires is not None and job.lease_expires <= now
+            mine = owner is not None and job.lease_owner == owner
+            if not (expired or mine):
+                continue
+            job.errors.append(error)
+            job.clear_lease()
+            if job.attempt < job.max_attempts:
+                job.state = WAITING
+                job.run_at = now
+                back.append(job.id)
+            else:
+                job.state = DEAD
+                died.append(job.id)
+        return back, died
+
+    def delete(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "missing"
+        if job.state == RUNNING:
+            return "running"
+        del self.jobs[job_id]
+        return "deleted"
+
+    def requeue(self, job_id: str, new_id: str, *, now: float) -> str:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "missing"
+        if job.state != DEAD:
+            return "not_dead"
+        del self.jobs[job_id]
+        job.id = new_id
+        job.state = WAITING
+        job.attempt = 0
+        job.errors = []
+        job.run_at = now
+        self.jobs[new_id] = job
+        return "requeued"
+
+    # -- observations -----------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[str]:
+        """Ids in seq order; ``after_seq`` is in the model's own numbering."""
+        found = [
+            job.id
+            for job in self.ordered()
+            if (state is None or job.state == state)
+            and (worker is None or job.worker == worker)
+            and (after_seq is None or job.seq > after_seq)
+        ]
+        return found[: max(limit, 0)]
+
+    def counts(self, now: float) -> dict[str, Counts]:
+        tally: dict[str, list[int]] = {}
+        for job in self.jobs.values():
+            row = tally.setdefault(job.worker, [0, 0, 0, 0])
+            if job.state == WAITING:
+                row[0 if job.run_at <= now else 1] += 1
+            elif job.state == RUNNING:
+                row[2] += 1
+            else:
+                row[3] += 1
+        return {
+            worker: Counts(waiting=w, scheduled=s, running=r, dead=d)
+            for worker, (w, s, r, d) in tally.items()
+        }
