@@ -122,7 +122,9 @@ class SQLStorage:
         self._signal = 0
         self._listening = False
         self._listener: psycopg.Connection[Any] | None = None
-        self._listener_lost = False
+        # Until LISTEN runs, notifications are unseen: the first wait reports a
+        # possible wake-up at once, as it does after a reconnect.
+        self._listener_lost = True
         self._closed = False
         self._prepare(create)
 
@@ -519,8 +521,9 @@ class SQLStorage:
         """Block up to ``timeout`` seconds for a NOTIFY from enqueue/retry/release/requeue.
 
         One thread at a time reads the LISTEN connection and wakes the others.
-        After the connection was lost and is back, returns True once, since
-        notifications sent meanwhile are gone.
+        Notifications between calls are kept, so none is lost. The first call
+        (which starts listening) and the first call after the connection was
+        lost and is back return True at once: what was sent meanwhile is unseen.
         """
         if self._dialect != "postgresql":
             raise NotImplementedError("wait_for_jobs needs PostgreSQL (LISTEN/NOTIFY)")
