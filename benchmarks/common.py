@@ -1,0 +1,169 @@
+"""What every benchmark adapter shares: service URLs, the adapter interface, and the
+helpers that start, watch and stop worker processes.
+
+An adapter drives one library on one backend. The harness (``benchmarks.run``)
+calls, in order: ``setup()``; ``enqueue_one(n)`` N times; ``clear()``;
+``enqueue_batch(ns)`` (or ``enqueue_one`` again when ``batch`` is False);
+``start_worker()``; waits until the probe (``benchmarks.counter``) has counted N;
+``enqueue_one`` for each latency sample with the worker idle; ``stop_worker()``;
+``teardown()``. Every job is a no-op taking one int that calls ``counter.hit``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import ClassVar
+
+REDIS_HOST = os.environ.get("EXQ_BENCH_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("EXQ_BENCH_REDIS_PORT", "6379"))
+#: A Redis database of its own: the harness flushes it (and only it) between runs.
+REDIS_DB = int(os.environ.get("EXQ_BENCH_REDIS_DB", "9"))
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+#: Databases of their own on the SQL servers, created when missing.
+PG_DB = os.environ.get("EXQ_BENCH_PG_DB", "exqbench")
+PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
+PG_DSN = f"postgresql://postgres@127.0.0.1:5432/{PG_DB}"
+MYSQL_DB = os.environ.get("EXQ_BENCH_MYSQL_DB", "exqbench")
+MYSQL_URL = f"mysql+pymysql://root@127.0.0.1:3306/{MYSQL_DB}"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BenchError(RuntimeError):
+    """A run went wrong (wrong job count, worker died, timeout): the run fails loudly."""
+
+
+class Adapter:
+    """One library on one backend. Subclasses set the class attributes and methods."""
+
+    library: ClassVar[str] = "?"
+    backend: ClassVar[str] = "?"
+    #: How its single worker process runs jobs, for the table ("4 threads", "solo pool").
+    workers: ClassVar[str] = ""
+    #: Has a real batch enqueue (one round trip / one transaction for many jobs).
+    batch: ClassVar[bool] = False
+    notes: ClassVar[str] = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.library}-{self.backend}"
+
+    def setup(self) -> None:
+        """Connect and start from an empty queue."""
+
+    def clear(self) -> None:
+        """Drop every queued job (the worker is not running)."""
+
+    def enqueue_one(self, n: int) -> None:
+        raise NotImplementedError
+
+    def enqueue_batch(self, ns: Sequence[int]) -> None:
+        raise NotImplementedError
+
+    def start_worker(self) -> None:
+        raise NotImplementedError
+
+    def stop_worker(self) -> None:
+        raise NotImplementedError
+
+    def check_worker(self) -> None:
+        """Raise :class:`BenchError` when the worker process died."""
+
+    def teardown(self) -> None:
+        """Close connections and remove what setup made."""
+
+
+class WorkerProcess:
+    """A worker started as a separate process, bounded in time, stopped by signal."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+        log_path: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.stop_signal = stop_signal
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.log_path = log_path or os.devnull
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=full_env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def check(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise BenchError(
+                f"worker exited early with code {code}: {' '.join(self.argv)} (log: {self.log_path})"
+            )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Our own process group (start_new_session): children go with it.
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def python() -> str:
+    return sys.executable
+
+
+def venv_bin(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def flush_bench_redis() -> None:
+    """Flush the benchmark's own Redis database (never any other)."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def ensure_databases() -> None:
+    """Create the benchmark's own PostgreSQL and MariaDB databases when missing."""
+    import psycopg
+    import pymysql
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone():
+            c.execute(f'CREATE DATABASE "{PG_DB}"')
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{MYSQL_DB}`")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.01, check=None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if check is not None:
+            check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

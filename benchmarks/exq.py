@@ -1,0 +1,142 @@
+"""The exqueue adapters: one per backend (memory, SQLite file, PostgreSQL, MariaDB, Redis).
+
+Enqueueing and draining run in the harness process (``queue.drain()`` is "one
+worker process"); the idle worker for the latency figure is a separate
+``exqueue worker`` process, except on the memory backend, which lives in one
+process and so uses ``queue.start()`` threads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from benchmarks import common
+from benchmarks.exq_app import JOB, make_queue, make_storage
+from exqueue.job import Call
+
+
+class ExqueueAdapter(common.Adapter):
+    library = "exqueue"
+    workers = "threads"
+    batch = True
+    url: ClassVar[str] = ""
+    in_process = True  # drain() runs in the harness process
+
+    def __init__(self) -> None:
+        self.storage: Any = None
+        self.queue: Any = None
+        self.worker: common.WorkerProcess | None = None
+        self._tmp: str | None = None
+
+    def resolved_url(self) -> str:
+        return self.url
+
+    def setup(self) -> None:
+        self._open(fresh=True)
+
+    def _open(self, fresh: bool) -> None:
+        if self.storage is not None:
+            self.storage.close()
+        self.storage = make_storage(self.resolved_url())
+        if fresh:
+            self._wipe()
+        self.queue = make_queue(self.storage, 8)
+
+    def _wipe(self) -> None:
+        """Empty the store (tables dropped and made again, or the Redis database flushed)."""
+        if hasattr(self.storage, "destroy"):
+            self.storage.destroy()
+            self.storage.close()
+            self.storage = make_storage(self.resolved_url())
+        elif self.resolved_url().startswith("redis"):
+            common.flush_bench_redis()
+            self.storage.close()
+            self.storage = make_storage(self.resolved_url())
+
+    def clear(self) -> None:
+        self._open(fresh=True)
+
+    def enqueue_one(self, n: int) -> None:
+        self.queue.enqueue(JOB, n)
+
+    def enqueue_batch(self, ns: Sequence[int]) -> None:
+        self.queue.enqueue_many([Call(JOB, (n,), {}) for n in ns])
+
+    def drain(self, concurrency: int) -> int:
+        """Run every waiting job in this process with ``concurrency`` threads."""
+        return make_queue(self.storage, concurrency).drain(timeout=600)
+
+    def start_worker(self) -> None:
+        if self.resolved_url().startswith("memory"):
+            self.queue.start()
+            return
+        self.worker = common.WorkerProcess(
+            [common.venv_bin("exqueue"), "worker", "--app", "benchmarks.exq_app:queue"],
+            env={"EXQ_BENCH_URL": self.resolved_url(), "EXQ_BENCH_CONCURRENCY": "8"},
+            log_path=os.path.join(tempfile.gettempdir(), f"exqbench-{self.key}.log"),
+        )
+
+    def check_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.check()
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            self.queue.stop(timeout=10)
+            return
+        self.worker.stop()
+        self.worker = None
+
+    def teardown(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+        if self._tmp:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(self._tmp + suffix)
+                except FileNotFoundError:
+                    pass
+            self._tmp = None
+
+
+class Memory(ExqueueAdapter):
+    backend = "memory"
+    url = "memory://"
+    notes = "in-process; idle worker = queue.start() threads"
+
+
+class SQLite(ExqueueAdapter):
+    backend = "sqlite"
+    notes = "file database; no wake-up signal: idle workers poll (20 ms .. 1 s)"
+
+    def resolved_url(self) -> str:
+        if self._tmp is None:
+            fd, self._tmp = tempfile.mkstemp(prefix="exqbench-", suffix=".db")
+            os.close(fd)
+            os.unlink(self._tmp)
+        return f"sqlite:///{self._tmp}"
+
+
+class Postgres(ExqueueAdapter):
+    backend = "postgres"
+    url = common.PG_URL
+    notes = "LISTEN/NOTIFY wake-up"
+
+
+class MariaDB(ExqueueAdapter):
+    backend = "mariadb"
+    url = common.MYSQL_URL
+    notes = "no wake-up signal: idle workers poll (20 ms .. 1 s)"
+
+
+class Redis(ExqueueAdapter):
+    backend = "redis"
+    url = common.REDIS_URL
+    notes = "pub/sub wake-up"
+
+
+ADAPTERS: list[type[ExqueueAdapter]] = [Memory, SQLite, Postgres, MariaDB, Redis]

@@ -1,0 +1,53 @@
+"""The exqueue application the benchmarks run: one no-op worker type taking one int.
+
+``make_queue(url, concurrency)`` builds a queue on the benchmark's own storage
+location (its own Redis database and namespace, its own SQL databases). Imported
+as an app by a worker process (``exqueue worker --app benchmarks.exq_app:queue``),
+it builds ``queue`` from ``$EXQ_BENCH_URL`` and ``$EXQ_BENCH_CONCURRENCY``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import exqueue
+from benchmarks import counter
+
+NAMESPACE = "exqbench"
+PREFIX = "exqbench_"
+JOB = "bench.noop"
+
+
+def make_storage(url: str) -> Any:
+    if url.startswith("memory"):
+        from exqueue_memory import MemoryStorage
+
+        return MemoryStorage()
+    if url.startswith("redis"):
+        from exqueue_redis import RedisStorage
+
+        return RedisStorage(url, namespace=NAMESPACE)
+    from exqueue_sql import SQLStorage
+
+    return SQLStorage(url, prefix=PREFIX)
+
+
+def make_queue(storage: Any, concurrency: int = 8, **options: Any) -> exqueue.Queue:
+    queue = exqueue.Queue(storage, **options)
+
+    @queue.worker(name=JOB, concurrency=concurrency, max_retries=0)
+    def noop(n: int) -> None:
+        counter.hit(n)
+
+    return queue
+
+
+def _from_env() -> exqueue.Queue | None:
+    url = os.environ.get("EXQ_BENCH_URL")
+    if not url:
+        return None
+    return make_queue(make_storage(url), int(os.environ.get("EXQ_BENCH_CONCURRENCY", "8")))
+
+
+queue = _from_env()

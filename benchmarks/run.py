@@ -1,0 +1,309 @@
+"""Run exqueue on every backend and its peers on the same local servers; print one table.
+
+    python -m benchmarks.run [--jobs 10000] [--repeat 3] [--only exqueue-redis,huey-redis]
+
+For each library/backend, in the same run: enqueue one by one (jobs/s), batch
+enqueue (jobs/s, where the library has one), drain with one worker process
+(jobs/s, from the first job's start to the last job's end as the jobs themselves
+record them), and enqueue-to-start latency p50/p99 (ms) with an idle worker
+already running, one job at a time. Every phase verifies that exactly the
+expected number of jobs ran (``benchmarks.counter``) and fails loudly otherwise.
+Figures are medians of ``--repeat`` runs; ratios are exqueue's figure over each
+peer's on the same backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from tabulate import tabulate
+
+from benchmarks import common, counter
+from benchmarks.common import Adapter, BenchError
+from benchmarks.targets import LOWER_IS_BETTER, verdict
+
+
+def adapters() -> dict[str, Callable[[], Adapter]]:
+    """Every adapter by key, exqueue's first; a library that fails to import is skipped."""
+    from benchmarks import exq
+    from benchmarks.peers import PEERS
+
+    found: dict[str, Callable[[], Adapter]] = {}
+    for cls in [*exq.ADAPTERS, *PEERS]:
+        found[f"{cls.library}-{cls.backend}"] = cls
+    return found
+
+
+class Phase:
+    """A fresh probe directory: the jobs of one phase count there."""
+
+    def __init__(self, root: str, name: str) -> None:
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        counter.reset_in_process(self.dir)
+
+    def totals(self) -> counter.Totals:
+        return counter.read(self.dir)
+
+    def verify(self, expected: int, what: str, settle: float = 0.3) -> counter.Totals:
+        time.sleep(settle)  # a duplicate delivery would show up now
+        got = self.totals()
+        if got.count != expected:
+            raise BenchError(f"{what}: expected exactly {expected} jobs to run, {got.count} ran")
+        return got
+
+
+def timed_rate(n: int, work: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    work()
+    return n / (time.perf_counter() - start)
+
+
+def run_once(adapter: Any, args: argparse.Namespace, root: str) -> dict[str, Any]:
+    n = args.jobs
+    out: dict[str, Any] = {}
+    adapter.setup()
+    try:
+        # 1. enqueue one by one, worker stopped
+        def one_by_one() -> None:
+            for i in range(n):
+                adapter.enqueue_one(i)
+
+        out["enqueue"] = timed_rate(n, one_by_one)
+        # 2. batch enqueue (the drain works on these jobs); without one, the
+        #    one-by-one jobs are drained instead
+        if adapter.batch:
+            adapter.clear()
+
+            def batches() -> None:
+                for start in range(0, n, args.batch_size):
+                    adapter.enqueue_batch(range(start, min(start + args.batch_size, n)))
+
+            out["batch"] = timed_rate(n, batches)
+        # 3. drain with one worker process
+        bound = max(60.0, n / 50)
+        if getattr(adapter, "in_process", False):
+            for conc in (1, 8):
+                if conc == 8:
+                    adapter.enqueue_batch(range(n))
+                phase = Phase(root, f"drain-c{conc}")
+                ran = adapter.drain(conc)
+                got = phase.verify(n, f"{adapter.key} drain c={conc}")
+                if ran != n:
+                    raise BenchError(f"{adapter.key}: drain() reported {ran} jobs, not {n}")
+                rate = n / (got.last_end - got.first_start)
+                out["drain" if conc == 8 else "drain1"] = rate
+            phase = Phase(root, "latency")
+            adapter.start_worker()
+            expected = 0
+        else:
+            phase = Phase(root, "drain")
+            adapter.start_worker()
+            try:
+                common.wait_until(
+                    lambda: phase.totals().count >= n, bound, f"{adapter.key} to drain {n} jobs",
+                    interval=0.05, check=adapter.check_worker,
+                )
+            except BaseException:
+                adapter.stop_worker()
+                raise
+            got = phase.totals()
+            if got.count != n:
+                adapter.stop_worker()
+                raise BenchError(f"{adapter.key} drain: expected {n} jobs, {got.count} ran")
+            out["drain"] = n / (got.last_end - got.first_start)
+            expected = n
+        # 4. latency with the idle worker running
+        try:
+            out["latencies"] = latency(adapter, phase, args)
+        finally:
+            adapter.stop_worker()
+        expected += len(out["latencies"]) + 1  # + the warm-up job
+        phase.verify(expected, f"{adapter.key} drain+latency")
+    finally:
+        adapter.teardown()
+    lat = sorted(out.pop("latencies"))
+    out["samples"] = len(lat)
+    out["p50"] = percentile(lat, 50)
+    out["p99"] = percentile(lat, 99)
+    return out
+
+
+def latency(adapter: Any, phase: Phase, args: argparse.Namespace) -> list[float]:
+    """Enqueue one job at a time; each job records its own start on the shared clock."""
+    # Let the worker start and settle: the first job waits for it.
+    warm = 10_000_000
+    adapter.enqueue_one(warm)
+    common.wait_until(
+        lambda: phase.totals().last_arg == warm, 60, f"{adapter.key} worker to start",
+        check=adapter.check_worker,
+    )
+    time.sleep(0.2)
+    samples: list[float] = []
+    budget = time.monotonic() + args.latency_budget
+    for i in range(args.latency_samples):
+        marker = warm + 1 + i
+        start = time.perf_counter()
+        adapter.enqueue_one(marker)
+        deadline = time.monotonic() + 30
+        while (got := phase.totals()).last_arg != marker:
+            if time.monotonic() > deadline:
+                adapter.check_worker()
+                raise BenchError(f"{adapter.key}: latency job {marker} did not start in 30s")
+            time.sleep(0.0002)
+        got = phase.totals()  # read again: the slot may have been read mid-write
+        samples.append((got.last_start - start) * 1000)
+        if time.monotonic() > budget:
+            break
+    return samples  # the warm-up job is not a sample
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    k = (len(values) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+METRICS = ("enqueue", "batch", "drain", "drain1", "p50", "p99")
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for metric in (*METRICS, "samples"):
+        values = [r[metric] for r in runs if r.get(metric) is not None]
+        merged[metric] = statistics.median(values) if values else None
+    return merged
+
+
+def fmt_rate(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def fmt_ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    rows = []
+    for key, r in results.items():
+        cls = meta[key]
+        if "error" in r:
+            rows.append([cls.library, cls.backend, cls.workers, "FAILED: " + r["error"][:60]])
+            continue
+        rows.append([
+            cls.library, cls.backend, cls.workers,
+            fmt_rate(r["enqueue"]), fmt_rate(r["batch"]), fmt_rate(r["drain"]),
+            fmt_rate(r["drain1"]), fmt_ms(r["p50"]), fmt_ms(r["p99"]),
+            verdict(cls.backend, r) if cls.library == "exqueue" else "",
+        ])
+    headers = ["library", "backend", "worker", "enqueue/s", "batch/s", "drain/s",
+               "drain c=1 /s", "p50 ms", "p99 ms", "target met?"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def ratios(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """exqueue's figure over each peer's, on the same backend (latency: lower is better)."""
+    rows = []
+    for key, r in results.items():
+        cls = meta[key]
+        ours = results.get(f"exqueue-{cls.backend}")
+        if cls.library == "exqueue" or not ours or "error" in r or "error" in ours:
+            continue
+        row = [f"exqueue / {cls.library}", cls.backend]
+        for metric in ("enqueue", "batch", "drain", "p50", "p99"):
+            a, b = ours.get(metric), r.get(metric)
+            row.append("—" if not a or not b else f"{a / b:.2f}×")
+        rows.append(row)
+    headers = ["ratio", "backend", "enqueue", "batch", "drain", "p50 (<1 better)",
+               "p99 (<1 better)"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated keys, e.g. exqueue-redis,rq-redis")
+    parser.add_argument("--skip", default="", help="comma-separated keys to leave out")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=1000)
+    parser.add_argument("--latency-budget", type=float, default=20.0,
+                        help="stop sampling latency after this many seconds")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--list", action="store_true", help="list the adapter keys and exit")
+    args = parser.parse_args(argv)
+
+    available = adapters()
+    if args.list:
+        print("\n".join(available))
+        return 0
+    keys = [k for k in (args.only.split(",") if args.only else available) if k]
+    keys = [k for k in keys if k not in set(args.skip.split(","))]
+    unknown = [k for k in keys if k not in available]
+    if unknown:
+        parser.error(f"unknown adapters {unknown}; known: {', '.join(available)}")
+    common.ensure_databases()
+
+    results: dict[str, dict[str, Any]] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    meta = {k: available[k] for k in keys}
+    failed = False
+    root = tempfile.mkdtemp(prefix="exqbench-")
+    try:
+        # Repeats interleave libraries, so a burst of load from the shared machine
+        # does not land on one library only.
+        for rep in range(args.repeat):
+            for key in keys:
+                if "error" in results.get(key, {}):
+                    continue
+                print(f"[{rep + 1}/{args.repeat}] {key} ...", file=sys.stderr, flush=True)
+                run_root = os.path.join(root, f"{key}-{rep}")
+                os.makedirs(run_root)
+                try:
+                    figures = run_once(available[key](), args, run_root)
+                except Exception as exc:
+                    traceback.print_exc()
+                    results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                    failed = True
+                    continue
+                print(f"    {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()})}",
+                      file=sys.stderr, flush=True)
+                raw.setdefault(key, []).append(figures)
+        for key in keys:
+            if "error" not in results.get(key, {}):
+                results[key] = median_of(raw[key])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print()
+    print(f"exqueue benchmarks: {args.jobs:,} no-op jobs, medians of {args.repeat} runs, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print()
+    print(table(results, meta))
+    print()
+    print(ratios(results, meta))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results, "runs": raw}, f, indent=2)
+    if failed:
+        print("\nSOME RUNS FAILED (see above): their figures are not in the table.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
