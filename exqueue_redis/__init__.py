@@ -64,7 +64,8 @@ try:
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigurationError(
@@ -121,6 +122,12 @@ class RedisStorage:
         # Each thread's subscription, and whether a wait is using it now.
         self._pubsubs: dict[Any, bool] = {}
         self._pubsubs_lock = threading.Lock()
+        # Connections for _run, taken from the client's pool and kept: idle ones
+        # and every one ever taken (to hand back at close). Cluster clients route
+        # each call themselves and use redis-py's script objects instead.
+        self._direct = isinstance(client, redis.Redis)
+        self._idle: list[Any] = []
+        self._held: list[Any] = []
         self._local = threading.local()
         self._check_server()
         self._scripts = {
@@ -154,7 +161,51 @@ class RedisStorage:
             )
 
     def _run(self, name: str, *args: bytes | str | int | float) -> Any:
-        return self._scripts[name](keys=[self._prefix], args=args)
+        script = self._scripts[name]
+        if not self._direct:
+            return script(keys=[self._prefix], args=args)
+        # The hot path: EVALSHA on a connection of our own. redis-py's per-command
+        # machinery (pool checkout, retry wrapper, metrics) costs about as much
+        # as the round trip itself on loopback.
+        conn = self._checkout()
+        try:
+            conn.send_command("EVALSHA", script.sha, 1, self._prefix, *args)
+            try:
+                return conn.read_response()
+            except NoScriptError:
+                # The server lost its script cache (restart, SCRIPT FLUSH); nothing ran.
+                conn.send_command("SCRIPT", "LOAD", script.script)
+                conn.read_response()
+                conn.send_command("EVALSHA", script.sha, 1, self._prefix, *args)
+                return conn.read_response()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            conn.disconnect()
+            raise
+        finally:
+            # Back for reuse even after an error: a half-read reply left on it
+            # makes the next checkout replace the connection.
+            self._idle.append(conn)
+
+    def _checkout(self) -> Any:
+        try:
+            conn = self._idle.pop()  # list.pop/append are atomic: no lock needed
+        except IndexError:
+            conn = self._client.connection_pool.get_connection()
+            self._held.append(conn)
+        # A connection the server closed (a restart) reads as EOF: replace it
+        # before sending, so a command is never written into a dead socket.
+        try:
+            stale = conn.can_read(timeout=0)
+        except (RedisConnectionError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
+            try:
+                conn.connect()
+            except BaseException:
+                self._idle.append(conn)
+                raise
+        return conn
 
     # -- transitions ---------------------------------------------------------
 
@@ -344,6 +395,9 @@ class RedisStorage:
                 del self._pubsubs[pubsub]
         for pubsub in idle:
             _quietly_close(pubsub)
+        for conn in self._held:
+            self._client.connection_pool.release(conn)
+        self._held, self._idle = [], []
         if self._owns_client:
             self._client.close()
 
