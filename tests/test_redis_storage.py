@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from exqueue.errors import ConfigurationError
 from exqueue.storage import DEAD, RUNNING, WAITING, Counts, NewJob, Recovered, Storage
@@ -463,3 +464,16 @@ def test_answers_exactly_as_memory_storage(backend: BackendHandle, seed: int) ->
         got = _apply(redis_storage, kind, args)
         assert got == expected, f"step {step}: {kind}{args}"
     assert redis_storage.list_jobs(limit=1000) == reference.list_jobs(limit=1000)
+
+
+def test_a_given_client_is_used_and_left_open() -> None:
+    client = redis.Redis.from_url(services.require("redis"))
+    storage = RedisStorage("redis://ignored", client=client, namespace=f"t{uuid.uuid4().hex[:8]}")
+    try:
+        storage.enqueue([job("a")])
+        assert claim(storage) == ["a"]
+    finally:
+        storage.destroy()
+        storage.close()
+    assert client.ping() is True
+    client.close()
