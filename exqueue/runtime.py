@@ -171,6 +171,8 @@ class Runtime:
             failures = 0
             while deadline is None or time.monotonic() < deadline:
                 self._wake.clear()
+                with self._lock:
+                    finished_before = self._finished
                 try:
                     claimed = self._dispatch()
                     failures = 0
@@ -181,7 +183,12 @@ class Runtime:
                     continue
                 if claimed:
                     continue
-                if not self._busy():
+                # Done only if no job finished since this claim round began: a job
+                # that finished meanwhile may have made another runnable (a serial
+                # successor, a retry with no delay, a job it enqueued).
+                with self._lock:
+                    settled = self._finished == finished_before
+                if settled and not self._busy():
                     break
                 self._wake.wait(0.5)
         finally:
@@ -189,7 +196,11 @@ class Runtime:
         return self._finished
 
     def _busy(self) -> bool:
-        return any(lane.executing or lane.buffer for lane in self._lanes.values())
+        for lane in self._lanes.values():
+            with lane.ready:  # a job moves from buffer to executing under this lock
+                if lane.executing or lane.buffer:
+                    return True
+        return False
 
     # -- claiming --------------------------------------------------------------------
 
@@ -238,12 +249,14 @@ class Runtime:
             try:
                 self._execute(lane.worker, record, token)
             finally:
-                with lane.ready:
-                    lane.executing -= 1
-                    lane.observe(time.monotonic() - started)
+                # Count the job as finished before the lane looks idle, so a drain
+                # that sees an idle lane also sees this job's completion.
                 with self._lock:
                     self._held.pop(record.id, None)
                     self._finished += 1
+                with lane.ready:
+                    lane.executing -= 1
+                    lane.observe(time.monotonic() - started)
                 self._wake.set()
 
     def _dispatch_loop(self) -> None:
