@@ -313,12 +313,14 @@ class RedisStorage:
     # -- wake-ups ------------------------------------------------------------
 
     def wait_for_jobs(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when a job was made runnable meanwhile.
+        """Block up to ``timeout`` seconds; True when a job was made runnable.
 
-        The waiter subscribes to ``{ns}:wake``, then arms ``{ns}:armed``; the next
-        transition that makes a job runnable (on any node) deletes the key and
-        publishes once. It unsubscribes before returning, so a busy worker never
-        has wake-ups piling up on its connection. ``close()`` ends a wait early.
+        The first wait of a thread subscribes it to ``{ns}:wake``; then the
+        thread arms ``{ns}:armed``, and the next transition that makes a job
+        runnable (on any node) deletes that key and publishes once. The thread
+        stays subscribed and re-arms before each return, so a transition made
+        between two waits counts for the next one: a loop of waits misses
+        nothing. ``close()`` ends a wait early.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         pubsub = self._checkout_pubsub()
@@ -326,11 +328,18 @@ class RedisStorage:
             return False
         broken = False
         try:
-            pubsub.subscribe(self._prefix + "wake")
-            try:
-                return self._wait_subscribed(pubsub, deadline)
-            finally:
-                pubsub.unsubscribe()
+            if not getattr(self._local, "listening", False):
+                if not self._subscribe(pubsub, deadline):
+                    return False
+                self._local.listening = True
+                self._arm()
+            woke = self._next_wake(pubsub, deadline)
+            if woke:
+                # One wake-up per burst: what else is queued is the same news.
+                while pubsub.get_message(timeout=0) is not None:
+                    pass
+            self._arm()
+            return woke
         except Exception:
             # A broken subscription is thrown away; the next wait starts afresh.
             # After close() the connection may be torn down under us (redis-py
@@ -342,24 +351,27 @@ class RedisStorage:
         finally:
             self._checkin_pubsub(pubsub, broken)
 
-    def _wait_subscribed(self, pubsub: Any, deadline: float) -> bool:
-        # Whatever precedes our subscribe confirmation was published before this
-        # wait began (left over from the previous one): it does not count.
+    def _subscribe(self, pubsub: Any, deadline: float) -> bool:
+        pubsub.subscribe(self._prefix + "wake")
         while True:
             message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
             if message is None:
                 return False
             if message["type"] == "subscribe":
-                break
+                return True
+
+    def _arm(self) -> None:
         # Subscribed first, armed second: any later transition publishes to us.
         self._client.set(self._prefix + "armed", b"1")
+
+    def _next_wake(self, pubsub: Any, deadline: float) -> bool:
         while not self._closed:
             left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            message = pubsub.get_message(timeout=min(left, _WAIT_SLICE))
+            message = pubsub.get_message(timeout=min(max(left, 0.0), _WAIT_SLICE))
             if message is not None and message["type"] == "message":
                 return True
+            if left <= 0:
+                return False
         return False
 
     def _checkout_pubsub(self) -> Any:
@@ -381,6 +393,7 @@ class RedisStorage:
                 return
             self._pubsubs.pop(pubsub, None)
             self._local.pubsub = None
+            self._local.listening = False
         _quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------

@@ -284,10 +284,17 @@ def test_reopen_keeps_everything(backend: BackendHandle) -> None:
 def test_wait_for_jobs_wakes_on_enqueue_from_another_client(backend: BackendHandle) -> None:
     waiter, producer = backend.open(), backend.open()
     assert isinstance(waiter, RedisStorage)
-    assert waiter.wait_for_jobs(0.05) is False
-    # An enqueue before the wait began does not count (as in MemoryStorage).
     producer.enqueue([job("early")])
+    # The first wait listens from its start: older transitions do not count.
     assert waiter.wait_for_jobs(0.05) is False
+    # From then on a transition between two waits counts for the next one, so
+    # a loop of waits (the runtime's listener) misses nothing; a burst is one wake.
+    producer.enqueue([job("between1")])
+    producer.enqueue([job("between2")])
+    assert waiter.wait_for_jobs(5.0) is True
+    assert waiter.wait_for_jobs(0.05) is False
+    for name in ("between1", "between2"):
+        assert producer.delete(name) == "deleted"
 
     for action in ("enqueue", "retry", "release", "requeue", "recover"):
         if action == "retry":
