@@ -1,0 +1,67 @@
+"""Celery on Redis: ``celery worker`` with the solo pool (one job at a time, in-process).
+
+Results are ignored (no result backend); no gossip, mingle or heartbeat. No
+batch enqueue: a ``group`` publishes its messages one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from celery import Celery
+
+from benchmarks import common, counter
+
+app = Celery("exqbench", broker=common.REDIS_URL)
+app.conf.update(
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    task_default_queue="exqbench",
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="bench.noop")
+def noop(n: int) -> None:
+    counter.hit(n)
+
+
+class CeleryAdapter(common.Adapter):
+    library = "celery"
+    backend = "redis"
+    workers = "solo pool"
+
+    worker: common.WorkerProcess | None = None
+
+    def setup(self) -> None:
+        common.flush_bench_redis()
+
+    clear = setup
+
+    def enqueue_one(self, n: int) -> None:
+        noop.delay(n)
+
+    def start_worker(self) -> None:
+        self.worker = common.WorkerProcess(
+            [common.venv_bin("celery"), "-A", "benchmarks.peers.celery_bench", "worker",
+             "-P", "solo", "-c", "1", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "WARNING", "-Q", "exqbench"],
+            log_path=os.path.join(tempfile.gettempdir(), "exqbench-celery.log"),
+        )
+
+    def check_worker(self) -> None:
+        if self.worker:
+            self.worker.check()
+
+    def stop_worker(self) -> None:
+        if self.worker:
+            self.worker.stop()
+            self.worker = None
+
+    def teardown(self) -> None:
+        app.pool.force_close_all()
+        common.flush_bench_redis()
+
+
+ADAPTER = CeleryAdapter
