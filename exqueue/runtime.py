@@ -423,11 +423,12 @@ class Runtime:
         lease_until = self.queue.clock() + self.queue.lease
         for token, job_ids in by_token.items():
             kept = set(self.storage.extend(token, job_ids, lease_until))
-            lost = [job_id for job_id in job_ids if job_id not in kept]
+            with self._lock:
+                # A job that finished since the snapshot was not extended, and was not lost.
+                lost = [j for j in job_ids if j not in kept and self._held.get(j) == token]
+                for job_id in lost:
+                    del self._held[job_id]
             if lost:
-                with self._lock:
-                    for job_id in lost:
-                        self._held.pop(job_id, None)
                 log.warning("lost the lease on jobs %s; they will run again", ", ".join(lost))
 
     def _recover(self, owner: str | None = None) -> None:
