@@ -6,7 +6,22 @@ See docs/sql.md for URLs, the schema, transactional enqueue and wake-ups.
 
 from __future__ import annotations
 
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, metadata, tables
+from exqueue_sql._schema import (
+    DEFAULT_PREFIX,
+    MARIADB_COLLATION,
+    MYSQL_COLLATION,
+    SCHEMA_VERSION,
+    metadata,
+    tables,
+)
 from exqueue_sql._storage import SQLStorage
 
-__all__ = ["DEFAULT_PREFIX", "SCHEMA_VERSION", "SQLStorage", "metadata", "tables"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "MARIADB_COLLATION",
+    "MYSQL_COLLATION",
+    "SCHEMA_VERSION",
+    "SQLStorage",
+    "metadata",
+    "tables",
+]

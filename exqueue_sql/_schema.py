@@ -31,13 +31,11 @@ _PAYLOAD = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 _TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
-# Binary collation on MariaDB/MySQL: ids and worker names compare exactly, as in
-# every other backend (the server default collation is case-insensitive).
-_MYSQL_OPTIONS: dict[str, Any] = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_bin",
-}
+# A binary NO PAD collation on MariaDB/MySQL: ids and worker names compare
+# exactly, as on every other backend. The server default is case-insensitive,
+# and utf8mb4_bin is PAD SPACE ("cafe" = "cafe "). MySQL 8 spells it utf8mb4_0900_bin.
+MARIADB_COLLATION = "utf8mb4_nopad_bin"
+MYSQL_COLLATION = "utf8mb4_0900_bin"
 
 
 class Tables(NamedTuple):
@@ -45,9 +43,22 @@ class Tables(NamedTuple):
     meta: Table
 
 
-def tables(prefix: str = DEFAULT_PREFIX, metadata: MetaData | None = None) -> Tables:
-    """The jobs and meta tables for ``prefix``, added to ``metadata`` (or a new one)."""
+def tables(
+    prefix: str = DEFAULT_PREFIX,
+    metadata: MetaData | None = None,
+    *,
+    mysql_collate: str = MARIADB_COLLATION,
+) -> Tables:
+    """The jobs and meta tables for ``prefix``, added to ``metadata`` (or a new one).
+
+    On MySQL 8 (not MariaDB) pass ``mysql_collate=MYSQL_COLLATION``.
+    """
     md = metadata if metadata is not None else MetaData()
+    options: dict[str, Any] = {
+        "mysql_engine": "InnoDB",
+        "mysql_charset": "utf8mb4",
+        "mysql_collate": mysql_collate,
+    }
     jobs = Table(
         f"{prefix}jobs",
         md,
@@ -74,14 +85,14 @@ def tables(prefix: str = DEFAULT_PREFIX, metadata: MetaData | None = None) -> Ta
         Index(f"{prefix}jobs_state", "state", "seq"),
         # AUTOINCREMENT: SQLite would otherwise reuse the seq of a deleted last row.
         sqlite_autoincrement=True,
-        **_MYSQL_OPTIONS,
+        **options,
     )
     meta = Table(
         f"{prefix}meta",
         md,
         Column("key", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
-        **_MYSQL_OPTIONS,
+        **options,
     )
     return Tables(jobs, meta)
 

@@ -55,7 +55,13 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, tables
+from exqueue_sql._schema import (
+    DEFAULT_PREFIX,
+    MARIADB_COLLATION,
+    MYSQL_COLLATION,
+    SCHEMA_VERSION,
+    tables,
+)
 from exqueue_sql._urls import build_engine, is_memory, parse_url
 
 if TYPE_CHECKING:
@@ -100,7 +106,12 @@ class SQLStorage:
         self.engine = engine
         self.prefix = prefix
         self._dialect = engine.dialect.name
-        self._tables = tables(prefix)
+        collate = MARIADB_COLLATION
+        if self._dialect in ("mysql", "mariadb"):
+            with engine.connect():  # the first connection tells MariaDB from MySQL
+                if not getattr(engine.dialect, "is_mariadb", False):
+                    collate = MYSQL_COLLATION
+        self._tables = tables(prefix, mysql_collate=collate)
         self._jobs = self._tables.jobs
         self._channel = f"{prefix}jobs"
         memory = is_memory(engine.url)

@@ -257,8 +257,12 @@ def test_one_mebibyte_payload_round_trips(storage: Storage) -> None:
 
 
 def test_ids_and_names_compare_exactly(storage: Storage) -> None:
-    storage.enqueue([job("Job", worker="Mail"), job("job", worker="mail"), job("é", worker="mäil")])
+    storage.enqueue(
+        [job("Job", worker="Mail"), job("job", worker="mail"), job("é", worker="mäil")]
+        + [job("job ", worker="mail ")]
+    )
     assert claim(storage, worker="mail") == ["job"]
+    assert claim(storage, worker="mail ", token="t2") == ["job "]
     assert storage.get("JOB") is None
     record = storage.get("é")
     assert record is not None and record.worker == "mäil"
