@@ -1,0 +1,174 @@
+"""Claim cost against a big store: 1,000 claim+complete round trips with many jobs stored.
+
+    python -m benchmarks.claimcost [--backends postgres,sqlite,redis] [--waiting 1000000] [--dead 100000]
+
+For each backend, times 1,000 ``claim(limit=1)`` + ``complete`` calls (the
+storage protocol, as a worker with one free slot makes them) on a store holding
+only those jobs, then on a store that also holds ``--waiting`` waiting and
+``--dead`` dead jobs of the same worker type, and prints the ratio (target: at
+most 2x). The jobs claimed in the full store are the oldest waiting ones, so
+every claim has to pass the dead jobs and sit in front of the million waiting.
+
+SQL stores are filled with a server-side INSERT ... SELECT that copies 1,000 jobs
+enqueued through the API (then marks the oldest ones dead), so filling a million
+rows takes seconds. Redis is filled through the API (batch enqueue, claim and
+bury), so by default it gets a tenth of the jobs (``--redis-scale``); that keeps
+the shared server's memory in bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from tabulate import tabulate
+
+from benchmarks import common
+from benchmarks.exq_app import JOB, PREFIX, make_queue, make_storage
+from exqueue.job import Call
+
+URLS = {"postgres": common.PG_URL, "sqlite": "sqlite:///{tmp}", "redis": common.REDIS_URL,
+        "mariadb": common.MYSQL_URL}
+TEMPLATE = 1000
+
+
+def fresh(backend: str, tmp: str) -> Any:
+    url = URLS[backend].format(tmp=tmp)
+    storage = make_storage(url)
+    if hasattr(storage, "destroy"):
+        storage.destroy()
+        storage.close()
+        storage = make_storage(url)
+    else:
+        common.flush_bench_redis()
+    return storage
+
+
+def enqueue(storage: Any, count: int, chunk: int = 5000) -> None:
+    queue = make_queue(storage, 1)
+    for start in range(0, count, chunk):
+        queue.enqueue_many([Call(JOB, (n,), {}) for n in range(start, min(start + chunk, count))])
+
+
+def fill_sql(storage: Any, waiting: int, dead: int) -> None:
+    """``dead`` dead jobs (lowest seq), then ``waiting`` waiting ones, copied server-side."""
+    enqueue(storage, TEMPLATE)
+    table = f"{PREFIX}jobs"
+    copies = -(-(waiting + dead) // TEMPLATE)
+    dialect = storage.engine.dialect.name
+    if dialect == "postgresql":
+        series, concat = "generate_series(1, :k) AS g(i)", "t.id || '-' || g.i"
+    elif dialect == "sqlite":
+        series = ("(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
+                  " SELECT i FROM s) AS g")
+        concat = "t.id || '-' || g.i"
+    else:
+        series = ("(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
+                  " SELECT i FROM s) AS g")
+        concat = "CONCAT(t.id, '-', g.i)"
+    cols = "worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors"
+    copied = ", ".join(f"t.{c}" for c in cols.split(", "))
+    with storage.engine.begin() as conn:
+        if dialect in ("mysql", "mariadb"):
+            conn.execute(text("SET SESSION max_recursive_iterations = 1000000"))
+        conn.execute(text(
+            f"INSERT INTO {table} (id, {cols}) SELECT {concat}, {copied} "
+            f"FROM {table} AS t CROSS JOIN {series} ORDER BY g.i, t.seq"
+        ), {"k": copies})
+        conn.execute(text(f"DELETE FROM {table} WHERE id NOT LIKE '%-%'"))
+        first = conn.execute(text(f"SELECT MIN(seq) FROM {table}")).scalar()
+        conn.execute(text(f"UPDATE {table} SET state = 'dead', attempt = 1 WHERE seq < :s"),
+                     {"s": first + dead})
+        if dialect == "postgresql":
+            conn.execute(text(f"ANALYZE {table}"))
+
+
+def fill_api(storage: Any, waiting: int, dead: int) -> None:
+    enqueue(storage, dead)
+    now = time.time()
+    token = uuid.uuid4().hex
+    while records := storage.claim(JOB, 1000, now=now, owner="fill", token=token,
+                                   lease_until=now + 3600):
+        for record in records:
+            storage.bury(record.id, token, error="benchmark filler")
+    enqueue(storage, waiting)
+
+
+def claim_complete(storage: Any, count: int) -> float:
+    """Seconds for ``count`` claim(limit=1) + complete calls."""
+    start = time.perf_counter()
+    for _ in range(count):
+        now = time.time()
+        token = uuid.uuid4().hex
+        records = storage.claim(JOB, 1, now=now, owner="bench", token=token,
+                                lease_until=now + 30)
+        if len(records) != 1:
+            raise common.BenchError(f"claim returned {len(records)} jobs, expected 1")
+        if not storage.complete(records[0].id, token):
+            raise common.BenchError("complete was refused")
+    return time.perf_counter() - start
+
+
+def measure(backend: str, waiting: int, dead: int, count: int, tmp: str) -> dict[str, Any]:
+    storage = fresh(backend, tmp)
+    try:
+        enqueue(storage, count)
+        empty = claim_complete(storage, count)
+        storage.close()
+        storage = fresh(backend, tmp)
+        started = time.perf_counter()
+        if backend == "redis":
+            fill_api(storage, waiting, dead)
+        else:
+            fill_sql(storage, waiting, dead)
+        filled = time.perf_counter() - started
+        full = claim_complete(storage, count)
+    finally:
+        storage.close()
+        if backend == "redis":
+            common.flush_bench_redis()
+        else:
+            cleanup = make_storage(URLS[backend].format(tmp=tmp))
+            cleanup.destroy()
+            cleanup.close()
+    return {"backend": backend, "waiting": waiting, "dead": dead, "empty_ms": empty * 1000,
+            "full_ms": full * 1000, "ratio": full / empty, "fill_s": filled}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.claimcost", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="postgres,sqlite,redis")
+    parser.add_argument("--waiting", type=int, default=1_000_000)
+    parser.add_argument("--dead", type=int, default=100_000)
+    parser.add_argument("--claims", type=int, default=1000)
+    parser.add_argument("--redis-scale", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    common.ensure_databases()
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="exqbench-claim-") + "/claim.db"
+    rows = []
+    for backend in args.backends.split(","):
+        scale = args.redis_scale if backend == "redis" else 1.0
+        print(f"{backend} ...", file=sys.stderr, flush=True)
+        r = measure(backend, int(args.waiting * scale), int(args.dead * scale), args.claims, tmp)
+        print(f"    {r}", file=sys.stderr, flush=True)
+        rows.append([backend, f"{r['waiting']:,}", f"{r['dead']:,}",
+                     f"{r['empty_ms'] / args.claims:.3f}", f"{r['full_ms'] / args.claims:.3f}",
+                     f"{r['ratio']:.2f}×", "yes" if r["ratio"] <= 2 else "no",
+                     f"{r['fill_s']:.0f}"])
+    print()
+    print(f"claim(limit=1) + complete, {args.claims:,} times: ms per job, empty store vs full store")
+    print(tabulate(rows, ["backend", "waiting", "dead", "empty ms/job", "full ms/job",
+                          "full/empty", "≤ 2×?", "fill s"], tablefmt="github",
+                   disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
