@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -95,21 +96,40 @@ def main() -> None:
 @main.command()
 @storage_options
 @click.option("--stop-timeout", default=30.0, show_default=True, help="Seconds to finish jobs.")
+@click.option("--processes", default=1, show_default=True, help="Worker processes to supervise.")
+@click.option("--node", metavar="NAME", help="Stable node name (reclaims its own jobs at start).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
-def worker(storage: str | None, app: str | None, stop_timeout: float, verbose: bool) -> None:
+def worker(
+    storage: str | None,
+    app: str | None,
+    stop_timeout: float,
+    processes: int,
+    node: str | None,
+    verbose: bool,
+) -> None:
     """Run the application's workers until SIGINT or SIGTERM."""
     if not app:
         fail("worker needs the application: --app package.module:queue (or EXQUEUE_APP)")
     if storage:
         fail("worker uses the app's own storage; drop --storage")
-    queue = load_app(app)
-    if not queue.workers:
-        fail(f"{app} has no registered workers")
+    if processes < 1:
+        fail("--processes must be at least 1")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("exqueue").setLevel(logging.INFO)
+    if processes > 1:
+        from exqueue.supervisor import supervise
+
+        base = node or f"{socket.gethostname()}-{os.getpid()}"
+        extra = ["--verbose"] if verbose else []
+        sys.exit(supervise(app, processes, base, stop_timeout, extra))
+    queue = load_app(app)
+    if not queue.workers:
+        fail(f"{app} has no registered workers")
+    if node:
+        queue.node = node
     queue.run(stop_timeout=stop_timeout)
 
 

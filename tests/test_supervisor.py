@@ -1,0 +1,49 @@
+"""``exqueue worker --processes N``: children run jobs, a dead child is restarted,
+SIGTERM stops them all gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import exqueue
+from tests.test_processes import lines, write_app
+
+
+def wait_until(condition: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None:
+    env = write_app(tmp_path)
+    queue = exqueue.Queue(env["APP_URL"])
+    queue.worker(name="app.record")(lambda n: None)
+    cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "procapp:queue"]
+    supervisor = subprocess.Popen([*cmd, "--processes", "2", "--node", "sup"], env=env, cwd=tmp_path)
+    try:
+        queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400)])
+        wait_until(lambda: len(lines(tmp_path)) >= 400)
+        first_pids = {line.split()[0] for line in lines(tmp_path)}
+        assert len(first_pids) == 2, "both children should take jobs"
+
+        os.kill(int(sorted(first_pids)[0]), signal.SIGKILL)
+        time.sleep(0.5)
+        queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400, 800)])
+        wait_until(lambda: len(lines(tmp_path)) >= 800)
+        pids = {line.split()[0] for line in lines(tmp_path)}
+        assert len(pids - first_pids) >= 1, "the killed child was not replaced"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=60) == 0
+    numbers = [int(line.split()[1]) for line in lines(tmp_path)]
+    assert sorted(set(numbers)) == list(range(800)), "a job was lost"
+    # At-least-once: only jobs the killed child held (running or buffered) may run twice.
+    assert len(numbers) - 800 <= 4 + 32
+    assert queue.jobs() == []
