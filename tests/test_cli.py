@@ -69,9 +69,7 @@ def test_show_prints_arguments_and_errors(url: str, dead_ids: list[str]) -> None
     assert as_json["id"] == dead_ids[1] and as_json["state"] == "dead"
 
 
-def test_retry_and_delete_by_id_through_the_environment_url(
-    url: str, dead_ids: list[str]
-) -> None:
+def test_retry_and_delete_by_id_through_the_environment_url(url: str, dead_ids: list[str]) -> None:
     env = dict(os.environ, EXQUEUE_URL=url)
     retried = cli("retry", dead_ids[0], env=env)
     assert retried.returncode == 0, retried.stderr

@@ -42,7 +42,9 @@ def test_serial_type_runs_in_order_and_waits_for_a_failing_head(
     order: list[str] = []
     failures = {"A": 2}
 
-    @queue.worker(name="serial", serial=True, concurrency=5, max_retries=3, backoff=exqueue.Fixed(10))
+    @queue.worker(
+        name="serial", serial=True, concurrency=5, max_retries=3, backoff=exqueue.Fixed(10)
+    )
     def step(name: str) -> None:
         order.append(name)
         if failures.get(name, 0) > 0:
@@ -107,9 +109,7 @@ def test_deleting_a_dead_serial_head_unblocks_the_type(storage: exqueue.Storage)
 
 
 def test_serial_type_is_one_at_a_time_across_nodes(storage: exqueue.Storage) -> None:
-    nodes = [
-        exqueue.Queue(storage, node=f"node-{i}", poll_interval=0.02) for i in range(2)
-    ]
+    nodes = [exqueue.Queue(storage, node=f"node-{i}", poll_interval=0.02) for i in range(2)]
     lock = threading.Lock()
     log: list[tuple[str, int]] = []
     active = {"now": 0, "max": 0}

@@ -111,9 +111,7 @@ def test_default_policy_is_five_retries_thirty_seconds_apart(
     assert job is not None and (job.state, job.attempt, len(job.errors)) == ("dead", 6, 6)
 
 
-def test_exponential_backoff_is_applied_per_attempt(
-    queue: exqueue.Queue, clock: FakeClock
-) -> None:
+def test_exponential_backoff_is_applied_per_attempt(queue: exqueue.Queue, clock: FakeClock) -> None:
     @queue.worker(name="exp", max_retries=4, backoff=exqueue.Exponential(2, 3, cap=20))
     def exp() -> None:
         raise RuntimeError("x")
@@ -249,7 +247,9 @@ def test_expired_lease_is_recovered_by_another_node(
         q.worker(name="job", max_retries=1)(lambda: ran.append(True))
 
     job_id = lost.enqueue("job")
-    claim = storage.claim("job", 1, now=clock(), owner="lost", token="tok", lease_until=clock() + 10)
+    claim = storage.claim(
+        "job", 1, now=clock(), owner="lost", token="tok", lease_until=clock() + 10
+    )
     assert len(claim) == 1
     assert survivor.drain() == 0, "a held lease is not taken"
     clock.advance(10)
@@ -307,9 +307,7 @@ def test_stale_tokens_are_rejected(storage: exqueue.Storage, clock: FakeClock) -
     assert storage.complete(job_id, "new") is True
 
 
-def test_restart_keeps_every_job_and_its_attempts(
-    backend: BackendHandle, clock: FakeClock
-) -> None:
+def test_restart_keeps_every_job_and_its_attempts(backend: BackendHandle, clock: FakeClock) -> None:
     storage = backend.open()
     queue = exqueue.Queue(storage, clock=clock)
 
@@ -376,9 +374,7 @@ def test_corrupt_payload_kills_that_job_and_others_keep_running(
     ran = []
     queue.worker(name="w")(lambda x: ran.append(x))
     queue.enqueue("w", 1)
-    storage.enqueue(
-        [NewJob("corrupt", "w", b"\x00not json{", clock(), clock(), max_attempts=6)]
-    )
+    storage.enqueue([NewJob("corrupt", "w", b"\x00not json{", clock(), clock(), max_attempts=6)])
     queue.enqueue("w", 2)
     assert queue.drain() == 3
     assert sorted(ran) == [1, 2]

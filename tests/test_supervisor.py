@@ -26,7 +26,9 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
     queue = exqueue.Queue(env["APP_URL"])
     queue.worker(name="app.record")(lambda n: None)
     cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "procapp:queue"]
-    supervisor = subprocess.Popen([*cmd, "--processes", "2", "--node", "sup"], env=env, cwd=tmp_path)
+    supervisor = subprocess.Popen(
+        [*cmd, "--processes", "2", "--node", "sup"], env=env, cwd=tmp_path
+    )
     try:
         queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400)])
         wait_until(lambda: len(lines(tmp_path)) >= 400)
