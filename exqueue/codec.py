@@ -40,6 +40,7 @@ _TAG = "$"
 _PLAIN = (str, int, bool, type(None))
 _SCALARS = frozenset({str, int, bool, type(None)})
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
 
 
 def _to_json(value: Any) -> Any:
@@ -156,7 +157,7 @@ class JSONCodec:
                 "(use PickleCodec only with trusted storage)"
             )
         try:
-            raw = json.loads(data)
+            raw = _decode_json(data.decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"payload is not valid JSON: {exc}") from exc
         if (
@@ -166,6 +167,9 @@ class JSONCodec:
             or type(raw[1]) is not dict
         ):
             raise SerializationError("payload is not an [args, kwargs] pair")
+        if b'"$"' not in data:
+            # No type tags anywhere: the JSON values are the arguments as they are.
+            return tuple(raw[0]), raw[1]
         try:
             args = tuple(_from_json(a) for a in raw[0])
             kwargs = {k: _from_json(v) for k, v in raw[1].items()}

@@ -257,7 +257,9 @@ class Runtime:
                 with lane.ready:
                     lane.executing -= 1
                     lane.observe(time.monotonic() - started)
-                self._wake.set()
+                    wanted = lane.wanted()
+                if wanted:  # the dispatcher only needs waking when this lane wants jobs
+                    self._wake.set()
 
     def _dispatch_loop(self) -> None:
         idle = MIN_POLL

@@ -92,13 +92,21 @@ class MemoryStorage:
             else:
                 runnable = self._pop_runnable(worker, limit, now)
             for job in runnable:
-                updated = replace(
-                    job,
-                    state=RUNNING,
-                    attempt=job.attempt + 1,
-                    lease_owner=owner,
-                    lease_token=token,
-                    lease_expires=lease_until,
+                # Built field by field: dataclasses.replace is the slowest part of a claim.
+                updated = JobRecord(
+                    job.id,
+                    job.seq,
+                    job.worker,
+                    job.payload,
+                    RUNNING,
+                    job.attempt + 1,
+                    job.max_attempts,
+                    job.run_at,
+                    job.enqueued_at,
+                    job.errors,
+                    owner,
+                    token,
+                    lease_until,
                 )
                 self._jobs[job.id] = updated
                 claimed.append(updated)
