@@ -1,0 +1,105 @@
+"""Drain throughput with 1, 2 and 4 worker processes over one store.
+
+    python -m benchmarks.scaling [--backends sqlite,postgres,mariadb,redis] [--jobs 10000]
+                                 [--processes 1,2,4] [--concurrency 8]
+
+Each run batch-enqueues ``--jobs`` no-op jobs, then starts N plain OS processes
+(``python -m benchmarks.scaling --child URL``), each running ``queue.drain()``
+with ``--concurrency`` threads, and waits for all of them. Throughput is jobs
+over the time from the first job's start to the last job's end, as the jobs
+record them (``benchmarks.counter``), so process start-up is not counted; every
+run verifies that exactly ``--jobs`` jobs ran. When the CLI gains
+``exqueue worker --processes N`` this is the figure it should improve on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from tabulate import tabulate
+
+from benchmarks import common
+from benchmarks.exq import ADAPTERS
+from benchmarks.run import Phase
+
+
+def child(url: str, concurrency: int) -> int:
+    from benchmarks.exq_app import make_queue, make_storage
+
+    storage = make_storage(url)
+    try:
+        make_queue(storage, concurrency).drain(timeout=600)
+    finally:
+        storage.close()
+    return 0
+
+
+def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> float:
+    adapter = next(cls for cls in ADAPTERS if cls.backend == backend)()
+    adapter.setup()
+    try:
+        for start in range(0, args.jobs, 1000):
+            adapter.enqueue_batch(range(start, min(start + 1000, args.jobs)))
+        phase = Phase(root, f"{backend}-{processes}-{time.monotonic_ns()}")
+        workers = [
+            common.WorkerProcess(
+                [common.python(), "-m", "benchmarks.scaling", "--child", adapter.resolved_url(),
+                 "--concurrency", str(args.concurrency)],
+                log_path=os.path.join(tempfile.gettempdir(), f"exqbench-scaling-{backend}.log"),
+            )
+            for _ in range(processes)
+        ]
+        deadline = time.monotonic() + max(120.0, args.jobs / 20)
+        for w in workers:
+            code = w.proc.wait(max(deadline - time.monotonic(), 1))
+            w.stop()
+            if code != 0:
+                raise common.BenchError(f"a {backend} drain process exited with code {code}")
+        got = phase.verify(args.jobs, f"{backend} with {processes} processes")
+        return args.jobs / (got.last_end - got.first_start)
+    finally:
+        adapter.teardown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="sqlite,postgres,mariadb,redis")
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.concurrency)
+    common.ensure_databases()
+    counts = [int(p) for p in args.processes.split(",")]
+    root = tempfile.mkdtemp(prefix="exqbench-scaling-")
+    rows = []
+    for backend in args.backends.split(","):
+        rates = []
+        for processes in counts:
+            runs = []
+            for _ in range(args.repeat):
+                print(f"{backend} x{processes} ...", file=sys.stderr, flush=True)
+                runs.append(run(backend, processes, args, root))
+            rates.append(statistics.median(runs))
+        rows.append([backend, *(f"{r:,.0f}" for r in rates),
+                     *(f"{r / rates[0]:.2f}×" for r in rates[1:])])
+    print()
+    print(f"drain throughput (jobs/s), {args.jobs:,} jobs, {args.concurrency} threads per process, "
+          f"{os.cpu_count()} CPUs")
+    print(tabulate(rows, ["backend", *(f"{p} proc" for p in counts),
+                          *(f"{p} vs 1" for p in counts[1:])],
+                   tablefmt="github", disable_numparse=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
