@@ -3,13 +3,14 @@
     python -m benchmarks.scaling [--backends sqlite,postgres,mariadb,redis] [--jobs 10000]
                                  [--processes 1,2,4] [--concurrency 8]
 
-Each run batch-enqueues ``--jobs`` no-op jobs, then starts N plain OS processes
-(``python -m benchmarks.scaling --child URL``), each running ``queue.drain()``
-with ``--concurrency`` threads, and waits for all of them. Throughput is jobs
+Each run batch-enqueues ``--jobs`` no-op jobs, then runs N worker processes with
+``--concurrency`` threads each: by default ``exqueue worker --processes N`` (the
+CLI's supervisor, stopped with SIGTERM once every job ran); with ``--plain``, N
+plain OS processes (``python -m benchmarks.scaling --child URL``) each running
+``queue.drain()``, waited for. Throughput is jobs
 over the time from the first job's start to the last job's end, as the jobs
 record them (``benchmarks.counter``), so process start-up is not counted; every
-run verifies that exactly ``--jobs`` jobs ran. When the CLI gains
-``exqueue worker --processes N`` this is the figure it should improve on.
+run verifies that exactly ``--jobs`` jobs ran.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> fl
         for start in range(0, args.jobs, 1000):
             adapter.enqueue_batch(range(start, min(start + 1000, args.jobs)))
         phase = Phase(root, f"{backend}-{processes}-{time.monotonic_ns()}")
+        if not args.plain:
+            supervisor = common.WorkerProcess(
+                [common.venv_bin("exqueue"), "worker", "--app", "benchmarks.exq_app:queue",
+                 "--processes", str(processes)],
+                env={"EXQ_BENCH_URL": adapter.resolved_url(),
+                     "EXQ_BENCH_CONCURRENCY": str(args.concurrency)},
+                log_path=os.path.join(tempfile.gettempdir(), f"exqbench-scaling-{backend}.log"),
+            )
+            try:
+                common.wait_until(lambda: phase.totals().count >= args.jobs,
+                                  max(120.0, args.jobs / 20), f"{backend} x{processes} to drain",
+                                  interval=0.05, check=supervisor.check)
+            finally:
+                supervisor.stop(30)
+            got = phase.verify(args.jobs, f"{backend} with {processes} processes")
+            return args.jobs / (got.last_end - got.first_start)
         workers = [
             common.WorkerProcess(
                 [common.python(), "-m", "benchmarks.scaling", "--child", adapter.resolved_url(),
@@ -74,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--plain", action="store_true",
+                        help="plain processes running queue.drain() instead of the CLI supervisor")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -93,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([backend, *(f"{r:,.0f}" for r in rates),
                      *(f"{r / rates[0]:.2f}×" for r in rates[1:])])
     print()
-    print(f"drain throughput (jobs/s), {args.jobs:,} jobs, {args.concurrency} threads per process, "
-          f"{os.cpu_count()} CPUs")
+    how = "processes running queue.drain()" if args.plain else "exqueue worker --processes N"
+    print(f"drain throughput (jobs/s), {args.jobs:,} jobs, {how}, {args.concurrency} threads "
+          f"per process, {os.cpu_count()} CPUs")
     print(tabulate(rows, ["backend", *(f"{p} proc" for p in counts),
                           *(f"{p} vs 1" for p in counts[1:])],
                    tablefmt="github", disable_numparse=True))
