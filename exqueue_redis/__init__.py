@@ -117,6 +117,10 @@ class RedisStorage:
         self._url = url
         if client is None:
             client = _connect(url, cluster, socket_timeout, connect_timeout)
+        elif _decodes_responses(client):
+            raise ConfigurationError(
+                "RedisStorage needs a client with decode_responses=False: payloads are bytes"
+            )
         self._client: Any = client
         self._closed = False
         # Each thread's subscription, and whether a wait is using it now.
@@ -443,6 +447,11 @@ def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: fl
     # replaces connections that the server closed, so a restart causes no error
     # once the server is back.
     return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+
+
+def _decodes_responses(client: Any) -> bool:
+    kwargs = getattr(client, "get_connection_kwargs", None)
+    return bool(kwargs and kwargs().get("decode_responses"))
 
 
 def _record(flat: list[bytes]) -> JobRecord:

@@ -484,3 +484,7 @@ def test_a_given_client_is_used_and_left_open() -> None:
         storage.close()
     assert client.ping() is True
     client.close()
+    decoding = redis.Redis.from_url(services.require("redis"), decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisStorage("redis://ignored", client=decoding)
+    decoding.close()
