@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import SerializationError
 from exqueue.job import JobContext, _current
-from exqueue.storage import WAKEUP, WORKER_LOST, JobRecord, SupportsWakeup
+from exqueue.storage import (
+    COMPLETE_MANY,
+    WAKEUP,
+    WORKER_LOST,
+    JobRecord,
+    SupportsCompleteMany,
+    SupportsWakeup,
+)
 
 if TYPE_CHECKING:
     from exqueue.queue import Queue, WorkerType
@@ -82,6 +89,52 @@ class _Lane:
         self.mean_duration = 0.8 * self.mean_duration + 0.2 * seconds
 
 
+class _Acker:
+    """Records successes in batches: those that arrive while one batch is being
+    written go together in the next, so a slow commit costs once per batch, not
+    once per job. With a fast store the batches are simply of one."""
+
+    def __init__(self, runtime: Runtime, storage: SupportsCompleteMany) -> None:
+        self.runtime = runtime
+        self.storage = storage
+        self.pending: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.closing = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
+        self.thread.start()
+
+    def submit(self, job_id: str, token: str) -> None:
+        with self.cond:
+            self.pending.append((job_id, token))
+            self.cond.notify()
+
+    def busy(self) -> bool:
+        with self.cond:
+            return bool(self.pending or self.in_flight)
+
+    def close(self, timeout: float) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+                self.in_flight = len(batch)
+            try:
+                self.runtime._record_successes(self.storage, batch)
+            finally:
+                with self.cond:
+                    self.in_flight = 0
+
+
 class Runtime:
     """Runs one queue's worker types until stopped, or until drained."""
 
@@ -99,6 +152,9 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._lane_threads: list[threading.Thread] = []
         self._finished = 0
+        # Bumped whenever a job's outcome is recorded; a drain watches it.
+        self._progress = 0
+        self._acker: _Acker | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -106,6 +162,10 @@ class Runtime:
         self._wake.set()
 
     def _open(self, listen: bool) -> None:
+        if COMPLETE_MANY in self.storage.capabilities and isinstance(
+            self.storage, SupportsCompleteMany
+        ):
+            self._acker = _Acker(self, self.storage)
         for name, lane in self._lanes.items():
             for number in range(lane.worker.concurrency):
                 thread = threading.Thread(
@@ -151,6 +211,9 @@ class Runtime:
         while self._busy() and time.monotonic() < deadline:
             self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
             self._wake.clear()
+        if self._acker is not None:
+            # Successes first: a job whose success is still queued must not be released.
+            self._acker.close(timeout=2 * self.queue.lease)
         with self._lock:
             unfinished = list(self._held.items())
             self._held.clear()
@@ -172,7 +235,7 @@ class Runtime:
             while deadline is None or time.monotonic() < deadline:
                 self._wake.clear()
                 with self._lock:
-                    finished_before = self._finished
+                    progress_before = self._progress
                 try:
                     claimed = self._dispatch()
                     failures = 0
@@ -187,7 +250,7 @@ class Runtime:
                 # that finished meanwhile may have made another runnable (a serial
                 # successor, a retry with no delay, a job it enqueued).
                 with self._lock:
-                    settled = self._finished == finished_before
+                    settled = self._progress == progress_before
                 if settled and not self._busy():
                     break
                 self._wake.wait(0.5)
@@ -196,6 +259,8 @@ class Runtime:
         return self._finished
 
     def _busy(self) -> bool:
+        if self._acker is not None and self._acker.busy():
+            return True
         for lane in self._lanes.values():
             with lane.ready:  # a job moves from buffer to executing under this lock
                 if lane.executing or lane.buffer:
@@ -246,14 +311,17 @@ class Runtime:
                 record, token = lane.buffer.popleft()
                 lane.executing += 1
             started = time.monotonic()
+            deferred = False
             try:
-                self._execute(lane.worker, record, token)
+                deferred = self._execute(lane.worker, record, token)
             finally:
                 # Count the job as finished before the lane looks idle, so a drain
                 # that sees an idle lane also sees this job's completion.
                 with self._lock:
-                    self._held.pop(record.id, None)
+                    if not deferred:  # a queued success keeps its lease until written
+                        self._held.pop(record.id, None)
                     self._finished += 1
+                    self._progress += 1
                 with lane.ready:
                     lane.executing -= 1
                     lane.observe(time.monotonic() - started)
@@ -294,33 +362,63 @@ class Runtime:
 
     # -- running one job -------------------------------------------------------------
 
-    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> None:
+    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+        """Run one job; True when its success was queued for the acker."""
         try:
-            self._run(worker, record, token)
+            return self._run(worker, record, token)
         except Exception:
             log.exception("internal error while handling job %s", record.id)
+            return False
 
-    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> None:
+    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
         try:
             args, kwargs = self.queue.codec.decode(record.payload)
         except SerializationError as exc:
             error = f"payload could not be decoded: {exc}"
-            if self._ack(
-                record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
-            ):
+            if self._bury(record, token, error):
                 log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
                 self.queue._report_dead(record.id, exc)
-            return
+            return False
         context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
         reset = _current.set(context)
         try:
             worker.fn(*args, **kwargs)
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
             self._failed(worker, record, token, exc)
-        else:
-            self._ack(record.id, "success", lambda: self.storage.complete(record.id, token))
+            return False
         finally:
             _current.reset(reset)
+        if self._acker is not None:
+            self._acker.submit(record.id, token)
+            return True
+        self._ack(record.id, "success", lambda: self.storage.complete(record.id, token))
+        return False
+
+    def _record_successes(
+        self, storage: SupportsCompleteMany, batch: list[tuple[str, str]]
+    ) -> None:
+        """Write one batch of successes (on the acker's thread)."""
+        done: set[str] = set()
+
+        def write() -> bool:
+            done.update(storage.complete_many(batch))
+            return True
+
+        written = self._ack(
+            f"{len(batch)} jobs" if len(batch) > 1 else batch[0][0], "success", write
+        )
+        lost = [job_id for job_id, _ in batch if job_id not in done]
+        if written and lost:
+            log.warning(
+                "lease on jobs %s was lost before their success was recorded; "
+                "they run again elsewhere",
+                ", ".join(lost),
+            )
+        with self._lock:
+            for job_id, _ in batch:
+                self._held.pop(job_id, None)
+            self._progress += 1
+        self._wake.set()
 
     def _failed(
         self, worker: WorkerType[Any, Any], record: JobRecord, token: str, exc: BaseException

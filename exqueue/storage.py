@@ -45,6 +45,8 @@ WAKEUP = "wakeup"
 TRANSACTIONAL_ENQUEUE = "transactional_enqueue"
 #: Several OS processes may share one store (claims are exclusive across processes).
 MULTI_PROCESS = "multi_process"
+#: Implements :class:`SupportsCompleteMany`: many successes recorded in one step.
+COMPLETE_MANY = "complete_many"
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,4 +222,18 @@ class SupportsTransactionalEnqueue(Protocol):
 
     def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
         """Persist ``jobs`` through the caller's open transaction (commits with it)."""
+        ...
+
+
+@runtime_checkable
+class SupportsCompleteMany(Protocol):
+    """Optional capability :data:`COMPLETE_MANY`: record many successes in one atomic step.
+
+    The core batches acknowledgements that arrive while a previous batch is being
+    written, so a backend with a costly commit (an fsync, a round trip) records
+    many successes for the price of one.
+    """
+
+    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """``complete(job_id, token)`` for every pair, atomically; returns the ids removed."""
         ...

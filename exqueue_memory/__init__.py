@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from exqueue.storage import (
+    COMPLETE_MANY,
     DEAD,
     RUNNING,
     WAITING,
@@ -34,7 +35,7 @@ __all__ = ["MemoryStorage"]
 class MemoryStorage:
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP})
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY})
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()
@@ -152,6 +153,15 @@ class MemoryStorage:
                 return False
             del self._jobs[job_id]
             return True
+
+    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        with self._lock:
+            done = []
+            for job_id, token in items:
+                if self._held(job_id, token) is not None:
+                    del self._jobs[job_id]
+                    done.append(job_id)
+            return done
 
     def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         with self._lock:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy import delete as sql_delete
@@ -40,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
+    COMPLETE_MANY,
     DEAD,
     MULTI_PROCESS,
     PERSISTENT,
@@ -120,7 +122,7 @@ class SQLStorage:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if memory else contextlib.nullcontext()
         )
-        caps = {TRANSACTIONAL_ENQUEUE}
+        caps = {TRANSACTIONAL_ENQUEUE, COMPLETE_MANY}
         if not memory:
             caps |= {PERSISTENT, MULTI_PROCESS}
         if self._dialect == "postgresql":
@@ -349,6 +351,29 @@ class SQLStorage:
     def complete(self, job_id: str, token: str) -> bool:
         stmt = sql_delete(self._jobs).where(self._held(job_id, token))
         return self._run(lambda conn: conn.execute(stmt).rowcount == 1)
+
+    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """Many successes in one transaction: one commit (one fsync) for the batch."""
+        pairs = list(dict.fromkeys(items))
+        j = self._jobs.c
+        returning = self.engine.dialect.delete_returning
+
+        def work(conn: Connection) -> list[str]:
+            done: list[str] = []
+            for start in range(0, len(pairs), _CHUNK):
+                held = and_(
+                    tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]),
+                    j.state == RUNNING,
+                )
+                if returning:
+                    done += conn.scalars(sql_delete(self._jobs).where(held).returning(j.id))
+                else:
+                    found = list(conn.scalars(select(j.id).where(held).with_for_update()))
+                    conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
+                    done += found
+            return done
+
+        return self._run(work) if pairs else []
 
     def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self._fail(job_id, token, error, state=WAITING, run_at=run_at)
