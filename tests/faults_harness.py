@@ -301,7 +301,9 @@ def crash(target: Target, jobs: int = 2000, kills: int = 3, seed: int | None = N
         assert run.terminate(last) == 0, run.log(last)
         lost, dups = tally(set(ids.values()), run.done())
         assert lost == 0, f"{lost} jobs never ran"
-        assert dups <= at_kill, f"jobs {sorted(dups - at_kill)} ran twice but were not running at a kill"
+        assert dups <= at_kill, (
+            f"jobs {sorted(dups - at_kill)} ran twice but were not running at a kill"
+        )
         assert run.remaining() == []
     return Result("crash (3 × SIGKILL)", target.backend, jobs, lost, len(dups), seconds,
                   f"{len(at_kill)} jobs running at the kills")  # fmt: skip
@@ -400,15 +402,22 @@ def stale_worker(target: Target, lease: float = 1.0) -> Result:
         p1.send_signal(signal.SIGSTOP)
         p2 = run.spawn(two)
         run.wait(lambda: starts(p2.pid, 2) == {"1", "2"}, 60, "the second node took both jobs")
-        before = {job_id: run.storage.get(job_id) for job_id in (ok_id, fail_id)}
-        for record in before.values():
+
+        def snapshot() -> dict[str, Any]:
+            # Everything but lease_expires, which the new holder's heartbeat moves on.
+            found = {job_id: run.storage.get(job_id) for job_id in (ok_id, fail_id)}
+            return {job_id: (r.state, r.attempt, r.errors, r.run_at, r.lease_owner, r.lease_token)
+                    for job_id, r in found.items() if r is not None}  # fmt: skip
+
+        before = snapshot()
+        for record in (run.storage.get(ok_id), run.storage.get(fail_id)):
             assert record is not None and record.state == RUNNING and record.lease_owner == two
             assert record.attempt == 2 and record.errors == (WORKER_LOST,), record
         p1.send_signal(signal.SIGCONT)
         # The paused node wakes up, finishes both attempts and tries to record them.
         run.wait(lambda: "lease on job" in run.log(p1) and run.log(p1).count("was lost") >= 2,
                  30, "the paused node tried to record its late outcomes")  # fmt: skip
-        after = {job_id: run.storage.get(job_id) for job_id in (ok_id, fail_id)}
+        after = snapshot()
         assert after == before, f"a stale holder changed a job:\n{before}\n{after}"
         run.wait_settled(60, dead=1)
         seconds = time.monotonic() - started
@@ -424,8 +433,15 @@ def stale_worker(target: Target, lease: float = 1.0) -> Result:
         for proc in (p1, p2):
             assert run.terminate(proc) == 0, run.log(proc)
         lost = 0 if run.remaining() == [dead] else 1
-    return Result("stale worker (SIGSTOP)", target.backend, 2, lost, 0, seconds,
-                  "late success and late failure rejected; the new run's outcome stands")
+    return Result(
+        "stale worker (SIGSTOP)",
+        target.backend,
+        2,
+        lost,
+        0,
+        seconds,
+        "late success and late failure rejected; the new run's outcome stands",
+    )
 
 
 # -- 4. outage: the storage server goes away mid-drain -----------------------------------
@@ -490,8 +506,9 @@ class MariaDBOutage(Outage):
         _until(lambda: not self._ping(), 60, "MariaDB shutdown")
 
     def start(self) -> None:
-        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                        "/usr/sbin/mariadbd"], check=True, capture_output=True, timeout=60)  # fmt: skip
+        daemon = ["start-stop-daemon", "--start", "--oknodo", "--background"]
+        daemon += ["--exec", "/usr/sbin/mariadbd"]
+        subprocess.run(daemon, check=True, capture_output=True, timeout=60)
         _until(self._ping, 90, "MariaDB")
 
 
@@ -612,9 +629,9 @@ def poison(target: Target, max_retries: int = 2, others: int = 20) -> Result:
     max_attempts = max_retries + 1
     # Concurrency 1: no innocent job runs next to the poison job when it kills the process.
     with running(target, lease=30.0, concurrency=1, max_retries=max_retries) as run:
-        bad = run.enqueue(1, start=0, kill_until=ALWAYS)
-        ids = run.enqueue(others, start=1, sleep=0.01)
-        bad_id = next(iter(bad))
+        # The other jobs come once the poison job is dead: a job claimed next to it
+        # would be charged its crashes (see ``bystander``), which is another test.
+        bad_id = next(iter(run.enqueue(1, start=0, kill_until=ALWAYS)))
         started = time.monotonic()
         deaths = 0
         while True:
@@ -631,6 +648,7 @@ def poison(target: Target, max_retries: int = 2, others: int = 20) -> Result:
             assert proc.returncode == -signal.SIGKILL, run.log(proc)
             deaths += 1
             assert deaths <= max_attempts, "the poison job keeps killing its worker"
+        ids = run.enqueue(others, start=1, sleep=0.01)
         run.wait_settled(60, dead=1)
         seconds = time.monotonic() - started
         assert run.terminate(proc) == 0, run.log(proc)
@@ -765,8 +783,15 @@ def hostile(target: Target, payloads: list[bytes], marker: Path) -> Result:
         assert storage.list_jobs(limit=10) == []
     finally:
         storage.close()
-    return Result("hostile payloads", target.backend, len(jobs), lost, 0, seconds,
-                  f"{len(payloads)} random/truncated/pickled payloads buried, good jobs ran")
+    return Result(
+        "hostile payloads",
+        target.backend,
+        len(jobs),
+        lost,
+        0,
+        seconds,
+        f"{len(payloads)} random/truncated/pickled payloads buried, good jobs ran",
+    )
 
 
 # -- 8. load with random failures over 4 processes -----------------------------------------
@@ -821,3 +846,36 @@ def load(
     return Result("load, 4 processes", target.backend, jobs, lost, len(dups), seconds,
                   f"{len(once)} failed once, {len(doomed)} dead after 3 attempts; "
                   f"{jobs / seconds:,.0f} jobs/s")  # fmt: skip
+
+
+def bystander(target: Target, max_retries: int = 2) -> None:
+    """A job claimed next to a poison job must not die of the poison's crashes unrun.
+
+    The runtime claims one job more than its free slots (prefetch). When the
+    poison job kills the process, the buffered job is recovered as "worker lost"
+    with its attempt counted, though it never started; after ``max_attempts``
+    such crashes it is dead without ever having run.
+    """
+    node = f"bystander-{uuid.uuid4().hex[:6]}"
+    with running(target, lease=30.0, concurrency=1, max_retries=max_retries, starts=True) as run:
+        bad_id = next(iter(run.enqueue(1, start=0, kill_until=ALWAYS)))
+        good_id = next(iter(run.enqueue(1, start=1)))
+        for _ in range(max_retries + 2):  # the supervisor
+            proc = run.spawn(node)
+
+            def over(p: subprocess.Popen[bytes] = proc) -> bool:
+                job = run.storage.get(bad_id)
+                return p.poll() is not None or (job is not None and job.state == DEAD)
+
+            run.wait(over, 60, "the worker died or the poison job was dead")
+            if proc.poll() is None:
+                break
+        run.wait(lambda: run.storage.get(good_id) is None or run.storage.get(good_id).state == DEAD,
+                 30, "the innocent job finished")  # fmt: skip
+        good = run.storage.get(good_id)
+        started = [r for r in run.records() if r.n == "1" and r.event == "start"]
+        assert good is None, (
+            f"an innocent job died after {good.attempt} attempts, having started "
+            f"{len(started)} times: {good.errors}"
+        )
+        assert run.terminate(proc) == 0
