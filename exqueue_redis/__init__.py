@@ -95,7 +95,10 @@ class RedisStorage:
     per call, and a lost server shows as ``redis.exceptions.ConnectionError``.
     """
 
-    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP})
+    # "complete_many" is the optional batch-acknowledgement capability
+    # (exqueue.storage.COMPLETE_MANY); named literally so this module does not
+    # depend on the core version that introduces the constant.
+    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, "complete_many"})
 
     def __init__(
         self,
@@ -249,6 +252,13 @@ class RedisStorage:
 
     def complete(self, job_id: str, token: str) -> bool:
         return bool(self._run("COMPLETE", job_id, token))
+
+    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """``complete`` for every ``(job_id, token)`` pair in one script; the ids removed."""
+        if not items:
+            return []
+        args = [part for pair in items for part in pair]
+        return [job_id.decode() for job_id in self._run("COMPLETE", *args)]
 
     def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return bool(self._run("RETRY", job_id, token, repr(float(run_at)), error))

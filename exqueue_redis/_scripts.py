@@ -120,16 +120,21 @@ end
 return out
 """
 
-# ARGV: id, token. Returns 1 when completed (the job is removed), else 0.
+# ARGV: id, token, id, token, ... Returns the ids completed (removed), in order.
 COMPLETE = r"""
-local id = ARGV[1]
-local f = held(id, ARGV[2])
-if not f then return 0 end
-redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
-redis.call('ZREM', P .. 'leases', id)
-redis.call('ZREM', P .. 'running:' .. f[3], id)
-forget(id, f[3])
-return 1
+local out = {}
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  local f = held(id, ARGV[i + 1])
+  if f then
+    redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
+    redis.call('ZREM', P .. 'leases', id)
+    redis.call('ZREM', P .. 'running:' .. f[3], id)
+    forget(id, f[3])
+    out[#out + 1] = id
+  end
+end
+return out
 """
 
 # ARGV: id, token, run_at, error.

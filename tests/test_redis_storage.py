@@ -154,6 +154,16 @@ def test_transitions(storage: Storage) -> None:
     assert storage.counts(1.0) == {"w": Counts(waiting=1, running=1, dead=1)}
 
 
+def test_complete_many_removes_only_held_jobs(storage: Storage) -> None:
+    assert isinstance(storage, RedisStorage)
+    storage.enqueue([job("a"), job("b"), job("c"), job("d")])
+    claim(storage, limit=3)  # a, b, c with t1
+    done = storage.complete_many([("a", "t1"), ("b", "bad"), ("d", "t1"), ("c", "t1"), ("a", "t1")])
+    assert done == ["a", "c"]
+    assert [(r.id, r.state) for r in storage.list_jobs()] == [("b", RUNNING), ("d", WAITING)]
+    assert storage.complete_many([]) == []
+
+
 def test_stale_tokens_are_rejected(storage: Storage) -> None:
     storage.enqueue([job("a", max_attempts=5)])
     assert claim(storage, now=0.0, token="old") == ["a"]  # lease until 30
