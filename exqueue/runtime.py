@@ -68,10 +68,12 @@ class _Lane:
         self.executing = 0
         self.closing = False
         self.max_prefetch = 0 if worker.serial else max_prefetch
-        self.mean_duration = BUFFER_SECONDS  # until measured, buffer nothing extra
+        # None until a job has finished here: a process that dies on its first job
+        # (a poison job) must not take innocent buffered jobs' attempts with it.
+        self.mean_duration: float | None = None
 
     def prefetch(self) -> int:
-        if self.max_prefetch == 0:
+        if self.max_prefetch == 0 or self.mean_duration is None:
             return 0
         return min(self.max_prefetch, int(BUFFER_SECONDS / max(self.mean_duration, 1e-6)))
 
@@ -86,7 +88,10 @@ class _Lane:
         return 0
 
     def observe(self, seconds: float) -> None:
-        self.mean_duration = 0.8 * self.mean_duration + 0.2 * seconds
+        if self.mean_duration is None:
+            self.mean_duration = seconds
+        else:
+            self.mean_duration = 0.8 * self.mean_duration + 0.2 * seconds
 
 
 class _Acker:
