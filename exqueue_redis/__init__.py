@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
+    COMPLETE_MANY,
     MULTI_PROCESS,
     PERSISTENT,
     WAKEUP,
@@ -95,10 +96,7 @@ class RedisStorage:
     per call, and a lost server shows as ``redis.exceptions.ConnectionError``.
     """
 
-    # "complete_many" is the optional batch-acknowledgement capability
-    # (exqueue.storage.COMPLETE_MANY); named literally so this module does not
-    # depend on the core version that introduces the constant.
-    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, "complete_many"})
+    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY})
 
     def __init__(
         self,
