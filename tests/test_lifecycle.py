@@ -425,3 +425,13 @@ def test_scheduled_jobs_wait_for_their_time(queue: exqueue.Queue, clock: FakeClo
     assert queue.drain() == 1 and ran == ["in"]
     clock.advance(60)
     assert queue.drain() == 1 and ran == ["in", "at"]
+
+
+def test_queue_refuses_a_transaction_on_a_backend_without_the_capability() -> None:
+    from exqueue_memory import MemoryStorage
+
+    queue = exqueue.Queue(MemoryStorage())
+    queue.worker(name="w")(lambda: None)
+    with pytest.raises(exqueue.ConfigurationError, match="does not support transactional enqueue"):
+        queue.enqueue_many([exqueue.Call("w")], transaction=object())
+    assert queue.jobs() == []

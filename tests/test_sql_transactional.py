@@ -82,3 +82,23 @@ def test_wrong_kind_of_transaction(backend: BackendHandle) -> None:
             with pytest.raises(ConfigurationError):
                 storage.enqueue_in(conn, [job("a")])
     other.close()
+
+
+def test_queue_enqueue_many_in_a_session_commits_runs_and_rolls_back(
+    backend: BackendHandle,
+) -> None:
+    import exqueue
+
+    storage = _sql(backend)
+    queue = exqueue.Queue(storage)
+    ran: list[int] = []
+    ship = queue.worker(name="ship")(lambda order: ran.append(order))
+    with Session(storage.engine) as session:
+        [kept] = queue.enqueue_many([ship.call(1)], transaction=session)
+        session.commit()
+    with Session(storage.engine) as session:
+        [dropped] = queue.enqueue_many([ship.call(2)], transaction=session)
+        session.rollback()
+    assert queue.get(kept) is not None and queue.get(dropped) is None
+    assert queue.drain() == 1
+    assert ran == [1]
