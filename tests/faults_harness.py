@@ -427,6 +427,9 @@ def stale_worker(target: Target, lease: float = 1.0) -> Result:
         assert dead is not None and dead.state == DEAD and dead.attempt == 2
         assert len(dead.errors) == 2 and dead.errors[0] == WORKER_LOST
         assert f"in pid {p2.pid}" in dead.errors[1] and f"pid {p1.pid}" not in "".join(dead.errors)
+        # The reporter runs just after the job is buried: wait for its record.
+        run.wait(lambda: any(r.event == "dead" for r in run.records()), 10, "the death reported")
+        records = run.records()
         reports = [r for r in records if r.event == "dead"]
         assert [(r.pid, r.n) for r in reports] == [(p2.pid, fail_id)], reports
         assert Rec("done", p2.pid, "1", 2) in records
@@ -656,6 +659,7 @@ def poison(target: Target, max_retries: int = 2, others: int = 20) -> Result:
         assert job is not None and job.state == DEAD
         assert deaths == max_attempts and job.attempt == max_attempts, (deaths, job)
         assert job.errors == (WORKER_LOST,) * max_attempts, job.errors
+        run.wait(lambda: any(r.event == "dead" for r in run.records()), 10, "the death reported")
         records = run.records()
         assert [r.n for r in records if r.event == "dead"] == [bad_id], "reported once"
         assert sum(r.event == "kill" for r in records) == max_attempts
@@ -826,6 +830,8 @@ def load(
         workers = [run.spawn() for _ in range(procs)]
         run.wait_settled(timeout, dead=len(doomed))
         seconds = time.monotonic() - started
+        run.wait(lambda: sum(r.event == "dead" for r in run.records()) >= len(doomed), 30,
+                 "every death was reported")  # fmt: skip
         for proc in workers:
             assert run.terminate(proc) == 0, run.log(proc)
         dead = run.storage.list_jobs(state=DEAD, limit=jobs + 1)
@@ -848,34 +854,35 @@ def load(
                   f"{jobs / seconds:,.0f} jobs/s")  # fmt: skip
 
 
-def bystander(target: Target, max_retries: int = 2) -> None:
-    """A job claimed next to a poison job must not die of the poison's crashes unrun.
+def bystander(target: Target) -> None:
+    """A job claimed next to a poison job must not die of the poison's crash unrun.
 
-    The runtime claims one job more than its free slots (prefetch). When the
-    poison job kills the process, the buffered job is recovered as "worker lost"
-    with its attempt counted, though it never started; after ``max_attempts``
-    such crashes it is dead without ever having run.
+    Once a job has finished on a node, the runtime claims more than its free
+    slots (prefetch). When a poison job then kills the process, the buffered
+    jobs are recovered as "worker lost" with an attempt counted, though they
+    never started; with ``max_retries=0`` such a job is dead without ever running.
     """
     node = f"bystander-{uuid.uuid4().hex[:6]}"
-    with running(target, lease=30.0, concurrency=1, max_retries=max_retries, starts=True) as run:
-        bad_id = next(iter(run.enqueue(1, start=0, kill_until=ALWAYS)))
-        good_id = next(iter(run.enqueue(1, start=1)))
-        for _ in range(max_retries + 2):  # the supervisor
-            proc = run.spawn(node)
+    with running(target, lease=30.0, concurrency=1, max_retries=0, starts=True) as run:
+        proc = run.spawn(node)
+        run.enqueue(1, start=0)  # warms the node up: prefetch starts after a finished job
+        run.wait(lambda: "0" in run.done(), 60, "the first job ran")
+        bad_id = next(iter(run.enqueue(1, start=1, kill_until=ALWAYS)))
+        good_id = next(iter(run.enqueue(1, start=2)))
+        proc.wait(timeout=60)
+        proc = run.spawn(node)
+        run.wait(lambda: run.storage.get(bad_id) is not None and run.storage.get(bad_id).state
+                 == DEAD, 60, "the poison job was dead")  # fmt: skip
 
-            def over(p: subprocess.Popen[bytes] = proc) -> bool:
-                job = run.storage.get(bad_id)
-                return p.poll() is not None or (job is not None and job.state == DEAD)
+        def settled() -> bool:
+            good = run.storage.get(good_id)
+            return good is None or good.state == DEAD
 
-            run.wait(over, 60, "the worker died or the poison job was dead")
-            if proc.poll() is None:
-                break
-        run.wait(lambda: run.storage.get(good_id) is None or run.storage.get(good_id).state == DEAD,
-                 30, "the innocent job finished")  # fmt: skip
+        run.wait(settled, 30, "the innocent job finished")
         good = run.storage.get(good_id)
-        started = [r for r in run.records() if r.n == "1" and r.event == "start"]
+        starts = [r for r in run.records() if r.n == "2" and r.event == "start"]
         assert good is None, (
-            f"an innocent job died after {good.attempt} attempts, having started "
-            f"{len(started)} times: {good.errors}"
+            f"an innocent job died after {good.attempt} attempt(s), having started "
+            f"{len(starts)} times: {good.errors}"
         )
         assert run.terminate(proc) == 0

@@ -286,8 +286,8 @@ def test_hypothesis_payload_bytes_stored_directly_die_or_run(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="core bug: a prefetched (claimed, not started) job is charged an attempt when "
-    "its node dies, so a job buffered next to a poison job dies without ever running",
+    reason="core bug: on a warm node a prefetched (claimed, not started) job is charged an "
+    "attempt when its node dies, so a job buffered next to a poison job can die unrun",
 )
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_job_buffered_next_to_a_poison_job_does_not_die_unrun(
