@@ -50,7 +50,8 @@ def _measured(adapter: Any, phase: str, jobs: int) -> None:
         for i in range(jobs):
             adapter.enqueue_one(i)
     elif phase == "batch":
-        _prefill(adapter, jobs)
+        for start in range(0, jobs, 1000):
+            adapter.enqueue_batch(range(start, min(start + 1000, jobs)))
     else:
         adapter.drain(8)
 
