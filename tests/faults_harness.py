@@ -691,8 +691,8 @@ def graceful(target: Target) -> Result:
         assert {short[j.id] for j in left} == set(short.values()) - running_now
         assert all(j.state == WAITING and j.attempt == 0 for j in left), left
 
-        # Jobs of 6 s with a 0.5 s stop timeout: released, attempt not counted.
-        long = run.enqueue(2, start=10, sleeps=[6.0, 0.1])
+        # Jobs of 3 s with a 0.5 s stop timeout: released, attempt not counted.
+        long = run.enqueue(2, start=10, sleep=3.0)
         proc = run.spawn(stop_timeout=0.5)
         run.wait(lambda: {r.n for r in run.records() if r.event == "start"} >= {"10", "11"}, 60,
                  "the long jobs start")  # fmt: skip
