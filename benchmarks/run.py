@@ -196,6 +196,19 @@ def fmt_ms(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     rows = []
     for key, r in results.items():
@@ -257,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown adapters {unknown}; known: {', '.join(available)}")
     common.ensure_databases()
+    commit = git_commit()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     results: dict[str, dict[str, Any]] = {}
     raw: dict[str, list[dict[str, Any]]] = {}
@@ -291,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"exqueue benchmarks: {args.jobs:,} no-op jobs, medians of {args.repeat} runs, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, exqueue {commit}, "
+          f"started {started}")
     print()
     print(table(results, meta))
     print()
     print(ratios(results, meta))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "runs": raw}, f, indent=2)
+            json.dump({"args": vars(args), "commit": commit, "started": started,
+                       "results": results, "runs": raw}, f, indent=2)
     if failed:
         print("\nSOME RUNS FAILED (see above): their figures are not in the table.", file=sys.stderr)
         return 1
