@@ -1,6 +1,7 @@
 """Claim cost against a big store: 1,000 claim+complete round trips with many jobs stored.
 
-    python -m benchmarks.claimcost [--backends postgres,sqlite,redis] [--waiting 1000000] [--dead 100000]
+    python -m benchmarks.claimcost [--backends postgres,sqlite,redis]
+                                   [--waiting 1000000] [--dead 100000]
 
 For each backend, times 1,000 ``claim(limit=1)`` + ``complete`` calls (the
 storage protocol, as a worker with one free slot makes them) on a store holding
@@ -31,8 +32,12 @@ from benchmarks import common
 from benchmarks.exq_app import JOB, PREFIX, make_queue, make_storage
 from exqueue.job import Call
 
-URLS = {"postgres": common.PG_URL, "sqlite": "sqlite:///{tmp}", "redis": common.REDIS_URL,
-        "mariadb": common.MYSQL_URL}
+URLS = {
+    "postgres": common.PG_URL,
+    "sqlite": "sqlite:///{tmp}",
+    "redis": common.REDIS_URL,
+    "mariadb": common.MYSQL_URL,
+}
 TEMPLATE = 1000
 
 
@@ -63,26 +68,35 @@ def fill_sql(storage: Any, waiting: int, dead: int) -> None:
     if dialect == "postgresql":
         series, concat = "generate_series(1, :k) AS g(i)", "t.id || '-' || g.i"
     elif dialect == "sqlite":
-        series = ("(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
-                  " SELECT i FROM s) AS g")
+        series = (
+            "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
+            " SELECT i FROM s) AS g"
+        )
         concat = "t.id || '-' || g.i"
     else:
-        series = ("(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
-                  " SELECT i FROM s) AS g")
+        series = (
+            "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :k)"
+            " SELECT i FROM s) AS g"
+        )
         concat = "CONCAT(t.id, '-', g.i)"
     cols = "worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors"
     copied = ", ".join(f"t.{c}" for c in cols.split(", "))
     with storage.engine.begin() as conn:
         if dialect in ("mysql", "mariadb"):
             conn.execute(text("SET SESSION max_recursive_iterations = 1000000"))
-        conn.execute(text(
-            f"INSERT INTO {table} (id, {cols}) SELECT {concat}, {copied} "
-            f"FROM {table} AS t CROSS JOIN {series} ORDER BY g.i, t.seq"
-        ), {"k": copies})
+        conn.execute(
+            text(
+                f"INSERT INTO {table} (id, {cols}) SELECT {concat}, {copied} "
+                f"FROM {table} AS t CROSS JOIN {series} ORDER BY g.i, t.seq"
+            ),
+            {"k": copies},
+        )
         conn.execute(text(f"DELETE FROM {table} WHERE id NOT LIKE '%-%'"))
         first = conn.execute(text(f"SELECT MIN(seq) FROM {table}")).scalar()
-        conn.execute(text(f"UPDATE {table} SET state = 'dead', attempt = 1 WHERE seq < :s"),
-                     {"s": first + dead})
+        conn.execute(
+            text(f"UPDATE {table} SET state = 'dead', attempt = 1 WHERE seq < :s"),
+            {"s": first + dead},
+        )
         if dialect == "postgresql":
             conn.execute(text(f"ANALYZE {table}"))
 
@@ -91,8 +105,9 @@ def fill_api(storage: Any, waiting: int, dead: int) -> None:
     enqueue(storage, dead)
     now = time.time()
     token = uuid.uuid4().hex
-    while records := storage.claim(JOB, 1000, now=now, owner="fill", token=token,
-                                   lease_until=now + 3600):
+    while records := storage.claim(
+        JOB, 1000, now=now, owner="fill", token=token, lease_until=now + 3600
+    ):
         for record in records:
             storage.bury(record.id, token, error="benchmark filler")
     enqueue(storage, waiting)
@@ -104,8 +119,7 @@ def claim_complete(storage: Any, count: int) -> float:
     for _ in range(count):
         now = time.time()
         token = uuid.uuid4().hex
-        records = storage.claim(JOB, 1, now=now, owner="bench", token=token,
-                                lease_until=now + 30)
+        records = storage.claim(JOB, 1, now=now, owner="bench", token=token, lease_until=now + 30)
         if len(records) != 1:
             raise common.BenchError(f"claim returned {len(records)} jobs, expected 1")
         if not storage.complete(records[0].id, token):
@@ -135,13 +149,23 @@ def measure(backend: str, waiting: int, dead: int, count: int, tmp: str) -> dict
             cleanup = make_storage(URLS[backend].format(tmp=tmp))
             cleanup.destroy()
             cleanup.close()
-    return {"backend": backend, "waiting": waiting, "dead": dead, "empty_ms": empty * 1000,
-            "full_ms": full * 1000, "ratio": full / empty, "fill_s": filled}
+    return {
+        "backend": backend,
+        "waiting": waiting,
+        "dead": dead,
+        "empty_ms": empty * 1000,
+        "full_ms": full * 1000,
+        "ratio": full / empty,
+        "fill_s": filled,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.claimcost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.claimcost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--backends", default="postgres,sqlite,redis")
     parser.add_argument("--waiting", type=int, default=1_000_000)
     parser.add_argument("--dead", type=int, default=100_000)
@@ -158,15 +182,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend} ...", file=sys.stderr, flush=True)
         r = measure(backend, int(args.waiting * scale), int(args.dead * scale), args.claims, tmp)
         print(f"    {r}", file=sys.stderr, flush=True)
-        rows.append([backend, f"{r['waiting']:,}", f"{r['dead']:,}",
-                     f"{r['empty_ms'] / args.claims:.3f}", f"{r['full_ms'] / args.claims:.3f}",
-                     f"{r['ratio']:.2f}×", "yes" if r["ratio"] <= 2 else "no",
-                     f"{r['fill_s']:.0f}"])
+        rows.append(
+            [
+                backend,
+                f"{r['waiting']:,}",
+                f"{r['dead']:,}",
+                f"{r['empty_ms'] / args.claims:.3f}",
+                f"{r['full_ms'] / args.claims:.3f}",
+                f"{r['ratio']:.2f}×",
+                "yes" if r["ratio"] <= 2 else "no",
+                f"{r['fill_s']:.0f}",
+            ]
+        )
     print()
-    print(f"claim(limit=1) + complete, {args.claims:,} times: ms per job, empty store vs full store")
-    print(tabulate(rows, ["backend", "waiting", "dead", "empty ms/job", "full ms/job",
-                          "full/empty", "≤ 2×?", "fill s"], tablefmt="github",
-                   disable_numparse=True))
+    print(
+        f"claim(limit=1) + complete, {args.claims:,} times: ms per job, empty store vs full store"
+    )
+    print(
+        tabulate(
+            rows,
+            [
+                "backend",
+                "waiting",
+                "dead",
+                "empty ms/job",
+                "full ms/job",
+                "full/empty",
+                "≤ 2×?",
+                "fill s",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     return 0
 
 

@@ -108,7 +108,8 @@ class WorkerProcess:
         code = self.proc.poll()
         if code is not None:
             raise BenchError(
-                f"worker exited early with code {code}: {' '.join(self.argv)} (log: {self.log_path})"
+                f"worker exited early with code {code}: {' '.join(self.argv)} "
+                f"(log: {self.log_path})"
             )
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -59,8 +59,16 @@ def _measured(adapter: Any, phase: str, jobs: int) -> None:
 #: Stacks through these frames are set-up, not the measured phase (drain's
 #: worker threads have no main-thread frame, so the filter is by exclusion).
 #: Leaf frames that are a thread blocked, not working (py-spy cannot always tell).
-_IDLE = ("Condition.wait ", "Event.wait ", "_wait_for_tstate_lock ", "select ", "poll ",
-         "SimpleQueue.get ", "_worker (concurrent", "wait (threading")
+_IDLE = (
+    "Condition.wait ",
+    "Event.wait ",
+    "_wait_for_tstate_lock ",
+    "select ",
+    "poll ",
+    "SimpleQueue.get ",
+    "_worker (concurrent",
+    "wait (threading",
+)
 _EXCLUDE = ("ExqueueAdapter.setup ", "ExqueueAdapter.teardown ", "_prefill ", "_find_and_load ")
 
 
@@ -91,7 +99,9 @@ def summarize(path: str, top: int) -> str:
     lines.append("  -- by total (exqueue code only) --")
     ours = [(n, c) for n, c in total.most_common() if "exqueue" in n or "benchmarks" in n]
     for name, count in ours[:top]:
-        lines.append(f"  {100 * self_time[name] / samples:5.1f}  {100 * count / samples:6.1f}  {name}")
+        lines.append(
+            f"  {100 * self_time[name] / samples:5.1f}  {100 * count / samples:6.1f}  {name}"
+        )
     return "\n".join(lines)
 
 
@@ -106,8 +116,11 @@ def _short(frame: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--backends", default="memory,sqlite,postgres,mariadb,redis")
     parser.add_argument("--phases", default="enqueue,batch,drain")
     parser.add_argument("--jobs", type=int, default=5000)
@@ -125,11 +138,30 @@ def main(argv: list[str] | None = None) -> int:
         for phase in args.phases.split(","):
             raw = os.path.join(args.out, f"{backend}-{phase}.txt")
             subprocess.run(
-                [common.venv_bin("py-spy"), "record", "--format", "raw", "--threads",
-                 "--rate", str(args.rate), "--output", raw, "--",
-                 common.python(), "-m", "benchmarks.profile", "--child", backend, phase,
-                 "--jobs", str(args.jobs)],
-                check=True, cwd=common.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    common.venv_bin("py-spy"),
+                    "record",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--rate",
+                    str(args.rate),
+                    "--output",
+                    raw,
+                    "--",
+                    common.python(),
+                    "-m",
+                    "benchmarks.profile",
+                    "--child",
+                    backend,
+                    phase,
+                    "--jobs",
+                    str(args.jobs),
+                ],
+                check=True,
+                cwd=common.ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             print(f"== exqueue {phase} on {backend} ({args.jobs:,} jobs) ==")
             print(summarize(raw, args.top))

@@ -31,7 +31,7 @@ from tabulate import tabulate
 
 from benchmarks import common, counter
 from benchmarks.common import Adapter, BenchError
-from benchmarks.targets import LOWER_IS_BETTER, verdict
+from benchmarks.targets import verdict
 
 
 def adapters() -> dict[str, Callable[[], Adapter]]:
@@ -112,8 +112,11 @@ def run_once(adapter: Any, args: argparse.Namespace, root: str) -> dict[str, Any
             adapter.start_worker()
             try:
                 common.wait_until(
-                    lambda: phase.totals().count >= n, bound, f"{adapter.key} to drain {n} jobs",
-                    interval=0.05, check=adapter.check_worker,
+                    lambda: phase.totals().count >= n,
+                    bound,
+                    f"{adapter.key} to drain {n} jobs",
+                    interval=0.05,
+                    check=adapter.check_worker,
                 )
             except BaseException:
                 adapter.stop_worker()
@@ -146,7 +149,9 @@ def latency(adapter: Any, phase: Phase, args: argparse.Namespace) -> list[float]
     warm = 10_000_000
     adapter.enqueue_one(warm)
     common.wait_until(
-        lambda: phase.totals().last_arg == warm, 60, f"{adapter.key} worker to start",
+        lambda: phase.totals().last_arg == warm,
+        60,
+        f"{adapter.key} worker to start",
         check=adapter.check_worker,
     )
     time.sleep(0.2)
@@ -200,10 +205,19 @@ def git_commit() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=common.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=common.ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -216,14 +230,32 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         if "error" in r:
             rows.append([cls.library, cls.backend, cls.workers, "FAILED: " + r["error"][:60]])
             continue
-        rows.append([
-            cls.library, cls.backend, cls.workers,
-            fmt_rate(r["enqueue"]), fmt_rate(r["batch"]), fmt_rate(r["drain"]),
-            fmt_rate(r["drain1"]), fmt_ms(r["p50"]), fmt_ms(r["p99"]),
-            verdict(cls.backend, r) if cls.library == "exqueue" else "",
-        ])
-    headers = ["library", "backend", "worker", "enqueue/s", "batch/s", "drain/s",
-               "drain c=1 /s", "p50 ms", "p99 ms", "target met?"]
+        rows.append(
+            [
+                cls.library,
+                cls.backend,
+                cls.workers,
+                fmt_rate(r["enqueue"]),
+                fmt_rate(r["batch"]),
+                fmt_rate(r["drain"]),
+                fmt_rate(r["drain1"]),
+                fmt_ms(r["p50"]),
+                fmt_ms(r["p99"]),
+                verdict(cls.backend, r) if cls.library == "exqueue" else "",
+            ]
+        )
+    headers = [
+        "library",
+        "backend",
+        "worker",
+        "enqueue/s",
+        "batch/s",
+        "drain/s",
+        "drain c=1 /s",
+        "p50 ms",
+        "p99 ms",
+        "target met?",
+    ]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
@@ -240,22 +272,38 @@ def ratios(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             a, b = ours.get(metric), r.get(metric)
             row.append("—" if not a or not b else f"{a / b:.2f}×")
         rows.append(row)
-    headers = ["ratio", "backend", "enqueue", "batch", "drain", "p50 (<1 better)",
-               "p99 (<1 better)"]
+    headers = [
+        "ratio",
+        "backend",
+        "enqueue",
+        "batch",
+        "drain",
+        "p50 (<1 better)",
+        "p99 (<1 better)",
+    ]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated keys, e.g. exqueue-redis,rq-redis")
+    parser.add_argument(
+        "--only", default="", help="comma-separated keys, e.g. exqueue-redis,rq-redis"
+    )
     parser.add_argument("--skip", default="", help="comma-separated keys to leave out")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--latency-samples", type=int, default=1000)
-    parser.add_argument("--latency-budget", type=float, default=20.0,
-                        help="stop sampling latency after this many seconds")
+    parser.add_argument(
+        "--latency-budget",
+        type=float,
+        default=20.0,
+        help="stop sampling latency after this many seconds",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--list", action="store_true", help="list the adapter keys and exit")
     args = parser.parse_args(argv)
@@ -295,8 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                     results[key] = {"error": f"{type(exc).__name__}: {exc}"}
                     failed = True
                     continue
-                print(f"    {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()})}",
-                      file=sys.stderr, flush=True)
+                shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+                print(
+                    f"    {json.dumps(shown)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 raw.setdefault(key, []).append(figures)
         for key in keys:
             if "error" not in results.get(key, {}):
@@ -305,19 +357,32 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"exqueue benchmarks: {args.jobs:,} no-op jobs, medians of {args.repeat} runs, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, exqueue {commit}, "
-          f"started {started}")
+    print(
+        f"exqueue benchmarks: {args.jobs:,} no-op jobs, medians of {args.repeat} runs, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, exqueue {commit}, "
+        f"started {started}"
+    )
     print()
     print(table(results, meta))
     print()
     print(ratios(results, meta))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "commit": commit, "started": started,
-                       "results": results, "runs": raw}, f, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "commit": commit,
+                    "started": started,
+                    "results": results,
+                    "runs": raw,
+                },
+                f,
+                indent=2,
+            )
     if failed:
-        print("\nSOME RUNS FAILED (see above): their figures are not in the table.", file=sys.stderr)
+        print(
+            "\nSOME RUNS FAILED (see above): their figures are not in the table.", file=sys.stderr
+        )
         return 1
     return 0
 

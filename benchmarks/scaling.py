@@ -49,24 +49,43 @@ def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> fl
         phase = Phase(root, f"{backend}-{processes}-{time.monotonic_ns()}")
         if not args.plain:
             supervisor = common.WorkerProcess(
-                [common.venv_bin("exqueue"), "worker", "--app", "benchmarks.exq_app:queue",
-                 "--processes", str(processes)],
-                env={"EXQ_BENCH_URL": adapter.resolved_url(),
-                     "EXQ_BENCH_CONCURRENCY": str(args.concurrency)},
+                [
+                    common.venv_bin("exqueue"),
+                    "worker",
+                    "--app",
+                    "benchmarks.exq_app:queue",
+                    "--processes",
+                    str(processes),
+                ],
+                env={
+                    "EXQ_BENCH_URL": adapter.resolved_url(),
+                    "EXQ_BENCH_CONCURRENCY": str(args.concurrency),
+                },
                 log_path=os.path.join(tempfile.gettempdir(), f"exqbench-scaling-{backend}.log"),
             )
             try:
-                common.wait_until(lambda: phase.totals().count >= args.jobs,
-                                  max(120.0, args.jobs / 20), f"{backend} x{processes} to drain",
-                                  interval=0.05, check=supervisor.check)
+                common.wait_until(
+                    lambda: phase.totals().count >= args.jobs,
+                    max(120.0, args.jobs / 20),
+                    f"{backend} x{processes} to drain",
+                    interval=0.05,
+                    check=supervisor.check,
+                )
             finally:
                 supervisor.stop(30)
             got = phase.verify(args.jobs, f"{backend} with {processes} processes")
             return args.jobs / (got.last_end - got.first_start)
         workers = [
             common.WorkerProcess(
-                [common.python(), "-m", "benchmarks.scaling", "--child", adapter.resolved_url(),
-                 "--concurrency", str(args.concurrency)],
+                [
+                    common.python(),
+                    "-m",
+                    "benchmarks.scaling",
+                    "--child",
+                    adapter.resolved_url(),
+                    "--concurrency",
+                    str(args.concurrency),
+                ],
                 log_path=os.path.join(tempfile.gettempdir(), f"exqbench-scaling-{backend}.log"),
             )
             for _ in range(processes)
@@ -84,15 +103,21 @@ def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--backends", default="sqlite,postgres,mariadb,redis")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--plain", action="store_true",
-                        help="plain processes running queue.drain() instead of the CLI supervisor")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain processes running queue.drain() instead of the CLI supervisor",
+    )
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -109,15 +134,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{backend} x{processes} ...", file=sys.stderr, flush=True)
                 runs.append(run(backend, processes, args, root))
             rates.append(statistics.median(runs))
-        rows.append([backend, *(f"{r:,.0f}" for r in rates),
-                     *(f"{r / rates[0]:.2f}×" for r in rates[1:])])
+        rows.append(
+            [backend, *(f"{r:,.0f}" for r in rates), *(f"{r / rates[0]:.2f}×" for r in rates[1:])]
+        )
     print()
     how = "processes running queue.drain()" if args.plain else "exqueue worker --processes N"
-    print(f"drain throughput (jobs/s), {args.jobs:,} jobs, {how}, {args.concurrency} threads "
-          f"per process, {os.cpu_count()} CPUs")
-    print(tabulate(rows, ["backend", *(f"{p} proc" for p in counts),
-                          *(f"{p} vs 1" for p in counts[1:])],
-                   tablefmt="github", disable_numparse=True))
+    print(
+        f"drain throughput (jobs/s), {args.jobs:,} jobs, {how}, {args.concurrency} threads "
+        f"per process, {os.cpu_count()} CPUs"
+    )
+    print(
+        tabulate(
+            rows,
+            ["backend", *(f"{p} proc" for p in counts), *(f"{p} vs 1" for p in counts[1:])],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     return 0
 
 

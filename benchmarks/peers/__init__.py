@@ -7,8 +7,14 @@ import sys
 
 from benchmarks.common import Adapter
 
-_MODULES = ["huey_bench", "rq_bench", "dramatiq_bench", "saq_bench", "celery_bench",
-            "procrastinate_bench"]
+_MODULES = [
+    "huey_bench",
+    "rq_bench",
+    "dramatiq_bench",
+    "saq_bench",
+    "celery_bench",
+    "procrastinate_bench",
+]
 
 
 def _load() -> list[type[Adapter]]:

@@ -44,9 +44,23 @@ class CeleryAdapter(common.Adapter):
 
     def start_worker(self) -> None:
         self.worker = common.WorkerProcess(
-            [common.venv_bin("celery"), "-A", "benchmarks.peers.celery_bench", "worker",
-             "-P", "solo", "-c", "1", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "WARNING", "-Q", "exqbench"],
+            [
+                common.venv_bin("celery"),
+                "-A",
+                "benchmarks.peers.celery_bench",
+                "worker",
+                "-P",
+                "solo",
+                "-c",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+                "-Q",
+                "exqbench",
+            ],
             log_path=os.path.join(tempfile.gettempdir(), "exqbench-celery.log"),
         )
 

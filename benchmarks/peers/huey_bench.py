@@ -43,8 +43,16 @@ class HueyAdapter(common.Adapter):
 
     def start_worker(self) -> None:
         self.worker = common.WorkerProcess(
-            [common.venv_bin("huey_consumer"), "benchmarks.peers.huey_bench.huey",
-             "-w", "1", "-k", "thread", "-n", "-q"],
+            [
+                common.venv_bin("huey_consumer"),
+                "benchmarks.peers.huey_bench.huey",
+                "-w",
+                "1",
+                "-k",
+                "thread",
+                "-n",
+                "-q",
+            ],
             stop_signal=signal.SIGINT,  # SIGINT is huey's graceful shutdown
             log_path=os.path.join(tempfile.gettempdir(), "exqbench-huey.log"),
         )

@@ -53,8 +53,16 @@ class ProcrastinateAdapter(common.Adapter):
 
     def start_worker(self) -> None:
         self.worker = common.WorkerProcess(
-            [common.venv_bin("procrastinate"), "--app", "benchmarks.peers.procrastinate_bench.app",
-             "worker", "--concurrency", "4", "--queues", "exqbench"],
+            [
+                common.venv_bin("procrastinate"),
+                "--app",
+                "benchmarks.peers.procrastinate_bench.app",
+                "worker",
+                "--concurrency",
+                "4",
+                "--queues",
+                "exqbench",
+            ],
             log_path=os.path.join(tempfile.gettempdir(), "exqbench-procrastinate.log"),
         )
 

@@ -46,8 +46,16 @@ class RQAdapter(common.Adapter):
 
     def start_worker(self) -> None:
         self.worker = common.WorkerProcess(
-            [common.venv_bin("rq"), "worker", "-w", "rq.worker.SimpleWorker",
-             "--url", common.REDIS_URL, "-q", QUEUE],
+            [
+                common.venv_bin("rq"),
+                "worker",
+                "-w",
+                "rq.worker.SimpleWorker",
+                "--url",
+                common.REDIS_URL,
+                "-q",
+                QUEUE,
+            ],
             log_path=os.path.join(tempfile.gettempdir(), "exqbench-rq.log"),
         )
 
