@@ -503,16 +503,26 @@ class MariaDBOutage(Outage):
     def _ping(self) -> bool:
         return _quiet("mariadb-admin", "-uroot", "-h127.0.0.1", "ping")
 
+    def _gone(self) -> bool:
+        return subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode != 0
+
     def stop(self) -> None:
         subprocess.run(["mariadb-admin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
                        capture_output=True, timeout=120)  # fmt: skip
-        _until(lambda: not self._ping(), 60, "MariaDB shutdown")
+        # The server stops answering before its process exits; a start issued in
+        # between is a no-op (--oknodo), so wait for the process itself to go.
+        _until(self._gone, 120, "MariaDB shutdown")
 
     def start(self) -> None:
         daemon = ["start-stop-daemon", "--start", "--oknodo", "--background"]
         daemon += ["--exec", "/usr/sbin/mariadbd"]
-        subprocess.run(daemon, check=True, capture_output=True, timeout=60)
-        _until(self._ping, 90, "MariaDB")
+        deadline = time.monotonic() + 120
+        while not self._ping():
+            if time.monotonic() > deadline:
+                raise AssertionError("MariaDB did not come back within 120s")
+            if self._gone():  # (re)start only when no server process is left
+                subprocess.run(daemon, capture_output=True, timeout=60)
+            time.sleep(0.5)
 
 
 class RedisOutage(Outage):
@@ -867,8 +877,9 @@ def bystander(target: Target) -> None:
         proc = run.spawn(node)
         run.enqueue(1, start=0)  # warms the node up: prefetch starts after a finished job
         run.wait(lambda: "0" in run.done(), 60, "the first job ran")
-        bad_id = next(iter(run.enqueue(1, start=1, kill_until=ALWAYS)))
-        good_id = next(iter(run.enqueue(1, start=2)))
+        # One batch, so that one claim takes both: the poison job and its bystander.
+        calls = [exqueue.Call(WORKER, (1,), {"kill_until": ALWAYS}), exqueue.Call(WORKER, (2,))]
+        bad_id, good_id = run.queue.enqueue_many(calls)
         proc.wait(timeout=60)
         proc = run.spawn(node)
         run.wait(lambda: run.storage.get(bad_id) is not None and run.storage.get(bad_id).state

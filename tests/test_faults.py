@@ -285,7 +285,7 @@ def test_hypothesis_payload_bytes_stored_directly_die_or_run(
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # whether one claim takes both jobs depends on timing
     reason="core bug: on a warm node a prefetched (claimed, not started) job is charged an "
     "attempt when its node dies, so a job buffered next to a poison job can die unrun",
 )
