@@ -20,6 +20,7 @@ import pickle
 import uuid
 from decimal import Decimal
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exqueue.errors import SerializationError
 
@@ -66,12 +67,10 @@ def _to_json(value: Any) -> Any:
         # Sort the encoded items so equal sets give equal payloads.
         items.sort(key=lambda item: json.dumps(item, sort_keys=True))
         return {_TAG: "set" if kind is set else "frozenset", "v": items}
-    if kind is dt.datetime:
-        return {_TAG: "datetime", "v": value.isoformat()}
+    if kind is dt.datetime or kind is dt.time:
+        return _clock_value(value)
     if kind is dt.date:
         return {_TAG: "date", "v": value.isoformat()}
-    if kind is dt.time:
-        return {_TAG: "time", "v": value.isoformat()}
     if kind is dt.timedelta:
         return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
     if kind is Decimal:
@@ -84,6 +83,31 @@ def _to_json(value: Any) -> Any:
         "tuple, dict, set, frozenset, datetime, date, time, timedelta, Decimal, UUID) "
         "such as an id, or use PickleCodec with trusted storage"
     )
+
+
+def _clock_value(value: dt.datetime | dt.time) -> Any:
+    """A datetime or time: naive and fixed-offset ones as ISO text, named zones by key."""
+    tag = "datetime" if type(value) is dt.datetime else "time"
+    zone = value.tzinfo
+    if zone is None or type(zone) is dt.timezone:
+        return {_TAG: tag, "v": value.isoformat()}
+    key = getattr(zone, "key", None)
+    if isinstance(zone, ZoneInfo) and key:
+        return {_TAG: "z" + tag, "v": [value.replace(tzinfo=None).isoformat(), key, value.fold]}
+    raise SerializationError(
+        f"cannot encode a {tag} in time zone {zone!r}: use datetime.timezone offsets "
+        "or zoneinfo.ZoneInfo zones"
+    )
+
+
+def _zoned(tag: str, raw: Any) -> Any:
+    text, key, fold = raw
+    parse = dt.datetime.fromisoformat if tag == "zdatetime" else dt.time.fromisoformat
+    try:
+        zone = ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SerializationError(f"unknown time zone {key!r} in stored payload") from exc
+    return parse(text).replace(tzinfo=zone, fold=fold)
 
 
 def _tagged(tag: str, raw: Any) -> Any:
@@ -99,6 +123,8 @@ def _tagged(tag: str, raw: Any) -> Any:
         return frozenset(_from_json(item) for item in raw)
     if tag == "float":
         return float(raw)
+    if tag == "zdatetime" or tag == "ztime":
+        return _zoned(tag, raw)
     if tag == "datetime":
         return dt.datetime.fromisoformat(raw)
     if tag == "date":

@@ -131,9 +131,12 @@ class Queue:
     ``clock`` returns epoch seconds and can be replaced in tests; ``codec`` is
     ``"json"`` (safe default) or ``"pickle"`` (trusted storage only).
     ``poll_interval`` is the longest an idle worker waits before looking for
-    jobs on backends without a wake-up signal. ``prefetch`` caps how many jobs
-    a worker type claims ahead of its running ones (it buffers only about 0.1 s
-    of work, judged by recent job durations; serial types never prefetch).
+    jobs on backends without a wake-up signal. ``prefetch`` (default 0: claim
+    only what starts at once) lets a worker type claim up to that many jobs
+    ahead of its running ones, for throughput with many short jobs; it buffers
+    only about 0.1 s of work, judged by recent job durations, and serial types
+    never prefetch. A buffered job's attempt counts from its claim: if the
+    process dies, buffered jobs are recovered with that attempt spent.
     """
 
     def __init__(
@@ -145,7 +148,7 @@ class Queue:
         clock: Callable[[], float] = time.time,
         codec: str | Codec = "json",
         poll_interval: float = 1.0,
-        prefetch: int = 32,
+        prefetch: int = 0,
     ) -> None:
         if lease <= 0:
             raise ConfigurationError("lease must be a positive number of seconds")

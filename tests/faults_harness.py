@@ -865,12 +865,11 @@ def load(
 
 
 def bystander(target: Target) -> None:
-    """A job claimed next to a poison job must not die of the poison's crash unrun.
+    """A job enqueued next to a poison job must not die of the poison's crash unrun.
 
-    Once a job has finished on a node, the runtime claims more than its free
-    slots (prefetch). When a poison job then kills the process, the buffered
-    jobs are recovered as "worker lost" with an attempt counted, though they
-    never started; with ``max_retries=0`` such a job is dead without ever running.
+    With the default ``prefetch=0`` a node claims only what it starts at once, so
+    a warm node (one that already finished a job) running ``concurrency=1`` never
+    holds the bystander while the poison job kills the process.
     """
     node = f"bystander-{uuid.uuid4().hex[:6]}"
     with running(target, lease=30.0, concurrency=1, max_retries=0, starts=True) as run:

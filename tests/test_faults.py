@@ -112,7 +112,7 @@ def test_load_with_random_failures_over_four_processes_counts_exactly(
 
 # -- 7. hostile input ----------------------------------------------------------------------
 
-# Fixed-offset zones round-trip exactly; named zones do not (see the xfail test below).
+# Fixed-offset zones here; named (ZoneInfo) zones have a test of their own below.
 FIXED_ZONES = st.none() | st.timedeltas(
     min_value=-dt.timedelta(hours=23, minutes=59), max_value=dt.timedelta(hours=23, minutes=59)
 ).map(dt.timezone)
@@ -181,11 +181,6 @@ def test_codec_round_trips_every_supported_value_with_exact_types(
     assert same(decoded_kwargs, kwargs), (decoded_kwargs, kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: a named zone (ZoneInfo) becomes a fixed offset, and a time() with "
-    "a named zone comes back naive; it should round-trip exactly or raise SerializationError",
-)
 @settings(max_examples=50, deadline=None)
 @given(
     value=st.datetimes(timezones=st.timezones()).filter(lambda v: type(v.tzinfo) is not dt.timezone)
@@ -284,11 +279,6 @@ def test_hypothesis_payload_bytes_stored_directly_die_or_run(
     assert not os.path.exists(marker)
 
 
-@pytest.mark.xfail(
-    strict=False,  # whether one claim takes both jobs depends on timing
-    reason="core bug: on a warm node a prefetched (claimed, not started) job is charged an "
-    "attempt when its node dies, so a job buffered next to a poison job can die unrun",
-)
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_job_buffered_next_to_a_poison_job_does_not_die_unrun(
     backend: str, tmp_path: Path
