@@ -27,10 +27,6 @@ class JobNotDeadError(ExqueueError):
     """Only a dead job can be retried by hand."""
 
 
-class LeaseLostError(ExqueueError):
-    """This holder's lease was lost (expired and recovered): its call was not applied."""
-
-
 class ConfigurationError(ExqueueError, ValueError):
     """A bad storage URL, a missing driver, a bad option."""
 
