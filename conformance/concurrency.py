@@ -65,12 +65,20 @@ def race_threads(storage: Storage, *, threads: int = 4, jobs: int = 200) -> None
     problems: list[str] = []
     start = threading.Barrier(threads + 1)
     all_in = threading.Event()
+    deadline = time.monotonic() + 60.0
 
     def claimer(index: int) -> None:
         try:
             start.wait()
             idle = 0
+            # A backend that hands out held jobs again could keep this loop busy
+            # forever; the bound turns that into a reported failure.
+            budget = 4 * jobs
             while idle < 3:
+                budget -= 1
+                if budget < 0 or time.monotonic() > deadline:
+                    problems.append(f"thread {index} was still claiming after {4 * jobs} claims")
+                    return
                 token = f"t{index}-{uuid.uuid4().hex}"
                 got = storage.claim(
                     worker,
@@ -138,7 +146,7 @@ def race_threads(storage: Storage, *, threads: int = 4, jobs: int = 200) -> None
 
 
 def _process_claimer(
-    factory: StorageFactory, worker: str, index: int, start: Any, results: Any
+    factory: StorageFactory, worker: str, jobs: int, index: int, start: Any, results: Any
 ) -> None:
     """Child process body: open its own storage, wait for the others, claim until dry."""
     claimed: list[tuple[str, int]] = []
@@ -149,7 +157,9 @@ def _process_claimer(
         try:
             start.wait(120)
             idle = 0
-            while idle < 3:
+            budget = 4 * jobs
+            while idle < 3 and budget > 0:
+                budget -= 1
                 token = f"p{index}-{uuid.uuid4().hex}"
                 got = storage.claim(
                     worker,
@@ -196,7 +206,9 @@ def race_processes(factory: StorageFactory, *, processes: int = 3, jobs: int = 1
         results = context.Queue()
         children = [
             context.Process(
-                target=_process_claimer, args=(factory, worker, i, start, results), daemon=True
+                target=_process_claimer,
+                args=(factory, worker, jobs, i, start, results),
+                daemon=True,
             )
             for i in range(processes)
         ]
