@@ -13,9 +13,15 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import exqueue_memory  # noqa: F401
+import exqueue_redis  # noqa: F401
+import exqueue_sql  # noqa: F401
 from benchmarks import common
 from benchmarks.exq_app import JOB, make_queue, make_storage
 from exqueue.job import Call
+
+# Every backend is imported above, when the harness starts, so that all of a run
+# uses one version of exqueue even if the checkout changes while it runs.
 
 
 class ExqueueAdapter(common.Adapter):

@@ -190,6 +190,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for metric in (*METRICS, "samples"):
         values = [r[metric] for r in runs if r.get(metric) is not None]
         merged[metric] = statistics.median(values) if values else None
+    merged["runs"] = len(runs)
     return merged
 
 
@@ -230,6 +231,7 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         if "error" in r:
             rows.append([cls.library, cls.backend, cls.workers, "FAILED: " + r["error"][:60]])
             continue
+        runs = f"{r['runs']}" + (f" ({len(r['failed_runs'])} failed)" if "failed_runs" in r else "")
         rows.append(
             [
                 cls.library,
@@ -242,6 +244,7 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
                 fmt_ms(r["p50"]),
                 fmt_ms(r["p99"]),
                 verdict(cls.backend, r) if cls.library == "exqueue" else "",
+                runs,
             ]
         )
     headers = [
@@ -255,6 +258,7 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "p50 ms",
         "p99 ms",
         "target met?",
+        "runs",
     ]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
@@ -323,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     raw: dict[str, list[dict[str, Any]]] = {}
+    errors: dict[str, list[str]] = {}
     meta = {k: available[k] for k in keys}
     failed = False
     root = tempfile.mkdtemp(prefix="exqbench-")
@@ -331,8 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         # does not land on one library only.
         for rep in range(args.repeat):
             for key in keys:
-                if "error" in results.get(key, {}):
-                    continue
                 print(f"[{rep + 1}/{args.repeat}] {key} ...", file=sys.stderr, flush=True)
                 run_root = os.path.join(root, f"{key}-{rep}")
                 os.makedirs(run_root)
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures = run_once(available[key](), args, run_root)
                 except Exception as exc:
                     traceback.print_exc()
-                    results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                    errors.setdefault(key, []).append(f"{type(exc).__name__}: {exc}")
                     failed = True
                     continue
                 shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
@@ -351,8 +354,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 raw.setdefault(key, []).append(figures)
         for key in keys:
-            if "error" not in results.get(key, {}):
+            if raw.get(key):
                 results[key] = median_of(raw[key])
+                if key in errors:
+                    results[key]["failed_runs"] = errors[key]
+            else:
+                results[key] = {"error": errors[key][0]}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -74,7 +74,6 @@ class CeleryAdapter(common.Adapter):
             self.worker = None
 
     def teardown(self) -> None:
-        app.pool.force_close_all()
         common.flush_bench_redis()
 
 
