@@ -39,7 +39,7 @@ from exqueue.storage import (
 from exqueue_memory import MemoryStorage
 
 POWER = settings(
-    max_examples=40,
+    max_examples=100,
     stateful_step_count=40,
     derandomize=True,
     deadline=None,
