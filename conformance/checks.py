@@ -282,6 +282,27 @@ def check_fifo_equal_run_at(factory: StorageFactory, settings: Settings) -> None
             assert again == [], "a serial type ran a second job while its head was running"
             assert storage.complete(f"s-{n}", f"s{n}")
 
+        # A dead head blocks its type; retried by hand it keeps its place (and seq).
+        storage.enqueue([_job(f"h-{n}", serial) for n in range(3)])
+        head = storage.claim(
+            serial, 1, now=NOW, owner="o", token="h", lease_until=NOW + 9, serial=True
+        )
+        assert [r.id for r in head] == ["h-0"]
+        assert storage.bury("h-0", "h", error="boom")
+        blocked = storage.claim(
+            serial, 1, now=NOW, owner="o", token="b", lease_until=NOW + 9, serial=True
+        )
+        assert blocked == [], "a serial type ran past its dead head"
+        assert storage.requeue("h-0", "h-0-again", now=NOW) == "requeued"
+        requeued = storage.get("h-0-again")
+        assert requeued is not None and requeued.seq == head[0].seq, (
+            "a requeued job changed its seq"
+        )
+        first = storage.claim(
+            serial, 1, now=NOW, owner="o", token="a", lease_until=NOW + 9, serial=True
+        )
+        assert [r.id for r in first] == ["h-0-again"], "a requeued head lost its place in line"
+
 
 def check_reopen_keeps_everything(factory: StorageFactory, settings: Settings) -> None:
     """PERSISTENT: a new storage object over the same data sees every field and lease."""
@@ -296,6 +317,7 @@ def check_reopen_keeps_everything(factory: StorageFactory, settings: Settings) -
         assert storage.retry(running[0].id, "held", run_at=now + 30, error="first ✗")
         assert storage.bury(running[1].id, "held", error="fatal ✗")
         assert storage.requeue(running[1].id, "r-requeued", now=now) == "requeued"
+        assert storage.bury(running[3].id, "held", error="dead and staying dead ✗")
         second = storage.claim(
             worker, 1, now=now, owner="node-ø", token="lost", lease_until=now + 1
         )
@@ -315,7 +337,7 @@ def check_reopen_keeps_everything(factory: StorageFactory, settings: Settings) -
         assert newest is not None and newest.seq > max(r.seq for r in after), (
             "a job enqueued after reopen must get a larger seq than every earlier job"
         )
-        assert storage.list_jobs(state=DEAD, worker=worker) == []
+        assert [r.id for r in storage.list_jobs(state=DEAD, worker=worker)] == [running[3].id]
 
 
 def check_thread_race(factory: StorageFactory, settings: Settings) -> None:
