@@ -28,6 +28,7 @@ from conformance.concurrency import race_processes, race_threads
 from conformance.machine import StorageSession, run_state_machine
 from conformance.records import check_types
 from exqueue.storage import (
+    COMPLETE_MANY,
     DEAD,
     MULTI_PROCESS,
     PERSISTENT,
@@ -39,6 +40,7 @@ from exqueue.storage import (
     Counts,
     NewJob,
     Storage,
+    SupportsCompleteMany,
     SupportsTransactionalEnqueue,
     SupportsWakeup,
 )
@@ -129,6 +131,23 @@ def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
             producer.join(10)
         assert woke is True, "wait_for_jobs did not report the enqueues made while it waited"
         assert time.monotonic() - started < 9.0, "wait_for_jobs woke only at its timeout"
+
+
+def check_complete_many(factory: StorageFactory, settings: Settings) -> None:
+    """COMPLETE_MANY: removes exactly the pairs still held, and leaves the rest alone."""
+    with _opened(factory) as (_, storage):
+        assert isinstance(storage, SupportsCompleteMany), (
+            "COMPLETE_MANY is declared but complete_many is missing"
+        )
+        worker = _unique("many")
+        storage.enqueue([_job(f"m-{n}", worker) for n in range(5)])
+        held = storage.claim(worker, 4, now=NOW, owner="o", token="t", lease_until=NOW + 9)
+        assert [r.id for r in held] == ["m-0", "m-1", "m-2", "m-3"]
+        items = [("m-0", "t"), ("m-1", "stale"), ("m-2", "t"), ("m-4", "t"), ("nope", "t")]
+        assert sorted(storage.complete_many(items)) == ["m-0", "m-2"]
+        left = {r.id: r.state for r in storage.list_jobs(worker=worker)}
+        assert left == {"m-1": RUNNING, "m-3": RUNNING, "m-4": WAITING}, left
+        assert storage.complete_many([]) == []
 
 
 def check_transactional_enqueue(factory: StorageFactory, settings: Settings) -> None:
@@ -367,6 +386,7 @@ CHECKS: dict[str, Check] = {
         Check("process_race", MULTI_PROCESS, check_process_race),
         Check("wakeup", WAKEUP, check_wakeup),
         Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue),
+        Check("complete_many", COMPLETE_MANY, check_complete_many),
     )
 }
 

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 from conformance.model import Model, ModelJob
 from conformance.records import check_types
 from exqueue.storage import (
+    COMPLETE_MANY,
     DEAD,
     PERSISTENT,
     RUNNING,
@@ -353,6 +354,23 @@ class StorageMachine(RuleBasedStateMachine):
             "" if expected else " (the holder does not hold the lease)"
         )
         self.touched.add(job_id)
+
+    @rule(data=st.data(), size=st.integers(1, 4))
+    def succeed_many(self, data: st.DataObject, size: int) -> None:
+        """COMPLETE_MANY: a batch of successes; only the pairs still held are removed."""
+        if COMPLETE_MANY not in self.capabilities or not self.issued:
+            return
+        items: list[tuple[str, str]] = []
+        for _ in range(size):
+            job_id, token = self._holder(data)
+            if all(job_id != i for i, _ in items):
+                items.append((job_id, token))
+        expected = [job_id for job_id, token in items if self.model.complete(job_id, token)]
+        got = self.storage.complete_many(items)  # type: ignore[attr-defined]
+        assert sorted(got) == sorted(expected), (
+            f"complete_many({items}) removed {sorted(got)}, expected {sorted(expected)}"
+        )
+        self.touched.update(job_id for job_id, _ in items)
 
     @rule(data=st.data(), lease=leases)
     def extend(self, data: st.DataObject, lease: float) -> None:

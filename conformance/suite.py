@@ -96,3 +96,8 @@ class StorageConformance:
         self, make_storage: StorageFactory, conformance_settings: Settings
     ) -> None:
         _run("transactional_enqueue", make_storage, conformance_settings)
+
+    def test_complete_many(
+        self, make_storage: StorageFactory, conformance_settings: Settings
+    ) -> None:
+        _run("complete_many", make_storage, conformance_settings)
