@@ -7,6 +7,7 @@ gives a new storage object over the same data, as a restarted process would.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,7 @@ class BackendHandle:
 
 
 def backend_factory(name: str, tmp_path: Path) -> Callable[[], Storage]:
-    """A callable that opens storage ``name`` over one isolated location."""
+    """A picklable callable that opens storage ``name`` over one isolated location."""
     tag = uuid.uuid4().hex[:8]
     if name == "memory":
         from exqueue_memory import MemoryStorage
@@ -67,18 +68,15 @@ def backend_factory(name: str, tmp_path: Path) -> Callable[[], Storage]:
     if name == "sqlite":
         from exqueue_sql import SQLStorage
 
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        return lambda: SQLStorage(url)
+        return functools.partial(SQLStorage, f"sqlite:///{tmp_path / 'jobs.db'}")
     if name in ("postgres", "mysql"):
         from exqueue_sql import SQLStorage
 
-        url = services.require(name)
-        return lambda: SQLStorage(url, prefix=f"t{tag}_")
+        return functools.partial(SQLStorage, services.require(name), prefix=f"t{tag}_")
     if name == "redis":
         from exqueue_redis import RedisStorage
 
-        url = services.require("redis")
-        return lambda: RedisStorage(url, namespace=f"t{tag}")
+        return functools.partial(RedisStorage, services.require("redis"), namespace=f"t{tag}")
     raise ValueError(name)
 
 
