@@ -89,8 +89,19 @@ def _clock_value(value: dt.datetime | dt.time) -> Any:
     """A datetime or time: naive and fixed-offset ones as ISO text, named zones by key."""
     tag = "datetime" if type(value) is dt.datetime else "time"
     zone = value.tzinfo
-    if zone is None or type(zone) is dt.timezone:
+    if zone is None:
         return {_TAG: tag, "v": value.isoformat()}
+    if type(zone) is dt.timezone:
+        offset = zone.utcoffset(None)
+        plain = dt.timezone(offset)
+        if offset % dt.timedelta(minutes=1) == dt.timedelta(0) and (
+            zone.tzname(None) == plain.tzname(None)
+        ):
+            return {_TAG: tag, "v": value.isoformat()}
+        # ISO text cannot carry sub-minute offsets exactly, nor a zone's own name.
+        seconds = offset // dt.timedelta(microseconds=1)
+        naive = value.replace(tzinfo=None).isoformat()
+        return {_TAG: "o" + tag, "v": [naive, seconds, zone.tzname(None), value.fold]}
     key = getattr(zone, "key", None)
     if isinstance(zone, ZoneInfo) and key:
         return {_TAG: "z" + tag, "v": [value.replace(tzinfo=None).isoformat(), key, value.fold]}
@@ -125,6 +136,11 @@ def _tagged(tag: str, raw: Any) -> Any:
         return float(raw)
     if tag == "zdatetime" or tag == "ztime":
         return _zoned(tag, raw)
+    if tag == "odatetime" or tag == "otime":
+        text, micro, name, fold = raw
+        zone = dt.timezone(dt.timedelta(microseconds=micro), name)
+        parse = dt.datetime.fromisoformat if tag == "odatetime" else dt.time.fromisoformat
+        return parse(text).replace(tzinfo=zone, fold=fold)
     if tag == "datetime":
         return dt.datetime.fromisoformat(raw)
     if tag == "date":

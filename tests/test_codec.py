@@ -8,6 +8,7 @@ import pickle
 import uuid
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -34,6 +35,10 @@ SAMPLES: list[Any] = [
     frozenset({"x"}),
     dt.datetime(2026, 11, 27, 12, 30, tzinfo=dt.UTC),
     dt.datetime(2026, 11, 27, 12, 30),
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=1))),
+    dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2), "CEST")),
+    dt.datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
+    dt.time(1, 2, tzinfo=ZoneInfo("Europe/Helsinki")),
     dt.date(2026, 1, 2),
     dt.time(3, 4, 5, 6),
     dt.timedelta(days=-1, seconds=5, microseconds=7),
@@ -46,6 +51,10 @@ SAMPLES: list[Any] = [
 def test_plain_values_round_trip_with_their_exact_types(value: Any) -> None:
     args, kwargs = codec.decode(codec.encode((value,), {"k": value}))
     assert args == (value,) and kwargs == {"k": value}
+    tzinfo = getattr(value, "tzinfo", None)
+    if tzinfo is not None:
+        assert args[0].tzinfo == tzinfo and args[0].tzname() == value.tzname()
+        assert args[0].fold == value.fold
     assert type(args[0]) is type(value) and type(kwargs["k"]) is type(value)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
 from tests.conftest import BackendHandle
+from tests.faults_harness import MariaDBOutage
 
 pytestmark = pytest.mark.faults
 
@@ -47,25 +48,13 @@ def _pg(action: str) -> None:
 
 
 def _mariadb(action: str) -> None:
+    # The fault harness's control waits for the server process to be gone before a
+    # start: a start issued while the old process is still exiting is a no-op.
+    control = MariaDBOutage(None)  # type: ignore[arg-type]  # the target is not used
     if action == "stop":
-        subprocess.run(
-            ["mariadb-admin", "-uroot", "-h127.0.0.1", "shutdown"], check=True, timeout=60
-        )
-        _wait_port(3306, up=False)
+        control.stop()
     else:
-        subprocess.run(
-            [
-                "start-stop-daemon",
-                "--start",
-                "--oknodo",
-                "--background",
-                "--exec",
-                "/usr/sbin/mariadbd",
-            ],
-            check=True,
-            timeout=60,
-        )
-        _wait_port(3306, up=True)
+        control.start()
         time.sleep(0.5)  # the port opens a moment before logins are accepted
 
 
