@@ -111,14 +111,19 @@ def _clock_value(value: dt.datetime | dt.time) -> Any:
     )
 
 
+def _in_zone(tag: str, text: str, zone: dt.tzinfo, fold: int) -> Any:
+    """``text`` (naive ISO) as the datetime or time its tag names, in ``zone``."""
+    parse = dt.datetime.fromisoformat if tag.endswith("datetime") else dt.time.fromisoformat
+    return parse(text).replace(tzinfo=zone, fold=fold)
+
+
 def _zoned(tag: str, raw: Any) -> Any:
     text, key, fold = raw
-    parse = dt.datetime.fromisoformat if tag == "zdatetime" else dt.time.fromisoformat
     try:
         zone = ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise SerializationError(f"unknown time zone {key!r} in stored payload") from exc
-    return parse(text).replace(tzinfo=zone, fold=fold)
+    return _in_zone(tag, text, zone, fold)
 
 
 def _tagged(tag: str, raw: Any) -> Any:
@@ -138,9 +143,7 @@ def _tagged(tag: str, raw: Any) -> Any:
         return _zoned(tag, raw)
     if tag == "odatetime" or tag == "otime":
         text, micro, name, fold = raw
-        zone = dt.timezone(dt.timedelta(microseconds=micro), name)
-        parse = dt.datetime.fromisoformat if tag == "odatetime" else dt.time.fromisoformat
-        return parse(text).replace(tzinfo=zone, fold=fold)
+        return _in_zone(tag, text, dt.timezone(dt.timedelta(microseconds=micro), name), fold)
     if tag == "datetime":
         return dt.datetime.fromisoformat(raw)
     if tag == "date":

@@ -1,7 +1,9 @@
 """The worker runtime: claiming, running, acknowledging, heartbeats and recovery.
 
 One dispatcher claims jobs for every registered worker type while it has free
-slots (``concurrency`` per type) and hands them to that type's thread pool. A
+slots (``concurrency`` per type) and hands them to that type's lane: a buffer
+and ``concurrency`` threads that take jobs from it. An acker thread writes
+successes in batches where the backend can. A
 heartbeat thread extends the leases of running jobs and, now and then, recovers
 jobs whose lease expired on any node. On backends with a wake-up signal a
 listener thread turns it into a local event, so idle workers block instead of
@@ -155,11 +157,11 @@ class Runtime:
         # job id -> claim token, for jobs this node has claimed and still holds
         self._held: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
-        self._lane_threads: list[threading.Thread] = []
         self._finished = 0
         # Bumped whenever a job's outcome is recorded; a drain watches it.
         self._progress = 0
         self._acker: _Acker | None = None
+        self._listening = False  # a listener thread turns storage wake-ups into _wake
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -178,14 +180,14 @@ class Runtime:
                 )
                 thread.daemon = True
                 thread.start()
-                self._lane_threads.append(thread)
         self._recover(owner=self.queue.node)
         self._spawn(self._heartbeat_loop, "exqueue-heartbeat")
-        if (
+        self._listening = (
             listen
             and WAKEUP in self.storage.capabilities
             and isinstance(self.storage, SupportsWakeup)
-        ):
+        )
+        if self._listening:
             self._spawn(self._listen_loop, "exqueue-listener")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -336,7 +338,6 @@ class Runtime:
 
     def _dispatch_loop(self) -> None:
         idle = MIN_POLL
-        listening = any(t.name == "exqueue-listener" for t in self._threads)
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
@@ -352,7 +353,7 @@ class Runtime:
             if claimed:
                 idle = MIN_POLL
                 continue
-            woken = self._wake.wait(self.queue.poll_interval if listening else idle)
+            woken = self._wake.wait(self.queue.poll_interval if self._listening else idle)
             idle = MIN_POLL if woken else min(idle * 2, self.queue.poll_interval)
 
     def _listen_loop(self) -> None:
@@ -447,9 +448,7 @@ class Runtime:
                     type(exc).__name__,
                     exc,
                 )
-        elif self._ack(
-            record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
-        ):
+        elif self._bury(record, token, error):
             log.error(
                 "job %s (%s) is dead after %d attempts",
                 record.id,
