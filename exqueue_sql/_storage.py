@@ -65,7 +65,7 @@ from exqueue_sql._schema import (
     SCHEMA_VERSION,
     tables,
 )
-from exqueue_sql._urls import build_engine, is_memory, parse_url
+from exqueue_sql._urls import build_engine, is_memory, parse_url, ping_when_idle
 
 if TYPE_CHECKING:
     import psycopg
@@ -136,9 +136,16 @@ class SQLStorage:
             self._relaxed_engine = create_engine(
                 engine.url,
                 isolation_level="AUTOCOMMIT",
-                pool_pre_ping=True,
                 connect_args={"options": "-c synchronous_commit=off"},
             )
+            ping_when_idle(self._relaxed_engine)
+        # PostgreSQL: single-statement durable transitions (enqueue) in autocommit
+        # mode, on the main pool: no BEGIN and COMMIT round trips.
+        self._autocommit_engine: Engine | None = None
+        if self._dialect == "postgresql":
+            self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._pg_insert_one = _pg_insert_sql(engine, self._jobs.name, batch=False)
+            self._pg_insert_many = _pg_insert_sql(engine, self._jobs.name, batch=True)
         if self._dialect == "sqlite":
             _install_sqlite_hooks(engine)
         # wait_for_jobs state (PostgreSQL): one LISTEN connection, shared by threads.
@@ -226,14 +233,14 @@ class SQLStorage:
         commits without waiting for the WAL flush. Enqueues, retries and deaths
         always wait for it, so a job is never lost and no error goes unrecorded.
         ``single`` says ``work`` is one statement, which PostgreSQL then runs in
-        autocommit mode: one round trip instead of four.
+        autocommit mode: one round trip instead of three.
         """
-        fast = relaxed and single and self._relaxed_engine is not None
+        fast = (self._relaxed_engine if relaxed else self._autocommit_engine) if single else None
         for attempt in range(_RETRIES):
+            committing = False
             try:
-                if fast:
-                    assert self._relaxed_engine is not None
-                    with self._relaxed_engine.connect() as conn:
+                if fast is not None:
+                    with fast.connect() as conn:
                         return work(conn)
                 with self._lock, self.engine.connect() as conn:
                     if read:
@@ -241,9 +248,14 @@ class SQLStorage:
                     with conn.begin():
                         if relaxed and self._dialect == "postgresql":
                             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                        return work(conn)
+                        result = work(conn)
+                        committing = True
+                    return result
             except DBAPIError as exc:
-                if attempt == _RETRIES - 1 or not _transient(exc):
+                # A connection that broke before COMMIT was sent committed nothing,
+                # so the transaction runs again on a fresh one.
+                stale = exc.connection_invalidated and not committing
+                if attempt == _RETRIES - 1 or not (stale or _transient(exc)):
                     raise
             time.sleep(random.uniform(0.001, 0.01) * 2**attempt)
         raise AssertionError("unreachable")
@@ -262,7 +274,7 @@ class SQLStorage:
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
         rows = _rows(jobs)
         if rows:
-            self._run(lambda conn: self._insert(conn, rows))
+            self._run(lambda conn: self._insert(conn, rows), single=True)
 
     def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
         """Insert ``jobs`` through the caller's ``Connection``, ``Session`` or ``Transaction``.
@@ -287,17 +299,35 @@ class SQLStorage:
 
     def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if self._dialect == "postgresql":
-            # PostgreSQL hands out seq values before commit, so without a lock a
-            # concurrent enqueue could commit a lower seq after a higher one was
-            # claimed as a serial head. A per-worker lock held from nextval to
-            # commit makes each worker's seqs commit in order. The locks and the
-            # wake-up notification (delivered at commit) cost one round trip.
-            keys = sorted(_lock_key(self.prefix, w) for w in {r["worker"] for r in rows})
-            locks = [func.pg_advisory_xact_lock(key) for key in keys]
-            conn.execute(select(*locks, func.pg_notify(self._channel, "")))
+            self._insert_pg(conn, rows)
+            return
         try:
             # executemany inserts in list order, so seq follows the batch order.
             conn.execute(insert(self._jobs), rows)
+        except IntegrityError as exc:
+            raise ValueError("duplicate job id in enqueue batch") from exc
+
+    def _insert_pg(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """One statement, so in autocommit mode one round trip and one WAL flush.
+
+        PostgreSQL hands out seq values before commit, so without a lock a
+        concurrent enqueue could commit a lower seq after a higher one was claimed
+        as a serial head. Per-worker advisory locks, taken before the first row
+        draws its seq and held to commit, make each worker's seqs commit in order;
+        the wake-up notification is delivered at commit.
+        """
+        columns = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
+        if len(rows) == 1:
+            params = {c: rows[0][c] for c in columns}
+            params["keys"] = _lock_key(self.prefix, rows[0]["worker"])
+            sql = self._pg_insert_one
+        else:
+            params = {c: [r[c] for r in rows] for c in columns}
+            params["keys"] = sorted({_lock_key(self.prefix, r["worker"]) for r in rows})
+            sql = self._pg_insert_many
+        params["channel"] = self._channel
+        try:
+            conn.exec_driver_sql(sql, params)
         except IntegrityError as exc:
             raise ValueError("duplicate job id in enqueue batch") from exc
 
@@ -674,6 +704,41 @@ class SQLStorage:
 # -- helpers --------------------------------------------------------------------
 
 _UNLEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires": None}
+
+
+def _pg_insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
+    """The PostgreSQL enqueue: locks, notification and rows in one statement.
+
+    A batch comes as one array per column, so its statement text is the same for
+    every batch size; a single job comes as scalars, cheaper to send. The lock
+    CTE is an aggregate: its single row, needed by every inserted row, exists
+    only once all locks are held, so no row draws a seq before that; ``ORDER BY
+    ord`` gives seqs in batch order.
+    """
+    name = engine.dialect.identifier_preparer.quote(table)
+    columns = "r(id, worker, payload, max_attempts, run_at, enqueued_at, ord)"
+    if batch:
+        keys = "unnest(%(keys)s::bigint[]) AS k"
+        rows = (
+            "unnest(%(id)s::text[], %(worker)s::text[], %(payload)s::bytea[], "
+            "%(max_attempts)s::int[], %(run_at)s::float8[], %(enqueued_at)s::float8[]"
+            f") WITH ORDINALITY AS {columns}"
+        )
+    else:
+        keys = "(VALUES (%(keys)s::bigint)) AS l(k)"
+        rows = (
+            "(VALUES (%(id)s::text, %(worker)s::text, %(payload)s::bytea, "
+            "%(max_attempts)s::int, %(run_at)s::float8, %(enqueued_at)s::float8, 1)"
+            f") AS {columns}"
+        )
+    return (
+        f"WITH locks AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM {keys}), "
+        "wake AS MATERIALIZED (SELECT pg_notify(%(channel)s, '')) "
+        f"INSERT INTO {name} "
+        "(id, worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors) "
+        f"SELECT r.id, r.worker, r.payload, '{WAITING}', 0, r.max_attempts, r.run_at, "
+        f"r.enqueued_at, '[]' FROM locks, wake, {rows} ORDER BY r.ord"
+    )
 
 
 def _rows(jobs: Sequence[NewJob]) -> list[dict[str, Any]]:

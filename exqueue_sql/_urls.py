@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import URL, Engine, create_engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from exqueue.errors import ConfigurationError
@@ -23,6 +24,8 @@ _DEFAULT_DRIVER = {
     "mariadb": "mysql+pymysql",
 }
 _BACKEND = {"postgres": "postgresql"}
+# A pooled connection unused for this long is pinged before it is handed out.
+IDLE_PING_SECONDS = 1.0
 _EXTRA = {
     "sqlite": "exqueue[sql]",
     "postgresql": "exqueue[postgres]",
@@ -89,16 +92,13 @@ def build_engine(url: URL) -> Engine:
         if is_memory(url):
             # One connection shared by every thread: the storage serializes use itself.
             options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        # A pooled connection left over from before a server restart is replaced on checkout.
-        options["pool_pre_ping"] = True
     if backend in ("mysql", "mariadb"):
         # READ COMMITTED drops InnoDB's gap locks, which otherwise make claims and
         # enqueues deadlock on the claim index; locking reads see the latest rows.
         options["isolation_level"] = "READ COMMITTED"
         options["pool_recycle"] = 3600
     try:
-        return create_engine(url, **options)
+        engine = create_engine(url, **options)
     except NoSuchModuleError as exc:
         raise ConfigurationError(
             f"SQL storage URL {_safe(url)!r}: unknown database or driver {url.drivername!r} ({exc})"
@@ -109,6 +109,37 @@ def build_engine(url: URL) -> Engine:
             f"the database driver for {url.drivername!r} is not installed ({exc}); "
             f'install it with: pip install "{extra}"'
         ) from exc
+    if backend != "sqlite":
+        ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
+    """Replace a pooled connection that died while idle, checking only idle ones.
+
+    A connection left over from before a server restart fails its ping on
+    checkout and the pool opens a new one. Unlike ``pool_pre_ping``, which pings
+    on every checkout (a round trip per transition), only a connection that sat
+    unused for ``idle`` seconds is pinged; a connection that breaks while busy
+    fails its statement, and SQLAlchemy then replaces every pooled connection.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["exqueue_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("exqueue_idle_since")
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def _safe(url: str | URL) -> str:
