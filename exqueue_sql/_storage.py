@@ -146,6 +146,7 @@ class SQLStorage:
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._pg_insert_one = _pg_insert_sql(engine, self._jobs.name, batch=False)
             self._pg_insert_many = _pg_insert_sql(engine, self._jobs.name, batch=True)
+        self._insert_sql = _insert_sql(engine, self._jobs.name)
         if self._dialect == "sqlite":
             _install_sqlite_hooks(engine)
         # wait_for_jobs state (PostgreSQL): one LISTEN connection, shared by threads.
@@ -272,9 +273,9 @@ class SQLStorage:
     # -- enqueue ---------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        rows = _rows(jobs)
-        if rows:
-            self._run(lambda conn: self._insert(conn, rows), single=True)
+        _check_unique(jobs)
+        if jobs:
+            self._run(lambda conn: self._insert(conn, jobs), single=True)
 
     def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
         """Insert ``jobs`` through the caller's ``Connection``, ``Session`` or ``Transaction``.
@@ -288,26 +289,33 @@ class SQLStorage:
                 f"enqueue_in got a {conn.dialect.name} connection, but this storage is on "
                 f"{self._dialect}: pass a connection to the storage's own database"
             )
-        rows = _rows(jobs)
-        if not rows:
+        _check_unique(jobs)
+        if not jobs:
             return
         j = self._jobs.c
-        for chunk in _chunks([r["id"] for r in rows]):
+        for chunk in _chunks([job.id for job in jobs]):
             if conn.execute(select(j.id).where(j.id.in_(chunk)).limit(1)).first():
                 raise ValueError("duplicate job id in enqueue batch")
-        self._insert(conn, rows)
+        self._insert(conn, jobs)
 
-    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if self._dialect == "postgresql":
-            self._insert_pg(conn, rows)
-            return
+    def _insert(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
+        """Insert waiting jobs with hand-written SQL: enqueue is the producers' hot path."""
+        rows = [
+            (job.id, job.worker, job.payload, job.max_attempts, job.run_at, job.enqueued_at)
+            for job in jobs
+        ]
         try:
-            # executemany inserts in list order, so seq follows the batch order.
-            conn.execute(insert(self._jobs), rows)
+            if self._dialect == "postgresql":
+                self._insert_pg(conn, rows)
+            elif len(rows) == 1:
+                conn.exec_driver_sql(self._insert_sql, rows[0])
+            else:
+                # executemany inserts in list order, so seq follows the batch order.
+                conn.exec_driver_sql(self._insert_sql, rows)
         except IntegrityError as exc:
             raise ValueError("duplicate job id in enqueue batch") from exc
 
-    def _insert_pg(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert_pg(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """One statement, so in autocommit mode one round trip and one WAL flush.
 
         PostgreSQL hands out seq values before commit, so without a lock a
@@ -316,20 +324,17 @@ class SQLStorage:
         draws its seq and held to commit, make each worker's seqs commit in order;
         the wake-up notification is delivered at commit.
         """
-        columns = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
+        params: dict[str, Any]
         if len(rows) == 1:
-            params = {c: rows[0][c] for c in columns}
-            params["keys"] = _lock_key(self.prefix, rows[0]["worker"])
+            params = dict(zip(_INSERT_COLUMNS, rows[0], strict=True))
+            params["keys"] = _lock_key(self.prefix, params["worker"])
             sql = self._pg_insert_one
         else:
-            params = {c: [r[c] for r in rows] for c in columns}
-            params["keys"] = sorted({_lock_key(self.prefix, r["worker"]) for r in rows})
+            params = {c: list(values) for c, values in zip(_INSERT_COLUMNS, zip(*rows), strict=True)}
+            params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
             sql = self._pg_insert_many
         params["channel"] = self._channel
-        try:
-            conn.exec_driver_sql(sql, params)
-        except IntegrityError as exc:
-            raise ValueError("duplicate job id in enqueue batch") from exc
+        conn.exec_driver_sql(sql, params)
 
     # -- claim -----------------------------------------------------------------
 
@@ -703,6 +708,7 @@ class SQLStorage:
 
 # -- helpers --------------------------------------------------------------------
 
+_INSERT_COLUMNS = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
 _UNLEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires": None}
 
 
@@ -741,24 +747,19 @@ def _pg_insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
     )
 
 
-def _rows(jobs: Sequence[NewJob]) -> list[dict[str, Any]]:
-    ids = [job.id for job in jobs]
-    if len(set(ids)) != len(ids):
+def _check_unique(jobs: Sequence[NewJob]) -> None:
+    if len({job.id for job in jobs}) != len(jobs):
         raise ValueError("duplicate job id in enqueue batch")
-    return [
-        {
-            "id": job.id,
-            "worker": job.worker,
-            "payload": job.payload,
-            "state": WAITING,
-            "attempt": 0,
-            "max_attempts": job.max_attempts,
-            "run_at": job.run_at,
-            "enqueued_at": job.enqueued_at,
-            "errors": "[]",
-        }
-        for job in jobs
-    ]
+
+
+def _insert_sql(engine: Engine, table: str) -> str:
+    """INSERT of one waiting job in the driver's own placeholder style."""
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    name = engine.dialect.identifier_preparer.quote(table)
+    return (
+        f"INSERT INTO {name} ({', '.join(_INSERT_COLUMNS)}, state, attempt, errors) "
+        f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}, '{WAITING}', 0, '[]')"
+    )
 
 
 def _record(row: Row[Any]) -> JobRecord:
@@ -842,6 +843,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         read = conn.get_execution_options().get("exqueue_read", False)
-        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+        # Straight to the driver: an exec_driver_sql here costs as much as the insert.
+        conn.connection.driver_connection.execute("BEGIN" if read else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     engine._exqueue_hooks = True  # type: ignore[attr-defined]
