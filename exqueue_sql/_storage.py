@@ -330,7 +330,8 @@ class SQLStorage:
             params["keys"] = _lock_key(self.prefix, params["worker"])
             sql = self._pg_insert_one
         else:
-            params = {c: list(values) for c, values in zip(_INSERT_COLUMNS, zip(*rows), strict=True)}
+            columns = zip(*rows, strict=True)
+            params = {c: list(values) for c, values in zip(_INSERT_COLUMNS, columns, strict=True)}
             params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
             sql = self._pg_insert_many
         params["channel"] = self._channel
