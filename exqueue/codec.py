@@ -18,6 +18,7 @@ import json
 import math
 import pickle
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -174,19 +175,25 @@ def _from_json(value: Any) -> Any:
     return value
 
 
+def _all_scalars(values: Iterable[Any]) -> bool:
+    for value in values:
+        if type(value) not in _SCALARS:
+            return False
+    return True
+
+
 class JSONCodec:
     """The safe default: tagged JSON, readable without the application's code."""
 
     name = "json"
 
     def encode(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        if any(type(key) is not str for key in kwargs):
-            raise SerializationError("keyword argument names must be strings")
+        for key in kwargs:
+            if type(key) is not str:
+                raise SerializationError("keyword argument names must be strings")
         try:
             # Most jobs take ids and names: those need no tagging walk.
-            if all(type(a) in _SCALARS for a in args) and all(
-                type(v) in _SCALARS for v in kwargs.values()
-            ):
+            if _all_scalars(args) and (not kwargs or _all_scalars(kwargs.values())):
                 return _encode_json([list(args), kwargs]).encode()
             body = [[_to_json(a) for a in args], {k: _to_json(v) for k, v in kwargs.items()}]
             return _encode_json(body).encode()

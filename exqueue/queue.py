@@ -98,16 +98,15 @@ class WorkerType(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run as soon as possible; returns its id."""
-        return self.queue.enqueue_many([Call(self.name, args, dict(kwargs))])[0]
+        return self.queue._enqueue_one(self.name, args, kwargs, None, 0.0)
 
     def enqueue_in(self, seconds: float, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run ``seconds`` from now."""
-        return self.queue.enqueue_many([Call(self.name, args, dict(kwargs), delay=seconds)])[0]
+        return self.queue._enqueue_one(self.name, args, kwargs, None, seconds)
 
     def enqueue_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run at ``when`` (a naive datetime is local time)."""
-        call = Call(self.name, args, dict(kwargs), run_at=when.timestamp())
-        return self.queue.enqueue_many([call])[0]
+        return self.queue._enqueue_one(self.name, args, kwargs, when.timestamp(), 0.0)
 
     def __repr__(self) -> str:
         return f"<exqueue worker {self.name!r} concurrency={self.concurrency}>"
@@ -216,7 +215,46 @@ class Queue:
 
     def enqueue(self, worker: str, *args: Any, **kwargs: Any) -> str:
         """Enqueue by worker name (must be registered on this queue); returns the id."""
-        return self.enqueue_many([Call(worker, args, kwargs)])[0]
+        return self._enqueue_one(worker, args, kwargs, None, 0.0)
+
+    def _enqueue_one(
+        self,
+        worker: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_at: float | None,
+        delay: float,
+    ) -> str:
+        # enqueue_many for one job, without building a Call and lists around it:
+        # a single enqueue is the producers' hot path.
+        job = self._new_job(worker, args, kwargs, run_at, delay, self.clock(), False)
+        self.storage.enqueue((job,))
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.wake()
+        return job.id
+
+    def _new_job(
+        self,
+        worker: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_at: float | None,
+        delay: float,
+        now: float,
+        allow_unknown: bool,
+    ) -> NewJob:
+        worker_type = self.workers.get(worker)
+        if worker_type is None and not allow_unknown:
+            raise UnknownWorkerError(self._unknown_message(worker))
+        return NewJob(
+            new_job_id(),
+            worker,
+            self.codec.encode(tuple(args), dict(kwargs)),
+            run_at if run_at is not None else now + max(delay, 0.0),
+            now,
+            worker_type.max_retries + 1 if worker_type else DEFAULT_MAX_RETRIES + 1,
+        )
 
     def enqueue_many(
         self,
@@ -233,24 +271,10 @@ class Queue:
         support it, so the jobs commit or roll back with the caller's data.
         """
         now = self.clock()
-        new_jobs = []
-        for call in calls:
-            worker_type = self.workers.get(call.worker)
-            if worker_type is None and not allow_unknown:
-                raise UnknownWorkerError(self._unknown_message(call.worker))
-            max_attempts = worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1
-            payload = self.codec.encode(tuple(call.args), dict(call.kwargs))
-            run_at = call.run_at if call.run_at is not None else now + max(call.delay, 0.0)
-            new_jobs.append(
-                NewJob(
-                    id=new_job_id(),
-                    worker=call.worker,
-                    payload=payload,
-                    run_at=run_at,
-                    enqueued_at=now,
-                    max_attempts=max_attempts,
-                )
-            )
+        new_jobs = [
+            self._new_job(c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown)
+            for c in calls
+        ]
         if transaction is not None:
             if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
                 self.storage, SupportsTransactionalEnqueue

@@ -47,26 +47,31 @@ class MemoryStorage:
         self._order: dict[str, list[tuple[int, str]]] = {}
         self._seq = 0
         self._signal = 0
+        self._waiters = 0
 
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
         with self._lock:
-            ids = [job.id for job in jobs]
-            if len(set(ids)) != len(ids) or any(i in self._jobs for i in ids):
+            stored = self._jobs
+            if len({job.id for job in jobs}) != len(jobs) or any(j.id in stored for j in jobs):
                 raise ValueError("duplicate job id in enqueue batch")
             for job in jobs:
                 self._seq += 1
-                heapq.heappush(self._order.setdefault(job.worker, []), (self._seq, job.id))
+                seq = self._seq
+                order = self._order.get(job.worker)
+                if order is None:
+                    order = self._order[job.worker] = []
+                heapq.heappush(order, (seq, job.id))
                 self._store(
                     JobRecord(
-                        id=job.id,
-                        seq=self._seq,
-                        worker=job.worker,
-                        payload=job.payload,
-                        state=WAITING,
-                        attempt=0,
-                        max_attempts=job.max_attempts,
-                        run_at=job.run_at,
-                        enqueued_at=job.enqueued_at,
+                        job.id,
+                        seq,
+                        job.worker,
+                        job.payload,
+                        WAITING,
+                        0,
+                        job.max_attempts,
+                        job.run_at,
+                        job.enqueued_at,
                     )
                 )
             if jobs:
@@ -288,13 +293,19 @@ class MemoryStorage:
     def wait_for_jobs(self, timeout: float) -> bool:
         with self._lock:
             seen = self._signal
-            self._wakeup.wait_for(lambda: self._signal != seen, timeout)
+            self._waiters += 1
+            try:
+                self._wakeup.wait_for(lambda: self._signal != seen, timeout)
+            finally:
+                self._waiters -= 1
             return self._signal != seen
 
     def _notify(self) -> None:
-        # Called with the lock held.
+        # Called with the lock held. notify_all is slow Python code: skip it when
+        # nobody waits, as when jobs are enqueued with no worker running.
         self._signal += 1
-        self._wakeup.notify_all()
+        if self._waiters:
+            self._wakeup.notify_all()
 
 
 def _unleased(job: JobRecord, **changes: object) -> JobRecord:
