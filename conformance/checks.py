@@ -245,6 +245,7 @@ def check_unicode_worker_names(factory: StorageFactory, settings: Settings) -> N
                 f"claim({name!r}) took {[r.id for r in claimed]}"
             )
             assert claimed[0].worker == name and claimed[0].lease_owner == "ø"
+            assert storage.complete(f"twin-{n}", f"t{n}")
 
         names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
 
@@ -253,12 +254,20 @@ def check_unicode_worker_names(factory: StorageFactory, settings: Settings) -> N
         def any_name(name: str) -> None:
             job_id = _unique("u")
             storage.enqueue([_job(job_id, name)])
-            stored = storage.get(job_id)
-            assert stored is not None and stored.worker == name
-            assert storage.counts(NOW).get(name) == Counts(waiting=1)
-            claimed = storage.claim(name, 2, now=NOW, owner=name, token=job_id, lease_until=NOW + 9)
-            assert [(r.id, r.worker, r.lease_owner) for r in claimed] == [(job_id, name, name)]
-            assert storage.complete(job_id, job_id)
+            try:
+                stored = storage.get(job_id)
+                assert stored is not None and stored.worker == name
+                assert storage.counts(NOW).get(name) == Counts(waiting=1)
+                claimed = storage.claim(
+                    name, 2, now=NOW, owner=name, token=job_id, lease_until=NOW + 9
+                )
+                assert [(r.id, r.worker, r.lease_owner) for r in claimed] == [(job_id, name, name)]
+                assert storage.complete(job_id, job_id)
+            finally:
+                # Hypothesis replays a failing name (and may draw the twins' names,
+                # which it mines from this module): leave no job behind.
+                if storage.get(job_id) is not None and not storage.complete(job_id, job_id):
+                    storage.delete(job_id)
 
         any_name()
 

@@ -309,32 +309,36 @@ class Runtime:
         return claimed
 
     def _lane_loop(self, lane: _Lane) -> None:
-        while True:
-            with lane.ready:
+        ready = lane.ready
+        wake = self._wake
+        with ready:
+            while True:
                 while not lane.buffer and not lane.closing:
-                    lane.ready.wait()
+                    ready.wait()
                 if not lane.buffer:
                     return
                 record, token = lane.buffer.popleft()
                 lane.executing += 1
-            started = time.monotonic()
-            deferred = False
-            try:
-                deferred = self._execute(lane.worker, record, token)
-            finally:
-                # Count the job as finished before the lane looks idle, so a drain
-                # that sees an idle lane also sees this job's completion.
-                with self._lock:
-                    if not deferred:  # a queued success keeps its lease until written
-                        self._held.pop(record.id, None)
-                    self._finished += 1
-                    self._progress += 1
-                with lane.ready:
+                ready.release()
+                started = time.monotonic()
+                deferred = False
+                try:
+                    deferred = self._execute(lane.worker, record, token)
+                finally:
+                    # Count the job as finished before the lane looks idle, so a
+                    # drain that sees an idle lane also sees this job's completion.
+                    with self._lock:
+                        if not deferred:  # a queued success keeps its lease until written
+                            self._held.pop(record.id, None)
+                        self._finished += 1
+                        self._progress += 1
+                    # Finishing and taking the next job share one hold of the lock.
+                    ready.acquire()
                     lane.executing -= 1
                     lane.observe(time.monotonic() - started)
-                    wanted = lane.wanted()
-                if wanted:  # the dispatcher only needs waking when this lane wants jobs
-                    self._wake.set()
+                # The dispatcher needs waking only when this lane wants jobs.
+                if not wake.is_set() and lane.wanted():
+                    wake.set()
 
     def _dispatch_loop(self) -> None:
         idle = MIN_POLL

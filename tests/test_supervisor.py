@@ -37,6 +37,7 @@ def wait_until(condition: object, timeout: float = 60) -> None:
 
 def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None:
     env = write_app(tmp_path)
+    unrecorded = 0
     queue = exqueue.Queue(env["APP_URL"])
     queue.worker(name="app.record")(lambda n: None)
     cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "procapp:queue"]
@@ -52,6 +53,9 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
         assert len(first_children) == 2
         assert first_pids <= {str(pid) for pid in first_children}
         victim = min(first_children)
+        # Every job has run once, so nothing new is claimed before the kill: only
+        # these, whose success is not yet recorded, may run again.
+        unrecorded = len(queue.jobs(state="running", limit=1000))
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: len(children(supervisor.pid) - {victim}) == 2)
         queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400, 800)])
@@ -64,6 +68,6 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
         assert supervisor.wait(timeout=60) == 0
     numbers = [int(line.split()[1]) for line in lines(tmp_path)]
     assert sorted(set(numbers)) == list(range(800)), "a job was lost"
-    # At-least-once: only jobs the killed child held (running or buffered) may run twice.
-    assert len(numbers) - 800 <= 4 + 32
+    # At-least-once: only jobs the killed child held, run but not yet recorded, may run twice.
+    assert len(numbers) - 800 <= unrecorded
     assert queue.jobs() == []
