@@ -29,6 +29,7 @@ from exqueue.errors import SerializationError
 from exqueue.job import JobContext, _current
 from exqueue.storage import (
     COMPLETE_MANY,
+    PERSISTENT,
     WAKEUP,
     WORKER_LOST,
     JobRecord,
@@ -107,6 +108,7 @@ class _Acker:
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
         self.closing = False
+        self.waiting = False
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
         self.thread.start()
@@ -114,7 +116,8 @@ class _Acker:
     def submit(self, job_id: str, token: str) -> None:
         with self.cond:
             self.pending.append((job_id, token))
-            self.cond.notify()
+            if self.waiting:  # a notify costs more than the append; skip it when busy
+                self.cond.notify()
 
     def busy(self) -> bool:
         with self.cond:
@@ -130,7 +133,9 @@ class _Acker:
         while True:
             with self.cond:
                 while not self.pending and not self.closing:
+                    self.waiting = True
                     self.cond.wait()
+                    self.waiting = False
                 if not self.pending:
                     return
                 batch, self.pending = self.pending, []
@@ -169,8 +174,13 @@ class Runtime:
         self._wake.set()
 
     def _open(self, listen: bool) -> None:
-        if COMPLETE_MANY in self.storage.capabilities and isinstance(
-            self.storage, SupportsCompleteMany
+        caps = self.storage.capabilities
+        # Batching pays for a durable commit per success; an in-process store
+        # records one faster than the acker thread can be handed it.
+        if (
+            COMPLETE_MANY in caps
+            and PERSISTENT in caps
+            and isinstance(self.storage, SupportsCompleteMany)
         ):
             self._acker = _Acker(self, self.storage)
         for name, lane in self._lanes.items():
