@@ -386,29 +386,51 @@ class SQLStorage:
             ]
 
         def claim_many(conn: Connection) -> list[JobRecord]:
-            pick = (
-                select(j.seq)
-                .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
-                .order_by(j.run_at, j.seq)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
             if self._dialect == "postgresql":
+                pick = (
+                    select(j.seq)
+                    .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
+                    .order_by(j.run_at, j.seq)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
                 # One round trip; the CTE locks at most ``limit`` rows.
-                picked = pick.cte("picked")
+                locked = pick.cte("picked")
                 stmt = (
                     update(self._jobs)
-                    .where(j.seq == picked.c.seq)
+                    .where(j.seq == locked.c.seq)
                     .values(**lease)
                     .returning(*self._jobs.c)
                 )
                 rows = list(conn.execute(stmt))
             else:
-                seqs = list(conn.scalars(pick))
-                if not seqs:
+                # No UPDATE ... RETURNING here: the locked rows are read whole and
+                # the lease applied to them in Python, three round trips in all.
+                picked = [
+                    _record(r)
+                    for r in conn.execute(
+                        select(self._jobs)
+                        .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
+                        .order_by(j.run_at, j.seq)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                ]
+                if not picked:
                     return []
+                seqs = [r.seq for r in picked]
                 conn.execute(update(self._jobs).where(j.seq.in_(seqs)).values(**lease))
-                rows = list(conn.execute(select(self._jobs).where(j.seq.in_(seqs))))
+                return [
+                    replace(
+                        r,
+                        state=RUNNING,
+                        attempt=r.attempt + 1,
+                        lease_owner=owner,
+                        lease_token=token,
+                        lease_expires=lease_until,
+                    )
+                    for r in picked
+                ]
             return sorted((_record(r) for r in rows), key=lambda r: (r.run_at, r.seq))
 
         if serial:

@@ -96,6 +96,9 @@ def build_engine(url: URL) -> Engine:
         # READ COMMITTED drops InnoDB's gap locks, which otherwise make claims and
         # enqueues deadlock on the claim index; locking reads see the latest rows.
         options["isolation_level"] = "READ COMMITTED"
+        # PyMySQL's rollback is a round trip even when idle, and every transaction
+        # here ends (commit or rollback) before its connection goes back.
+        options["pool_reset_on_return"] = None
         options["pool_recycle"] = 3600
     try:
         engine = create_engine(url, **options)
