@@ -300,14 +300,15 @@ class SQLStorage:
 
     def _insert(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
         """Insert waiting jobs with hand-written SQL: enqueue is the producers' hot path."""
-        rows = [
-            (job.id, job.worker, job.payload, job.max_attempts, job.run_at, job.enqueued_at)
-            for job in jobs
-        ]
         try:
             if self._dialect == "postgresql":
-                self._insert_pg(conn, rows)
-            elif len(rows) == 1:
+                self._insert_pg(conn, jobs)
+                return
+            rows = [
+                (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at) + _FRESH
+                for j in jobs
+            ]
+            if len(rows) == 1:
                 conn.exec_driver_sql(self._insert_sql, rows[0])
             else:
                 # executemany inserts in list order, so seq follows the batch order.
@@ -315,7 +316,7 @@ class SQLStorage:
         except IntegrityError as exc:
             raise ValueError("duplicate job id in enqueue batch") from exc
 
-    def _insert_pg(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_pg(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
         """One statement, so in autocommit mode one round trip and one WAL flush.
 
         PostgreSQL hands out seq values before commit, so without a lock a
@@ -325,13 +326,12 @@ class SQLStorage:
         the wake-up notification is delivered at commit.
         """
         params: dict[str, Any]
-        if len(rows) == 1:
-            params = dict(zip(_INSERT_COLUMNS, rows[0], strict=True))
+        if len(jobs) == 1:
+            params = {c: getattr(jobs[0], c) for c in _INSERT_COLUMNS}
             params["keys"] = _lock_key(self.prefix, params["worker"])
             sql = self._pg_insert_one
         else:
-            columns = zip(*rows, strict=True)
-            params = {c: list(values) for c, values in zip(_INSERT_COLUMNS, columns, strict=True)}
+            params = {c: [getattr(j, c) for j in jobs] for c in _INSERT_COLUMNS}
             params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
             sql = self._pg_insert_many
         params["channel"] = self._channel
@@ -732,6 +732,7 @@ class SQLStorage:
 # -- helpers --------------------------------------------------------------------
 
 _INSERT_COLUMNS = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
+_FRESH = (WAITING, 0, "[]")  # state, attempt and errors of a new job
 _UNLEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires": None}
 
 
@@ -776,12 +777,16 @@ def _check_unique(jobs: Sequence[NewJob]) -> None:
 
 
 def _insert_sql(engine: Engine, table: str) -> str:
-    """INSERT of one waiting job in the driver's own placeholder style."""
+    """INSERT of one waiting job in the driver's own placeholder style.
+
+    Placeholders only, constants too: PyMySQL turns an executemany into one
+    multi-row INSERT only when the VALUES list holds nothing else.
+    """
     mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
     name = engine.dialect.identifier_preparer.quote(table)
+    columns = (*_INSERT_COLUMNS, "state", "attempt", "errors")
     return (
-        f"INSERT INTO {name} ({', '.join(_INSERT_COLUMNS)}, state, attempt, errors) "
-        f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))}, '{WAITING}', 0, '[]')"
+        f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
     )
 
 
