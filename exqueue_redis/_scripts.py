@@ -67,21 +67,51 @@ end
 # Returns '' or the first duplicate id (then nothing was written).
 ENQUEUE = r"""
 local n = tonumber(ARGV[1])
+local function store(id, worker, payload, run_at, enqueued_at, max_attempts, seq)
+  redis.call('HSET', jkey(id), 'id', id, 'seq', seq, 'worker', worker,
+    'payload', payload, 'state', 'waiting', 'attempt', 0,
+    'max_attempts', max_attempts, 'run_at', run_at, 'enqueued_at', enqueued_at, 'errors', 0)
+end
+if n == 1 then  -- the common case, without the batch's bookkeeping
+  local id, worker, run_at = ARGV[2], ARGV[3], ARGV[5]
+  if redis.call('EXISTS', jkey(id)) == 1 then return id end
+  local seq = redis.call('INCR', P .. 'seq')
+  store(id, worker, ARGV[4], run_at, ARGV[6], ARGV[7], seq)
+  redis.call('ZADD', P .. 'waiting:' .. worker, run_at, wmember(seq, id))
+  redis.call('ZADD', P .. 'all:' .. worker, seq, id)
+  redis.call('SADD', P .. 'workers', worker)
+  signal()
+  return ''
+end
 local seen = {}
 for i = 0, n - 1 do
   local id = ARGV[2 + i * 6]
   if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then return id end
   seen[id] = true
 end
+-- A batch costs per job one HSET, plus per worker one ZADD per index: the
+-- sorted-set entries are collected and added together, in chunks that stay
+-- well inside Lua's limit on unpacked arguments.
+local first = redis.call('INCRBY', P .. 'seq', n) - n
+local waiting, all = {}, {}
 for i = 0, n - 1 do
   local b = 2 + i * 6
   local id, worker, run_at = ARGV[b], ARGV[b + 1], ARGV[b + 3]
-  local seq = redis.call('INCR', P .. 'seq')
-  redis.call('HSET', jkey(id), 'id', id, 'seq', seq, 'worker', worker,
-    'payload', ARGV[b + 2], 'state', 'waiting', 'attempt', 0,
-    'max_attempts', ARGV[b + 5], 'run_at', run_at, 'enqueued_at', ARGV[b + 4], 'errors', 0)
-  redis.call('ZADD', P .. 'waiting:' .. worker, run_at, wmember(seq, id))
-  redis.call('ZADD', P .. 'all:' .. worker, seq, id)
+  local seq = first + i + 1
+  store(id, worker, ARGV[b + 2], run_at, ARGV[b + 4], ARGV[b + 5], seq)
+  if not waiting[worker] then waiting[worker], all[worker] = {}, {} end
+  local w, a = waiting[worker], all[worker]
+  w[#w + 1], w[#w + 2] = run_at, wmember(seq, id)
+  a[#a + 1], a[#a + 2] = seq, id
+end
+local function zadd(key, pairs)
+  for s = 1, #pairs, 2000 do
+    redis.call('ZADD', key, unpack(pairs, s, math.min(s + 1999, #pairs)))
+  end
+end
+for worker, w in pairs(waiting) do
+  zadd(P .. 'waiting:' .. worker, w)
+  zadd(P .. 'all:' .. worker, all[worker])
   redis.call('SADD', P .. 'workers', worker)
 end
 if n > 0 then signal() end
