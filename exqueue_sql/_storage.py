@@ -144,6 +144,13 @@ class SQLStorage:
         self._autocommit_engine: Engine | None = None
         if self._dialect == "postgresql":
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        elif self._dialect in ("mysql", "mariadb"):
+            # PyMySQL switches autocommit with a round trip, so not per checkout:
+            # a small pool of its own, in autocommit from the start.
+            self._autocommit_engine = create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
+            )
+            ping_when_idle(self._autocommit_engine)
             self._pg_insert_one = _pg_insert_sql(engine, self._jobs.name, batch=False)
             self._pg_insert_many = _pg_insert_sql(engine, self._jobs.name, batch=True)
         self._insert_sql = _insert_sql(engine, self._jobs.name)
@@ -233,10 +240,14 @@ class SQLStorage:
         job run again (a claim, a success, a lease extension): on PostgreSQL it
         commits without waiting for the WAL flush. Enqueues, retries and deaths
         always wait for it, so a job is never lost and no error goes unrecorded.
-        ``single`` says ``work`` is one statement, which PostgreSQL then runs in
-        autocommit mode: one round trip instead of three.
+        ``single`` says ``work`` is one statement, which PostgreSQL and MariaDB
+        then run in autocommit mode: no BEGIN or COMMIT round trips.
         """
-        fast = (self._relaxed_engine if relaxed else self._autocommit_engine) if single else None
+        fast = None
+        if single:
+            # Relaxed commits where the database has them (PostgreSQL), else plain
+            # autocommit: a single statement needs no transaction around it.
+            fast = (relaxed and self._relaxed_engine) or self._autocommit_engine
         for attempt in range(_RETRIES):
             committing = False
             try:
@@ -279,7 +290,10 @@ class SQLStorage:
         if self._dialect == "sqlite":
             self._run_on_driver(self._insert_sql, self._insert_rows(jobs))
             return
-        self._run(lambda conn: self._insert(conn, jobs), single=True)
+        # PostgreSQL inserts any batch in one statement; PyMySQL's executemany may
+        # split a large one into several, which must share a transaction.
+        single = len(jobs) == 1 or self._dialect == "postgresql"
+        self._run(lambda conn: self._insert(conn, jobs), single=single)
 
     def _run_on_driver(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """SQLite: ``executemany`` in one write transaction on the driver itself.
@@ -770,8 +784,9 @@ class SQLStorage:
                 self._drop_listener()
             self._wake.notify_all()
         self.engine.dispose()
-        if self._relaxed_engine is not None:
-            self._relaxed_engine.dispose()
+        for extra in (self._relaxed_engine, self._autocommit_engine):
+            if extra is not None:
+                extra.dispose()
 
 
 # -- helpers --------------------------------------------------------------------
