@@ -330,9 +330,11 @@ class RedisStorage:
         The first wait of a thread subscribes it to ``{ns}:wake``; then the
         thread arms ``{ns}:armed``, and the next transition that makes a job
         runnable (on any node) deletes that key and publishes once. The thread
-        stays subscribed and re-arms before each return, so a transition made
-        between two waits counts for the next one: a loop of waits misses
-        nothing. ``close()`` ends a wait early.
+        stays subscribed. A wait that times out re-arms before it returns; one
+        that was woken returns at once and the next wait re-arms and returns
+        True without waiting, so a transition made between two waits counts for
+        the next one: a loop of waits misses nothing. ``close()`` ends a wait
+        early.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         pubsub = self._checkout_pubsub()
@@ -344,14 +346,25 @@ class RedisStorage:
                 if not self._subscribe(pubsub, deadline):
                     return False
                 self._local.listening = True
+                self._local.rearm = False
                 self._arm()
+            elif self._local.rearm:
+                # The last wait returned before re-arming, so transitions since
+                # then announced nothing: arm, and report them as a possible one.
+                self._local.rearm = False
+                self._arm()
+                return True
             woke = self._next_wake(pubsub, deadline)
             if woke:
                 # One wake-up per burst: what else is queued is the same news.
                 while pubsub.get_message(timeout=0) is not None:
                     pass
+                # Re-armed by the next wait, not now: the caller claims a round
+                # trip sooner.
+                self._local.rearm = True
+                return True
             self._arm()
-            return woke
+            return False
         except Exception:
             # A broken subscription is thrown away; the next wait starts afresh.
             # After close() the connection may be torn down under us (redis-py
@@ -406,6 +419,7 @@ class RedisStorage:
             self._pubsubs.pop(pubsub, None)
             self._local.pubsub = None
             self._local.listening = False
+            self._local.rearm = False
         _quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------

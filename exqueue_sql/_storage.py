@@ -144,6 +144,8 @@ class SQLStorage:
         self._autocommit_engine: Engine | None = None
         if self._dialect == "postgresql":
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._pg_insert_one = _pg_insert_sql(engine, self._jobs.name, batch=False)
+            self._pg_insert_many = _pg_insert_sql(engine, self._jobs.name, batch=True)
         elif self._dialect in ("mysql", "mariadb"):
             # PyMySQL switches autocommit with a round trip, so not per checkout:
             # a small pool of its own, in autocommit from the start.
@@ -151,8 +153,6 @@ class SQLStorage:
                 engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
             )
             ping_when_idle(self._autocommit_engine)
-            self._pg_insert_one = _pg_insert_sql(engine, self._jobs.name, batch=False)
-            self._pg_insert_many = _pg_insert_sql(engine, self._jobs.name, batch=True)
         self._insert_sql = _insert_sql(engine, self._jobs.name)
         if self._dialect == "sqlite":
             _install_sqlite_hooks(engine)

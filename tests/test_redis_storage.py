@@ -298,11 +298,21 @@ def test_wait_for_jobs_wakes_on_enqueue_from_another_client(backend: BackendHand
     # The first wait listens from its start: older transitions do not count.
     assert waiter.wait_for_jobs(0.05) is False
     # From then on a transition between two waits counts for the next one, so
-    # a loop of waits (the runtime's listener) misses nothing; a burst is one wake.
+    # a loop of waits (the runtime's listener) misses nothing. A woken wait
+    # returns before re-arming (its caller claims a round trip sooner), so the
+    # next wait re-arms and reports a possible wake-up at once; then it waits.
     producer.enqueue([job("between1")])
     producer.enqueue([job("between2")])
     assert waiter.wait_for_jobs(5.0) is True
+    started = time.monotonic()
+    assert waiter.wait_for_jobs(5.0) is True
+    assert time.monotonic() - started < 1.0, "the re-arming wait did not return at once"
     assert waiter.wait_for_jobs(0.05) is False
+    producer.enqueue([job("after")])
+    assert waiter.wait_for_jobs(5.0) is True, "a wake-up after the re-arm was missed"
+    assert waiter.wait_for_jobs(5.0) is True
+    assert waiter.wait_for_jobs(0.05) is False
+    assert producer.delete("after") == "deleted"
     for name in ("between1", "between2"):
         assert producer.delete(name) == "deleted"
 
@@ -316,6 +326,7 @@ def test_wait_for_jobs_wakes_on_enqueue_from_another_client(backend: BackendHand
             if waiter.wait_for_jobs(5.0):
                 woke.append(time.monotonic() - started)
 
+        waiter.wait_for_jobs(0.05)  # re-arms after the previous action's wake-up
         thread = threading.Thread(target=wait)
         thread.start()
         time.sleep(0.2)
