@@ -69,13 +69,14 @@ ENQUEUE = r"""
 local n = tonumber(ARGV[1])
 local function store(id, worker, payload, run_at, enqueued_at, max_attempts, seq)
   redis.call('HSET', jkey(id), 'id', id, 'seq', seq, 'worker', worker,
-    'payload', payload, 'state', 'waiting', 'attempt', 0,
-    'max_attempts', max_attempts, 'run_at', run_at, 'enqueued_at', enqueued_at, 'errors', 0)
+    'payload', payload, 'state', 'waiting', 'attempt', '0',
+    'max_attempts', max_attempts, 'run_at', run_at, 'enqueued_at', enqueued_at, 'errors', '0')
 end
 if n == 1 then  -- the common case, without the batch's bookkeeping
   local id, worker, run_at = ARGV[2], ARGV[3], ARGV[5]
   if redis.call('EXISTS', jkey(id)) == 1 then return id end
-  local seq = redis.call('INCR', P .. 'seq')
+  -- Strings, not numbers, reach HSET and ZADD: Lua's number formatting is slow.
+  local seq = tostring(redis.call('INCR', P .. 'seq'))
   store(id, worker, ARGV[4], run_at, ARGV[6], ARGV[7], seq)
   redis.call('ZADD', P .. 'waiting:' .. worker, run_at, wmember(seq, id))
   redis.call('ZADD', P .. 'all:' .. worker, seq, id)
