@@ -250,7 +250,12 @@ class Queue:
         return NewJob(
             new_job_id(),
             worker,
-            self.codec.encode(tuple(args), dict(kwargs)),
+            # The codec only reads them: a copy is made only to turn another
+            # sequence or mapping into the types it takes.
+            self.codec.encode(
+                args if type(args) is tuple else tuple(args),
+                kwargs if type(kwargs) is dict else dict(kwargs),
+            ),
             run_at if run_at is not None else now + max(delay, 0.0),
             now,
             worker_type.max_retries + 1 if worker_type else DEFAULT_MAX_RETRIES + 1,

@@ -509,3 +509,20 @@ def test_a_given_client_is_used_and_left_open() -> None:
     with pytest.raises(ConfigurationError, match="decode_responses=False"):
         RedisStorage("redis://ignored", client=decoding)
     decoding.close()
+
+
+def test_commands_are_sent_alike_without_hiredis(
+    backend: BackendHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hiredis is optional: without it redis-py packs the same commands."""
+    import exqueue_redis
+
+    monkeypatch.setattr(exqueue_redis, "_hiredis_pack", None)
+    storage = backend.open()
+    storage.enqueue([job("a"), job("b", payload=b"\x00\xffbinary")])
+    with pytest.raises(ValueError, match="duplicate"):
+        storage.enqueue([job("c"), job("a")])
+    assert claim(storage, limit=5) == ["a", "b"]
+    assert storage.get("b").payload == b"\x00\xffbinary"  # type: ignore[union-attr]
+    assert storage.complete("a", "t1") and storage.complete("b", "t1")
+    assert storage.get("c") is None and storage.list_jobs() == []
