@@ -212,7 +212,13 @@ class SupportsWakeup(Protocol):
     """Optional capability :data:`WAKEUP`: block until a job may be runnable."""
 
     def wait_for_jobs(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when woken by an enqueue or release."""
+        """Block up to ``timeout`` seconds; True when a job may have become runnable.
+
+        A transition that makes a job runnable (enqueue, retry, release, requeue,
+        recover) wakes the wait; one made between two waits of a thread counts
+        for the next. True may be spurious (the caller then finds nothing to
+        claim); a False is never wrong about transitions it was armed for.
+        """
         ...
 
 
