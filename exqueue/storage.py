@@ -217,7 +217,7 @@ class SupportsWakeup(Protocol):
         A transition that makes a job runnable (enqueue, retry, release, requeue,
         recover) wakes the wait; one made between two waits of a thread counts
         for the next. True may be spurious (the caller then finds nothing to
-        claim); a False is never wrong about transitions it was armed for.
+        claim); False means no such transition was seen before the timeout.
         """
         ...
 
