@@ -70,6 +70,10 @@ class _Lane:
         self.ready = threading.Condition()
         self.executing = 0
         self.closing = False
+        # One claim at a time per lane, by the dispatcher or by one of its threads.
+        self.claim_lock = threading.Lock()
+        self.claiming = False  # a job thread is claiming (under ``ready``)
+        self.more_waiting = False  # the last claim came back full
         self.max_prefetch = 0 if worker.serial else max_prefetch
         # None until a job has finished here: a process that dies on its first job
         # (a poison job) must not take innocent buffered jobs' attempts with it.
@@ -280,7 +284,7 @@ class Runtime:
             return True
         for lane in self._lanes.values():
             with lane.ready:  # a job moves from buffer to executing under this lock
-                if lane.executing or lane.buffer:
+                if lane.executing or lane.buffer or lane.claiming:
                     return True
         return False
 
@@ -289,34 +293,70 @@ class Runtime:
     def _dispatch(self) -> int:
         """Claim jobs for every lane that wants some; returns how many were claimed."""
         claimed = 0
-        for name, lane in self._lanes.items():
+        for lane in self._lanes.values():
             if self._stopping.is_set():
                 break
-            with lane.ready:
-                want = lane.wanted()
-            if want <= 0:
-                continue
-            now = self.queue.clock()
-            token = uuid.uuid4().hex
-            records = self.storage.claim(
-                name,
-                want,
-                now=now,
-                owner=self.queue.node,
-                token=token,
-                lease_until=now + self.queue.lease,
-                serial=lane.worker.serial,
-            )
-            if not records:
-                continue
-            with self._lock:
-                for record in records:
-                    self._held[record.id] = token
-            with lane.ready:
-                lane.buffer.extend((record, token) for record in records)
-                lane.ready.notify(len(records))
-            claimed += len(records)
+            with lane.claim_lock:
+                claimed += self._claim(lane)
         return claimed
+
+    def _claim(self, lane: _Lane) -> int:
+        """Claim what ``lane`` wants into its buffer (``lane.claim_lock`` held)."""
+        with lane.ready:
+            want = lane.wanted()
+        if want <= 0:
+            return 0
+        now = self.queue.clock()
+        token = uuid.uuid4().hex
+        records = self.storage.claim(
+            lane.worker.name,
+            want,
+            now=now,
+            owner=self.queue.node,
+            token=token,
+            lease_until=now + self.queue.lease,
+            serial=lane.worker.serial,
+        )
+        # A full claim suggests more are waiting: the lane's threads then claim
+        # for themselves when they run dry, without a round of the dispatcher.
+        lane.more_waiting = len(records) == want
+        if not records:
+            return 0
+        with self._lock:
+            for record in records:
+                self._held[record.id] = token
+        with lane.ready:
+            lane.buffer.extend((record, token) for record in records)
+            lane.ready.notify(len(records))
+        return len(records)
+
+    def _claim_here(self, lane: _Lane) -> bool:
+        """A job thread whose lane ran dry claims for it (``lane.ready`` held).
+
+        Only when the last claim came back full, and only if no one else is
+        claiming for the lane; the dispatcher stays in charge of idle lanes,
+        polling and wake-ups. Saves two thread hand-offs per claim.
+        """
+        if not lane.more_waiting or self._stopping.is_set():
+            return False
+        if not lane.claim_lock.acquire(blocking=False):
+            return False
+        lane.claiming = True
+        lane.ready.release()
+        try:
+            if self._claim(lane) > 0:
+                return True
+            self._wake.set()  # came up empty: the dispatcher (or a drain) takes over
+            return False
+        except Exception as exc:
+            lane.more_waiting = False  # the dispatcher retries, with its backoff
+            log.warning("claiming jobs failed (%s); the dispatcher retries", exc)
+            self._wake.set()
+            return False
+        finally:
+            lane.claim_lock.release()
+            lane.ready.acquire()
+            lane.claiming = False
 
     def _lane_loop(self, lane: _Lane) -> None:
         ready = lane.ready
@@ -324,7 +364,8 @@ class Runtime:
         with ready:
             while True:
                 while not lane.buffer and not lane.closing:
-                    ready.wait()
+                    if not self._claim_here(lane):
+                        ready.wait()
                 if not lane.buffer:
                     return
                 record, token = lane.buffer.popleft()
@@ -346,8 +387,9 @@ class Runtime:
                     ready.acquire()
                     lane.executing -= 1
                     lane.observe(time.monotonic() - started)
-                # The dispatcher needs waking only when this lane wants jobs.
-                if not wake.is_set() and lane.wanted():
+                # The dispatcher needs waking only when this lane wants jobs that
+                # its own threads will not claim.
+                if not wake.is_set() and not lane.more_waiting and lane.wanted():
                     wake.set()
 
     def _dispatch_loop(self) -> None:

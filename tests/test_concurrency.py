@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import exqueue
+from exqueue.storage import JobRecord
 from tests.test_lifecycle import FakeClock
 
 
@@ -141,3 +143,33 @@ def test_serial_type_is_one_at_a_time_across_nodes(storage: exqueue.Storage) -> 
             queue.stop(timeout=5)
     assert [i for _, i in log] == list(range(total))
     assert active["max"] == 1
+
+
+def test_claims_never_exceed_free_slots_without_prefetch() -> None:
+    """Job threads claim for their lane when it runs dry, as the dispatcher does;
+    one claim at a time per lane, so a node never holds more than it can run."""
+    from exqueue_memory import MemoryStorage
+
+    class SlowClaims(MemoryStorage):
+        # A claim that takes a moment, as over a network: two claimers deciding
+        # how many to take at the same time would both take the free slots.
+        def claim(self, *args: Any, **kwargs: Any) -> list[JobRecord]:
+            time.sleep(0.002)
+            return super().claim(*args, **kwargs)
+
+    storage = SlowClaims()
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    held: list[int] = []
+
+    @queue.worker(name="short", concurrency=4)
+    def short(n: int) -> None:
+        # Claimed jobs are "running" in the store from their claim on; the memory
+        # store records successes at once, so the count is what this node holds.
+        held.append(storage.counts(time.time())["short"].running)
+        if n % 3 == 0:
+            time.sleep(0.001)
+
+    queue.enqueue_many([short.call(n) for n in range(1500)])
+    assert queue.drain(timeout=60) == 1500
+    assert len(held) == 1500
+    assert max(held) <= 4
