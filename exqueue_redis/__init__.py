@@ -74,13 +74,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f'pip install "exqueue[redis]"'
     ) from exc
 
+from exqueue_redis import _scripts
+
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # redis-py packs commands itself, a little slower
     _hiredis_pack = None
-
-from exqueue_redis import _scripts
 
 __all__ = ["RedisStorage"]
 
