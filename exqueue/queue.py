@@ -258,7 +258,7 @@ class Queue:
             ),
             run_at if run_at is not None else now + max(delay, 0.0),
             now,
-            worker_type.max_retries + 1 if worker_type else DEFAULT_MAX_RETRIES + 1,
+            worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1,
         )
 
     def enqueue_many(

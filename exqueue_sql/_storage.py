@@ -139,8 +139,8 @@ class SQLStorage:
                 connect_args={"options": "-c synchronous_commit=off"},
             )
             ping_when_idle(self._relaxed_engine)
-        # PostgreSQL: single-statement durable transitions (enqueue) in autocommit
-        # mode, on the main pool: no BEGIN and COMMIT round trips.
+        # Single-statement transitions in autocommit mode, without BEGIN and COMMIT
+        # round trips: on PostgreSQL through the main pool, switched per checkout.
         self._autocommit_engine: Engine | None = None
         if self._dialect == "postgresql":
             self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
