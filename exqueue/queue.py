@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -228,10 +228,7 @@ class Queue:
         # enqueue_many for one job, without building a Call and lists around it:
         # a single enqueue is the producers' hot path.
         job = self._new_job(worker, args, kwargs, run_at, delay, self.clock(), False)
-        self.storage.enqueue((job,))
-        runtime = self._runtime
-        if runtime is not None:
-            runtime.wake()
+        self._persist((job,), None)
         return job.id
 
     def _new_job(
@@ -280,6 +277,11 @@ class Queue:
             self._new_job(c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown)
             for c in calls
         ]
+        self._persist(new_jobs, transaction)
+        return [job.id for job in new_jobs]
+
+    def _persist(self, new_jobs: Sequence[NewJob], transaction: object | None) -> None:
+        """Store new jobs (through the caller's transaction if given); wake this node."""
         if transaction is not None:
             if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
                 self.storage, SupportsTransactionalEnqueue
@@ -293,7 +295,6 @@ class Queue:
         runtime = self._runtime
         if runtime is not None:
             runtime.wake()
-        return [job.id for job in new_jobs]
 
     def _unknown_message(self, name: str) -> str:
         known = ", ".join(sorted(self.workers)) or "none"

@@ -420,6 +420,17 @@ class SQLStorage:
             "lease_expires": lease_until,
         }
 
+        def leased(record: JobRecord) -> JobRecord:
+            # The row as the lease UPDATE left it, without reading it again.
+            return replace(
+                record,
+                state=RUNNING,
+                attempt=record.attempt + 1,
+                lease_owner=owner,
+                lease_token=token,
+                lease_expires=lease_until,
+            )
+
         def claim_serial(conn: Connection) -> list[JobRecord]:
             # Lock the head itself (no SKIP LOCKED): a second claimer waits for the
             # first to commit and then sees the head running, so never runs two.
@@ -433,16 +444,7 @@ class SQLStorage:
             if head is None or head.state != WAITING or head.run_at > now:
                 return []
             conn.execute(update(self._jobs).where(j.seq == head.seq).values(**lease))
-            return [
-                replace(
-                    _record(head),
-                    state=RUNNING,
-                    attempt=head.attempt + 1,
-                    lease_owner=owner,
-                    lease_token=token,
-                    lease_expires=lease_until,
-                )
-            ]
+            return [leased(_record(head))]
 
         def claim_many(conn: Connection) -> list[JobRecord]:
             if self._dialect == "postgresql":
@@ -479,17 +481,7 @@ class SQLStorage:
                     return []
                 seqs = [r.seq for r in picked]
                 conn.execute(update(self._jobs).where(j.seq.in_(seqs)).values(**lease))
-                return [
-                    replace(
-                        r,
-                        state=RUNNING,
-                        attempt=r.attempt + 1,
-                        lease_owner=owner,
-                        lease_token=token,
-                        lease_expires=lease_until,
-                    )
-                    for r in picked
-                ]
+                return [leased(r) for r in picked]
             return sorted((_record(r) for r in rows), key=lambda r: (r.run_at, r.seq))
 
         if serial:
