@@ -70,7 +70,17 @@ def test_two_processes_drain_the_same_sqlite_jobs_exactly_once(tmp_path: Path) -
     queue.worker(name="app.record")(lambda n: None)
     total = 2000
     queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(total)])
-    drain = "import procapp; procapp.queue.drain()"
+    # Both start draining together, however long each takes to start up: one
+    # process alone can drain 2,000 jobs before the other has imported exqueue.
+    drain = (
+        "import os, pathlib, time, procapp\n"
+        "ready = pathlib.Path('ready'); ready.mkdir(exist_ok=True)\n"
+        "(ready / str(os.getpid())).touch()\n"
+        "deadline = time.monotonic() + 60\n"
+        "while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.005)\n"
+        "procapp.queue.drain()\n"
+    )
     procs = [
         subprocess.Popen([sys.executable, "-c", drain], env=env, cwd=tmp_path) for _ in range(2)
     ]
