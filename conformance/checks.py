@@ -342,7 +342,7 @@ def check_reopen_keeps_everything(factory: StorageFactory, settings: Settings) -
             worker, 4, now=now, owner="node-ø", token="held", lease_until=now + 60
         )
         assert len(running) == 4
-        assert storage.retry(running[0].id, "held", run_at=now + 30, error="first ✗")
+        assert storage.schedule_retry(running[0].id, "held", run_at=now + 30, error="first ✗")
         assert storage.bury(running[1].id, "held", error="fatal ✗")
         assert storage.requeue(running[1].id, "r-requeued", now=now) == "requeued"
         assert storage.bury(running[3].id, "held", error="dead and staying dead ✗")

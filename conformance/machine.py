@@ -344,8 +344,8 @@ class StorageMachine(RuleBasedStateMachine):
         elif outcome == "fail and retry":
             error = f"boom ✗ {self._next('error')}"
             run_at = self.now + abs(delay)
-            expected = self.model.retry(job_id, token, run_at=run_at, error=error)
-            got = self.storage.retry(job_id, token, run_at=run_at, error=error)
+            expected = self.model.schedule_retry(job_id, token, run_at=run_at, error=error)
+            got = self.storage.schedule_retry(job_id, token, run_at=run_at, error=error)
         elif outcome == "fail into dead":
             error = f"Traceback …\nValueError: dead ✗ {self._next('error')}"
             expected = self.model.bury(job_id, token, error=error)

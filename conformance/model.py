@@ -120,7 +120,7 @@ class Model:
         del self.jobs[job_id]
         return True
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         job = self.held(job_id, token)
         if job is None:
             return False

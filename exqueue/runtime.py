@@ -492,7 +492,7 @@ class Runtime:
             if self._ack(
                 record.id,
                 "retry",
-                lambda: self.storage.retry(record.id, token, run_at=run_at, error=error),
+                lambda: self.storage.schedule_retry(record.id, token, run_at=run_at, error=error),
             ):
                 log.info(
                     "job %s (%s) failed on attempt %d of %d, retrying in %.3gs: %s: %s",

@@ -141,7 +141,7 @@ class Storage(Protocol):
         """Remove a ``running`` job held with ``token``. False when not held."""
         ...
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         """``running`` (held with ``token``) -> ``waiting`` at ``run_at``; append ``error``."""
         ...
 

@@ -168,7 +168,7 @@ class MemoryStorage:
                     done.append(job_id)
             return done
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         with self._lock:
             job = self._held(job_id, token)
             if job is None:

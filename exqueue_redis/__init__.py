@@ -271,7 +271,7 @@ class RedisStorage:
         args = [part for pair in items for part in pair]
         return [job_id.decode() for job_id in self._run("COMPLETE", *args)]
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return bool(self._run("RETRY", job_id, token, repr(float(run_at)), error))
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:

@@ -518,7 +518,7 @@ class SQLStorage:
         single = len(pairs) <= _CHUNK
         return self._run(work, relaxed=True, single=single) if pairs else []
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self._fail(job_id, token, error, state=WAITING, run_at=run_at)
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:

@@ -90,8 +90,8 @@ class Wrapper:
     def complete(self, job_id: str, token: str) -> bool:
         return self.inner.complete(job_id, token)
 
-    def retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        return self.inner.retry(job_id, token, run_at=run_at, error=error)
+    def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
+        return self.inner.schedule_retry(job_id, token, run_at=run_at, error=error)
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
         return self.inner.bury(job_id, token, error=error)
@@ -274,7 +274,7 @@ class ReleaseAsRetry(Wrapper):
         job = self.inner.get(job_id)
         if job is None:
             return False
-        return self.inner.retry(job_id, token, run_at=job.run_at, error="released")
+        return self.inner.schedule_retry(job_id, token, run_at=job.run_at, error="released")
 
 
 class RequeueAsNewJob(Wrapper):

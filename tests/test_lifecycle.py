@@ -297,7 +297,7 @@ def test_stale_tokens_are_rejected(storage: exqueue.Storage, clock: FakeClock) -
     assert recovered.waiting == (job_id,)
     storage.claim("job", 1, now=now + 5, owner="b", token="new", lease_until=now + 35)
     assert storage.complete(job_id, "old") is False
-    assert storage.retry(job_id, "old", run_at=now, error="late") is False
+    assert storage.schedule_retry(job_id, "old", run_at=now, error="late") is False
     assert storage.bury(job_id, "old", error="late") is False
     assert storage.release(job_id, "old") is False
     assert storage.extend("old", [job_id], now + 100) == []

@@ -128,14 +128,14 @@ def test_transitions(storage: Storage) -> None:
     assert claim(storage, now=1.0) == ["a", "b", "c", "d"]
     assert storage.complete("a", "t1") is True
     assert storage.get("a") is None
-    assert storage.retry("b", "t1", run_at=9.5, error="first") is True
+    assert storage.schedule_retry("b", "t1", run_at=9.5, error="first") is True
     b = storage.get("b")
     assert b is not None
     assert (b.state, b.run_at, b.attempt, b.errors, b.lease_token) == (
         WAITING, 9.5, 1, ("first",), None
     )  # fmt: skip
     assert claim(storage, now=9.5, token="t2") == ["b"]
-    assert storage.retry("b", "t2", run_at=10.0, error="second") is True
+    assert storage.schedule_retry("b", "t2", run_at=10.0, error="second") is True
     assert storage.claim("w", 1, now=10.0, owner="o", token="t3", lease_until=11)[0].attempt == 3
     assert storage.bury("b", "t3", error="third") is True
     b = storage.get("b")
@@ -172,7 +172,7 @@ def test_stale_tokens_are_rejected(storage: Storage) -> None:
     assert claim(storage, now=30.0, token="new") == ["a"]
     for call in (
         lambda: storage.complete("a", "old"),
-        lambda: storage.retry("a", "old", run_at=0.0, error="x"),
+        lambda: storage.schedule_retry("a", "old", run_at=0.0, error="x"),
         lambda: storage.bury("a", "old", error="x"),
         lambda: storage.release("a", "old"),
     ):
@@ -270,7 +270,7 @@ def test_unicode_and_awkward_names(storage: Storage) -> None:
     for name in names:
         [record] = storage.claim(name, 5, now=1.0, owner="ñ", token="t☃", lease_until=2.0)
         assert (record.id, record.worker, record.lease_owner) == (f"{name}#id", name, "ñ")
-        assert storage.retry(record.id, "t☃", run_at=3.0, error="échec ☃")
+        assert storage.schedule_retry(record.id, "t☃", run_at=3.0, error="échec ☃")
     assert set(storage.counts(0.0)) == set(names)
     record = storage.get("日本語#id")
     assert record is not None and record.errors == ("échec ☃",)
@@ -334,7 +334,7 @@ def test_wait_for_jobs_wakes_on_enqueue_from_another_client(backend: BackendHand
         if action == "enqueue":
             producer.enqueue([job("x")])
         elif action == "retry":
-            assert producer.retry("early", "r", run_at=0.0, error="e")
+            assert producer.schedule_retry("early", "r", run_at=0.0, error="e")
         elif action == "release":
             # Set up without waking: bury, then claim (neither signals).
             claim(producer, token="s")
@@ -468,7 +468,7 @@ def _apply(storage: Storage, kind: str, args: tuple[Any, ...]) -> Any:
                 worker, limit, now=now, owner=owner, token=token, lease_until=until, serial=serial
             )
         if kind == "retry":
-            return storage.retry(args[0], args[1], run_at=args[2], error=args[3])
+            return storage.schedule_retry(args[0], args[1], run_at=args[2], error=args[3])
         if kind == "bury":
             return storage.bury(args[0], args[1], error=args[2])
         if kind == "recover":

@@ -114,7 +114,7 @@ def test_retry_release_requeue_notify(backend: BackendHandle) -> None:
     assert waiter.wait_for_jobs(1) is True
     actor.claim("w", 2, now=1.0, owner="o", token="t", lease_until=9.0)
     assert waiter.wait_for_jobs(0.05) is False  # a claim wakes nobody
-    actor.retry("a", "t", run_at=0.0, error="e")
+    actor.schedule_retry("a", "t", run_at=0.0, error="e")
     assert waiter.wait_for_jobs(1) is True
     actor.release("b", "t")
     assert waiter.wait_for_jobs(1) is True

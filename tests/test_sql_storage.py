@@ -97,8 +97,8 @@ def test_complete_needs_the_current_token(storage: Storage) -> None:
 def test_retry_appends_error_and_reschedules(storage: Storage) -> None:
     storage.enqueue([job("a")])
     claim(storage, token="t1")
-    assert storage.retry("a", "wrong", run_at=50.0, error="nope") is False
-    assert storage.retry("a", "t1", run_at=50.0, error="first") is True
+    assert storage.schedule_retry("a", "wrong", run_at=50.0, error="nope") is False
+    assert storage.schedule_retry("a", "t1", run_at=50.0, error="first") is True
     record = storage.get("a")
     assert record is not None
     assert (record.state, record.run_at, record.errors, record.attempt) == (
@@ -110,7 +110,7 @@ def test_retry_appends_error_and_reschedules(storage: Storage) -> None:
     assert (record.lease_owner, record.lease_token, record.lease_expires) == (None, None, None)
     assert claim(storage, now=49.0, token="t2") == []
     assert claim(storage, now=50.0, token="t2") == ["a"]
-    assert storage.retry("a", "t2", run_at=60.0, error="second") is True
+    assert storage.schedule_retry("a", "t2", run_at=60.0, error="second") is True
     after = storage.get("a")
     assert after is not None and after.errors == ("first", "second") and after.attempt == 2
 
@@ -273,7 +273,7 @@ def test_reopen_keeps_every_state(backend: BackendHandle) -> None:
     first.enqueue([job("wait"), job("later", run_at=500.0), job("run"), job("dead", tries=1)])
     first.claim("w", 1, now=0.0, owner="o", token="keep", lease_until=900.0)  # "wait"
     first.claim("w", 2, now=0.0, owner="o", token="t2", lease_until=900.0)  # "run", "dead"
-    first.retry("run", "t2", run_at=0.0, error="e1")
+    first.schedule_retry("run", "t2", run_at=0.0, error="e1")
     first.bury("dead", "t2", error="e2")
     first.claim("w", 1, now=0.0, owner="o", token="t3", lease_until=900.0)  # "run" again
     before = {r.id: r for r in first.list_jobs()}
@@ -349,7 +349,8 @@ def test_random_walk_matches_memory(backend: BackendHandle) -> None:
         elif op in ("complete", "release"):
             call = (op, (rng.choice(ids), token), {})
         elif op == "retry":
-            call = ("retry", (rng.choice(ids), token), {"run_at": now + 1, "error": f"e{step}"})
+            retry_args = {"run_at": now + 1, "error": f"e{step}"}
+            call = ("schedule_retry", (rng.choice(ids), token), retry_args)
         elif op == "bury":
             call = ("bury", (rng.choice(ids), token), {"error": f"e{step}"})
         elif op == "extend":
