@@ -1,9 +1,12 @@
 """The storage protocol: the small set of atomic transitions every backend applies.
 
 A backend stores job records and applies the transitions below atomically and
-durably. It holds no policy: the core decides when a job retries, with which
-delay, and when it dies; the backend only checks the preconditions each
-transition names (state, fencing token, ``run_at <= now``) and applies it.
+durably. The core decides when a job retries, with which delay, and when it
+dies; the backend checks the preconditions each transition names (state,
+fencing token, ``run_at <= now``) and applies it. One rule is the backend's to
+apply, because it must hold inside the same atomic step: :meth:`Storage.recover`
+sends a job whose lease expired back to ``waiting`` while ``attempt <
+max_attempts`` and to ``dead`` otherwise.
 
 Every time-dependent call takes ``now`` (seconds since the epoch, a float) so a
 test can drive time without sleeping. Backends never read a clock themselves.
