@@ -14,7 +14,7 @@ import pytest
 
 from conformance import StorageConformance
 from conformance.checks import StorageFactory
-from tests.conftest import BACKENDS, backend_factory
+from tests.support.backends import BACKENDS, backend_factory
 
 
 class TestConformance(StorageConformance):

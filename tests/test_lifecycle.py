@@ -13,7 +13,7 @@ import pytest
 
 import exqueue
 from exqueue.storage import WORKER_LOST, NewJob
-from tests.conftest import BackendHandle
+from tests.support.backends import BackendHandle
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ from typing import Any
 
 from exqueue.storage import NewJob
 from exqueue_redis import RedisStorage
-from tests import services
+from tests.support import services
 
 
 def _drain(url: str, namespace: str, name: str, start: Any) -> list[str]:

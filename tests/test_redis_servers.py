@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from tests.support import services
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")

@@ -23,8 +23,8 @@ from exqueue.errors import ConfigurationError
 from exqueue.storage import DEAD, RUNNING, WAITING, Counts, NewJob, Recovered, Storage
 from exqueue_memory import MemoryStorage
 from exqueue_redis import RedisStorage
-from tests import services
-from tests.conftest import BackendHandle, backend_factory
+from tests.support import services
+from tests.support.backends import BackendHandle, backend_factory
 from tests.test_redis_servers import RedisClusterProcesses, cluster_processes
 
 

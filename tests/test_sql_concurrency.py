@@ -13,7 +13,7 @@ import pytest
 
 from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
-from tests.conftest import BackendHandle
+from tests.support.backends import BackendHandle
 
 JOBS = 5_000
 PROCESSES = 4

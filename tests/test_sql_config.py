@@ -21,8 +21,8 @@ from exqueue.storage import (
 )
 from exqueue_sql import SQLStorage
 from exqueue_sql._urls import parse_url
-from tests import services
-from tests.conftest import BackendHandle
+from tests.support import services
+from tests.support.backends import BackendHandle
 
 SQL = ["sqlite", "postgres", "mysql"]
 

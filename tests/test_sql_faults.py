@@ -18,8 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
-from tests.conftest import BackendHandle
-from tests.faults_harness import MariaDBOutage
+from tests.support.backends import BackendHandle
+from tests.support.faults_harness import MariaDBOutage
 
 pytestmark = pytest.mark.faults
 

@@ -24,7 +24,7 @@ from exqueue.storage import (
     Storage,
 )
 from exqueue_memory import MemoryStorage
-from tests.conftest import BackendHandle
+from tests.support.backends import BackendHandle
 
 SQL = ["sqlite", "postgres", "mysql"]
 pytestmark = pytest.mark.parametrize("backend", SQL, indirect=True)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from exqueue.errors import ConfigurationError
 from exqueue.storage import TRANSACTIONAL_ENQUEUE, NewJob, SupportsTransactionalEnqueue
 from exqueue_sql import SQLStorage
-from tests.conftest import BackendHandle
+from tests.support.backends import BackendHandle
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
 

@@ -1,6 +1,6 @@
 """Fault scenarios on real worker processes: crashes, lost nodes, outages, poison jobs.
 
-Each scenario function runs ``python -m exqueue worker --app tests.faults_app:queue``
+Each scenario function runs ``python -m exqueue worker --app tests.support.faults_app:queue``
 processes over one storage, does something unkind to them or to the storage
 server, checks what must hold (raising ``AssertionError`` with the evidence when
 it does not) and returns a :class:`Result` for the reliability table.
@@ -35,8 +35,8 @@ from typing import Any
 
 import exqueue
 from exqueue.storage import DEAD, RUNNING, WAITING, WORKER_LOST, JobRecord, NewJob, Storage
-from tests import services
-from tests.faults_app import WORKER, open_storage
+from tests.support import services
+from tests.support.faults_app import WORKER, open_storage
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgres", "mysql", "redis")
@@ -175,7 +175,7 @@ class Run:
             FAULT_STARTS="1" if self.starts else "0",
             PYTHONPATH=os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
         )
-        cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "tests.faults_app:queue",
+        cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "tests.support.faults_app:queue",
                "--stop-timeout", str(stop_timeout)]  # fmt: skip
         log = self.logdir / f"worker-{len(self.procs)}.log"
         with log.open("wb") as sink:
