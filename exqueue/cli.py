@@ -2,7 +2,9 @@
 
 Management commands work on a storage URL (``--storage`` or ``EXQUEUE_URL``)
 without importing the application: the default codec is readable by any
-process. ``worker`` needs the application (``--app module:queue``).
+process (``--prefix`` / ``--namespace`` reach non-default SQL tables or Redis keys).
+Stored texts are printed with control characters escaped. ``worker`` needs the
+application (``--app module:queue``).
 Built on click (argument parsing, help, env vars) and tabulate (tables).
 """
 
@@ -12,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -23,13 +26,26 @@ from tabulate import tabulate
 from exqueue.errors import ExqueueError
 from exqueue.job import Job
 from exqueue.queue import DEFAULT_URL, Queue
+from exqueue.registry import connect
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"exqueue: error: {message}", err=True)
+    click.echo(f"exqueue: error: {safe(message)}", err=True)
     sys.exit(1)
+
+
+# C0 controls, DEL and C1 controls: stored texts (errors, worker names) come from
+# job code and must not reach the operator's terminal as escape sequences.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(value: Any, *, keep_newlines: bool = False) -> str:
+    """``value`` as text with control characters shown as visible escapes (``\\x1b``)."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_ALL
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def load_app(spec: str) -> Queue:
@@ -64,16 +80,49 @@ def storage_options(command: F) -> F:
         metavar="URL",
         help=f"Storage URL (default {DEFAULT_URL}). Env: EXQUEUE_URL.",
     )(command)
+    command = click.option(
+        "--prefix",
+        "prefix",
+        envvar="EXQUEUE_PREFIX",
+        metavar="PREFIX",
+        help="SQL table prefix of the storage (SQLStorage prefix=). Env: EXQUEUE_PREFIX.",
+    )(command)
+    command = click.option(
+        "--namespace",
+        "namespace",
+        envvar="EXQUEUE_NAMESPACE",
+        metavar="NAME",
+        help="Redis key namespace of the storage (RedisStorage namespace=). "
+        "Env: EXQUEUE_NAMESPACE.",
+    )(command)
     return command
 
 
-def open_queue(storage: str | None, app: str | None) -> Queue:
+def open_queue(
+    storage: str | None, app: str | None, prefix: str | None = None, namespace: str | None = None
+) -> Queue:
     if app:
         queue = load_app(app)
         if storage:
             fail("give either --storage or --app, not both")
+        if prefix or namespace:
+            fail("--prefix and --namespace go with --storage; the app's storage has its own")
         return queue
-    return Queue(storage or DEFAULT_URL)
+    options: dict[str, Any] = {}
+    if prefix:
+        options["prefix"] = prefix
+    if namespace:
+        options["namespace"] = namespace
+    return Queue(connect(storage or DEFAULT_URL, **options))
+
+
+def storage_url(queue: Queue) -> str | None:
+    """The URL the app's storage was opened with, when the backend tells (for comparison)."""
+    engine = getattr(queue.storage, "engine", None)
+    if engine is not None:
+        return str(engine.url.render_as_string(hide_password=False))
+    url = getattr(queue.storage, "_url", None)
+    return url if isinstance(url, str) else None
 
 
 def short_error(job: Job, width: int = 60) -> str:
@@ -84,7 +133,11 @@ def short_error(job: Job, width: int = 60) -> str:
 
 
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # json.dumps escapes C0 controls itself; with ensure_ascii=False it leaves DEL
+    # and C1 (0x9b is a one-byte CSI to some terminals), so those become \u00XX:
+    # still the same JSON value.
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo(re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,6 +155,8 @@ def main() -> None:
 def worker(
     storage: str | None,
     app: str | None,
+    prefix: str | None,
+    namespace: str | None,
     stop_timeout: float,
     processes: int,
     node: str | None,
@@ -110,8 +165,11 @@ def worker(
     """Run the application's workers until SIGINT or SIGTERM."""
     if not app:
         fail("worker needs the application: --app package.module:queue (or EXQUEUE_APP)")
-    if storage:
+    source = click.get_current_context().get_parameter_source("storage")
+    if storage and source is click.core.ParameterSource.COMMANDLINE:
         fail("worker uses the app's own storage; drop --storage")
+    if prefix or namespace:
+        fail("worker uses the app's own storage; drop --prefix / --namespace")
     if processes < 1:
         fail("--processes must be at least 1")
     logging.basicConfig(
@@ -128,6 +186,14 @@ def worker(
     queue = load_app(app)
     if not queue.workers:
         fail(f"{app} has no registered workers")
+    if storage and storage != storage_url(queue):
+        # EXQUEUE_URL is often set for the management commands; the worker still
+        # runs on the app's storage, so only a different store is worth a word.
+        click.echo(
+            f"exqueue: warning: EXQUEUE_URL names {safe(storage)!r} but the worker uses "
+            f"the app's own storage ({safe(storage_url(queue) or type(queue.storage).__name__)})",
+            err=True,
+        )
     if node:
         queue.node = node
     queue.run(stop_timeout=stop_timeout)
@@ -137,18 +203,26 @@ def worker(
 @storage_options
 @click.option("--state", type=click.Choice(["waiting", "running", "dead"]), help="Only this state.")
 @click.option("--worker", "worker_name", metavar="NAME", help="Only this worker type.")
-@click.option("--limit", default=100, show_default=True, help="At most this many jobs.")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="At most this many jobs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def jobs(
     storage: str | None,
     app: str | None,
+    prefix: str | None,
+    namespace: str | None,
     state: Any,
     worker_name: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """List stored jobs, oldest first."""
-    queue = open_queue(storage, app)
+    queue = open_queue(storage, app, prefix, namespace)
     found = queue.jobs(state=state, worker=worker_name, limit=limit)
     if as_json:
         echo_json([job.to_dict() for job in found])
@@ -158,12 +232,12 @@ def jobs(
         return
     rows = [
         [
-            job.id,
-            job.worker,
+            safe(job.id),
+            safe(job.worker),
             job.state,
             f"{job.attempt}/{job.max_attempts}",
             job.run_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-            short_error(job),
+            safe(short_error(job)),
         ]
         for job in found
     ]
@@ -175,9 +249,16 @@ def jobs(
 @storage_options
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(storage: str | None, app: str | None, job_id: str, as_json: bool) -> None:
+def show(
+    storage: str | None,
+    app: str | None,
+    prefix: str | None,
+    namespace: str | None,
+    job_id: str,
+    as_json: bool,
+) -> None:
     """Show one job with its arguments and every recorded error."""
-    queue = open_queue(storage, app)
+    queue = open_queue(storage, app, prefix, namespace)
     job = queue.get(job_id)
     if job is None:
         fail(f"no job with id {job_id!r}")
@@ -189,9 +270,10 @@ def show(storage: str | None, app: str | None, job_id: str, as_json: bool) -> No
     fields.pop("last_error")
     if fields["payload_error"] is None:
         fields.pop("payload_error")
-    click.echo(tabulate([[key, value] for key, value in fields.items()], tablefmt="plain"))
+    rows = [[key, safe(value)] for key, value in fields.items()]
+    click.echo(tabulate(rows, tablefmt="plain"))
     for number, error in enumerate(errors, 1):
-        click.echo(f"\nerror {number} of {len(errors)}:\n{error}")
+        click.echo(f"\nerror {number} of {len(errors)}:\n{safe(error, keep_newlines=True)}")
 
 
 @main.command()
@@ -202,6 +284,8 @@ def show(storage: str | None, app: str | None, job_id: str, as_json: bool) -> No
 def retry(
     storage: str | None,
     app: str | None,
+    prefix: str | None,
+    namespace: str | None,
     job_ids: tuple[str, ...],
     all_dead: bool,
     worker_name: str | None,
@@ -211,7 +295,7 @@ def retry(
         fail("give job ids or --all-dead (not both)")
     if worker_name and not all_dead:
         fail("--worker goes with --all-dead")
-    queue = open_queue(storage, app)
+    queue = open_queue(storage, app, prefix, namespace)
     if all_dead:
         new_ids = queue.retry_dead(worker=worker_name)
         click.echo(f"re-queued {len(new_ids)} dead jobs")
@@ -219,9 +303,9 @@ def retry(
     failed = False
     for job_id in job_ids:
         try:
-            click.echo(f"{job_id} -> {queue.retry(job_id)}")
+            click.echo(f"{safe(job_id)} -> {queue.retry(job_id)}")
         except ExqueueError as exc:
-            click.echo(f"exqueue: error: {exc}", err=True)
+            click.echo(f"exqueue: error: {safe(exc)}", err=True)
             failed = True
     if failed:
         sys.exit(1)
@@ -230,19 +314,25 @@ def retry(
 @main.command()
 @storage_options
 @click.argument("job_ids", nargs=-1, required=True)
-def delete(storage: str | None, app: str | None, job_ids: tuple[str, ...]) -> None:
+def delete(
+    storage: str | None,
+    app: str | None,
+    prefix: str | None,
+    namespace: str | None,
+    job_ids: tuple[str, ...],
+) -> None:
     """Delete waiting or dead jobs (a running job is refused)."""
-    queue = open_queue(storage, app)
+    queue = open_queue(storage, app, prefix, namespace)
     failed = False
     for job_id in job_ids:
         try:
             if queue.delete(job_id):
-                click.echo(f"deleted {job_id}")
+                click.echo(f"deleted {safe(job_id)}")
             else:
                 click.echo(f"exqueue: error: no job with id {job_id!r}", err=True)
                 failed = True
         except ExqueueError as exc:
-            click.echo(f"exqueue: error: {exc}", err=True)
+            click.echo(f"exqueue: error: {safe(exc)}", err=True)
             failed = True
     if failed:
         sys.exit(1)
@@ -251,9 +341,11 @@ def delete(storage: str | None, app: str | None, job_ids: tuple[str, ...]) -> No
 @main.command()
 @storage_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def stats(storage: str | None, app: str | None, as_json: bool) -> None:
+def stats(
+    storage: str | None, app: str | None, prefix: str | None, namespace: str | None, as_json: bool
+) -> None:
     """Counts per worker type: waiting (runnable), scheduled, running, dead."""
-    queue = open_queue(storage, app)
+    queue = open_queue(storage, app, prefix, namespace)
     counts = queue.stats()
     with_app = bool(app)
     if as_json:
@@ -275,7 +367,8 @@ def stats(storage: str | None, app: str | None, as_json: bool) -> None:
         return
     headers = ["worker", "waiting", "scheduled", "running", "dead"]
     rows: list[list[Any]] = [
-        [name, row.waiting, row.scheduled, row.running, row.dead] for name, row in counts.items()
+        [safe(name), row.waiting, row.scheduled, row.running, row.dead]
+        for name, row in counts.items()
     ]
     if with_app:
         headers.append("registered")
