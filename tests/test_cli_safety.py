@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 import exqueue
+from exqueue_redis import RedisStorage
 from exqueue_sql import SQLStorage
+from tests.support import services
 
 EVIL_NAME = "evil\x1b[31m.name\x9b"
 EVIL_ERROR = "boom \x1b]0;pwned\x07 and \x1b[31mred\x7f"
@@ -166,3 +169,20 @@ def test_worker_still_refuses_an_explicit_storage_with_app(tmp_path: Path, url: 
         cwd=tmp_path,
     )
     assert result.returncode == 1 and "drop --storage" in result.stderr
+
+
+def test_namespace_reaches_jobs_under_a_non_default_redis_namespace() -> None:
+    redis_url = services.require("redis")
+    namespace = f"cli-{uuid.uuid4().hex}"
+    queue = exqueue.Queue(RedisStorage(redis_url, namespace=namespace))
+    queue.worker(name="app.spaced")(lambda: None)
+    job_id = queue.enqueue_many([exqueue.Call("app.spaced")])[0]
+    try:
+        found = cli("jobs", "--namespace", namespace, "--storage", redis_url)
+        assert found.returncode == 0, found.stderr
+        assert job_id in found.stdout and "app.spaced" in found.stdout
+        other = cli("jobs", "--namespace", f"{namespace}-other", "--storage", redis_url)
+        assert other.stdout.strip() == "no jobs"
+    finally:
+        queue.delete(job_id)
+        queue.storage.close()
