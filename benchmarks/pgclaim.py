@@ -1,6 +1,6 @@
 """Measure claim cost on a big PostgreSQL table: 1,000,000 waiting + 100,000 dead rows.
 
-    python -m exqueue_sql._bench_claim [postgresql://postgres@127.0.0.1/test]
+    python -m benchmarks.pgclaim [postgresql://postgres@127.0.0.1/test]
 
 Fills a throw-away prefix with ``generate_series`` (fast, server side), then
 times claim + complete round trips; drops the tables at the end.
