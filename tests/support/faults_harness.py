@@ -38,7 +38,7 @@ from exqueue.storage import DEAD, RUNNING, WAITING, WORKER_LOST, JobRecord, NewJ
 from tests.support import services
 from tests.support.faults_app import WORKER, open_storage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BACKENDS = ("sqlite", "postgres", "mysql", "redis")
 #: The Python module each backend needs; a backend whose module does not import yet is skipped.
 MODULES = {"sqlite": "exqueue_sql", "postgres": "exqueue_sql", "mysql": "exqueue_sql",
