@@ -22,19 +22,10 @@ import exqueue
 from exqueue_redis import RedisStorage
 from exqueue_sql import SQLStorage
 from tests.support import services
+from tests.support.cli import cli
 
 EVIL_NAME = "evil\x1b[31m.name\x9b"
 EVIL_ERROR = "boom \x1b]0;pwned\x07 and \x1b[31mred\x7f"
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exqueue", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 @pytest.fixture
