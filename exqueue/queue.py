@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from exqueue.codec import Codec, get_codec
 from exqueue.errors import (
@@ -100,11 +100,11 @@ class WorkerType(Generic[P, R]):
         """Persist a job to run as soon as possible; returns its id."""
         return self.queue._enqueue_one(self.name, args, kwargs, None, 0.0)
 
-    def enqueue_in(self, seconds: float, *args: P.args, **kwargs: P.kwargs) -> str:
+    def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run ``seconds`` from now."""
         return self.queue._enqueue_one(self.name, args, kwargs, None, seconds)
 
-    def enqueue_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> str:
+    def enqueue_at(self, when: dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run at ``when`` (a naive datetime is local time)."""
         return self.queue._enqueue_one(self.name, args, kwargs, when.timestamp(), 0.0)
 
@@ -168,16 +168,35 @@ class Queue:
 
     # -- registering -----------------------------------------------------------------
 
+    # The overloads keep the function's signature on the WorkerType, so mypy
+    # checks ``fn.enqueue(...)``, ``fn.call(...)`` and ``fn(...)`` against it.
+    @overload
+    def worker(self, fn: Callable[P, R], /) -> WorkerType[P, R]: ...
+
+    @overload
+    def worker(
+        self,
+        fn: None = None,
+        /,
+        *,
+        concurrency: int = ...,
+        max_retries: int = ...,
+        backoff: Backoff | None = ...,
+        serial: bool = ...,
+        name: str | None = ...,
+    ) -> Callable[[Callable[P, R]], WorkerType[P, R]]: ...
+
     def worker(
         self,
         fn: Callable[P, R] | None = None,
+        /,
         *,
         concurrency: int = 5,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff: Backoff | None = None,
         serial: bool = False,
         name: str | None = None,
-    ) -> Any:
+    ) -> WorkerType[P, R] | Callable[[Callable[P, R]], WorkerType[P, R]]:
         """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``."""
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
@@ -213,7 +232,7 @@ class Queue:
 
     # -- enqueueing ------------------------------------------------------------------
 
-    def enqueue(self, worker: str, *args: Any, **kwargs: Any) -> str:
+    def enqueue(self, worker: str, /, *args: Any, **kwargs: Any) -> str:
         """Enqueue by worker name (must be registered on this queue); returns the id."""
         return self._enqueue_one(worker, args, kwargs, None, 0.0)
 
