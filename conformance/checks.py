@@ -133,6 +133,64 @@ def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
         assert time.monotonic() - started < 9.0, "wait_for_jobs woke only at its timeout"
 
 
+def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> None:
+    """WAKEUP: a transition made between two waits of a thread counts for its next wait.
+
+    Each runnable-making transition (enqueue, schedule_retry, release, requeue,
+    recover) is made on the storage while the waiting thread is not
+    waiting; its next wait must return True well before its timeout.
+    """
+    with _opened(factory) as (_, waiter):
+        assert isinstance(waiter, SupportsWakeup), "WAKEUP is declared but wait_for_jobs is missing"
+        # The same object: a second factory() call is a separate store for MemoryStorage.
+        other = waiter
+        worker = _unique("between")
+        far = NOW + 1e9
+
+        def claim_one() -> tuple[str, str]:
+            token = _unique("tok")
+            got = other.claim(worker, 1, now=far, owner="o", token=token, lease_until=far)
+            assert len(got) == 1
+            return got[0].id, token
+
+        def lease_expired() -> None:
+            token = _unique("tok")
+            got = other.claim(worker, 1, now=far, owner="o", token=token, lease_until=NOW)
+            assert len(got) == 1
+
+        def setup_dead() -> str:
+            job_id, token = claim_one()
+            assert other.bury(job_id, token, error="x")
+            return job_id
+
+        steps: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+            ("enqueue", lambda: None, lambda: other.enqueue([_job(_unique(worker), worker)])),
+        ]
+        held: dict[str, object] = {}
+        steps += [
+            (
+                "schedule_retry",
+                lambda: held.update(r=claim_one()),
+                lambda: other.schedule_retry(*held["r"], run_at=NOW, error="e"),
+            ),  # type: ignore[misc]
+            ("release", lambda: held.update(l=claim_one()), lambda: other.release(*held["l"])),  # type: ignore[misc]
+            (
+                "requeue",
+                lambda: held.update(d=setup_dead()),
+                lambda: other.requeue(held["d"], _unique(worker), now=NOW),
+            ),  # type: ignore[arg-type]
+            ("recover", lease_expired, lambda: other.recover(far, error="lost")),
+        ]
+        for name, prepare, transition in steps:
+            prepare()
+            waiter.wait_for_jobs(0.05)  # the thread's previous wait: it returns
+            transition()
+            started = time.monotonic()
+            woke = waiter.wait_for_jobs(5.0)
+            assert woke is True, f"a {name} made between two waits was lost by the next wait"
+            assert time.monotonic() - started < 4.0, f"after a {name}, the next wait blocked"
+
+
 def check_complete_many(factory: StorageFactory, settings: Settings) -> None:
     """COMPLETE_MANY: removes exactly the pairs still held, and leaves the rest alone."""
     with _opened(factory) as (_, storage):
@@ -394,6 +452,7 @@ CHECKS: dict[str, Check] = {
         Check("thread_race", None, check_thread_race),
         Check("process_race", MULTI_PROCESS, check_process_race),
         Check("wakeup", WAKEUP, check_wakeup),
+        Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits),
         Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue),
         Check("complete_many", COMPLETE_MANY, check_complete_many),
     )

@@ -92,6 +92,11 @@ class StorageConformance:
     def test_wakeup(self, make_storage: StorageFactory, conformance_settings: Settings) -> None:
         _run("wakeup", make_storage, conformance_settings)
 
+    def test_wakeup_between_waits(
+        self, make_storage: StorageFactory, conformance_settings: Settings
+    ) -> None:
+        _run("wakeup_between_waits", make_storage, conformance_settings)
+
     def test_transactional_enqueue(
         self, make_storage: StorageFactory, conformance_settings: Settings
     ) -> None:

@@ -48,6 +48,9 @@ class MemoryStorage:
         self._seq = 0
         self._signal = 0
         self._waiters = 0
+        # Per thread, the signal its previous wait ended at: a transition made
+        # between two waits of a thread must count for its next wait.
+        self._seen = threading.local()
 
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
         with self._lock:
@@ -292,12 +295,13 @@ class MemoryStorage:
 
     def wait_for_jobs(self, timeout: float) -> bool:
         with self._lock:
-            seen = self._signal
+            seen: int = getattr(self._seen, "signal", self._signal)
             self._waiters += 1
             try:
                 self._wakeup.wait_for(lambda: self._signal != seen, timeout)
             finally:
                 self._waiters -= 1
+            self._seen.signal = self._signal
             return self._signal != seen
 
     def _notify(self) -> None:
