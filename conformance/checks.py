@@ -166,19 +166,24 @@ def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> N
         steps: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
             ("enqueue", lambda: None, lambda: other.enqueue([_job(_unique(worker), worker)])),
         ]
-        held: dict[str, object] = {}
+        leases: dict[str, tuple[str, str]] = {}
+        dead: dict[str, str] = {}
         steps += [
             (
                 "schedule_retry",
-                lambda: held.update(r=claim_one()),
-                lambda: other.schedule_retry(*held["r"], run_at=NOW, error="e"),
-            ),  # type: ignore[misc]
-            ("release", lambda: held.update(l=claim_one()), lambda: other.release(*held["l"])),  # type: ignore[misc]
+                lambda: leases.update(retry=claim_one()),
+                lambda: other.schedule_retry(*leases["retry"], run_at=NOW, error="e"),
+            ),
+            (
+                "release",
+                lambda: leases.update(release=claim_one()),
+                lambda: other.release(*leases["release"]),
+            ),
             (
                 "requeue",
-                lambda: held.update(d=setup_dead()),
-                lambda: other.requeue(held["d"], _unique(worker), now=NOW),
-            ),  # type: ignore[arg-type]
+                lambda: dead.update(job=setup_dead()),
+                lambda: other.requeue(dead["job"], _unique(worker), now=NOW),
+            ),
             ("recover", lease_expired, lambda: other.recover(far, error="lost")),
         ]
         for name, prepare, transition in steps:

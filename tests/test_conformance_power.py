@@ -324,6 +324,15 @@ class DeleteRemovesRunning(Wrapper):
         return self.inner.delete(job_id)
 
 
+class DropsWakeupBetweenWaits(Wrapper):
+    """Forgets every transition made while no wait is in progress."""
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        # One short throwaway wait consumes whatever happened since the last one.
+        self.inner.wait_for_jobs(0)
+        return self.inner.wait_for_jobs(timeout)
+
+
 BROKEN: dict[str, Callable[[], Callable[[], Storage]]] = {
     "scheduled job claimable early": lambda: ClaimsEarly,
     "claim takes running jobs": lambda: StealsRunning,
@@ -339,6 +348,7 @@ BROKEN: dict[str, Callable[[], Callable[[], Storage]]] = {
     "requeue changes seq": lambda: RequeueAsNewJob,
     "extend ignores the token": lambda: ExtendIgnoresToken,
     "delete removes a running job": lambda: DeleteRemovesRunning,
+    "wake-up between waits lost": lambda: DropsWakeupBetweenWaits,
 }
 
 
@@ -348,7 +358,11 @@ def test_suite_fails_on_broken_backend(bug: str) -> None:
     assert failures, f"the conformance suite passed a backend with this bug: {bug}"
 
 
-@pytest.mark.parametrize("bug", list(BROKEN))
+# Wake-ups are outside the model (it never waits): the targeted check covers them.
+MODEL_BLIND = {"wake-up between waits lost"}
+
+
+@pytest.mark.parametrize("bug", [bug for bug in BROKEN if bug not in MODEL_BLIND])
 def test_state_machine_alone_finds_the_bug(bug: str) -> None:
     # The model is the heart of the suite: it must catch every one of these on its own.
     failures = run_suite(BROKEN[bug](), POWER, only=["state_machine"])
@@ -373,6 +387,7 @@ def test_suite_passes_correct_backends(make: Callable[[], Callable[[], Storage]]
         ("serial type runs past its head", "fifo_equal_run_at"),
         ("FIFO broken for equal run_at", "fifo_equal_run_at"),
         ("batch enqueue not all-or-nothing", "state_machine"),
+        ("wake-up between waits lost", "wakeup_between_waits"),
     ],
 )
 def test_targeted_check_finds_the_bug(bug: str, check: str) -> None:
