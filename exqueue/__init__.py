@@ -9,6 +9,7 @@ from exqueue.codec import Codec, JSONCodec, PickleCodec
 from exqueue.errors import (
     ConfigurationError,
     ExqueueError,
+    InvalidScheduleError,
     JobNotDeadError,
     JobNotFoundError,
     JobRunningError,
@@ -27,6 +28,7 @@ __all__ = [
     "Call",
     "Codec",
     "ConfigurationError",
+    "InvalidScheduleError",
     "Counts",
     "Exponential",
     "ExqueueError",

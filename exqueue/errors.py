@@ -31,5 +31,9 @@ class ConfigurationError(ExqueueError, ValueError):
     """A bad storage URL, a missing driver, a bad option."""
 
 
+class InvalidScheduleError(ExqueueError, ValueError):
+    """A job's delay or start time is not a finite time within reach (nothing was stored)."""
+
+
 class SchemaVersionError(ConfigurationError):
     """The stored schema version does not match this version of exqueue."""

@@ -6,6 +6,12 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+from exqueue.errors import ConfigurationError
+from exqueue.guards import check_seconds, is_real
+
+#: The largest growth factor: beyond it the delay reaches the cap after one retry.
+MAX_FACTOR = 1000.0
+
 
 class Backoff(Protocol):
     """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -20,8 +26,7 @@ class Fixed:
     seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.seconds < 0:
-            raise ValueError("Fixed(seconds) must be >= 0")
+        check_seconds("Fixed(seconds)", self.seconds)
 
     def delay(self, attempt: int) -> float:
         return self.seconds
@@ -40,9 +45,17 @@ class Exponential:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.factor < 1 or self.cap < 0 or not 0 <= self.jitter <= 1:
-            raise ValueError(
-                "Exponential needs base >= 0, factor >= 1, cap >= 0 and 0 <= jitter <= 1"
+        # Each is checked finite and in range: a NaN would pass every comparison
+        # below and turn into a NaN run_at.
+        check_seconds("Exponential(base)", self.base)
+        check_seconds("Exponential(cap)", self.cap)
+        if not is_real(self.factor) or not 1 <= self.factor <= MAX_FACTOR:
+            raise ConfigurationError(
+                f"Exponential(factor) must be a number from 1 to {MAX_FACTOR}, not {self.factor!r}"
+            )
+        if not is_real(self.jitter) or not 0 <= self.jitter <= 1:
+            raise ConfigurationError(
+                f"Exponential(jitter) must be a number from 0 to 1, not {self.jitter!r}"
             )
 
     def delay(self, attempt: int) -> float:

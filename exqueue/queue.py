@@ -20,10 +20,19 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from exqueue.codec import Codec, get_codec
 from exqueue.errors import (
     ConfigurationError,
+    InvalidScheduleError,
     JobNotDeadError,
     JobNotFoundError,
     JobRunningError,
     UnknownWorkerError,
+)
+from exqueue.guards import (
+    MAX_RETRIES,
+    check_count,
+    check_delay,
+    check_run_at,
+    check_seconds,
+    check_worker_function,
 )
 from exqueue.job import Call, Job
 from exqueue.policy import Backoff, Fixed
@@ -102,11 +111,17 @@ class WorkerType(Generic[P, R]):
 
     def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run ``seconds`` from now."""
-        return self.queue._enqueue_one(self.name, args, kwargs, None, seconds)
+        return self.queue._enqueue_one(self.name, args, kwargs, None, check_delay(seconds))
 
     def enqueue_at(self, when: dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Persist a job to run at ``when`` (a naive datetime is local time)."""
-        return self.queue._enqueue_one(self.name, args, kwargs, when.timestamp(), 0.0)
+        if not isinstance(when, dt.datetime):
+            raise TypeError(f"enqueue_at needs a datetime, not {when!r}")
+        try:
+            run_at = when.timestamp()
+        except (OverflowError, ValueError, OSError) as exc:  # datetime.max in local time
+            raise InvalidScheduleError(f"enqueue_at({when!r}) is out of range: {exc}") from None
+        return self.queue._enqueue_one(self.name, args, kwargs, run_at, 0.0)
 
     def __repr__(self) -> str:
         return f"<exqueue worker {self.name!r} concurrency={self.concurrency}>"
@@ -149,10 +164,9 @@ class Queue:
         poll_interval: float = 1.0,
         prefetch: int = 0,
     ) -> None:
-        if lease <= 0:
-            raise ConfigurationError("lease must be a positive number of seconds")
-        if poll_interval <= 0:
-            raise ConfigurationError("poll_interval must be a positive number of seconds")
+        check_seconds("lease", lease, positive=True)
+        check_seconds("poll_interval", poll_interval, positive=True)
+        check_count("prefetch", prefetch, low=0)
         if storage is None or isinstance(storage, str):
             storage = connect(storage or DEFAULT_URL)
         self.storage: Storage = storage
@@ -198,12 +212,11 @@ class Queue:
         name: str | None = None,
     ) -> WorkerType[P, R] | Callable[[Callable[P, R]], WorkerType[P, R]]:
         """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``."""
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
-        if max_retries < 0:
-            raise ConfigurationError("max_retries must be 0 or more")
+        check_count("concurrency", concurrency, low=1)
+        check_count("max_retries", max_retries, low=0, high=MAX_RETRIES)
 
         def register(func: Callable[P, R]) -> WorkerType[P, R]:
+            check_worker_function(func)
             worker_name = name or f"{func.__module__}.{func.__qualname__}"
             if worker_name in self.workers:
                 raise ConfigurationError(f"a worker named {worker_name!r} is already registered")
@@ -272,7 +285,11 @@ class Queue:
                 args if type(args) is tuple else tuple(args),
                 kwargs if type(kwargs) is dict else dict(kwargs),
             ),
-            run_at if run_at is not None else now + max(delay, 0.0),
+            # Checked here so every path (enqueue_at, Call.run_at, Call.delay) is
+            # covered; the common delay of 0 costs one comparison.
+            check_run_at(run_at, now)
+            if run_at is not None
+            else now + (0.0 if delay == 0 else max(check_delay(delay), 0.0)),
             now,
             worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1,
         )

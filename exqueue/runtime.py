@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import SerializationError
+from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
 from exqueue.storage import (
     COMPLETE_MANY,
@@ -444,7 +445,7 @@ class Runtime:
         context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
         reset = _current.set(context)
         try:
-            worker.fn(*args, **kwargs)
+            check_result(worker.fn(*args, **kwargs))
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
             self._failed(worker, record, token, exc)
             return False
