@@ -93,7 +93,7 @@ def test_enqueue_at_refuses_a_time_out_of_range(queue: exqueue.Queue, when: dt.d
 def test_enqueue_at_refuses_what_is_not_a_datetime(queue: exqueue.Queue) -> None:
     job = queue.worker(noop)
     with pytest.raises(TypeError, match="needs a datetime"):
-        job.enqueue_at(NOW + 10)
+        job.enqueue_at(NOW + 10)  # type: ignore[arg-type]
     assert nothing_stored(queue)
 
 
@@ -183,12 +183,12 @@ def test_worker_refuses_bad_options(
     queue: exqueue.Queue, kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        queue.worker(noop, **kwargs)
+        queue.worker(**kwargs)(noop)
     assert queue.workers == {}
 
 
 def test_the_retry_bound_itself_is_accepted(queue: exqueue.Queue) -> None:
-    assert queue.worker(noop, max_retries=10_000).max_attempts == 10_001
+    assert queue.worker(max_retries=10_000)(noop).max_attempts == 10_001
 
 
 # -- job functions that would not run --------------------------------------------------
@@ -226,7 +226,7 @@ def test_registering_a_function_whose_body_would_not_run_is_refused(
     queue: exqueue.Queue, fn: Any, kind: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=kind):
-        queue.worker(fn, name="w")
+        queue.worker(name="w")(fn)
     assert queue.workers == {}
 
 
@@ -242,7 +242,7 @@ def test_a_sync_worker_returning_a_coroutine_fails_its_attempt(queue: exqueue.Qu
         returned.append(body())
         return returned[-1]
 
-    job_id = queue.worker(returns_coroutine, max_retries=0).enqueue()
+    job_id = queue.worker(max_retries=0)(returns_coroutine).enqueue()
     assert queue.drain(timeout=30) == 1
     # Closed, so it is never reported as "never awaited".
     assert inspect.getcoroutinestate(returned[0]) == inspect.CORO_CLOSED
@@ -256,7 +256,7 @@ def test_a_sync_worker_returning_a_generator_is_retried_then_dead(queue: exqueue
     def returns_generator() -> Any:
         return (i for i in range(3))
 
-    job_id = queue.worker(returns_generator, max_retries=1, backoff=Fixed(0)).enqueue()
+    job_id = queue.worker(max_retries=1, backoff=Fixed(0))(returns_generator).enqueue()
     queue.drain(timeout=30)
     record = queue.storage.get(job_id)
     assert record is not None and record.state == "dead" and record.attempt == 2
@@ -269,7 +269,7 @@ def test_a_plain_worker_and_a_partial_of_one_still_run(queue: exqueue.Queue) -> 
     def add(n: int) -> None:
         seen.append(n)
 
-    queue.worker(functools.partial(add), name="add")
+    queue.worker(name="add")(functools.partial(add))
     queue.enqueue("add", 7)
     queue.drain(timeout=30)
     assert seen == [7]
