@@ -5,7 +5,7 @@
     python benchmarks/reliability.py --backends sqlite redis --scenarios crash load \\
         --crash-jobs 2000 --load-jobs 50000
 
-The scenarios are the ones ``tests/test_faults.py`` runs at smaller sizes
+The scenarios are the ones ``tests/faults/test_faults.py`` runs at smaller sizes
 (``tests/support/faults_harness.py``); each checks its invariants and raises when one
 breaks, which shows as FAILED in the table. A backend whose module does not
 import or whose server does not answer is reported as skipped. The outage

@@ -5,7 +5,7 @@ processes over one storage, does something unkind to them or to the storage
 server, checks what must hold (raising ``AssertionError`` with the evidence when
 it does not) and returns a :class:`Result` for the reliability table.
 
-``tests/test_faults.py`` runs them at moderate sizes under pytest;
+``tests/faults/test_faults.py`` runs them at moderate sizes under pytest;
 ``benchmarks/reliability.py`` runs them at full size and writes
 ``docs/reliability.md``. Both count a job's runs from the record file its job
 code appends to, never from the storage alone, since the storage forgets a

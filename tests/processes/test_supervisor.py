@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import exqueue
-from tests.test_processes import lines, write_app
+from tests.processes.test_processes import lines, write_app
 
 
 def children(pid: int) -> set[int]:

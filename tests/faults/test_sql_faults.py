@@ -2,7 +2,7 @@
 storage object works again and nothing is lost (the LISTEN connection too).
 
 These tests stop and start the shared local servers, briefly, and always start
-them again. Run them alone: ``pytest -m faults tests/test_sql_faults.py``.
+them again. Run them alone: ``pytest -m faults tests/faults/test_sql_faults.py``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from exqueue_memory import MemoryStorage
 from exqueue_redis import RedisStorage
 from tests.support import services
 from tests.support.backends import BackendHandle, backend_factory
-from tests.test_redis_servers import RedisClusterProcesses, cluster_processes
+from tests.support.redis_servers import RedisClusterProcesses, cluster_processes
 
 
 @pytest.fixture(scope="module")
