@@ -16,10 +16,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from benchmarks.faults_harness import MariaDBOutage
 from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
 from tests.support.backends import BackendHandle
-from tests.support.faults_harness import MariaDBOutage
 
 pytestmark = pytest.mark.faults
 

@@ -1,6 +1,6 @@
 """Fault scenarios on real worker processes: crashes, lost nodes, outages, poison jobs.
 
-Each scenario function runs ``python -m exqueue worker --app tests.support.faults_app:queue``
+Each scenario function runs ``python -m exqueue worker --app benchmarks.faults_app:queue``
 processes over one storage, does something unkind to them or to the storage
 server, checks what must hold (raising ``AssertionError`` with the evidence when
 it does not) and returns a :class:`Result` for the reliability table.
@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import exqueue
+from benchmarks import services
+from benchmarks.faults_app import WORKER, open_storage
 from exqueue.storage import DEAD, RUNNING, WAITING, WORKER_LOST, JobRecord, NewJob, Storage
-from tests.support import services
-from tests.support.faults_app import WORKER, open_storage
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("sqlite", "postgres", "mysql", "redis")
 #: The Python module each backend needs; a backend whose module does not import yet is skipped.
 MODULES = {"sqlite": "exqueue_sql", "postgres": "exqueue_sql", "mysql": "exqueue_sql",
@@ -81,13 +81,8 @@ def unavailable(backend: str) -> str | None:
         return f"{MODULES[backend]} does not import yet ({exc})"
     if backend == "sqlite":
         return None
-    url, port = {
-        "postgres": (services.POSTGRES_URL, 5432),
-        "mysql": (services.MYSQL_URL, 3306),
-        "redis": (services.REDIS_URL, 6379),
-    }[backend]
-    if not services._answers(url, port):
-        return f"{backend} is not reachable at {url}"
+    if not services.answers(backend):
+        return f"{backend} is not reachable at {services.SERVERS[backend][0]}"
     return None
 
 
@@ -96,9 +91,7 @@ def make_target(backend: str, workdir: Path, url: str | None = None) -> Target:
     tag = uuid.uuid4().hex[:8]
     if backend == "sqlite":
         return Target(backend, url or f"sqlite:///{workdir / 'jobs.db'}", "", workdir)
-    default = {"postgres": services.POSTGRES_URL, "mysql": services.MYSQL_URL,
-               "redis": services.REDIS_URL}[backend]  # fmt: skip
-    return Target(backend, url or default, f"flt{tag}_", workdir)
+    return Target(backend, url or services.SERVERS[backend][0], f"flt{tag}_", workdir)
 
 
 # -- results ---------------------------------------------------------------------------
@@ -175,7 +168,7 @@ class Run:
             FAULT_STARTS="1" if self.starts else "0",
             PYTHONPATH=os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
         )
-        cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "tests.support.faults_app:queue",
+        cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "benchmarks.faults_app:queue",
                "--stop-timeout", str(stop_timeout)]  # fmt: skip
         log = self.logdir / f"worker-{len(self.procs)}.log"
         with log.open("wb") as sink:
