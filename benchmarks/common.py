@@ -15,9 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 REDIS_HOST = os.environ.get("EXQ_BENCH_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("EXQ_BENCH_REDIS_PORT", "6379"))
@@ -67,14 +68,41 @@ class Adapter:
     def start_worker(self) -> None:
         raise NotImplementedError
 
+    #: The worker process :meth:`spawn` started, until :meth:`stop_worker`.
+    worker: WorkerProcess | None = None
+
+    def spawn(self, argv: Sequence[str], **options: Any) -> None:
+        """Start the worker process, logging to ``exqbench-<key>.log`` in the temp folder."""
+        log_path = os.path.join(tempfile.gettempdir(), f"exqbench-{self.key}.log")
+        self.worker = WorkerProcess(argv, log_path=log_path, **options)
+
     def stop_worker(self) -> None:
-        raise NotImplementedError
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
 
     def check_worker(self) -> None:
         """Raise :class:`BenchError` when the worker process died."""
+        if self.worker is not None:
+            self.worker.check()
 
     def teardown(self) -> None:
         """Close connections and remove what setup made."""
+
+
+class RedisPeer(Adapter):
+    """A peer on the benchmark's own Redis database: setup, clear and teardown flush it."""
+
+    backend = "redis"
+
+    def setup(self) -> None:
+        flush_bench_redis()
+
+    def clear(self) -> None:
+        flush_bench_redis()
+
+    def teardown(self) -> None:
+        flush_bench_redis()
 
 
 class WorkerProcess:
