@@ -11,6 +11,7 @@ calls, in order: ``setup()``; ``enqueue_one(n)`` N times; ``clear()``;
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -32,6 +33,15 @@ PG_DSN = f"postgresql://postgres@127.0.0.1:5432/{PG_DB}"
 MYSQL_DB = os.environ.get("EXQ_BENCH_MYSQL_DB", "exqbench")
 MYSQL_URL = f"mysql+pymysql://root@127.0.0.1:3306/{MYSQL_DB}"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def arguments(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m <module>``; its help shows the module docstring as written."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 class BenchError(RuntimeError):

@@ -14,17 +14,7 @@ import pytest
 import exqueue
 from exqueue.storage import WORKER_LOST, NewJob
 from tests.support.backends import BackendHandle
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
