@@ -19,7 +19,6 @@ the shared server's memory in bounds.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import uuid
@@ -161,11 +160,7 @@ def measure(backend: str, waiting: int, dead: int, count: int, tmp: str) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.claimcost",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arguments("benchmarks.claimcost", __doc__)
     parser.add_argument("--backends", default="postgres,sqlite,redis")
     parser.add_argument("--waiting", type=int, default=1_000_000)
     parser.add_argument("--dead", type=int, default=100_000)

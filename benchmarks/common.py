@@ -11,13 +11,15 @@ calls, in order: ``setup()``; ``enqueue_one(n)`` N times; ``clear()``;
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 REDIS_HOST = os.environ.get("EXQ_BENCH_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("EXQ_BENCH_REDIS_PORT", "6379"))
@@ -31,6 +33,15 @@ PG_DSN = f"postgresql://postgres@127.0.0.1:5432/{PG_DB}"
 MYSQL_DB = os.environ.get("EXQ_BENCH_MYSQL_DB", "exqbench")
 MYSQL_URL = f"mysql+pymysql://root@127.0.0.1:3306/{MYSQL_DB}"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def arguments(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m <module>``; its help shows the module docstring as written."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 class BenchError(RuntimeError):
@@ -67,14 +78,41 @@ class Adapter:
     def start_worker(self) -> None:
         raise NotImplementedError
 
+    #: The worker process :meth:`spawn` started, until :meth:`stop_worker`.
+    worker: WorkerProcess | None = None
+
+    def spawn(self, argv: Sequence[str], **options: Any) -> None:
+        """Start the worker process, logging to ``exqbench-<key>.log`` in the temp folder."""
+        log_path = os.path.join(tempfile.gettempdir(), f"exqbench-{self.key}.log")
+        self.worker = WorkerProcess(argv, log_path=log_path, **options)
+
     def stop_worker(self) -> None:
-        raise NotImplementedError
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
 
     def check_worker(self) -> None:
         """Raise :class:`BenchError` when the worker process died."""
+        if self.worker is not None:
+            self.worker.check()
 
     def teardown(self) -> None:
         """Close connections and remove what setup made."""
+
+
+class RedisPeer(Adapter):
+    """A peer on the benchmark's own Redis database: setup, clear and teardown flush it."""
+
+    backend = "redis"
+
+    def setup(self) -> None:
+        flush_bench_redis()
+
+    def clear(self) -> None:
+        flush_bench_redis()
+
+    def teardown(self) -> None:
+        flush_bench_redis()
 
 
 class WorkerProcess:

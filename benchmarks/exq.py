@@ -79,15 +79,10 @@ class ExqueueAdapter(common.Adapter):
         if self.resolved_url().startswith("memory"):
             self.queue.start()
             return
-        self.worker = common.WorkerProcess(
+        self.spawn(
             [common.venv_bin("exqueue"), "worker", "--app", "benchmarks.exq_app:queue"],
             env={"EXQ_BENCH_URL": self.resolved_url(), "EXQ_BENCH_CONCURRENCY": "8"},
-            log_path=os.path.join(tempfile.gettempdir(), f"exqbench-{self.key}.log"),
         )
-
-    def check_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.check()
 
     def stop_worker(self) -> None:
         if self.worker is None:

@@ -116,11 +116,7 @@ def _short(frame: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.profile",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arguments("benchmarks.profile", __doc__)
     parser.add_argument("--backends", default="memory,sqlite,postgres,mariadb,redis")
     parser.add_argument("--phases", default="enqueue,batch,drain")
     parser.add_argument("--jobs", type=int, default=5000)

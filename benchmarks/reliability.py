@@ -5,8 +5,8 @@
     python benchmarks/reliability.py --backends sqlite redis --scenarios crash load \\
         --crash-jobs 2000 --load-jobs 50000
 
-The scenarios are the ones ``tests/test_faults.py`` runs at smaller sizes
-(``tests/support/faults_harness.py``); each checks its invariants and raises when one
+The scenarios are the ones ``tests/faults/test_faults.py`` runs at smaller sizes
+(``benchmarks/faults_harness.py``); each checks its invariants and raises when one
 breaks, which shows as FAILED in the table. A backend whose module does not
 import or whose server does not answer is reported as skipped. The outage
 scenario stops the local PostgreSQL and MariaDB servers for a few seconds (and
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import faults_harness as fh  # noqa: E402
+from benchmarks import faults_harness as fh  # noqa: E402
 
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"

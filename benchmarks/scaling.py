@@ -103,11 +103,7 @@ def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scaling",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.arguments("benchmarks.scaling", __doc__)
     parser.add_argument("--backends", default="sqlite,postgres,mariadb,redis")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--processes", default="1,2,4")

@@ -1,4 +1,4 @@
-"""Shared fixtures: one ``backend`` fixture runs a test on every storage backend."""
+"""Shared fixtures: ``backend`` runs a test on every storage backend; ``redis_cluster``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from exqueue.storage import Storage
 from tests.support.backends import BACKENDS, BackendHandle, backend_factory
+from tests.support.redis_servers import RedisClusterProcesses, cluster_processes
 
 
 @pytest.fixture(params=BACKENDS)
@@ -22,3 +23,9 @@ def backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
 @pytest.fixture
 def storage(backend: BackendHandle) -> Storage:
     return backend.open()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """One throwaway three-master Redis Cluster for the whole run (tests use own namespaces)."""
+    yield from cluster_processes(tmp_path_factory.mktemp("cluster"))

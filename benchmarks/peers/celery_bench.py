@@ -6,9 +6,6 @@ batch enqueue: a ``group`` publishes its messages one by one.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 from celery import Celery
 
 from benchmarks import common, counter
@@ -27,23 +24,15 @@ def noop(n: int) -> None:
     counter.hit(n)
 
 
-class CeleryAdapter(common.Adapter):
+class CeleryAdapter(common.RedisPeer):
     library = "celery"
-    backend = "redis"
     workers = "solo pool"
-
-    worker: common.WorkerProcess | None = None
-
-    def setup(self) -> None:
-        common.flush_bench_redis()
-
-    clear = setup
 
     def enqueue_one(self, n: int) -> None:
         noop.delay(n)
 
     def start_worker(self) -> None:
-        self.worker = common.WorkerProcess(
+        self.spawn(
             [
                 common.venv_bin("celery"),
                 "-A",
@@ -60,21 +49,8 @@ class CeleryAdapter(common.Adapter):
                 "WARNING",
                 "-Q",
                 "exqbench",
-            ],
-            log_path=os.path.join(tempfile.gettempdir(), "exqbench-celery.log"),
+            ]
         )
-
-    def check_worker(self) -> None:
-        if self.worker:
-            self.worker.check()
-
-    def stop_worker(self) -> None:
-        if self.worker:
-            self.worker.stop()
-            self.worker = None
-
-    def teardown(self) -> None:
-        common.flush_bench_redis()
 
 
 ADAPTER = CeleryAdapter

@@ -7,9 +7,7 @@ again). It has no batch enqueue. Results are not stored (``results=False``).
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 
 from huey import RedisHuey
 
@@ -25,24 +23,16 @@ def noop(n: int) -> None:
     counter.hit(n)
 
 
-class HueyAdapter(common.Adapter):
+class HueyAdapter(common.RedisPeer):
     library = "huey"
-    backend = "redis"
     workers = "1 thread"
     notes = "no acks (a task popped by a dying consumer is lost); no batch enqueue"
-
-    worker: common.WorkerProcess | None = None
-
-    def setup(self) -> None:
-        common.flush_bench_redis()
-
-    clear = setup
 
     def enqueue_one(self, n: int) -> None:
         noop(n)
 
     def start_worker(self) -> None:
-        self.worker = common.WorkerProcess(
+        self.spawn(
             [
                 common.venv_bin("huey_consumer"),
                 "benchmarks.peers.huey_bench.huey",
@@ -54,20 +44,7 @@ class HueyAdapter(common.Adapter):
                 "-q",
             ],
             stop_signal=signal.SIGINT,  # SIGINT is huey's graceful shutdown
-            log_path=os.path.join(tempfile.gettempdir(), "exqbench-huey.log"),
         )
-
-    def check_worker(self) -> None:
-        if self.worker:
-            self.worker.check()
-
-    def stop_worker(self) -> None:
-        if self.worker:
-            self.worker.stop()
-            self.worker = None
-
-    def teardown(self) -> None:
-        common.flush_bench_redis()
 
 
 ADAPTER = HueyAdapter

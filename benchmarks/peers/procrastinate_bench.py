@@ -6,8 +6,6 @@ enqueue is ``Task.batch_defer`` (one INSERT).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 import psycopg
@@ -30,8 +28,6 @@ class ProcrastinateAdapter(common.Adapter):
     batch = True
     notes = "batch_defer is one INSERT"
 
-    worker: common.WorkerProcess | None = None
-
     def setup(self) -> None:
         with psycopg.connect(common.PG_DSN, autocommit=True) as conn:
             exists = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
@@ -52,7 +48,7 @@ class ProcrastinateAdapter(common.Adapter):
         noop.batch_defer(*({"n": n} for n in ns))
 
     def start_worker(self) -> None:
-        self.worker = common.WorkerProcess(
+        self.spawn(
             [
                 common.venv_bin("procrastinate"),
                 "--app",
@@ -62,18 +58,8 @@ class ProcrastinateAdapter(common.Adapter):
                 "4",
                 "--queues",
                 "exqbench",
-            ],
-            log_path=os.path.join(tempfile.gettempdir(), "exqbench-procrastinate.log"),
+            ]
         )
-
-    def check_worker(self) -> None:
-        if self.worker:
-            self.worker.check()
-
-    def stop_worker(self) -> None:
-        if self.worker:
-            self.worker.stop()
-            self.worker = None
 
     def teardown(self) -> None:
         self.clear()

@@ -5,8 +5,6 @@ Batch enqueue is ``Queue.enqueue_many`` (one Redis pipeline).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 from redis import Redis
@@ -21,22 +19,16 @@ def noop(n: int) -> None:
     counter.hit(n)
 
 
-class RQAdapter(common.Adapter):
+class RQAdapter(common.RedisPeer):
     library = "rq"
-    backend = "redis"
     workers = "SimpleWorker"
     batch = True
     notes = "enqueue_many pipelines a batch"
 
-    worker: common.WorkerProcess | None = None
-
     def setup(self) -> None:
-        common.flush_bench_redis()
+        super().setup()
         self.conn = Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
         self.queue = Queue(QUEUE, connection=self.conn)
-
-    def clear(self) -> None:
-        common.flush_bench_redis()
 
     def enqueue_one(self, n: int) -> None:
         self.queue.enqueue(noop, n)
@@ -45,7 +37,7 @@ class RQAdapter(common.Adapter):
         self.queue.enqueue_many([Queue.prepare_data(noop, (n,)) for n in ns])
 
     def start_worker(self) -> None:
-        self.worker = common.WorkerProcess(
+        self.spawn(
             [
                 common.venv_bin("rq"),
                 "worker",
@@ -55,22 +47,12 @@ class RQAdapter(common.Adapter):
                 common.REDIS_URL,
                 "-q",
                 QUEUE,
-            ],
-            log_path=os.path.join(tempfile.gettempdir(), "exqbench-rq.log"),
+            ]
         )
-
-    def check_worker(self) -> None:
-        if self.worker:
-            self.worker.check()
-
-    def stop_worker(self) -> None:
-        if self.worker:
-            self.worker.stop()
-            self.worker = None
 
     def teardown(self) -> None:
         self.conn.close()
-        common.flush_bench_redis()
+        super().teardown()
 
 
 ADAPTER = RQAdapter

@@ -1,23 +1,20 @@
-"""Where the real services for backend tests are, and what to do when one is missing.
+"""What to do when a service a backend test needs is missing.
 
-Each URL comes from an environment variable with a loopback default. Without the
-server, that backend's tests skip with a reason that says how to enable them;
-with ``EXQUEUE_REQUIRE_SERVICES=1`` (as ``.ci/run`` sets) a missing service fails.
+The URLs come from ``benchmarks/services.py`` (shared with the fault harness).
+Without the server, that backend's tests skip with a reason that says how to
+enable them; with ``EXQUEUE_REQUIRE_SERVICES=1`` (as ``.ci/run`` sets) a missing
+service fails.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-from urllib.parse import urlsplit
 
 import pytest
 
-POSTGRES_URL = os.environ.get(
-    "EXQUEUE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MYSQL_URL = os.environ.get("EXQUEUE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-REDIS_URL = os.environ.get("EXQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from benchmarks.services import MYSQL_URL, POSTGRES_URL, REDIS_URL, SERVERS, answers
+
+__all__ = ["MYSQL_URL", "POSTGRES_URL", "REDIS_URL", "REQUIRED", "require"]
 
 REQUIRED = os.environ.get("EXQUEUE_REQUIRE_SERVICES") == "1"
 
@@ -29,26 +26,11 @@ _HINTS = {
 _reachable: dict[str, bool] = {}
 
 
-def _answers(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def require(name: str) -> str:
     """The URL of service ``name``; skip (or fail under CI) when it does not answer."""
-    url, port = {
-        "postgres": (POSTGRES_URL, 5432),
-        "mysql": (MYSQL_URL, 3306),
-        "redis": (REDIS_URL, 6379),
-    }[name]
+    url = SERVERS[name][0]
     if name not in _reachable:
-        _reachable[name] = _answers(url, port)
+        _reachable[name] = answers(name)
     if not _reachable[name]:
         message = f"{name} is not reachable at {url}: {_HINTS[name]}"
         if REQUIRED:

@@ -2,7 +2,7 @@
 storage object works again and nothing is lost (the LISTEN connection too).
 
 These tests stop and start the shared local servers, briefly, and always start
-them again. Run them alone: ``pytest -m faults tests/test_sql_faults.py``.
+them again. Run them alone: ``pytest -m faults tests/faults/test_sql_faults.py``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from benchmarks.faults_harness import MariaDBOutage
 from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
 from tests.support.backends import BackendHandle
-from tests.support.faults_harness import MariaDBOutage
 
 pytestmark = pytest.mark.faults
 

@@ -1,4 +1,4 @@
-"""Runs mypy on tests/typing/check_worker_types.py: decorated workers keep their signatures."""
+"""Runs mypy on tests/core/typing/check_worker_types.py: decorated workers keep their signatures."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The application the fault tests run in real worker processes.
 
-``python -m exqueue worker --app tests.support.faults_app:queue`` (with the repository on
+``python -m exqueue worker --app benchmarks.faults_app:queue`` (with the repository on
 ``PYTHONPATH``) runs it. Everything about it comes from the environment, so one
 module serves every backend and scenario:
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import exqueue
 from exqueue.storage import JobRecord
-from tests.test_lifecycle import FakeClock
+from tests.support.clock import FakeClock
 
 
 def test_concurrency_five_reaches_five_and_never_six(storage: exqueue.Storage) -> None:

@@ -14,17 +14,7 @@ import pytest
 import exqueue
 from exqueue.storage import WORKER_LOST, NewJob
 from tests.support.backends import BackendHandle
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -287,26 +277,6 @@ def test_stable_node_name_reclaims_its_own_jobs_at_start(
     assert ran == [1] and queue.get(job_id) is None
 
 
-def test_stale_tokens_are_rejected(storage: exqueue.Storage, clock: FakeClock) -> None:
-    queue = exqueue.Queue(storage, clock=clock)
-    queue.worker(name="job")(lambda: None)
-    job_id = queue.enqueue("job")
-    now = clock()
-    storage.claim("job", 1, now=now, owner="a", token="old", lease_until=now + 5)
-    recovered = storage.recover(now + 5, error=WORKER_LOST)
-    assert recovered.waiting == (job_id,)
-    storage.claim("job", 1, now=now + 5, owner="b", token="new", lease_until=now + 35)
-    assert storage.complete(job_id, "old") is False
-    assert storage.schedule_retry(job_id, "old", run_at=now, error="late") is False
-    assert storage.bury(job_id, "old", error="late") is False
-    assert storage.release(job_id, "old") is False
-    assert storage.extend("old", [job_id], now + 100) == []
-    record = storage.get(job_id)
-    assert record is not None
-    assert (record.state, record.lease_token, record.attempt) == ("running", "new", 2)
-    assert storage.complete(job_id, "new") is True
-
-
 def test_restart_keeps_every_job_and_its_attempts(backend: BackendHandle, clock: FakeClock) -> None:
     storage = backend.open()
     queue = exqueue.Queue(storage, clock=clock)
@@ -383,20 +353,6 @@ def test_corrupt_payload_kills_that_job_and_others_keep_running(
     assert job.last_error is not None and "payload could not be decoded" in job.last_error
     assert job.payload_error is not None
     assert reports == ["corrupt"]
-
-
-def test_batch_enqueue_is_all_or_nothing(queue: exqueue.Queue, storage: exqueue.Storage) -> None:
-    queue.worker(name="w")(lambda: None)
-    first = queue.enqueue("w")
-    with pytest.raises(ValueError):
-        storage.enqueue(
-            [
-                NewJob("fresh", "w", b"[[],{}]", 0.0, 0.0, 6),
-                NewJob(first, "w", b"[[],{}]", 0.0, 0.0, 6),
-            ]
-        )
-    assert storage.get("fresh") is None
-    assert [j.id for j in queue.jobs()] == [first]
 
 
 def test_current_job_describes_the_running_job(queue: exqueue.Queue) -> None:

@@ -1,5 +1,8 @@
-"""Several OS processes over one SQL store: no job is claimed twice, none is lost.
-Plus PostgreSQL wake-ups (LISTEN/NOTIFY) across storage objects and threads."""
+"""Several OS processes over one SQL store take a serial type's jobs one at a time.
+Plus PostgreSQL wake-ups (LISTEN/NOTIFY) across storage objects and threads.
+
+That no job is claimed twice or lost across processes is the conformance
+suite's ``process_race`` check, on every backend (``tests/conformance``)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from exqueue.storage import NewJob
 from exqueue_sql import SQLStorage
 from tests.support.backends import BackendHandle
 
-JOBS = 5_000
 PROCESSES = 4
 
 
@@ -61,14 +63,6 @@ def _race(storage: SQLStorage, jobs: int, serial: bool) -> Counter[str]:
     assert storage.list_jobs() == [], "every job was completed"
     assert sum(1 for claimed in results if claimed) > 1, "the processes really raced"
     return seen
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
-def test_processes_claim_each_job_once(backend: BackendHandle) -> None:
-    storage = backend.open()
-    assert isinstance(storage, SQLStorage)
-    _race(storage, JOBS, serial=False)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)

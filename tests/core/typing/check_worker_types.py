@@ -1,4 +1,4 @@
-"""Checked by mypy (from tests/test_typing.py), never imported by pytest: ``@queue.worker``
+"""Checked by mypy (from tests/core/test_typing.py), never imported by pytest: ``@queue.worker``
 keeps the decorated function's signature on ``enqueue``, ``call`` and ``__call__``."""
 
 from __future__ import annotations

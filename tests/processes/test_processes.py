@@ -6,62 +6,14 @@ in subprocesses, as a user's deployment would.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
 import exqueue
-
-APP = textwrap.dedent(
-    """
-    import os, time
-    import exqueue
-
-    queue = exqueue.Queue(os.environ["APP_URL"], node=os.environ.get("APP_NODE"),
-                          lease=float(os.environ.get("APP_LEASE", "30")), poll_interval=0.05)
-    OUT = os.environ["APP_OUT"]
-
-    def record(line):
-        # O_APPEND writes of one short line are atomic, so processes can share the file.
-        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, (line + "\\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    @queue.worker(name="app.record", concurrency=4)
-    def record_job(n):
-        record(f"{os.getpid()} {n}")
-
-    @queue.worker(name="app.slow", concurrency=1)
-    def slow(n):
-        record(f"start {n}")
-        time.sleep(float(os.environ.get("APP_SLOW", "0")))
-        record(f"done {n}")
-    """
-)
-
-
-def write_app(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "procapp.py").write_text(APP)
-    env = dict(os.environ)
-    env.update(
-        APP_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
-        APP_OUT=str(tmp_path / "out.txt"),
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
-    )
-    return env
-
-
-def lines(tmp_path: Path) -> list[str]:
-    path = tmp_path / "out.txt"
-    return path.read_text().splitlines() if path.exists() else []
+from tests.support.procapp import lines, wait_until, write_app
 
 
 def test_two_processes_drain_the_same_sqlite_jobs_exactly_once(tmp_path: Path) -> None:
@@ -106,10 +58,7 @@ def test_sigkill_mid_job_then_restart_runs_the_job_again_and_loses_nothing(
 
     first = subprocess.Popen(cmd, env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "start 7" not in lines(tmp_path):
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.05)
+        wait_until(lambda: "start 7" in lines(tmp_path), "the job started")
         job = queue.get(job_id)
         assert job is not None and job.state == "running"
     finally:
@@ -119,10 +68,7 @@ def test_sigkill_mid_job_then_restart_runs_the_job_again_and_loses_nothing(
     env["APP_SLOW"] = "0"
     second = subprocess.Popen(cmd, env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "done 7" not in lines(tmp_path):
-            assert time.monotonic() < deadline, "the killed job was not run again"
-            time.sleep(0.05)
+        wait_until(lambda: "done 7" in lines(tmp_path), "the killed job ran again")
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0

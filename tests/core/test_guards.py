@@ -100,17 +100,17 @@ def test_enqueue_at_refuses_what_is_not_a_datetime(queue: exqueue.Queue) -> None
 @pytest.mark.parametrize(
     "call",
     [
-        exqueue.Call("tests.test_guards.noop", delay=math.nan),
-        exqueue.Call("tests.test_guards.noop", run_at=math.inf),
-        exqueue.Call("tests.test_guards.noop", run_at=1e300),
-        exqueue.Call("tests.test_guards.noop", delay="10"),  # type: ignore[arg-type]
+        exqueue.Call("tests.core.test_guards.noop", delay=math.nan),
+        exqueue.Call("tests.core.test_guards.noop", run_at=math.inf),
+        exqueue.Call("tests.core.test_guards.noop", run_at=1e300),
+        exqueue.Call("tests.core.test_guards.noop", delay="10"),  # type: ignore[arg-type]
     ],
 )
 def test_enqueue_many_stores_nothing_when_one_call_has_a_bad_schedule(
     queue: exqueue.Queue, call: exqueue.Call
 ) -> None:
     queue.worker(noop)
-    good = exqueue.Call("tests.test_guards.noop")
+    good = exqueue.Call("tests.core.test_guards.noop")
     with pytest.raises((InvalidScheduleError, TypeError)):
         queue.enqueue_many([good, call])
     assert nothing_stored(queue)

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import exqueue
-from tests.test_processes import lines, write_app
+from tests.support.procapp import lines, wait_until, write_app
 
 
 def children(pid: int) -> set[int]:
@@ -28,13 +27,6 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def wait_until(condition: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None:
     env = write_app(tmp_path)
     unrecorded = 0
@@ -46,7 +38,7 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
     )
     try:
         queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400)])
-        wait_until(lambda: len(lines(tmp_path)) >= 400)
+        wait_until(lambda: len(lines(tmp_path)) >= 400, "the first 400 jobs ran")
         first_pids = {line.split()[0] for line in lines(tmp_path)}
         # Two children run (which of them took the first jobs depends on start-up timing).
         first_children = children(supervisor.pid)
@@ -57,10 +49,10 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
         # these, whose success is not yet recorded, may run again.
         unrecorded = len(queue.jobs(state="running", limit=1000))
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(children(supervisor.pid) - {victim}) == 2)
+        wait_until(lambda: len(children(supervisor.pid) - {victim}) == 2, "a new child")
         queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(400, 800)])
         # The killed child's jobs come back when its replacement (same node name) starts.
-        wait_until(lambda: not queue.jobs())
+        wait_until(lambda: not queue.jobs(), "every job ran")
         replacement = children(supervisor.pid) - first_children
         assert len(replacement) == 1, "the killed child was not replaced"
     finally:

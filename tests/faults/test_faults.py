@@ -2,7 +2,7 @@
 
 SIGKILL mid-drain, a lost node, a paused (stale) holder, a storage outage, a job
 that kills its own process, SIGTERM during long jobs, hostile payloads, and a
-load run with random failures. The scenarios live in ``tests/support/faults_harness.py``
+load run with random failures. The scenarios live in ``benchmarks/faults_harness.py``
 and run here at moderate sizes; ``python benchmarks/reliability.py`` runs them
 at full size and regenerates the table in ``docs/reliability.md``.
 
@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exqueue
+from benchmarks import faults_harness as fh
 from exqueue.codec import JSONCodec
-from tests.support import faults_harness as fh
 from tests.support import services
 
 pytestmark = pytest.mark.faults

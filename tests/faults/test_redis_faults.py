@@ -20,7 +20,7 @@ from exqueue.errors import ConfigurationError
 from exqueue.registry import connect
 from exqueue.storage import RUNNING, WAITING, NewJob
 from exqueue_redis import RedisStorage
-from tests.test_redis_servers import RedisServer, free_port
+from tests.support.redis_servers import RedisServer, free_port
 
 pytestmark = pytest.mark.faults
 

@@ -1,0 +1,1 @@
+"""RedisStorage only: URLs, Lua scripts, pools, cluster, wake-ups."""

@@ -1,0 +1,1 @@
+"""SQLStorage only: URLs, schema, transactions, LISTEN/NOTIFY wake-ups, processes over one store."""

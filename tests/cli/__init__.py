@@ -1,0 +1,1 @@
+"""The ``exqueue`` command line, run in child processes as an operator would."""

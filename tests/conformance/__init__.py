@@ -1,0 +1,1 @@
+"""The one contract check: the conformance suite on every backend, and its power tests."""

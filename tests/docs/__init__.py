@@ -1,0 +1,1 @@
+"""The README's quick start and the examples run as written."""

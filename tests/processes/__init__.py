@@ -1,0 +1,1 @@
+"""Real worker processes: exactly-once across processes, SIGKILL and restart, the supervisor."""
