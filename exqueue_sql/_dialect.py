@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 from sqlalchemy import Connection, Engine, Row, Table, select, update
 from sqlalchemy.exc import DBAPIError
 
+from exqueue.errors import ExqueueError
 from exqueue.storage import (
     COMPLETE_MANY,
     MULTI_PROCESS,
@@ -38,6 +39,17 @@ if TYPE_CHECKING:
 
 INSERT_COLUMNS = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
 _FRESH = (WAITING, 0, "[]")  # state, attempt and errors of a new job
+
+
+class StorageTimeoutError(ExqueueError, TimeoutError):
+    """The database server did not answer within the connect or statement timeout."""
+
+
+class Timeouts(NamedTuple):
+    """Seconds to wait for a connection (with its login) and for one statement; None: forever."""
+
+    connect: float | None
+    statement: float | None
 
 
 class Lease(NamedTuple):
@@ -76,9 +88,11 @@ class Dialect:
     #: dialect has a single-statement engine.
     claim_is_one_statement: ClassVar[bool] = False
 
-    def __init__(self, engine: Engine, prefix: str) -> None:
+    def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
         self.prefix = prefix
+        #: None when the caller brought their own engine: its options are theirs.
+        self.timeouts = timeouts
         self.tables = self.make_tables()
         self.jobs = self.tables.jobs
         #: Held around every use of the engine; only a database shared through one
@@ -115,6 +129,18 @@ class Dialect:
     def transient(self, exc: DBAPIError) -> bool:
         """A deadlock, serialization failure or busy database: safe to run again."""
         return False
+
+    def failed(self, exc: DBAPIError) -> None:
+        """Called with each error the runner gives up on, before it is raised."""
+
+    @staticmethod
+    def timed_out(exc: DBAPIError) -> bool:
+        """The error is a connect or statement timeout."""
+        return False
+
+    def unusable(self, create: bool) -> str | None:
+        """Why the store cannot be opened, when that shows without connecting."""
+        return None
 
     def enqueue(self, runner: Runner, jobs: Sequence[NewJob]) -> None:
         # A driver may split a multi-row executemany into several statements,

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import WAITING, WAKEUP, JobRecord, NewJob
-from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, record
+from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts, record
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
 
@@ -29,13 +30,14 @@ if TYPE_CHECKING:
 
 _LISTEN_SLICE = 0.5  # a waiting listener re-checks close() at least this often
 _RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock
+_QUERY_CANCELED = "57014"  # what statement_timeout raises
 
 
 class PostgresDialect(Dialect):
     claim_is_one_statement = True
 
-    def __init__(self, engine: Engine, prefix: str) -> None:
-        super().__init__(engine, prefix)
+    def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
+        super().__init__(engine, prefix, timeouts)
         self.capabilities |= {WAKEUP}
         # A second small pool in autocommit mode whose sessions do not wait for
         # the WAL flush, for single-statement relaxed transitions.
@@ -45,12 +47,15 @@ class PostgresDialect(Dialect):
             connect_args={"options": "-c synchronous_commit=off"},
         )
         ping_when_idle(self._relaxed)
+        if timeouts is not None:
+            for pool in (engine, self._relaxed):
+                _install_timeouts(pool, timeouts)
         # Other single statements: the main pool, switched per checkout.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._insert_one = _insert_sql(engine, self.jobs.name, batch=False)
         self._insert_many = _insert_sql(engine, self.jobs.name, batch=True)
         self._channel = f"{prefix}jobs"
-        self._listener = _Listener(engine, self._channel)
+        self._listener = _Listener(engine, self._channel, timeouts)
 
     @contextlib.contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:
@@ -71,6 +76,13 @@ class PostgresDialect(Dialect):
 
     def transient(self, exc: DBAPIError) -> bool:
         return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+    @staticmethod
+    def timed_out(exc: DBAPIError) -> bool:
+        from psycopg.errors import ConnectionTimeout
+
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(exc.orig, ConnectionTimeout) or sqlstate == _QUERY_CANCELED
 
     def enqueue(self, runner: Runner, jobs: Sequence[NewJob]) -> None:
         # Any batch is one statement.
@@ -129,9 +141,10 @@ class PostgresDialect(Dialect):
 class _Listener:
     """One ``LISTEN`` connection shared by the threads of one storage."""
 
-    def __init__(self, engine: Engine, channel: str) -> None:
+    def __init__(self, engine: Engine, channel: str, timeouts: Timeouts | None) -> None:
         self._engine = engine
         self._channel = channel
+        self._timeouts = timeouts
         self._wake = threading.Condition()
         self._signal = 0
         self._listening = False
@@ -183,6 +196,8 @@ class _Listener:
         if self._conn is None:
             try:
                 cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+                if self._timeouts is not None:
+                    _add_timeouts(cparams, self._timeouts)
                 conn = psycopg.connect(*cargs, autocommit=True, **cparams)
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             except psycopg.OperationalError:
@@ -252,6 +267,28 @@ def _insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
         f"SELECT r.id, r.worker, r.payload, '{WAITING}', 0, r.max_attempts, r.run_at, "
         f"r.enqueued_at, '[]' FROM locks, wake, {rows} ORDER BY r.ord"
     )
+
+
+def _install_timeouts(engine: Engine, timeouts: Timeouts) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        _add_timeouts(cparams, timeouts)
+
+
+def _add_timeouts(cparams: MutableMapping[str, Any], timeouts: Timeouts) -> None:
+    """psycopg connect parameters with the timeouts, unless the URL sets its own.
+
+    psycopg's ``connect_timeout`` covers the login too, so a server that accepts
+    and never answers is given up on; without it psycopg waits 130 s. The
+    statement timeout is the server's ``statement_timeout``.
+    """
+    if timeouts.connect is not None:
+        # libpq takes whole seconds.
+        cparams.setdefault("connect_timeout", str(max(1, math.ceil(timeouts.connect))))
+    options = str(cparams.get("options", ""))
+    if timeouts.statement is not None and "statement_timeout" not in options:
+        millis = max(1, math.ceil(timeouts.statement * 1000))
+        cparams["options"] = f"{options} -c statement_timeout={millis}".strip()
 
 
 def _lock_key(prefix: str, name: str) -> int:

@@ -92,6 +92,7 @@ class Runner:
                 else:
                     again = self.dialect.transient(exc)
                 if n == _RETRIES - 1 or not again:
+                    self.dialect.failed(exc)
                     raise
             time.sleep(random.uniform(0.001, 0.01) * 2**n)
         raise AssertionError("unreachable")

@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
@@ -47,7 +47,7 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
-from exqueue_sql._dialect import Dialect, Lease, record
+from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, record
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
 from exqueue_sql._runner import Runner
@@ -84,32 +84,63 @@ class SQLStorage:
         prefix: str = DEFAULT_PREFIX,
         create: bool = True,
         engine: Engine | None = None,
+        connect_timeout: float | None = 10.0,
+        statement_timeout: float | None = 60.0,
     ) -> None:
         if not prefix.replace("_", "a").isalnum() or not prefix.isascii() or len(prefix) > 40:
             raise ConfigurationError(
                 f"table prefix {prefix!r} must be at most 40 ASCII letters, digits or underscores"
             )
+        timeouts = Timeouts(
+            _seconds("connect_timeout", connect_timeout),
+            _seconds("statement_timeout", statement_timeout),
+        )
         if engine is None:
             if url is None:
                 raise ConfigurationError("SQLStorage needs a URL or an engine")
             engine = build_engine(parse_url(url))
+            own = timeouts
+        else:
+            own = None  # the caller's engine keeps the caller's options
         self.engine = engine
         self.prefix = prefix
         # An engine of another database gets the portable SQL of the base dialect.
-        self._dialect = _DIALECTS.get(engine.dialect.name, Dialect)(engine, prefix)
-        self._tables = self._dialect.tables
-        self._jobs = self._tables.jobs
-        self._lock = self._dialect.lock
-        self.capabilities = self._dialect.capabilities
-        self._runner = Runner(engine, self._dialect)
-        self._run = self._runner.run
-        self._prepare(create)
+        kind = _DIALECTS.get(engine.dialect.name, Dialect)
+        try:
+            self._dialect = kind(engine, prefix, own)
+            self._tables = self._dialect.tables
+            self._jobs = self._tables.jobs
+            self._lock = self._dialect.lock
+            self.capabilities = self._dialect.capabilities
+            self._runner = Runner(engine, self._dialect)
+            self._run = self._runner.run
+            self._prepare(create)
+        except BaseException as exc:
+            if hasattr(self, "_dialect"):
+                self._dialect.close()
+            if own is not None:
+                engine.dispose()
+            if isinstance(exc, DBAPIError) and kind.timed_out(exc):
+                limits = (
+                    f"connect_timeout={own.connect} s, statement_timeout={own.statement} s"
+                    if own is not None
+                    else "the timeouts of the engine passed in"
+                )
+                raise StorageTimeoutError(
+                    f"the database at {engine.url.render_as_string(hide_password=True)!r} "
+                    f"did not answer in time ({limits}): check that the server is "
+                    "up and that the URL names it, or raise the timeouts"
+                ) from exc
+            raise
 
     # -- schema ---------------------------------------------------------------
 
     def _prepare(self, create: bool) -> None:
         """Create the tables if asked and check the stored schema version."""
         meta = self._tables.meta
+        unusable = self._dialect.unusable(create)
+        if unusable is not None:
+            raise ConfigurationError(unusable)
         with self._schema_lock() as conn:
             have = inspect(conn)
             has_jobs, has_meta = have.has_table(self._jobs.name), have.has_table(meta.name)
@@ -121,8 +152,9 @@ class SQLStorage:
             if not (has_jobs and has_meta):
                 if not create:
                     raise ConfigurationError(
-                        f"the exqueue tables {self._jobs.name!r}/{meta.name!r} do not exist: "
-                        "pass create=True or create them from exqueue_sql.metadata (Alembic)"
+                        f"the exqueue tables {self._jobs.name!r}/{meta.name!r} do not exist "
+                        "(nothing was created): check the URL and the prefix, or create them "
+                        "(create=True, or from exqueue_sql.metadata with Alembic)"
                     )
                 self._jobs.metadata.create_all(conn)
             found = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
@@ -454,6 +486,14 @@ class SQLStorage:
 # -- helpers --------------------------------------------------------------------
 
 _UNLEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires": None}
+
+
+def _seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+        raise ConfigurationError(f"{name} must be a number of seconds above 0, or None: {value!r}")
+    return float(value)
 
 
 def _check_unique(jobs: Sequence[NewJob]) -> None:
