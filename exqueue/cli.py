@@ -99,7 +99,12 @@ def storage_options(command: F) -> F:
 
 
 def open_queue(
-    storage: str | None, app: str | None, prefix: str | None = None, namespace: str | None = None
+    storage: str | None,
+    app: str | None,
+    prefix: str | None = None,
+    namespace: str | None = None,
+    *,
+    create: bool = True,
 ) -> Queue:
     if app:
         queue = load_app(app)
@@ -113,7 +118,8 @@ def open_queue(
         options["prefix"] = prefix
     if namespace:
         options["namespace"] = namespace
-    return Queue(connect(storage or DEFAULT_URL, **options))
+    # Read-only commands pass create=False: a mistyped store is an error, never a new one.
+    return Queue(connect(storage or DEFAULT_URL, create=create, **options))
 
 
 def storage_url(queue: Queue) -> str | None:
@@ -222,7 +228,7 @@ def jobs(
     as_json: bool,
 ) -> None:
     """List stored jobs, oldest first."""
-    queue = open_queue(storage, app, prefix, namespace)
+    queue = open_queue(storage, app, prefix, namespace, create=False)
     found = queue.jobs(state=state, worker=worker_name, limit=limit)
     if as_json:
         echo_json([job.to_dict() for job in found])
@@ -258,7 +264,7 @@ def show(
     as_json: bool,
 ) -> None:
     """Show one job with its arguments and every recorded error."""
-    queue = open_queue(storage, app, prefix, namespace)
+    queue = open_queue(storage, app, prefix, namespace, create=False)
     job = queue.get(job_id)
     if job is None:
         fail(f"no job with id {job_id!r}")
@@ -345,7 +351,7 @@ def stats(
     storage: str | None, app: str | None, prefix: str | None, namespace: str | None, as_json: bool
 ) -> None:
     """Counts per worker type: waiting (runnable), scheduled, running, dead."""
-    queue = open_queue(storage, app, prefix, namespace)
+    queue = open_queue(storage, app, prefix, namespace, create=False)
     counts = queue.stats()
     with_app = bool(app)
     if as_json:

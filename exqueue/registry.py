@@ -7,6 +7,7 @@ A third-party package adds a scheme the same way, without touching the core.
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
 from typing import Any, cast
 
@@ -43,8 +44,14 @@ def schemes() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def connect(url: str, **options: Any) -> Storage:
-    """Open the storage a URL names, e.g. ``connect("sqlite:///jobs.db")``."""
+def connect(url: str, *, create: bool = True, **options: Any) -> Storage:
+    """Open the storage a URL names, e.g. ``connect("sqlite:///jobs.db")``.
+
+    ``create=False`` opens only a store that exists: a backend that makes its
+    store when opened takes a ``create`` keyword and, given False, raises
+    ``ConfigurationError`` for a missing store instead of making an empty one.
+    A backend without that keyword is opened as it is.
+    """
     scheme = url_scheme(url)
     found = schemes()
     if scheme not in found:
@@ -61,4 +68,14 @@ def connect(url: str, **options: Any) -> Storage:
         raise ConfigurationError(
             f"the {scheme!r} storage backend cannot be imported ({exc}){hint}"
         ) from exc
+    if not create and _takes(factory, "create"):
+        options["create"] = False
     return cast(Storage, factory(url, **options))
+
+
+def _takes(factory: Any, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read: do not guess
+        return False
+    return keyword in parameters

@@ -6,6 +6,7 @@ See docs/sql.md for URLs, the schema, transactional enqueue and wake-ups.
 
 from __future__ import annotations
 
+from exqueue_sql._dialect import StorageTimeoutError
 from exqueue_sql._schema import (
     DEFAULT_PREFIX,
     MARIADB_COLLATION,
@@ -22,6 +23,7 @@ __all__ = [
     "MYSQL_COLLATION",
     "SCHEMA_VERSION",
     "SQLStorage",
+    "StorageTimeoutError",
     "metadata",
     "tables",
 ]

@@ -1,0 +1,223 @@
+"""The dialect interface of the SQL backend: what one database does its own way.
+
+``SQLStorage`` speaks portable SQLAlchemy Core and runs every call through the
+one transaction runner (``_runner``). A ``Dialect`` holds only what differs
+between databases: the tables' options, the lock around schema creation, the
+engines for single statements, enqueue and claim statements, which errors are
+worth running again, wake-ups, and what to close. The methods here are the
+portable default; ``_sqlite``, ``_postgres`` and ``_mysql`` each override what
+their own database does differently, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
+
+from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy.exc import DBAPIError
+
+from exqueue.errors import ExqueueError
+from exqueue.storage import (
+    COMPLETE_MANY,
+    MULTI_PROCESS,
+    PERSISTENT,
+    RUNNING,
+    TRANSACTIONAL_ENQUEUE,
+    WAITING,
+    JobRecord,
+    JobState,
+    NewJob,
+)
+from exqueue_sql._schema import Tables, tables
+
+if TYPE_CHECKING:
+    from exqueue_sql._runner import Runner
+
+INSERT_COLUMNS = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
+_FRESH = (WAITING, 0, "[]")  # state, attempt and errors of a new job
+
+
+class StorageTimeoutError(ExqueueError, TimeoutError):
+    """The database server did not answer within the connect or statement timeout."""
+
+
+class Timeouts(NamedTuple):
+    """Seconds to wait for a connection (with its login) and for one statement; None: forever."""
+
+    connect: float | None
+    statement: float | None
+
+
+class Lease(NamedTuple):
+    """The claim a claimer asks for: who holds the jobs, with which token, until when."""
+
+    owner: str
+    token: str
+    until: float
+
+    def values(self, jobs: Table) -> dict[str, Any]:
+        """The columns a claim sets on each job it takes."""
+        return {
+            "state": RUNNING,
+            "attempt": jobs.c.attempt + 1,
+            "lease_owner": self.owner,
+            "lease_token": self.token,
+            "lease_expires": self.until,
+        }
+
+    def apply(self, record: JobRecord) -> JobRecord:
+        """The row as the claim's UPDATE left it, without reading it again."""
+        return replace(
+            record,
+            state=RUNNING,
+            attempt=record.attempt + 1,
+            lease_owner=self.owner,
+            lease_token=self.token,
+            lease_expires=self.until,
+        )
+
+
+class Dialect:
+    """Portable SQL; a database's own module overrides what it does its own way."""
+
+    #: Whether ``claim_many`` is one statement, run in autocommit mode where the
+    #: dialect has a single-statement engine.
+    claim_is_one_statement: ClassVar[bool] = False
+
+    def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        #: None when the caller brought their own engine: its options are theirs.
+        self.timeouts = timeouts
+        self.tables = self.make_tables()
+        self.jobs = self.tables.jobs
+        #: Held around every use of the engine; only a database shared through one
+        #: connection needs more than a no-op.
+        self.lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self.capabilities = frozenset(
+            {TRANSACTIONAL_ENQUEUE, COMPLETE_MANY, PERSISTENT, MULTI_PROCESS}
+        )
+        self.insert_sql = _insert_sql(engine, self.jobs.name)
+
+    def make_tables(self) -> Tables:
+        return tables(self.prefix)
+
+    @contextlib.contextmanager
+    def schema_lock(self, conn: Connection) -> Iterator[None]:
+        """A transaction on ``conn`` in which no other process creates or checks the tables."""
+        with conn.begin():
+            yield
+
+    def single_engine(self, relaxed: bool) -> Engine | None:
+        """The engine for a one-statement call without BEGIN/COMMIT; None: use a transaction.
+
+        ``relaxed`` marks a transition whose loss in a crash only makes a job run
+        again (see ``Runner.run``).
+        """
+        return None
+
+    def begin(self, conn: Connection, relaxed: bool) -> None:
+        """Called first in every transaction the runner opens."""
+
+    def notify(self, conn: Connection) -> None:
+        """Tell waiting workers, at commit, that a job may be runnable."""
+
+    def transient(self, exc: DBAPIError) -> bool:
+        """A deadlock, serialization failure or busy database: safe to run again."""
+        return False
+
+    def failed(self, exc: DBAPIError) -> None:
+        """Called with each error the runner gives up on, before it is raised."""
+
+    @staticmethod
+    def timed_out(exc: DBAPIError) -> bool:
+        """The error is a connect or statement timeout."""
+        return False
+
+    def unusable(self, create: bool) -> str | None:
+        """Why the store cannot be opened, when that shows without connecting."""
+        return None
+
+    def enqueue(self, runner: Runner, jobs: Sequence[NewJob]) -> None:
+        # A driver may split a multi-row executemany into several statements,
+        # which must then share a transaction.
+        runner.run(lambda conn: self.insert(conn, jobs), single=len(jobs) == 1)
+
+    def insert(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
+        """Insert waiting jobs with hand-written SQL: enqueue is the producers' hot path."""
+        rows = insert_rows(jobs)
+        # executemany inserts in list order, so seq follows the batch order.
+        conn.exec_driver_sql(self.insert_sql, rows[0] if len(rows) == 1 else rows)
+
+    def claim_many(
+        self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
+    ) -> list[JobRecord]:
+        """Lease up to ``limit`` runnable jobs of ``worker``, in ``(run_at, seq)`` order.
+
+        No UPDATE ... RETURNING here: the locked rows are read whole and the lease
+        applied to them in Python, three round trips in all.
+        """
+        j = self.jobs.c
+        picked = [
+            record(r)
+            for r in conn.execute(
+                select(self.jobs)
+                .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
+                .order_by(j.run_at, j.seq)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ]
+        if not picked:
+            return []
+        seqs = [r.seq for r in picked]
+        conn.execute(update(self.jobs).where(j.seq.in_(seqs)).values(**lease.values(self.jobs)))
+        return [lease.apply(r) for r in picked]
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        raise NotImplementedError("wait_for_jobs needs PostgreSQL (LISTEN/NOTIFY)")
+
+    def close(self) -> None:
+        """Release what the dialect holds besides the main engine."""
+
+
+def insert_rows(jobs: Sequence[NewJob]) -> list[tuple[Any, ...]]:
+    """Parameters for ``Dialect.insert_sql``, one tuple per job."""
+    return [
+        (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at) + _FRESH for j in jobs
+    ]
+
+
+def _insert_sql(engine: Engine, table: str) -> str:
+    """INSERT of one waiting job in the driver's own placeholder style.
+
+    Placeholders only, constants too, so a driver that turns an executemany into
+    one multi-row INSERT (PyMySQL does, only when VALUES holds nothing else) can.
+    """
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    name = engine.dialect.identifier_preparer.quote(table)
+    columns = (*INSERT_COLUMNS, "state", "attempt", "errors")
+    return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+
+def record(row: Row[Any]) -> JobRecord:
+    m = row._mapping
+    return JobRecord(
+        id=m["id"],
+        seq=int(m["seq"]),
+        worker=m["worker"],
+        payload=bytes(m["payload"]),
+        state=cast(JobState, m["state"]),
+        attempt=int(m["attempt"]),
+        max_attempts=int(m["max_attempts"]),
+        run_at=float(m["run_at"]),
+        enqueued_at=float(m["enqueued_at"]),
+        errors=tuple(json.loads(m["errors"])),
+        lease_owner=m["lease_owner"],
+        lease_token=m["lease_token"],
+        lease_expires=None if m["lease_expires"] is None else float(m["lease_expires"]),
+    )

@@ -1,0 +1,296 @@
+"""PostgreSQL (psycopg 3): one-statement enqueue and claim, relaxed commits, LISTEN/NOTIFY.
+
+Single statements run in autocommit mode (no BEGIN/COMMIT round trips); claims,
+successes and lease extensions commit without waiting for the WAL flush;
+advisory locks keep each worker type's seqs committing in order; enqueue and
+the other transitions that make a job runnable send ``NOTIFY``, which
+``wait_for_jobs`` hears on one shared ``LISTEN`` connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from exqueue.storage import WAITING, WAKEUP, JobRecord, NewJob
+from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts, record
+from exqueue_sql._runner import Runner
+from exqueue_sql._urls import ping_when_idle
+
+if TYPE_CHECKING:
+    import psycopg
+
+_LISTEN_SLICE = 0.5  # a waiting listener re-checks close() at least this often
+_RETRY_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock
+_QUERY_CANCELED = "57014"  # what statement_timeout raises
+
+
+class PostgresDialect(Dialect):
+    claim_is_one_statement = True
+
+    def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
+        super().__init__(engine, prefix, timeouts)
+        self.capabilities |= {WAKEUP}
+        # A second small pool in autocommit mode whose sessions do not wait for
+        # the WAL flush, for single-statement relaxed transitions.
+        self._relaxed = create_engine(
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": "-c synchronous_commit=off"},
+        )
+        ping_when_idle(self._relaxed)
+        if timeouts is not None:
+            for pool in (engine, self._relaxed):
+                _install_timeouts(pool, timeouts)
+        # Other single statements: the main pool, switched per checkout.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._insert_one = _insert_sql(engine, self.jobs.name, batch=False)
+        self._insert_many = _insert_sql(engine, self.jobs.name, batch=True)
+        self._channel = f"{prefix}jobs"
+        self._listener = _Listener(engine, self._channel, timeouts)
+
+    @contextlib.contextmanager
+    def schema_lock(self, conn: Connection) -> Iterator[None]:
+        with conn.begin():
+            conn.execute(select(func.pg_advisory_xact_lock(_lock_key(self.prefix, ""))))
+            yield
+
+    def single_engine(self, relaxed: bool) -> Engine:
+        return self._relaxed if relaxed else self._autocommit
+
+    def begin(self, conn: Connection, relaxed: bool) -> None:
+        if relaxed:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+    def notify(self, conn: Connection) -> None:
+        # Delivered at commit, and only then; repeats in one transaction fold into one.
+        conn.execute(select(func.pg_notify(self._channel, "")))
+
+    def transient(self, exc: DBAPIError) -> bool:
+        return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+    @staticmethod
+    def timed_out(exc: DBAPIError) -> bool:
+        from psycopg.errors import ConnectionTimeout
+
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(exc.orig, ConnectionTimeout) or sqlstate == _QUERY_CANCELED
+
+    def enqueue(self, runner: Runner, jobs: Sequence[NewJob]) -> None:
+        # Any batch is one statement.
+        runner.run(lambda conn: self.insert(conn, jobs), single=True)
+
+    def insert(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
+        """One statement, so in autocommit mode one round trip and one WAL flush.
+
+        PostgreSQL hands out seq values before commit, so without a lock a
+        concurrent enqueue could commit a lower seq after a higher one was claimed
+        as a serial head. Per-worker advisory locks, taken before the first row
+        draws its seq and held to commit, make each worker's seqs commit in order;
+        the wake-up notification is delivered at commit.
+        """
+        params: dict[str, Any]
+        if len(jobs) == 1:
+            params = {c: getattr(jobs[0], c) for c in INSERT_COLUMNS}
+            params["keys"] = _lock_key(self.prefix, params["worker"])
+            sql = self._insert_one
+        else:
+            params = {c: [getattr(j, c) for j in jobs] for c in INSERT_COLUMNS}
+            params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
+            sql = self._insert_many
+        params["channel"] = self._channel
+        conn.exec_driver_sql(sql, params)
+
+    def claim_many(
+        self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
+    ) -> list[JobRecord]:
+        j = self.jobs.c
+        pick = (
+            select(j.seq)
+            .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
+            .order_by(j.run_at, j.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        # One round trip; the CTE locks at most ``limit`` rows.
+        locked = pick.cte("picked")
+        stmt = (
+            update(self.jobs)
+            .where(j.seq == locked.c.seq)
+            .values(**lease.values(self.jobs))
+            .returning(*self.jobs.c)
+        )
+        return sorted((record(r) for r in conn.execute(stmt)), key=lambda r: (r.run_at, r.seq))
+
+    def wait_for_jobs(self, timeout: float) -> bool:
+        return self._listener.wait(timeout)
+
+    def close(self) -> None:
+        self._listener.close()
+        self._relaxed.dispose()
+
+
+class _Listener:
+    """One ``LISTEN`` connection shared by the threads of one storage."""
+
+    def __init__(self, engine: Engine, channel: str, timeouts: Timeouts | None) -> None:
+        self._engine = engine
+        self._channel = channel
+        self._timeouts = timeouts
+        self._wake = threading.Condition()
+        self._signal = 0
+        self._listening = False
+        self._conn: psycopg.Connection[Any] | None = None
+        # Until LISTEN runs, notifications are unseen: the first wait reports a
+        # possible wake-up at once, as it does after a reconnect.
+        self._lost = True
+        self._closed = False
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a NOTIFY from enqueue/retry/release/requeue.
+
+        One thread at a time reads the LISTEN connection and wakes the others.
+        Notifications between calls are kept, so none is lost. The first call
+        (which starts listening) and the first call after the connection was
+        lost and is back return True at once: what was sent meanwhile is unseen.
+        """
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            seen = self._signal
+        while True:
+            with self._wake:
+                while True:
+                    if self._signal != seen:
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        return self._signal != seen
+                    if not self._listening:
+                        self._listening = True
+                        break
+                    self._wake.wait(remaining)
+            woken = False
+            try:
+                woken = self._listen(min(remaining, _LISTEN_SLICE))
+            finally:
+                with self._wake:
+                    self._listening = False
+                    if woken:
+                        self._signal += 1
+                    if self._closed:
+                        self._drop()
+                    self._wake.notify_all()
+
+    def _listen(self, timeout: float) -> bool:
+        import psycopg
+        from psycopg import sql
+
+        if self._conn is None:
+            try:
+                cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+                if self._timeouts is not None:
+                    _add_timeouts(cparams, self._timeouts)
+                conn = psycopg.connect(*cargs, autocommit=True, **cparams)
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            except psycopg.OperationalError:
+                time.sleep(timeout)  # the server is away: wait, do not spin
+                return False
+            self._conn = conn
+            if self._lost:
+                self._lost = False
+                return True
+        try:
+            woken = any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+            if woken:
+                # Several notifications often arrive together: one wake-up covers them.
+                for _ in self._conn.notifies(timeout=0):
+                    pass
+            return woken
+        except psycopg.OperationalError:
+            self._drop()
+            self._lost = True
+            return False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._signal += 1
+            if not self._listening:
+                self._drop()
+            self._wake.notify_all()
+
+
+def _insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
+    """The enqueue: locks, notification and rows in one statement.
+
+    A batch comes as one array per column, so its statement text is the same for
+    every batch size; a single job comes as scalars, cheaper to send. The lock
+    CTE is an aggregate: its single row, needed by every inserted row, exists
+    only once all locks are held, so no row draws a seq before that; ``ORDER BY
+    ord`` gives seqs in batch order.
+    """
+    name = engine.dialect.identifier_preparer.quote(table)
+    columns = "r(id, worker, payload, max_attempts, run_at, enqueued_at, ord)"
+    if batch:
+        keys = "unnest(%(keys)s::bigint[]) AS k"
+        rows = (
+            "unnest(%(id)s::text[], %(worker)s::text[], %(payload)s::bytea[], "
+            "%(max_attempts)s::int[], %(run_at)s::float8[], %(enqueued_at)s::float8[]"
+            f") WITH ORDINALITY AS {columns}"
+        )
+    else:
+        keys = "(VALUES (%(keys)s::bigint)) AS l(k)"
+        rows = (
+            "(VALUES (%(id)s::text, %(worker)s::text, %(payload)s::bytea, "
+            "%(max_attempts)s::int, %(run_at)s::float8, %(enqueued_at)s::float8, 1)"
+            f") AS {columns}"
+        )
+    return (
+        f"WITH locks AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM {keys}), "
+        "wake AS MATERIALIZED (SELECT pg_notify(%(channel)s, '')) "
+        f"INSERT INTO {name} "
+        "(id, worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors) "
+        f"SELECT r.id, r.worker, r.payload, '{WAITING}', 0, r.max_attempts, r.run_at, "
+        f"r.enqueued_at, '[]' FROM locks, wake, {rows} ORDER BY r.ord"
+    )
+
+
+def _install_timeouts(engine: Engine, timeouts: Timeouts) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        _add_timeouts(cparams, timeouts)
+
+
+def _add_timeouts(cparams: MutableMapping[str, Any], timeouts: Timeouts) -> None:
+    """psycopg connect parameters with the timeouts, unless the URL sets its own.
+
+    psycopg's ``connect_timeout`` covers the login too, so a server that accepts
+    and never answers is given up on; without it psycopg waits 130 s. The
+    statement timeout is the server's ``statement_timeout``.
+    """
+    if timeouts.connect is not None:
+        # libpq takes whole seconds.
+        cparams.setdefault("connect_timeout", str(max(1, math.ceil(timeouts.connect))))
+    options = str(cparams.get("options", ""))
+    if timeouts.statement is not None and "statement_timeout" not in options:
+        millis = max(1, math.ceil(timeouts.statement * 1000))
+        cparams["options"] = f"{options} -c statement_timeout={millis}".strip()
+
+
+def _lock_key(prefix: str, name: str) -> int:
+    digest = hashlib.blake2b(f"{prefix}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
