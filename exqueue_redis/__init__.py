@@ -39,6 +39,7 @@ strings, which round-trip exactly; sorted-set scores are the same doubles.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts
+from exqueue_redis._records import _count, _number, _readable, _record, _text
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -83,6 +85,8 @@ except ImportError:  # redis-py packs commands itself, a little slower
     _hiredis_pack = None
 
 __all__ = ["RedisStorage"]
+
+log = logging.getLogger("exqueue")
 
 SCHEMA_VERSION = b"1"
 
@@ -233,8 +237,9 @@ class RedisStorage:
         args: list[bytes | str | int | float] = [len(jobs)]
         for job in jobs:
             args.extend((
-                job.id, job.worker, job.payload,
-                repr(float(job.run_at)), repr(float(job.enqueued_at)), job.max_attempts,
+                job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
+                _number(job.enqueued_at, "enqueued_at"),
+                _count(job.max_attempts, "max_attempts", 1),
             ))  # fmt: skip
         duplicate = self._run("ENQUEUE", *args)
         if duplicate:
@@ -253,12 +258,14 @@ class RedisStorage:
         lease_until: float,
         serial: bool = False,
     ) -> list[JobRecord]:
-        if limit <= 0:
+        if _count(limit, "claim limit", 0) == 0:
             return []
-        rows = self._run(
-            "CLAIM", worker, limit, repr(float(now)), owner, token,
-            repr(float(lease_until)), "1" if serial else "0",
+        rows, damaged = self._run(
+            "CLAIM", worker, limit, _number(now, "now"), owner, token,
+            _number(lease_until, "lease_until"), "1" if serial else "0",
         )  # fmt: skip
+        for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
+            log.error("job %s is dead: %s", _text(job_id), _text(reason))
         return [_record(row) for row in rows]
 
     def complete(self, job_id: str, token: str) -> bool:
@@ -272,7 +279,8 @@ class RedisStorage:
         return [job_id.decode() for job_id in self._run("COMPLETE", *args)]
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        return bool(self._run("RETRY", job_id, token, repr(float(run_at)), error))
+        run_at_text = _number(run_at, "run_at")
+        return bool(self._run("RETRY", job_id, token, run_at_text, error))
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
         return bool(self._run("BURY", job_id, token, error))
@@ -283,12 +291,12 @@ class RedisStorage:
     def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
             return []
-        extended = self._run("EXTEND", token, repr(float(lease_until)), *job_ids)
+        extended = self._run("EXTEND", token, _number(lease_until, "lease_until"), *job_ids)
         return [job_id.decode() for job_id in extended]
 
     def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
         waiting, dead = self._run(
-            "RECOVER", repr(float(now)), error, owner or "", "0" if owner is None else "1"
+            "RECOVER", _number(now, "now"), error, owner or "", "0" if owner is None else "1"
         )
         return Recovered(
             waiting=tuple(job_id.decode() for job_id in waiting),
@@ -297,7 +305,7 @@ class RedisStorage:
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self._client.hgetall(self._prefix + "job:" + job_id)
-        return _record_from(fields) if fields else None
+        return _readable(fields) if fields else None
 
     def list_jobs(
         self,
@@ -317,19 +325,19 @@ class RedisStorage:
             limit,
             "-inf" if after_seq is None else int(after_seq),
         )
-        return [_record(row) for row in rows]
+        return [_readable(dict(zip(row[::2], row[1::2], strict=True))) for row in rows]
 
     def delete(self, job_id: str) -> DeleteResult:
         return cast(DeleteResult, self._run("DELETE", job_id).decode())
 
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
-        result = self._run("REQUEUE", job_id, new_id, repr(float(now))).decode()
+        result = self._run("REQUEUE", job_id, new_id, _number(now, "now")).decode()
         if result == "exists":
             raise ValueError(f"job id {new_id!r} already exists")
         return cast(RequeueResult, result)
 
     def counts(self, now: float) -> dict[str, Counts]:
-        flat = self._run("COUNTS", repr(float(now)))
+        flat = self._run("COUNTS", _number(now, "now"))
         return {
             flat[i].decode(): Counts(*(int(n) for n in flat[i + 1 : i + 5]))
             for i in range(0, len(flat), 5)
@@ -487,31 +495,6 @@ def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: fl
 def _decodes_responses(client: Any) -> bool:
     kwargs = getattr(client, "get_connection_kwargs", None)
     return bool(kwargs and kwargs().get("decode_responses"))
-
-
-def _record(flat: list[bytes]) -> JobRecord:
-    return _record_from(dict(zip(flat[::2], flat[1::2], strict=True)))
-
-
-def _record_from(f: dict[bytes, bytes]) -> JobRecord:
-    token = f.get(b"lease_token")
-    expires = f.get(b"lease_expires")
-    owner = f.get(b"lease_owner")
-    return JobRecord(
-        id=f[b"id"].decode(),
-        seq=int(f[b"seq"]),
-        worker=f[b"worker"].decode(),
-        payload=f[b"payload"],
-        state=cast(JobState, f[b"state"].decode()),
-        attempt=int(f[b"attempt"]),
-        max_attempts=int(f[b"max_attempts"]),
-        run_at=float(f[b"run_at"]),
-        enqueued_at=float(f[b"enqueued_at"]),
-        errors=tuple(f[b"error:%d" % i].decode() for i in range(1, int(f[b"errors"]) + 1)),
-        lease_owner=owner.decode() if owner is not None else None,
-        lease_token=token.decode() if token is not None else None,
-        lease_expires=float(expires) if expires is not None else None,
-    )
 
 
 def _quietly_close(pubsub: Any) -> None:
