@@ -66,7 +66,7 @@ try:
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -158,8 +158,15 @@ class RedisStorage:
         key = self._prefix + "schema"
         try:
             self._client.ping()
-            self._client.set(key, SCHEMA_VERSION, nx=True)
+            # Read first and write only into a new namespace: on a Redis at
+            # maxmemory a write is refused, yet reading and draining must work.
             version = self._client.get(key)
+            if version is None:
+                try:
+                    self._client.set(key, SCHEMA_VERSION, nx=True)
+                    version = self._client.get(key)
+                except OutOfMemoryError:
+                    version = SCHEMA_VERSION  # nothing stored yet; enqueue will say "full"
         except RedisConnectionError as exc:
             self.close()
             raise ConfigurationError(
@@ -368,12 +375,14 @@ class RedisStorage:
                     return False
                 self._local.listening = True
                 self._local.rearm = False
-                self._arm()
+                if not self._arm():
+                    return self._poll(pubsub, deadline)
             elif self._local.rearm:
                 # The last wait returned before re-arming, so transitions since
                 # then announced nothing: arm, and report them as a possible one.
                 self._local.rearm = False
-                self._arm()
+                if not self._arm():
+                    return self._poll(pubsub, deadline)
                 return True
             woke = self._next_wake(pubsub, deadline)
             if woke:
@@ -384,7 +393,8 @@ class RedisStorage:
                 # trip sooner.
                 self._local.rearm = True
                 return True
-            self._arm()
+            if not self._arm():
+                self._local.rearm = True
             return False
         except Exception:
             # A broken subscription is thrown away; the next wait starts afresh.
@@ -406,9 +416,23 @@ class RedisStorage:
             if message["type"] == "subscribe":
                 return True
 
-    def _arm(self) -> None:
-        # Subscribed first, armed second: any later transition publishes to us.
-        self._client.set(self._prefix + "armed", b"1")
+    def _arm(self) -> bool:
+        """Subscribed first, armed second: any later transition publishes to us.
+
+        False on a Redis at maxmemory, which refuses the write: then the caller
+        polls (reports a possible job after each wait) until memory is freed.
+        """
+        try:
+            self._client.set(self._prefix + "armed", b"1")
+        except OutOfMemoryError:
+            return False
+        return True
+
+    def _poll(self, pubsub: Any, deadline: float) -> bool:
+        """Unarmed (Redis is full): wait out the timeout, then report a possible job."""
+        self._next_wake(pubsub, deadline)
+        self._local.rearm = True
+        return True
 
     def _next_wake(self, pubsub: Any, deadline: float) -> bool:
         while not self._closed:

@@ -349,6 +349,9 @@ local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   if held(id, token) then
+    -- A removal first: on a Redis at maxmemory a script is refused only when
+    -- its first write may grow memory, and a heartbeat must go on there.
+    redis.call('ZREM', P .. 'leases', id)
     redis.call('HSET', jkey(id), 'lease_expires', lease_until)
     redis.call('ZADD', P .. 'leases', lease_until, id)
     out[#out + 1] = id
