@@ -124,6 +124,7 @@ class MemoryStorage:
                     owner,
                     token,
                     lease_until,
+                    now,
                 )
                 self._jobs[job.id] = updated
                 claimed.append(updated)
@@ -352,4 +353,11 @@ class MemoryStorage:
 
 
 def _unleased(job: JobRecord, **changes: object) -> JobRecord:
-    return replace(job, lease_owner=None, lease_token=None, lease_expires=None, **changes)  # type: ignore[arg-type]
+    return replace(
+        job,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires=None,
+        started_at=None,
+        **changes,  # type: ignore[arg-type]
+    )

@@ -18,7 +18,7 @@ key                        type        holds
                                        max_attempts run_at enqueued_at errors`` (the
                                        error count), ``error:1 .. error:N`` (oldest
                                        first) and, while running, ``lease_owner
-                                       lease_token lease_expires``
+                                       lease_token lease_expires started_at``
 ``{ns}:workers``           set         names of the workers that have any job
 ``{ns}:all:<w>``           zset        every job of ``<w>``: member id, score seq
                                        (serial head, ``list_jobs`` order)

@@ -21,6 +21,7 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
     token = f.get(b"lease_token")
     expires = f.get(b"lease_expires")
     owner = f.get(b"lease_owner")
+    started = f.get(b"started_at")
     return JobRecord(
         id=f[b"id"].decode(),
         seq=int(f[b"seq"]),
@@ -35,6 +36,7 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         lease_owner=owner.decode() if owner is not None else None,
         lease_token=token.decode() if token is not None else None,
         lease_expires=float(expires) if expires is not None else None,
+        started_at=float(started) if started is not None else None,
     )
 
 
@@ -65,31 +67,41 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
             bad.append(f"{name}={raw!r}"[:80])
             return default
 
-    state = field("state", lambda raw: raw.decode(), "dead")
+    state = field("state", _utf8, "dead")
     if state not in ("waiting", "running", "dead"):
         bad.append(f"state={state!r}"[:80])
         state = "dead"
     count = field("errors", int, 0)
     errors = [f.get(b"error:%d" % i) for i in range(1, max(min(count, 10_000), 0) + 1)]
     owner, token, expires = f.get(b"lease_owner"), f.get(b"lease_token"), f.get(b"lease_expires")
+    lease_expires = field("lease_expires", float, None) if expires is not None else None
+    started_at = field("started_at", float, None) if b"started_at" in f else None
+    job_id, seq, worker = field("id", _utf8, ""), field("seq", int, 0), field("worker", _utf8, "")
+    attempt, max_attempts = field("attempt", int, 0), field("max_attempts", int, 0)
+    run_at, enqueued_at = field("run_at", float, 0.0), field("enqueued_at", float, 0.0)
     return JobRecord(
-        id=field("id", lambda raw: raw.decode(), ""),
-        seq=field("seq", int, 0),
-        worker=field("worker", lambda raw: raw.decode(), ""),
+        id=job_id,
+        seq=seq,
+        worker=worker,
         payload=f.get(b"payload", b""),
         state=cast(JobState, state),
-        attempt=field("attempt", int, 0),
-        max_attempts=field("max_attempts", int, 0),
-        run_at=field("run_at", float, 0.0),
-        enqueued_at=field("enqueued_at", float, 0.0),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        run_at=run_at,
+        enqueued_at=enqueued_at,
         errors=(
             *(_text(error) for error in errors if error is not None),
             "damaged stored job: " + ", ".join(bad),
         ),
         lease_owner=_text(owner) if owner is not None else None,
         lease_token=_text(token) if token is not None else None,
-        lease_expires=field("lease_expires", float, None) if expires is not None else None,
+        lease_expires=lease_expires,
+        started_at=started_at,
     )
+
+
+def _utf8(raw: bytes) -> str:
+    return raw.decode()
 
 
 def _text(raw: bytes) -> str:

@@ -89,7 +89,7 @@ local function held(id, token)
 end
 
 local function unlease(id, worker)
-  redis.call('HDEL', jkey(id), 'lease_owner', 'lease_token', 'lease_expires')
+  redis.call('HDEL', jkey(id), 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
   redis.call('ZREM', P .. 'leases', id)
   redis.call('ZREM', P .. 'running:' .. worker, id)
 end
@@ -117,7 +117,7 @@ local function bury_damaged(id, worker, seq, when, reason)
   local f = redis.call('HMGET', k, unpack(FIELDS))
   local hseq = int(f[3])
   if hseq ~= nil and hseq >= 0 then seq = hseq end
-  redis.call('HDEL', k, 'lease_owner', 'lease_token', 'lease_expires')
+  redis.call('HDEL', k, 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
   redis.call('ZREM', P .. 'leases', id)
   if f[2] and f[2] ~= '' then redis.call('ZREM', P .. 'running:' .. f[2], id) end
   redis.call('ZREM', P .. 'running:' .. worker, id)
@@ -269,7 +269,7 @@ for i, g in ipairs(good) do
   local id = g[2]
   redis.call('ZREM', wq, g[1])
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
-    'lease_token', token, 'lease_expires', lease_until)
+    'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
   redis.call('HINCRBY', jkey(id), 'attempt', 1)
   redis.call('ZADD', P .. 'leases', lease_until, id)
   redis.call('ZADD', P .. 'running:' .. worker, g[3], id)
