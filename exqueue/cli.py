@@ -199,6 +199,18 @@ def main() -> None:
 @click.option("--stop-timeout", default=30.0, show_default=True, help="Seconds to finish jobs.")
 @click.option("--processes", default=1, show_default=True, help="Worker processes to supervise.")
 @click.option("--node", metavar="NAME", help="Stable node name (reclaims its own jobs at start).")
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    help="Recycle a worker process after this many jobs: it stops gracefully and "
+    "(under --processes) a fresh one starts. Alone, it exits with status 75.",
+)
+@click.option(
+    "--max-memory",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Recycle a worker process once its resident memory passes MB (as --max-jobs).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
 def worker(
     storage: str | None,
@@ -208,6 +220,8 @@ def worker(
     stop_timeout: float,
     processes: int,
     node: str | None,
+    max_jobs: int | None,
+    max_memory: int | None,
     verbose: bool,
 ) -> None:
     """Run the application's workers until SIGINT or SIGTERM."""
@@ -230,6 +244,8 @@ def worker(
 
         base = node or f"{socket.gethostname()}-{os.getpid()}"
         extra = ["--verbose"] if verbose else []
+        extra += ["--max-jobs", str(max_jobs)] if max_jobs else []
+        extra += ["--max-memory", str(max_memory)] if max_memory else []
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
     queue = load_app(app)
     if not queue.workers:
@@ -244,7 +260,13 @@ def worker(
         )
     if node:
         queue.node = node
+    from exqueue.supervisor import RECYCLE_STATUS, Recycler
+
+    recycler = Recycler(max_jobs, max_memory)
+    recycler.watch(queue.workers)
     queue.run(stop_timeout=stop_timeout)
+    if recycler.reason is not None:
+        sys.exit(RECYCLE_STATUS)
 
 
 @main.command()
