@@ -53,9 +53,17 @@ local FIELDS = {'id', 'worker', 'seq', 'attempt', 'max_attempts', 'run_at', 'enq
   'errors', 'payload', 'state'}
 local STATES = {waiting = true, running = true, dead = true}
 
--- Why the stored job cannot be read or moved (a corrupt or hostile hash), or nil.
-local function damage(id)
-  local f = redis.call('HMGET', jkey(id), unpack(FIELDS))
+-- Why the stored job cannot be read or moved (a corrupt or hostile hash), or nil,
+-- given its fields ``f`` in FIELDS order.
+local function damage_of(id, f)
+  -- The fast path, taken by every sound job: no tables, no closures.
+  local seq, attempt, max, n = int(f[3]), int(f[4]), int(f[5]), int(f[8])
+  if f[1] == id and f[2] and f[2] ~= '' and seq and seq >= 0 and attempt and attempt >= 0
+      and max and max >= 0 and n and num(f[6]) and num(f[7]) and f[9] and STATES[f[10]]
+      and (n == 0 or (n > 0 and n <= redis.call('HLEN', jkey(id))
+        and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 1)) then
+    return nil, f
+  end
   local bad = {}
   local function note(i, why)
     local v = f[i]
@@ -79,6 +87,10 @@ local function damage(id)
   end
   if #bad == 0 then return nil end
   return 'damaged stored job: ' .. table.concat(bad, '; ')
+end
+
+local function damage(id)
+  return damage_of(id, redis.call('HMGET', jkey(id), unpack(FIELDS)))
 end
 
 -- The job's {state, token, worker, seq} when it is running with this token.
@@ -245,16 +257,21 @@ end
 local good, damaged, stale = {}, {}, {}
 for _, member in ipairs(picked) do
   local seq, id = int(string.sub(member, 1, 16)), string.sub(member, 17)
-  local state = redis.call('HGET', jkey(id), 'state')
-  if seq == nil or state == false or state == 'running' or state == 'dead' then
+  -- The whole hash, read once: checked now, returned (updated) after the writes.
+  local h, m = redis.call('HGETALL', jkey(id)), {}
+  for j = 1, #h, 2 do m[h[j]] = h[j + 1] end
+  local state = m.state
+  if seq == nil or state == nil or state == 'running' or state == 'dead' then
     stale[#stale + 1] = member
   else
-    local why = damage(id)
-    if why == nil and redis.call('HGET', jkey(id), 'worker') ~= worker then
+    local f = {}
+    for j, name in ipairs(FIELDS) do f[j] = m[name] or false end
+    local why = damage_of(id, f)
+    if why == nil and m.worker ~= worker then
       why = 'damaged stored job: indexed under worker ' .. worker
     end
     if why then damaged[#damaged + 1] = {member, id, seq, why}
-    else good[#good + 1] = {member, id, seq} end
+    else good[#good + 1] = {member, id, seq, m} end
   end
 end
 for _, member in ipairs(stale) do redis.call('ZREM', wq, member) end
@@ -270,10 +287,15 @@ for i, g in ipairs(good) do
   redis.call('ZREM', wq, g[1])
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
-  redis.call('HINCRBY', jkey(id), 'attempt', 1)
+  local m = g[4]
+  m.attempt = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
+  m.state, m.lease_owner, m.lease_token, m.lease_expires, m.started_at =
+    'running', owner, token, lease_until, now
   redis.call('ZADD', P .. 'leases', lease_until, id)
   redis.call('ZADD', P .. 'running:' .. worker, g[3], id)
-  out[i] = redis.call('HGETALL', jkey(id))
+  local row = {}
+  for k, v in pairs(m) do row[#row + 1], row[#row + 2] = k, v end
+  out[i] = row
 end
 return {out, gone}
 """
