@@ -57,8 +57,13 @@ class _Child:
 
     def _pass_on(self, stream: IO[bytes]) -> None:
         for line in stream:
-            sys.stderr.buffer.write(line)
-            sys.stderr.buffer.flush()
+            # Keep reading whatever happens to our own stderr: a child blocked
+            # on a full pipe would stop working.
+            try:
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
             text = line.decode(errors="replace").rstrip()
             if text:
                 self.last_lines.append(text)

@@ -5,6 +5,7 @@ damaged job hash (corrupt or hostile) becomes dead alone while its neighbours ru
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -163,3 +164,27 @@ def test_queue_runs_the_good_neighbours_of_a_damaged_job(storage: RedisStorage) 
     dead = queue.jobs(state="dead")
     assert [j.id for j in dead] == [ids[2]] and "attempt" in (dead[0].last_error or "")
     assert queue.jobs(state="running") == [] and queue.jobs(state="waiting") == []
+
+
+def test_start_survives_a_damaged_job_left_by_a_crashed_node(storage: RedisStorage) -> None:
+    storage.enqueue([new("crashed-1"), new("crashed-2")])
+    storage.claim("w", 2, now=1.0, owner="lost-node", token="t", lease_until=2.0)
+    raw(storage).hset(key(storage, "job:crashed-1"), "seq", "garbage")
+    queue = exqueue.Queue(storage, lease=5.0)
+    ran: list[str] = []
+
+    @queue.worker(name="w", concurrency=1)
+    def job() -> None:
+        ran.append("ran")
+
+    queue.start()  # recovers the lost node's expired leases first
+    try:
+        deadline = time.monotonic() + 30
+        while not ran:
+            assert time.monotonic() < deadline, "the sound neighbour was not recovered and run"
+            time.sleep(0.05)
+    finally:
+        queue.stop(timeout=5)
+    dead = storage.get("crashed-1")
+    assert dead is not None and dead.state == DEAD and "seq" in dead.errors[-1]
+    assert storage.get("crashed-2") is None and ran == ["ran"]
