@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -29,6 +30,10 @@ from exqueue.queue import DEFAULT_URL, Queue
 from exqueue.registry import connect
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: How long past ``--stop-timeout`` a stopping worker may wait on its storage
+#: (about one connect timeout) before it exits anyway.
+STOP_GRACE = 10.0
 
 
 def fail(message: str) -> NoReturn:
@@ -264,9 +269,41 @@ def worker(
 
     recycler = Recycler(max_jobs, max_memory)
     recycler.watch(queue.workers)
+    bound_stop(queue, STOP_GRACE)
     queue.run(stop_timeout=stop_timeout)
     if recycler.reason is not None:
         sys.exit(RECYCLE_STATUS)
+
+
+def bound_stop(queue: Queue, grace: float) -> None:
+    """Make ``queue.stop(timeout)`` end the process once ``timeout + grace`` has passed.
+
+    With the storage gone, releasing each unfinished job waits on it in turn, so
+    a stop could take minutes. Past the bound the worker exits with status 1; a
+    job it could not release is recovered once its lease expires, as when a node
+    is lost.
+    """
+    stop = queue.stop
+
+    def stop_within(timeout: float = 30.0) -> None:
+        def overdue() -> None:
+            click.echo(
+                f"exqueue: error: the worker did not stop within {timeout + grace:g}s "
+                "(is the storage reachable?); exiting. Jobs it could not release run "
+                "again once their leases expire.",
+                err=True,
+            )
+            os._exit(1)
+
+        timer = threading.Timer(timeout + grace, overdue)
+        timer.daemon = True
+        timer.start()
+        try:
+            stop(timeout)
+        finally:
+            timer.cancel()
+
+    queue.stop = stop_within  # type: ignore[method-assign]  # shadows the method
 
 
 @main.command()
