@@ -273,7 +273,18 @@ class RedisStorage:
         )  # fmt: skip
         for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
             log.error("job %s is dead: %s", _text(job_id), _text(reason))
-        return [_record(row) for row in rows]
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row))
+            except (KeyError, ValueError, TypeError, OverflowError) as exc:
+                # The script checked every field; should one still not read back,
+                # the job dies alone rather than stay "running" unreturned.
+                raw_id = dict(zip(row[::2], row[1::2], strict=True)).get(b"id", b"")
+                reason = f"damaged stored job: unreadable ({exc!r})"
+                if self._run("BURY", raw_id, token, reason):
+                    log.error("job %s is dead: %s", _text(raw_id), reason)
+        return records
 
     def complete(self, job_id: str, token: str) -> bool:
         return bool(self._run("COMPLETE", job_id, token))

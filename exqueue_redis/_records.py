@@ -32,7 +32,11 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         max_attempts=int(f[b"max_attempts"]),
         run_at=float(f[b"run_at"]),
         enqueued_at=float(f[b"enqueued_at"]),
-        errors=tuple(f[b"error:%d" % i].decode() for i in range(1, int(f[b"errors"]) + 1)),
+        errors=tuple(
+            _text(error)
+            for i in range(1, int(f[b"errors"]) + 1)
+            if (error := f.get(b"error:%d" % i)) is not None
+        ),
         lease_owner=owner.decode() if owner is not None else None,
         lease_token=token.decode() if token is not None else None,
         lease_expires=float(expires) if expires is not None else None,

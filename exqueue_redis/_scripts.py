@@ -54,43 +54,45 @@ local FIELDS = {'id', 'worker', 'seq', 'attempt', 'max_attempts', 'run_at', 'enq
 local STATES = {waiting = true, running = true, dead = true}
 
 -- Why the stored job cannot be read or moved (a corrupt or hostile hash), or nil,
--- given its fields ``f`` in FIELDS order.
-local function damage_of(id, f)
+-- given its fields by name (``m``).
+local function damage_of(id, m)
   -- The fast path, taken by every sound job: no tables, no closures.
-  local seq, attempt, max, n = int(f[3]), int(f[4]), int(f[5]), int(f[8])
-  if f[1] == id and f[2] and f[2] ~= '' and seq and seq >= 0 and attempt and attempt >= 0
-      and max and max >= 0 and n and num(f[6]) and num(f[7]) and f[9] and STATES[f[10]]
+  local seq, attempt, max, n = int(m.seq), int(m.attempt), int(m.max_attempts), int(m.errors)
+  if m.id == id and m.worker and m.worker ~= '' and seq and seq >= 0 and attempt
+      and attempt >= 0 and max and max >= 0 and n and num(m.run_at) and num(m.enqueued_at)
+      and m.payload and STATES[m.state]
       and (n == 0 or (n > 0 and n <= redis.call('HLEN', jkey(id))
         and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 1)) then
-    return nil, f
+    return nil
   end
   local bad = {}
-  local function note(i, why)
-    local v = f[i]
-    if v == false then v = '(missing)' elseif #v > 40 then v = v:sub(1, 40) .. '...' end
-    bad[#bad + 1] = FIELDS[i] .. ' ' .. why .. ': ' .. v
+  local function note(name, why)
+    local v = m[name]
+    if not v then v = '(missing)' elseif #v > 40 then v = v:sub(1, 40) .. '...' end
+    bad[#bad + 1] = name .. ' ' .. why .. ': ' .. v
   end
-  if f[1] ~= id then note(1, 'is not the job id') end
-  if not f[2] or f[2] == '' then note(2, 'is empty') end
-  for _, i in ipairs({3, 4, 5, 8}) do
-    if int(f[i]) == nil or int(f[i]) < 0 then note(i, 'is not a count') end
+  if m.id ~= id then note('id', 'is not the job id') end
+  if not m.worker or m.worker == '' then note('worker', 'is empty') end
+  for _, name in ipairs({'seq', 'attempt', 'max_attempts', 'errors'}) do
+    if int(m[name]) == nil or int(m[name]) < 0 then note(name, 'is not a count') end
   end
-  for _, i in ipairs({6, 7}) do
-    if num(f[i]) == nil then note(i, 'is not a finite number') end
+  for _, name in ipairs({'run_at', 'enqueued_at'}) do
+    if num(m[name]) == nil then note(name, 'is not a finite number') end
   end
-  if not f[9] then note(9, 'is missing') end
-  if not STATES[f[10]] then note(10, 'is unknown') end
-  local n = int(f[8])
+  if not m.payload then note('payload', 'is missing') end
+  if not STATES[m.state] then note('state', 'is unknown') end
   if n ~= nil and n > 0 and (n > redis.call('HLEN', jkey(id))
       or redis.call('HEXISTS', jkey(id), 'error:' .. n) == 0) then
-    note(8, 'does not match the stored errors')
+    note('errors', 'does not match the stored errors')
   end
   if #bad == 0 then return nil end
   return 'damaged stored job: ' .. table.concat(bad, '; ')
 end
 
 local function damage(id)
-  return damage_of(id, redis.call('HMGET', jkey(id), unpack(FIELDS)))
+  local f, m = redis.call('HMGET', jkey(id), unpack(FIELDS)), {}
+  for i, name in ipairs(FIELDS) do m[name] = f[i] or nil end
+  return damage_of(id, m)
 end
 
 -- The job's {state, token, worker, seq} when it is running with this token.
@@ -264,9 +266,7 @@ for _, member in ipairs(picked) do
   if seq == nil or state == nil or state == 'running' or state == 'dead' then
     stale[#stale + 1] = member
   else
-    local f = {}
-    for j, name in ipairs(FIELDS) do f[j] = m[name] or false end
-    local why = damage_of(id, f)
+    local why = damage_of(id, m)
     if why == nil and m.worker ~= worker then
       why = 'damaged stored job: indexed under worker ' .. worker
     end

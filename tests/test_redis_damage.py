@@ -188,3 +188,23 @@ def test_start_survives_a_damaged_job_left_by_a_crashed_node(storage: RedisStora
     dead = storage.get("crashed-1")
     assert dead is not None and dead.state == DEAD and "seq" in dead.errors[-1]
     assert storage.get("crashed-2") is None and ran == ["ran"]
+
+
+def test_a_job_whose_id_is_not_text_dies_alone(storage: RedisStorage) -> None:
+    # Written around the API, as a hostile client could: the id is not UTF-8.
+    storage.enqueue([new("a"), new("b")])
+    client, bad = raw(storage), b"\xff\xfe"
+    client.hset(
+        key(storage, "job:").encode() + bad,
+        mapping={
+            "id": bad, "seq": "99", "worker": "w", "payload": "[[], {}]", "state": "waiting",
+            "attempt": "0", "max_attempts": "3", "run_at": "0.0", "enqueued_at": "0.0",
+            "errors": "0",
+        },
+    )  # fmt: skip
+    client.zadd(key(storage, "waiting:w"), {b"%016d" % 99 + bad: 0.0})
+    client.zadd(key(storage, "all:w"), {bad: 99})
+    assert sorted(claim(storage)) == ["a", "b"]
+    dead = storage.list_jobs(state=DEAD)
+    assert len(dead) == 1 and "damaged stored job" in dead[0].errors[-1]
+    assert client.zcard(key(storage, "leases")) == 2  # only a and b are held
