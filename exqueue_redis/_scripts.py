@@ -249,6 +249,9 @@ if ARGV[7] == '1' then
     local f = redis.call('HMGET', jkey(head[1]), 'state', 'run_at')
     if f[1] == 'waiting' and (num(f[2]) == nil or num(f[2]) <= now_n) then
       picked[1] = string.format('%016d', tonumber(head[2])) .. head[1]
+    elseif f[1] == false then
+      -- An index entry whose job is gone would block the type for ever.
+      redis.call('ZREM', P .. 'all:' .. worker, head[1])
     end
   end
 elseif limit > 0 then

@@ -208,3 +208,12 @@ def test_a_job_whose_id_is_not_text_dies_alone(storage: RedisStorage) -> None:
     dead = storage.list_jobs(state=DEAD)
     assert len(dead) == 1 and "damaged stored job" in dead[0].errors[-1]
     assert client.zcard(key(storage, "leases")) == 2  # only a and b are held
+
+
+def test_a_vanished_serial_head_does_not_block_its_type(storage: RedisStorage) -> None:
+    storage.enqueue([new("first"), new("second")])
+    raw(storage).delete(key(storage, "job:first"))  # lost from under the index
+    claimed = storage.claim("w", 1, now=100.0, owner="n", token="t", lease_until=130.0, serial=True)
+    assert claimed == []  # this claim drops the stale head...
+    claimed = storage.claim("w", 1, now=100.0, owner="n", token="t", lease_until=130.0, serial=True)
+    assert [job.id for job in claimed] == ["second"]  # ...and the next one moves on
