@@ -260,9 +260,12 @@ end
 local good, damaged, stale = {}, {}, {}
 for _, member in ipairs(picked) do
   local seq, id = int(string.sub(member, 1, 16)), string.sub(member, 17)
-  -- The whole hash, read once: checked now, returned (updated) after the writes.
-  local h, m = redis.call('HGETALL', jkey(id)), {}
-  for j = 1, #h, 2 do m[h[j]] = h[j + 1] end
+  -- The whole hash, read once: checked now, returned (patched) after the writes.
+  local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
+  for j = 1, #h, 2 do
+    m[h[j]] = h[j + 1]
+    if h[j] == 'attempt' then at = j + 1 end
+  end
   local state = m.state
   if seq == nil or state == nil or state == 'running' or state == 'dead' then
     stale[#stale + 1] = member
@@ -272,7 +275,7 @@ for _, member in ipairs(picked) do
       why = 'damaged stored job: indexed under worker ' .. worker
     end
     if why then damaged[#damaged + 1] = {member, id, seq, why}
-    else good[#good + 1] = {member, id, seq, m} end
+    else good[#good + 1] = {member, id, seq, h, at} end
   end
 end
 for _, member in ipairs(stale) do redis.call('ZREM', wq, member) end
@@ -288,15 +291,17 @@ for i, g in ipairs(good) do
   redis.call('ZREM', wq, g[1])
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
-  local m = g[4]
-  m.attempt = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
-  m.state, m.lease_owner, m.lease_token, m.lease_expires, m.started_at =
-    'running', owner, token, lease_until, now
+  local h = g[4]
+  h[g[5]] = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
   redis.call('ZADD', P .. 'leases', lease_until, id)
   redis.call('ZADD', P .. 'running:' .. worker, g[3], id)
-  local row = {}
-  for k, v in pairs(m) do row[#row + 1], row[#row + 2] = k, v end
-  out[i] = row
+  -- Appended pairs win over earlier ones when the caller reads the list.
+  local n = #h
+  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
+    'lease_token'
+  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
+    'started_at', now
+  out[i] = h
 end
 return {out, gone}
 """
