@@ -1,10 +1,10 @@
-"""Redis server time per claim and per complete script, on a private redis-server.
+"""Redis server time per enqueue, claim and complete script, on a private redis-server.
 
     python -m benchmarks.redisclaim [--jobs 20000] [--batch 8] [--repeat 4]
 
 Starts its own redis-server on a free loopback port (never the shared one's
-statistics), enqueues ``--jobs`` jobs, claims them ``--batch`` at a time, then
-completes them in the same batches, and prints Redis's own ``usec_per_call`` of
+statistics), enqueues ``--jobs`` jobs 100 at a time, claims them ``--batch`` at
+a time, then completes them in the same batches, and prints Redis's own ``usec_per_call`` of
 EVALSHA for each phase (``INFO commandstats``): the cost of the Lua scripts on
 the server, less sensitive to a busy client machine than wall time. Reports the
 minimum over ``--repeat`` rounds. Run it on two checkouts to compare scripts.
@@ -24,11 +24,15 @@ from exqueue_redis import RedisStorage
 from tests.test_redis_servers import RedisServer
 
 
-def one_round(url: str, jobs: int, batch: int) -> tuple[float, float]:
+def one_round(url: str, jobs: int, batch: int) -> tuple[float, float, float]:
     client = redis.Redis.from_url(url)
     storage = RedisStorage(url, namespace=f"b{uuid.uuid4().hex[:8]}")
     try:
-        storage.enqueue([NewJob(f"j-{n}", "w", b"[[1], {}]", 0.0, 0.0, 3) for n in range(jobs)])
+        client.config_resetstat()
+        for start in range(0, jobs, 100):
+            numbers = range(start, min(start + 100, jobs))
+            storage.enqueue([NewJob(f"j-{n}", "w", b"[[1], {}]", 0.0, 0.0, 3) for n in numbers])
+        enqueue = float(client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
         client.config_resetstat()
         held = []
         while records := storage.claim("w", batch, now=1.0, owner="n", token="t", lease_until=9.0):
@@ -38,7 +42,7 @@ def one_round(url: str, jobs: int, batch: int) -> tuple[float, float]:
         for pairs in held:
             storage.complete_many(pairs)
         complete = float(client.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
-        return claim, complete
+        return enqueue, claim, complete
     finally:
         storage.destroy()
         storage.close()
@@ -56,10 +60,12 @@ def main() -> None:
         rounds = [one_round(server.url, options.jobs, options.batch) for _ in range(options.repeat)]
     finally:
         server.kill()
-    claim = min(r[0] for r in rounds)
-    complete = min(r[1] for r in rounds)
+    enqueue, claim, complete = (min(r[i] for r in rounds) for i in range(3))
     batch = options.batch
-    print(f"claim of {batch}: {claim:.1f} us, complete of {batch}: {complete:.1f} us")
+    print(
+        f"enqueue of 100: {enqueue:.1f} us, claim of {batch}: {claim:.1f} us, "
+        f"complete of {batch}: {complete:.1f} us"
+    )
 
 
 if __name__ == "__main__":
