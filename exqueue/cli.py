@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -29,6 +30,10 @@ from exqueue.queue import DEFAULT_URL, Queue
 from exqueue.registry import connect
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: How long past ``--stop-timeout`` a stopping worker may wait on its storage
+#: (about one connect timeout) before it exits anyway.
+STOP_GRACE = 10.0
 
 
 def fail(message: str) -> NoReturn:
@@ -138,6 +143,54 @@ def short_error(job: Job, width: int = 60) -> str:
     return last if len(last) <= width else last[: width - 1] + "…"
 
 
+def running_for(job: Job, now: float) -> tuple[float | None, bool]:
+    """Seconds a running job's attempt has run, and whether that is only an upper bound.
+
+    A backend that does not record when the attempt was claimed gives the time
+    since ``run_at`` (the attempt started no earlier): an upper bound.
+    """
+    if job.state != "running":
+        return None, False
+    if job.started_at is not None:
+        return max(now - job.started_at.timestamp(), 0.0), False
+    return max(now - job.run_at.timestamp(), 0.0), True
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as its two largest units: ``3d 4h``, ``5m 3s``, ``42s``."""
+    rest = int(seconds)
+    days, rest = divmod(rest, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2])
+
+
+def running_text(job: Job, now: float) -> str:
+    seconds, bound = running_for(job, now)
+    if seconds is None:
+        return ""
+    return ("at most " if bound else "") + duration(seconds)
+
+
+def job_json(job: Job, now: float) -> dict[str, Any]:
+    fields = job.to_dict()
+    seconds, bound = running_for(job, now)
+    exact = seconds is not None and not bound
+    fields["running_for"] = round(seconds, 3) if exact and seconds is not None else None
+    fields["running_for_at_most"] = round(seconds, 3) if bound and seconds is not None else None
+    return fields
+
+
+def local_time(value: Any) -> str:
+    try:
+        return str(value.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
+    except (OverflowError, ValueError, OSError):  # a damaged stored time
+        return str(value)
+
+
 def echo_json(value: Any) -> None:
     # json.dumps escapes C0 controls itself; with ensure_ascii=False it leaves DEL
     # and C1 (0x9b is a one-byte CSI to some terminals), so those become \u00XX:
@@ -157,6 +210,18 @@ def main() -> None:
 @click.option("--stop-timeout", default=30.0, show_default=True, help="Seconds to finish jobs.")
 @click.option("--processes", default=1, show_default=True, help="Worker processes to supervise.")
 @click.option("--node", metavar="NAME", help="Stable node name (reclaims its own jobs at start).")
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    help="Recycle a worker process after this many jobs: it stops gracefully and "
+    "(under --processes) a fresh one starts. Alone, it exits with status 75.",
+)
+@click.option(
+    "--max-memory",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Recycle a worker process once its resident memory passes MB (as --max-jobs).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
 def worker(
     storage: str | None,
@@ -166,6 +231,8 @@ def worker(
     stop_timeout: float,
     processes: int,
     node: str | None,
+    max_jobs: int | None,
+    max_memory: int | None,
     verbose: bool,
 ) -> None:
     """Run the application's workers until SIGINT or SIGTERM."""
@@ -188,6 +255,8 @@ def worker(
 
         base = node or f"{socket.gethostname()}-{os.getpid()}"
         extra = ["--verbose"] if verbose else []
+        extra += ["--max-jobs", str(max_jobs)] if max_jobs else []
+        extra += ["--max-memory", str(max_memory)] if max_memory else []
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
     queue = load_app(app)
     if not queue.workers:
@@ -202,7 +271,45 @@ def worker(
         )
     if node:
         queue.node = node
+    from exqueue.supervisor import RECYCLE_STATUS, Recycler
+
+    recycler = Recycler(max_jobs, max_memory)
+    recycler.watch(queue.workers)
+    bound_stop(queue, STOP_GRACE)
     queue.run(stop_timeout=stop_timeout)
+    if recycler.reason is not None:
+        sys.exit(RECYCLE_STATUS)
+
+
+def bound_stop(queue: Queue, grace: float) -> None:
+    """Make ``queue.stop(timeout)`` end the process once ``timeout + grace`` has passed.
+
+    With the storage gone, releasing each unfinished job waits on it in turn, so
+    a stop could take minutes. Past the bound the worker exits with status 1; a
+    job it could not release is recovered once its lease expires, as when a node
+    is lost.
+    """
+    stop = queue.stop
+
+    def stop_within(timeout: float = 30.0) -> None:
+        def overdue() -> None:
+            click.echo(
+                f"exqueue: error: the worker did not stop within {timeout + grace:g}s "
+                "(is the storage reachable?); exiting. Jobs it could not release run "
+                "again once their leases expire.",
+                err=True,
+            )
+            os._exit(1)
+
+        timer = threading.Timer(timeout + grace, overdue)
+        timer.daemon = True
+        timer.start()
+        try:
+            stop(timeout)
+        finally:
+            timer.cancel()
+
+    queue.stop = stop_within  # type: ignore[method-assign]  # shadows the method
 
 
 @main.command()
@@ -230,8 +337,9 @@ def jobs(
     """List stored jobs, oldest first."""
     queue = open_queue(storage, app, prefix, namespace, create=False)
     found = queue.jobs(state=state, worker=worker_name, limit=limit)
+    now = queue.clock()
     if as_json:
-        echo_json([job.to_dict() for job in found])
+        echo_json([job_json(job, now) for job in found])
         return
     if not found:
         click.echo("no jobs")
@@ -242,12 +350,17 @@ def jobs(
             safe(job.worker),
             job.state,
             f"{job.attempt}/{job.max_attempts}",
-            job.run_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            local_time(job.run_at),
             safe(short_error(job)),
         ]
         for job in found
     ]
     headers = ["id", "worker", "state", "attempt", "run at", "last error"]
+    if any(job.state == "running" for job in found):
+        # How long each running job has run and where: a hung job shows up here.
+        headers[4:4] = ["node", "running for"]
+        for row, job in zip(rows, found, strict=True):
+            row[4:4] = [safe(job.node or ""), running_text(job, now)]
     click.echo(tabulate(rows, headers=headers))
 
 
@@ -268,14 +381,18 @@ def show(
     job = queue.get(job_id)
     if job is None:
         fail(f"no job with id {job_id!r}")
+    now = queue.clock()
     if as_json:
-        echo_json(job.to_dict())
+        echo_json(job_json(job, now))
         return
     fields = job.to_dict()
     errors = fields.pop("errors")
     fields.pop("last_error")
-    if fields["payload_error"] is None:
-        fields.pop("payload_error")
+    for key in ("payload_error", "node", "started_at"):
+        if fields[key] is None:
+            fields.pop(key)
+    if job.state == "running":
+        fields["running for"] = running_text(job, now)
     rows = [[key, safe(value)] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
     for number, error in enumerate(errors, 1):

@@ -13,7 +13,10 @@ from exqueue.storage import JobRecord, JobState
 
 
 def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    except (OverflowError, ValueError, OSError):  # a damaged stored time: still listable
+        return (dt.datetime.max if timestamp > 0 else dt.datetime.min).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,8 @@ class Job:
 
     ``payload_error`` is set when the stored arguments cannot be decoded (``args``
     and ``kwargs`` are then empty); such a job dies when a worker picks it up.
+    ``node`` is the node holding a running job's lease; ``started_at`` is when its
+    running attempt was claimed, where the backend records it (else None).
     """
 
     id: str
@@ -35,6 +40,8 @@ class Job:
     enqueued_at: dt.datetime
     errors: tuple[str, ...]
     payload_error: str | None = None
+    node: str | None = None
+    started_at: dt.datetime | None = None
 
     @property
     def last_error(self) -> str | None:
@@ -45,8 +52,11 @@ class Job:
         payload_error = None
         try:
             args, kwargs = codec.decode(record.payload)
+            args, kwargs = tuple(args), dict(kwargs)
         except SerializationError as exc:
             args, kwargs, payload_error = (), {}, str(exc)
+        except Exception as exc:  # any codec, any crafted payload: one job, not the listing
+            args, kwargs, payload_error = (), {}, f"cannot decode payload: {exc!r}"
         return cls(
             id=record.id,
             worker=record.worker,
@@ -59,6 +69,8 @@ class Job:
             enqueued_at=_utc(record.enqueued_at),
             errors=record.errors,
             payload_error=payload_error,
+            node=record.lease_owner if record.state == "running" else None,
+            started_at=_utc(record.started_at) if record.started_at is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +88,8 @@ class Job:
             "errors": list(self.errors),
             "last_error": self.last_error,
             "payload_error": self.payload_error,
+            "node": self.node,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
         }
 
 

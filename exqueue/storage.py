@@ -27,7 +27,7 @@ was lost can never touch the job again, even if it is claimed anew.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
 WAITING: Final = "waiting"
@@ -81,6 +81,10 @@ class JobRecord:
     lease_owner: str | None = None
     lease_token: str | None = None
     lease_expires: float | None = None
+    #: When the running attempt was claimed (``now`` of the claim), on backends
+    #: that record it; None otherwise and when not running. Informational only
+    #: (``exqueue jobs --state running``), so it takes no part in comparisons.
+    started_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ Everything lives in one dict guarded by one lock, so each transition is atomic.
 Per worker, two heaps index the dict so a claim does not scan every job: runnable
 order ``(run_at, seq)`` for waiting jobs, and ``seq`` for the serial head. Heap
 entries are never removed in place; an entry whose job changed is skipped when
-it reaches the top. Nothing survives the process: use it for tests and scripts.
+it reaches the top, and a worker's heaps are rebuilt from its live jobs once
+stale entries outnumber them, so memory follows the jobs stored now, not every
+job ever enqueued. Nothing survives the process: use it for tests and scripts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from exqueue.storage import (
 
 __all__ = ["MemoryStorage"]
 
+#: Stale heap entries a worker may carry beyond as many as it has live jobs.
+_SLACK = 64
+
 
 class MemoryStorage:
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
@@ -45,6 +50,8 @@ class MemoryStorage:
         self._runnable: dict[str, list[tuple[float, int, str]]] = {}
         # worker -> heap of (seq, id) of every job (stale entries skipped)
         self._order: dict[str, list[tuple[int, str]]] = {}
+        # worker -> ids of its stored jobs: the size the heaps are kept near
+        self._ids: dict[str, set[str]] = {}
         self._seq = 0
         self._signal = 0
         self._waiters = 0
@@ -64,6 +71,7 @@ class MemoryStorage:
                 if order is None:
                     order = self._order[job.worker] = []
                 heapq.heappush(order, (seq, job.id))
+                self._ids.setdefault(job.worker, set()).add(job.id)
                 self._store(
                     JobRecord(
                         job.id,
@@ -116,6 +124,7 @@ class MemoryStorage:
                     owner,
                     token,
                     lease_until,
+                    now,
                 )
                 self._jobs[job.id] = updated
                 claimed.append(updated)
@@ -127,6 +136,34 @@ class MemoryStorage:
         if job.state == WAITING:
             heap = self._runnable.setdefault(job.worker, [])
             heapq.heappush(heap, (job.run_at, job.seq, job.id))
+            if len(heap) > 2 * len(self._ids[job.worker]) + _SLACK:
+                self._tidy(job.worker)
+
+    def _remove(self, job: JobRecord) -> None:
+        """Forget a stored job (lock held); a worker with no jobs left leaves no index."""
+        del self._jobs[job.id]
+        ids = self._ids[job.worker]
+        ids.discard(job.id)
+        if not ids:
+            del self._ids[job.worker]
+            self._runnable.pop(job.worker, None)
+            self._order.pop(job.worker, None)
+        elif len(self._order[job.worker]) > 2 * len(ids) + _SLACK:
+            self._tidy(job.worker)
+
+    def _tidy(self, worker: str) -> None:
+        """Rebuild ``worker``'s heaps from its live jobs, dropping stale entries.
+
+        Called when stale entries outnumber live ones, so the cost is amortized
+        over the transitions that made them stale.
+        """
+        jobs = [self._jobs[job_id] for job_id in self._ids[worker]]
+        order = [(job.seq, job.id) for job in jobs]
+        runnable = [(job.run_at, job.seq, job.id) for job in jobs if job.state == WAITING]
+        heapq.heapify(order)
+        heapq.heapify(runnable)
+        self._order[worker] = order
+        self._runnable[worker] = runnable
 
     def _pop_runnable(self, worker: str, limit: int, now: float) -> list[JobRecord]:
         heap = self._runnable.get(worker, [])
@@ -157,17 +194,19 @@ class MemoryStorage:
 
     def complete(self, job_id: str, token: str) -> bool:
         with self._lock:
-            if self._held(job_id, token) is None:
+            job = self._held(job_id, token)
+            if job is None:
                 return False
-            del self._jobs[job_id]
+            self._remove(job)
             return True
 
     def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
         with self._lock:
             done = []
             for job_id, token in items:
-                if self._held(job_id, token) is not None:
-                    del self._jobs[job_id]
+                job = self._held(job_id, token)
+                if job is not None:
+                    self._remove(job)
                     done.append(job_id)
             return done
 
@@ -258,7 +297,7 @@ class MemoryStorage:
                 return "missing"
             if job.state == RUNNING:
                 return "running"
-            del self._jobs[job_id]
+            self._remove(job)
             return "deleted"
 
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
@@ -270,8 +309,9 @@ class MemoryStorage:
                 return "not_dead"
             if new_id in self._jobs:
                 raise ValueError(f"job id {new_id!r} already exists")
-            del self._jobs[job_id]
-            heapq.heappush(self._order[job.worker], (job.seq, new_id))
+            self._remove(job)
+            self._ids.setdefault(job.worker, set()).add(new_id)
+            heapq.heappush(self._order.setdefault(job.worker, []), (job.seq, new_id))
             self._store(replace(job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=()))
             self._notify()
             return "requeued"
@@ -313,4 +353,11 @@ class MemoryStorage:
 
 
 def _unleased(job: JobRecord, **changes: object) -> JobRecord:
-    return replace(job, lease_owner=None, lease_token=None, lease_expires=None, **changes)  # type: ignore[arg-type]
+    return replace(
+        job,
+        lease_owner=None,
+        lease_token=None,
+        lease_expires=None,
+        started_at=None,
+        **changes,  # type: ignore[arg-type]
+    )

@@ -18,7 +18,7 @@ key                        type        holds
                                        max_attempts run_at enqueued_at errors`` (the
                                        error count), ``error:1 .. error:N`` (oldest
                                        first) and, while running, ``lease_owner
-                                       lease_token lease_expires``
+                                       lease_token lease_expires started_at``
 ``{ns}:workers``           set         names of the workers that have any job
 ``{ns}:all:<w>``           zset        every job of ``<w>``: member id, score seq
                                        (serial head, ``list_jobs`` order)
@@ -39,6 +39,7 @@ strings, which round-trip exactly; sorted-set scores are the same doubles.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +66,7 @@ try:
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -75,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts
+from exqueue_redis._records import _count, _number, _readable, _record, _text
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -83,6 +85,8 @@ except ImportError:  # redis-py packs commands itself, a little slower
     _hiredis_pack = None
 
 __all__ = ["RedisStorage"]
+
+log = logging.getLogger("exqueue")
 
 SCHEMA_VERSION = b"1"
 
@@ -154,8 +158,15 @@ class RedisStorage:
         key = self._prefix + "schema"
         try:
             self._client.ping()
-            self._client.set(key, SCHEMA_VERSION, nx=True)
+            # Read first and write only into a new namespace: on a Redis at
+            # maxmemory a write is refused, yet reading and draining must work.
             version = self._client.get(key)
+            if version is None:
+                try:
+                    self._client.set(key, SCHEMA_VERSION, nx=True)
+                    version = self._client.get(key)
+                except OutOfMemoryError:
+                    version = SCHEMA_VERSION  # nothing stored yet; enqueue will say "full"
         except RedisConnectionError as exc:
             self.close()
             raise ConfigurationError(
@@ -233,8 +244,9 @@ class RedisStorage:
         args: list[bytes | str | int | float] = [len(jobs)]
         for job in jobs:
             args.extend((
-                job.id, job.worker, job.payload,
-                repr(float(job.run_at)), repr(float(job.enqueued_at)), job.max_attempts,
+                job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
+                _number(job.enqueued_at, "enqueued_at"),
+                _count(job.max_attempts, "max_attempts", 1),
             ))  # fmt: skip
         duplicate = self._run("ENQUEUE", *args)
         if duplicate:
@@ -253,13 +265,26 @@ class RedisStorage:
         lease_until: float,
         serial: bool = False,
     ) -> list[JobRecord]:
-        if limit <= 0:
+        if _count(limit, "claim limit", 0) == 0:
             return []
-        rows = self._run(
-            "CLAIM", worker, limit, repr(float(now)), owner, token,
-            repr(float(lease_until)), "1" if serial else "0",
+        rows, damaged = self._run(
+            "CLAIM", worker, limit, _number(now, "now"), owner, token,
+            _number(lease_until, "lease_until"), "1" if serial else "0",
         )  # fmt: skip
-        return [_record(row) for row in rows]
+        for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
+            log.error("job %s is dead: %s", _text(job_id), _text(reason))
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row))
+            except (KeyError, ValueError, TypeError, OverflowError) as exc:
+                # The script checked every field; should one still not read back,
+                # the job dies alone rather than stay "running" unreturned.
+                raw_id = dict(zip(row[::2], row[1::2], strict=True)).get(b"id", b"")
+                reason = f"damaged stored job: unreadable ({exc!r})"
+                if self._run("BURY", raw_id, token, reason):
+                    log.error("job %s is dead: %s", _text(raw_id), reason)
+        return records
 
     def complete(self, job_id: str, token: str) -> bool:
         return bool(self._run("COMPLETE", job_id, token))
@@ -272,7 +297,8 @@ class RedisStorage:
         return [job_id.decode() for job_id in self._run("COMPLETE", *args)]
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        return bool(self._run("RETRY", job_id, token, repr(float(run_at)), error))
+        run_at_text = _number(run_at, "run_at")
+        return bool(self._run("RETRY", job_id, token, run_at_text, error))
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
         return bool(self._run("BURY", job_id, token, error))
@@ -283,12 +309,12 @@ class RedisStorage:
     def extend(self, token: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
             return []
-        extended = self._run("EXTEND", token, repr(float(lease_until)), *job_ids)
+        extended = self._run("EXTEND", token, _number(lease_until, "lease_until"), *job_ids)
         return [job_id.decode() for job_id in extended]
 
     def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
         waiting, dead = self._run(
-            "RECOVER", repr(float(now)), error, owner or "", "0" if owner is None else "1"
+            "RECOVER", _number(now, "now"), error, owner or "", "0" if owner is None else "1"
         )
         return Recovered(
             waiting=tuple(job_id.decode() for job_id in waiting),
@@ -297,7 +323,7 @@ class RedisStorage:
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self._client.hgetall(self._prefix + "job:" + job_id)
-        return _record_from(fields) if fields else None
+        return _readable(fields) if fields else None
 
     def list_jobs(
         self,
@@ -317,19 +343,19 @@ class RedisStorage:
             limit,
             "-inf" if after_seq is None else int(after_seq),
         )
-        return [_record(row) for row in rows]
+        return [_readable(dict(zip(row[::2], row[1::2], strict=True))) for row in rows]
 
     def delete(self, job_id: str) -> DeleteResult:
         return cast(DeleteResult, self._run("DELETE", job_id).decode())
 
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
-        result = self._run("REQUEUE", job_id, new_id, repr(float(now))).decode()
+        result = self._run("REQUEUE", job_id, new_id, _number(now, "now")).decode()
         if result == "exists":
             raise ValueError(f"job id {new_id!r} already exists")
         return cast(RequeueResult, result)
 
     def counts(self, now: float) -> dict[str, Counts]:
-        flat = self._run("COUNTS", repr(float(now)))
+        flat = self._run("COUNTS", _number(now, "now"))
         return {
             flat[i].decode(): Counts(*(int(n) for n in flat[i + 1 : i + 5]))
             for i in range(0, len(flat), 5)
@@ -360,12 +386,14 @@ class RedisStorage:
                     return False
                 self._local.listening = True
                 self._local.rearm = False
-                self._arm()
+                if not self._arm():
+                    return self._poll(pubsub, deadline)
             elif self._local.rearm:
                 # The last wait returned before re-arming, so transitions since
                 # then announced nothing: arm, and report them as a possible one.
                 self._local.rearm = False
-                self._arm()
+                if not self._arm():
+                    return self._poll(pubsub, deadline)
                 return True
             woke = self._next_wake(pubsub, deadline)
             if woke:
@@ -376,7 +404,8 @@ class RedisStorage:
                 # trip sooner.
                 self._local.rearm = True
                 return True
-            self._arm()
+            if not self._arm():
+                self._local.rearm = True
             return False
         except Exception:
             # A broken subscription is thrown away; the next wait starts afresh.
@@ -398,9 +427,23 @@ class RedisStorage:
             if message["type"] == "subscribe":
                 return True
 
-    def _arm(self) -> None:
-        # Subscribed first, armed second: any later transition publishes to us.
-        self._client.set(self._prefix + "armed", b"1")
+    def _arm(self) -> bool:
+        """Subscribed first, armed second: any later transition publishes to us.
+
+        False on a Redis at maxmemory, which refuses the write: then the caller
+        polls (reports a possible job after each wait) until memory is freed.
+        """
+        try:
+            self._client.set(self._prefix + "armed", b"1")
+        except OutOfMemoryError:
+            return False
+        return True
+
+    def _poll(self, pubsub: Any, deadline: float) -> bool:
+        """Unarmed (Redis is full): wait out the timeout, then report a possible job."""
+        self._next_wake(pubsub, deadline)
+        self._local.rearm = True
+        return True
 
     def _next_wake(self, pubsub: Any, deadline: float) -> bool:
         while not self._closed:
@@ -487,31 +530,6 @@ def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: fl
 def _decodes_responses(client: Any) -> bool:
     kwargs = getattr(client, "get_connection_kwargs", None)
     return bool(kwargs and kwargs().get("decode_responses"))
-
-
-def _record(flat: list[bytes]) -> JobRecord:
-    return _record_from(dict(zip(flat[::2], flat[1::2], strict=True)))
-
-
-def _record_from(f: dict[bytes, bytes]) -> JobRecord:
-    token = f.get(b"lease_token")
-    expires = f.get(b"lease_expires")
-    owner = f.get(b"lease_owner")
-    return JobRecord(
-        id=f[b"id"].decode(),
-        seq=int(f[b"seq"]),
-        worker=f[b"worker"].decode(),
-        payload=f[b"payload"],
-        state=cast(JobState, f[b"state"].decode()),
-        attempt=int(f[b"attempt"]),
-        max_attempts=int(f[b"max_attempts"]),
-        run_at=float(f[b"run_at"]),
-        enqueued_at=float(f[b"enqueued_at"]),
-        errors=tuple(f[b"error:%d" % i].decode() for i in range(1, int(f[b"errors"]) + 1)),
-        lease_owner=owner.decode() if owner is not None else None,
-        lease_token=token.decode() if token is not None else None,
-        lease_expires=float(expires) if expires is not None else None,
-    )
 
 
 def _quietly_close(pubsub: Any) -> None:
