@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import exqueue
-from tests.test_processes import lines, write_app
-from tests.test_supervisor import wait_until
+from tests.support.procapp import lines, wait_until, write_app
 
 WORKER = [sys.executable, "-m", "exqueue", "worker", "--app", "procapp:queue"]
 

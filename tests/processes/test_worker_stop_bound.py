@@ -14,9 +14,8 @@ import pytest
 import exqueue
 from exqueue.cli import STOP_GRACE
 from exqueue_redis import RedisStorage
-from tests.test_processes import lines, write_app
-from tests.test_redis_servers import RedisServer
-from tests.test_supervisor import wait_until
+from tests.support.procapp import lines, wait_until, write_app
+from tests.support.redis_servers import RedisServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

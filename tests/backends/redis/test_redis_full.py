@@ -19,7 +19,7 @@ import redis
 import exqueue
 from exqueue_redis import RedisStorage
 from tests.support.cli import cli
-from tests.test_redis_servers import RedisServer
+from tests.support.redis_servers import RedisServer
 
 pytestmark = pytest.mark.faults
 
