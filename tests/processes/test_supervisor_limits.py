@@ -45,7 +45,11 @@ def test_max_jobs_recycles_children_without_losing_or_repeating_a_job(tmp_path: 
         cwd=tmp_path,
     )
     try:
-        wait_until(lambda: len(lines(tmp_path)) >= 300 and not queue.jobs(), timeout=120)
+        wait_until(
+            lambda: len(lines(tmp_path)) >= 300 and not queue.jobs(),
+            "all 300 jobs ran and none is stored",
+            timeout=120,
+        )
     finally:
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0

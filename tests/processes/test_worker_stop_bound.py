@@ -42,7 +42,9 @@ def test_stop_with_the_storage_gone_is_bounded(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_until(lambda: any(line.startswith("start") for line in lines(tmp_path)))
+        wait_until(
+            lambda: any(line.startswith("start") for line in lines(tmp_path)), "a job started"
+        )
         server.kill()
         stopped = time.monotonic()
         worker.send_signal(signal.SIGTERM)
