@@ -45,8 +45,11 @@ class Job:
         payload_error = None
         try:
             args, kwargs = codec.decode(record.payload)
+            args, kwargs = tuple(args), dict(kwargs)
         except SerializationError as exc:
             args, kwargs, payload_error = (), {}, str(exc)
+        except Exception as exc:  # any codec, any crafted payload: one job, not the listing
+            args, kwargs, payload_error = (), {}, f"cannot decode payload: {exc!r}"
         return cls(
             id=record.id,
             worker=record.worker,

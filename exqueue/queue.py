@@ -445,11 +445,15 @@ class Queue:
 
     def start(self) -> None:
         """Recover, then run the workers in background threads until :meth:`stop`."""
+        self._start()
+
+    def _start(self) -> Runtime:
         if self._runtime is not None:
             raise RuntimeError("this queue is already running")
         runtime = self._make_runtime()
         self._runtime = runtime
         runtime.start()
+        return runtime
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, wait up to ``timeout`` seconds for running jobs, release the rest."""
@@ -458,10 +462,14 @@ class Queue:
             runtime.stop(timeout)
 
     def run(self, stop_timeout: float = 30.0) -> None:
-        """Block running the workers; SIGINT or SIGTERM stops them gracefully."""
+        """Block running the workers; SIGINT or SIGTERM stops them gracefully.
+
+        A second signal (a second or more after the first) stops at once: running
+        jobs are released, their attempt not counted, and run again elsewhere.
+        """
         from exqueue.runtime import run_until_signal
 
-        run_until_signal(self, stop_timeout)
+        run_until_signal(self._start, self.stop, stop_timeout)
 
     def drain(self, timeout: float | None = None) -> int:
         """Run jobs until nothing is runnable and nothing is running; returns how many ran.

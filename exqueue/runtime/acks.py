@@ -102,7 +102,7 @@ class Recorder:
         if written and lost:
             log.warning(
                 "lease on jobs %s was lost before their success was recorded; "
-                "they run again elsewhere",
+                "recovery handed them back (they run again unless it was their last attempt)",
                 ", ".join(lost),
             )
         ledger = self.ledger
@@ -147,8 +147,8 @@ class Recorder:
                 continue
             if not ok:
                 log.warning(
-                    "lease on job %s was lost before its %s was recorded; "
-                    "the job runs again elsewhere",
+                    "lease on job %s was lost before its %s was recorded; recovery "
+                    "handed it back (it runs again unless that was its last attempt)",
                     job_id,
                     what,
                 )
@@ -158,21 +158,32 @@ class Recorder:
 class Acker:
     """Records successes in batches: those that arrive while one batch is being
     written go together in the next, so a slow commit costs once per batch, not
-    once per job. With a fast store the batches are simply of one."""
+    once per job. With a fast store the batches are simply of one.
 
-    def __init__(self, recorder: Recorder, storage: SupportsCompleteMany) -> None:
+    At most ``bound`` successes wait unwritten (queued or being written); a job
+    thread with one more waits for room. A success not yet written is lost
+    with the process and its job runs again, so the bound (the node's job
+    threads) keeps a kill's re-runs to about the jobs that were running.
+    """
+
+    def __init__(self, recorder: Recorder, storage: SupportsCompleteMany, bound: int) -> None:
         self.recorder = recorder
         self.storage = storage
+        self.bound = max(bound, 1)
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
         self.closing = False
         self.waiting = False
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # the acker waits for successes
+        self.room = threading.Condition(lock)  # job threads wait for room
         self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
         self.thread.start()
 
     def submit(self, job_id: str, token: str) -> None:
         with self.cond:
+            while len(self.pending) + self.in_flight >= self.bound and not self.closing:
+                self.room.wait()
             self.pending.append((job_id, token))
             if self.waiting:  # a notify costs more than the append; skip it when busy
                 self.cond.notify()
@@ -185,6 +196,7 @@ class Acker:
         with self.cond:
             self.closing = True
             self.cond.notify()
+            self.room.notify_all()
         self.thread.join(timeout)
 
     def _loop(self) -> None:
@@ -200,6 +212,9 @@ class Acker:
                 self.in_flight = len(batch)
             try:
                 self.recorder.successes(self.storage, batch)
+            except Exception:  # the thread must live on: job threads wait for its room
+                log.exception("recording %d successes failed", len(batch))
             finally:
                 with self.cond:
                     self.in_flight = 0
+                    self.room.notify_all()

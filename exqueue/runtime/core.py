@@ -42,6 +42,9 @@ log = logging.getLogger("exqueue")
 
 #: The shortest idle poll; the dispatcher doubles it up to the queue's poll_interval.
 MIN_POLL = 0.02
+#: How long a stop waits, beyond its timeout, for a claim in flight to return,
+#: so that the claimed jobs are handed back now rather than when their lease runs out.
+CLAIM_GRACE = 5.0
 
 
 class Runtime:
@@ -56,12 +59,13 @@ class Runtime:
         self._lanes = {
             name: Lane(worker, config.prefetch) for name, worker in config.workers.items()
         }
-        self._claimer = Claimer(config, ledger, self._lanes)
         self._recorder = Recorder(config, ledger)
+        self._claimer = Claimer(config, ledger, self._lanes, self._recorder.release)
         self._leases = Leases(config, ledger)
         self._threads: list[threading.Thread] = []
         self._acker: Acker | None = None
         self._listening = False  # a listener thread turns storage wake-ups into _wake
+        self._hurry = threading.Event()  # stop at once: running jobs are released
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -77,7 +81,10 @@ class Runtime:
             and PERSISTENT in caps
             and isinstance(self.storage, SupportsCompleteMany)
         ):
-            self._acker = Acker(self._recorder, self.storage)
+            # At most one success per job thread waits to be written: a kill
+            # then re-runs about the jobs that were running, not a backlog.
+            bound = sum(lane.worker.concurrency for lane in self._lanes.values())
+            self._acker = Acker(self._recorder, self.storage, bound)
         for name, lane in self._lanes.items():
             for number in range(lane.worker.concurrency):
                 thread = threading.Thread(
@@ -105,6 +112,11 @@ class Runtime:
         self._spawn(self._dispatch_loop, "exqueue-dispatcher")
         log.info("exqueue node %s started: %s", self.config.node, ", ".join(self.config.workers))
 
+    def hurry(self) -> None:
+        """Make a stop under way (or the next one) release running jobs at once."""
+        self._hurry.set()
+        self._wake.set()
+
     def stop(self, timeout: float) -> None:
         self._stopping.set()
         self._wake.set()
@@ -121,9 +133,10 @@ class Runtime:
                     ledger.held.pop(record.id, None)
                 self._recorder.release(record.id, token)
         deadline = time.monotonic() + max(timeout, 0.0)
-        while self._busy() and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline and not self._hurry.is_set():
             self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
             self._wake.clear()
+        self._await_claims(max(deadline - time.monotonic(), 0.0) + CLAIM_GRACE)
         if self._acker is not None:
             # Successes first: a job whose success is still queued must not be released.
             self._acker.close(timeout=2 * self.config.lease)
@@ -136,26 +149,31 @@ class Runtime:
         for thread in self._threads:
             thread.join(timeout=2.0)
 
+    def _await_claims(self, patience: float) -> None:
+        """Wait for claims in flight: one that returns now releases its jobs (lane closed)."""
+        give_up = time.monotonic() + patience
+        for lane in self._lanes.values():
+            wait = 0.0 if self._hurry.is_set() else max(give_up - time.monotonic(), 0.0)
+            if lane.claim_lock.acquire(timeout=wait):
+                lane.claim_lock.release()
+            else:
+                log.warning("a claim for %s did not return in time", lane.worker.name)
+
     def drain(self, timeout: float | None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         ledger = self._ledger
         # A drain ends when nothing is runnable, so it needs no wake-up listener.
         self._open(listen=False)
         try:
-            failures = 0
             while deadline is None or time.monotonic() < deadline:
                 self._wake.clear()
                 with ledger.lock:
                     progress_before = ledger.progress
-                try:
-                    claimed = self._claimer.dispatch()
-                    failures = 0
-                except Exception:
-                    failures += 1
-                    log.exception("claiming jobs failed; retrying")
-                    time.sleep(min(0.05 * 2**failures, 2.0))
-                    continue
+                claimed, failed = self._claimer.dispatch()
                 if claimed:
+                    continue
+                if failed:  # not drained while a lane cannot claim; it backs off alone
+                    self._wake.wait(5 * MIN_POLL)
                     continue
                 # Done only if no job finished since this claim round began: a job
                 # that finished meanwhile may have made another runnable (a serial
@@ -218,23 +236,16 @@ class Runtime:
 
     def _dispatch_loop(self) -> None:
         idle = MIN_POLL
-        failures = 0
         poll_interval = self.config.poll_interval
         while not self._stopping.is_set():
             self._wake.clear()
-            try:
-                claimed = self._claimer.dispatch()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                pause = min(0.1 * 2**failures, 10.0)
-                log.warning("claiming jobs failed (%s); retrying in %.1fs", exc, pause)
-                self._stopping.wait(pause)
-                continue
+            claimed, failed = self._claimer.dispatch()
             if claimed:
                 idle = MIN_POLL
                 continue
-            woken = self._wake.wait(poll_interval if self._listening else idle)
+            wait = poll_interval if self._listening else idle
+            # A failing lane is retried after its own pause, not the idle poll.
+            woken = self._wake.wait(min(wait, 5 * MIN_POLL) if failed else wait)
             idle = MIN_POLL if woken else min(idle * 2, poll_interval)
 
     def _listen_loop(self) -> None:
@@ -260,8 +271,9 @@ class Runtime:
     def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
         try:
             args, kwargs = self.config.codec.decode(record.payload)
-        except SerializationError as exc:
-            error = f"payload could not be decoded: {exc}"
+        except BaseException as exc:  # whatever a decoder raises, no retry can read it
+            reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
+            error = f"payload could not be decoded: {reason}"
             if self._recorder.bury(record, token, error):
                 log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
                 self.config.report_dead(record.id, exc)

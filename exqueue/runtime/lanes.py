@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from exqueue.runtime.config import Ledger, NodeConfig
@@ -24,6 +26,8 @@ log = logging.getLogger("exqueue")
 
 #: A lane buffers about this many seconds of work beyond its running jobs.
 BUFFER_SECONDS = 0.1
+#: The longest pause before a lane whose claims keep failing tries again.
+MAX_CLAIM_PAUSE = 10.0
 
 
 class Lane:
@@ -49,6 +53,19 @@ class Lane:
         # None until a job has finished here: a process that dies on its first job
         # (a poison job) must not take innocent buffered jobs' attempts with it.
         self.mean_duration: float | None = None
+        # A lane whose claims fail backs off alone: other worker types go on.
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def claim_failed(self, exc: Exception) -> None:
+        """Note a failed claim (``claim_lock`` held): back off, doubling, up to a limit."""
+        self.failures += 1
+        self.more_waiting = False
+        pause = min(0.1 * 2**self.failures, MAX_CLAIM_PAUSE)
+        self.retry_at = time.monotonic() + pause
+        log.warning(
+            "claiming jobs of %s failed (%s); retrying in %.1fs", self.worker.name, exc, pause
+        )
 
     def prefetch(self) -> int:
         if self.max_prefetch == 0 or self.mean_duration is None:
@@ -73,24 +90,50 @@ class Lane:
 
 
 class Claimer:
-    """Claims jobs into lanes' buffers and notes them in the ledger."""
+    """Claims jobs into lanes' buffers and notes them in the ledger.
 
-    def __init__(self, config: NodeConfig, ledger: Ledger, lanes: dict[str, Lane]) -> None:
+    A claim that returns after its lane closed (the node is stopping) hands
+    its jobs back at once through ``release``, attempt uncounted.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        ledger: Ledger,
+        lanes: dict[str, Lane],
+        release: Callable[[str, str], bool],
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.lanes = lanes
+        self.release = release
         self.wake = ledger.wake
         self.stopping = ledger.stopping
 
-    def dispatch(self) -> int:
-        """Claim jobs for every lane that wants some; returns how many were claimed."""
+    def dispatch(self) -> tuple[int, bool]:
+        """Claim for every lane that wants jobs: (how many were claimed, whether any lane failed).
+
+        Each lane is claimed for alone: one whose claim raises backs off while
+        the others go on.
+        """
         claimed = 0
+        failed = False
+        now = time.monotonic()
         for lane in self.lanes.values():
             if self.stopping.is_set():
                 break
+            if lane.retry_at > now:
+                failed = True
+                continue
             with lane.claim_lock:
-                claimed += self.claim(lane)
-        return claimed
+                try:
+                    claimed += self.claim(lane)
+                except Exception as exc:
+                    lane.claim_failed(exc)
+                    failed = True
+                else:
+                    lane.failures = 0
+        return claimed, failed
 
     def claim(self, lane: Lane) -> int:
         """Claim what ``lane`` wants into its buffer (``lane.claim_lock`` held)."""
@@ -120,8 +163,19 @@ class Claimer:
             for record in records:
                 ledger.held[record.id] = token
         with lane.ready:
-            lane.buffer.extend((record, token) for record in records)
-            lane.ready.notify(len(records))
+            # ``stop`` closes the lane and empties its buffer under this lock: a
+            # claim that returns after that releases its jobs itself.
+            closing = lane.closing
+            if not closing:
+                lane.buffer.extend((record, token) for record in records)
+                lane.ready.notify(len(records))
+        if closing:
+            with ledger.lock:
+                for record in records:
+                    ledger.held.pop(record.id, None)
+            for record in records:
+                self.release(record.id, token)
+            return 0
         return len(records)
 
     def claim_here(self, lane: Lane) -> bool:
@@ -143,8 +197,7 @@ class Claimer:
             self.wake.set()  # came up empty: the dispatcher (or a drain) takes over
             return False
         except Exception as exc:
-            lane.more_waiting = False  # the dispatcher retries, with its backoff
-            log.warning("claiming jobs failed (%s); the dispatcher retries", exc)
+            lane.claim_failed(exc)  # the dispatcher retries once the lane's pause is over
             self.wake.set()
             return False
         finally:

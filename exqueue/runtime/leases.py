@@ -47,12 +47,15 @@ class Leases:
         for token, job_ids in by_token.items():
             kept = set(self.config.storage.extend(token, job_ids, lease_until))
             with ledger.lock:
-                # A job that finished since the snapshot was not extended, and was not lost.
-                lost = [j for j in job_ids if j not in kept and ledger.held.get(j) == token]
-                for job_id in lost:
+                # Not extended: lost, or finished since the snapshot (its outcome may be
+                # written while it is still held). Either way this node stops holding it.
+                gone = [j for j in job_ids if j not in kept and ledger.held.get(j) == token]
+                for job_id in gone:
                     del ledger.held[job_id]
-            if lost:
-                log.warning("lost the lease on jobs %s; they will run again", ", ".join(lost))
+            if gone:
+                # No warning here: only the job's outcome, fenced by its token, can
+                # tell a lost lease from a success just written; it warns if lost.
+                log.debug("jobs %s no longer held under their lease", ", ".join(gone))
 
     def recover(self, owner: str | None = None) -> None:
         config = self.config
