@@ -4,7 +4,7 @@ Each test injects one fault into a real storage (a subclass of MemoryStorage or
 of the SQLite storage that fails, waits or slows down at one call) or sends a
 real signal to a real process, and checks what must hold: worker types are
 independent (7), a claim that returns during a stop is released (4), a node
-holds only about its concurrency of unrecorded successes (19), a healthy run
+holds only a few times its concurrency of unrecorded successes (19), a healthy run
 logs no lease warning (18), a second signal stops at once (24), and a payload
 whose decoder raises anything makes that job dead at once with the reason (3/5).
 """
@@ -139,7 +139,7 @@ def test_a_claim_that_returns_while_the_node_stops_is_released() -> None:
 # -- 19: a bounded number of unrecorded successes --------------------------------------
 
 
-def test_a_node_holds_at_most_about_its_concurrency_of_unrecorded_successes(
+def test_a_node_holds_a_bounded_number_of_unrecorded_successes(
     tmp_path: Path,
 ) -> None:
     base = sqlite_storage_class()
@@ -171,7 +171,9 @@ def test_a_node_holds_at_most_about_its_concurrency_of_unrecorded_successes(
     queue.enqueue_many([tiny.call() for _ in range(60)])
     assert queue.drain(timeout=60.0) == 60
     assert not queue.jobs()
-    assert most_unrecorded <= 2 * concurrency
+    # One batch being written, one queued behind it, one success per other thread
+    # waiting for room: never the backlog a slow commit used to pile up.
+    assert most_unrecorded <= 3 * concurrency
 
 
 # -- 18: no false lease warnings -------------------------------------------------------

@@ -160,10 +160,13 @@ class Acker:
     written go together in the next, so a slow commit costs once per batch, not
     once per job. With a fast store the batches are simply of one.
 
-    At most ``bound`` successes wait unwritten (queued or being written); a job
+    At most ``bound`` successes queue behind the batch being written; a job
     thread with one more waits for room. A success not yet written is lost
     with the process and its job runs again, so the bound (the node's job
-    threads) keeps a kill's re-runs to about the jobs that were running.
+    threads) keeps a kill's re-runs to a few times the jobs that were running
+    (queued, being written, waiting for room), where unbounded batches grew
+    with the commit time. The price is throughput on stores whose commits are
+    slow: a commit carries at most ``bound`` successes.
     """
 
     def __init__(self, recorder: Recorder, storage: SupportsCompleteMany, bound: int) -> None:
@@ -182,7 +185,7 @@ class Acker:
 
     def submit(self, job_id: str, token: str) -> None:
         with self.cond:
-            while len(self.pending) + self.in_flight >= self.bound and not self.closing:
+            while len(self.pending) >= self.bound and not self.closing:
                 self.room.wait()
             self.pending.append((job_id, token))
             if self.waiting:  # a notify costs more than the append; skip it when busy

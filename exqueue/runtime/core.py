@@ -81,8 +81,8 @@ class Runtime:
             and PERSISTENT in caps
             and isinstance(self.storage, SupportsCompleteMany)
         ):
-            # At most one success per job thread waits to be written: a kill
-            # then re-runs about the jobs that were running, not a backlog.
+            # At most one success per job thread queues for the next commit: a
+            # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
             self._acker = Acker(self._recorder, self.storage, bound)
         for name, lane in self._lanes.items():
