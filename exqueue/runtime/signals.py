@@ -52,8 +52,8 @@ def run_until_signal(
     if in_main_thread:
         for signum in (signal.SIGINT, signal.SIGTERM):
             handlers[signum] = signal.signal(signum, request_stop)
+    runtime.append(start())
     try:
-        runtime.append(start())
         while not stopped.wait(0.5):
             pass
     finally:
