@@ -1,4 +1,13 @@
-"""Retry policies: how long a failed job waits before its next attempt."""
+"""Retry policy: every decision about a job's attempts, apart from the storage.
+
+The defaults a worker type gets, whether a failed attempt is retried or the
+job dies, how long it waits first (the backoff shapes), and the rule recovery
+applies to a job whose worker was lost. The runtime asks this module and
+records the answer; the storage applies it. The one rule a backend applies
+itself is :func:`attempts_left` inside ``Storage.recover``, because it must hold
+in the same atomic transition that takes the job from its lost worker (the
+protocol docstring says so).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,42 @@ from exqueue.guards import check_seconds, is_real
 
 #: The largest growth factor: beyond it the delay reaches the cap after one retry.
 MAX_FACTOR = 1000.0
+#: Retries a worker type gets unless it says otherwise (and a job enqueued for a
+#: worker type registered only in another process).
+DEFAULT_MAX_RETRIES = 5
+#: Seconds between attempts unless the worker type gives a backoff.
+DEFAULT_RETRY_DELAY = 30.0
+#: Seconds a claim holds without a heartbeat.
+DEFAULT_LEASE = 30.0
+
+
+def attempts_left(attempt: int, max_attempts: int) -> bool:
+    """Whether a job that has used ``attempt`` of ``max_attempts`` may run again.
+
+    The runtime asks it after a failure; each backend's ``recover`` applies the
+    same rule atomically (``attempt < max_attempts`` -> waiting, else dead).
+    """
+    return attempt < max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failed attempt is retried: wait ``delay`` seconds, run again at ``run_at``."""
+
+    delay: float
+    run_at: float
+
+
+def after_failure(attempt: int, max_attempts: int, backoff: Backoff, now: float) -> Retry | None:
+    """What follows failed attempt ``attempt``: a :class:`Retry`, or None when the job dies.
+
+    An undecodable payload is not asked about: no retry can read it, so it dies
+    at once.
+    """
+    if not attempts_left(attempt, max_attempts):
+        return None
+    delay = backoff.delay(attempt)
+    return Retry(delay, now + delay)
 
 
 class Backoff(Protocol):

@@ -1,8 +1,8 @@
 """The public ``Queue``: registering worker types, enqueueing, inspecting and managing jobs.
 
-All policy lives here and in :mod:`exqueue.runtime`: how many attempts a job
-gets, how long it waits after a failure, when it dies and who hears about it.
-The storage only applies the transitions the core asks for.
+Retry decisions and defaults live in :mod:`exqueue.policy`; the queue keeps a
+worker type's settings, hears of each death (``on_dead``) and hands a
+:class:`~exqueue.runtime.NodeConfig` to the runtime that runs its workers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from exqueue.codec import Codec, get_codec
 from exqueue.errors import (
@@ -35,7 +35,13 @@ from exqueue.guards import (
     check_worker_function,
 )
 from exqueue.job import Call, Job
-from exqueue.policy import Backoff, Fixed
+from exqueue.policy import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    Backoff,
+    Fixed,
+)
 from exqueue.registry import connect
 from exqueue.storage import (
     DEAD,
@@ -47,14 +53,15 @@ from exqueue.storage import (
     SupportsTransactionalEnqueue,
 )
 
+if TYPE_CHECKING:
+    from exqueue.runtime import NodeConfig, Runtime
+
 log = logging.getLogger("exqueue")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL = "sqlite:///exqueue.db"
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_RETRY_DELAY = 30.0
 DeadReporter = Callable[[Job, BaseException | None], None]
 
 
@@ -157,7 +164,7 @@ class Queue:
         self,
         storage: Storage | str | None = None,
         *,
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         node: str | None = None,
         clock: Callable[[], float] = time.time,
         codec: str | Codec = "json",
@@ -178,7 +185,7 @@ class Queue:
         self.prefetch = prefetch
         self.workers: dict[str, WorkerType[Any, Any]] = {}
         self._reporters: list[DeadReporter] = []
-        self._runtime: Any = None
+        self._runtime: Runtime | None = None
 
     # -- registering -----------------------------------------------------------------
 
@@ -416,17 +423,37 @@ class Queue:
 
     # -- running ---------------------------------------------------------------------
 
-    def _make_runtime(self) -> Any:
+    def _node_config(self) -> NodeConfig:
+        from exqueue.runtime import NodeConfig
+
+        return NodeConfig(
+            storage=self.storage,
+            workers=self.workers,
+            codec=self.codec,
+            node=self.node,
+            lease=self.lease,
+            poll_interval=self.poll_interval,
+            prefetch=self.prefetch,
+            clock=self.clock,
+            report_dead=self._report_dead,
+        )
+
+    def _make_runtime(self) -> Runtime:
         from exqueue.runtime import Runtime
 
-        return Runtime(self)
+        return Runtime(self._node_config())
 
     def start(self) -> None:
         """Recover, then run the workers in background threads until :meth:`stop`."""
+        self._start()
+
+    def _start(self) -> Runtime:
         if self._runtime is not None:
             raise RuntimeError("this queue is already running")
-        self._runtime = self._make_runtime()
-        self._runtime.start()
+        runtime = self._make_runtime()
+        self._runtime = runtime
+        runtime.start()
+        return runtime
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, wait up to ``timeout`` seconds for running jobs, release the rest."""
@@ -435,10 +462,14 @@ class Queue:
             runtime.stop(timeout)
 
     def run(self, stop_timeout: float = 30.0) -> None:
-        """Block running the workers; SIGINT or SIGTERM stops them gracefully."""
+        """Block running the workers; SIGINT or SIGTERM stops them gracefully.
+
+        A second signal (a second or more after the first) stops at once: running
+        jobs are released, their attempt not counted, and run again elsewhere.
+        """
         from exqueue.runtime import run_until_signal
 
-        run_until_signal(self, stop_timeout)
+        run_until_signal(self._start, self.stop, stop_timeout)
 
     def drain(self, timeout: float | None = None) -> int:
         """Run jobs until nothing is runnable and nothing is running; returns how many ran.
@@ -451,7 +482,7 @@ class Queue:
         runtime = self._make_runtime()
         self._runtime = runtime
         try:
-            return int(runtime.drain(timeout))
+            return runtime.drain(timeout)
         finally:
             self._runtime = None
 

@@ -1,0 +1,223 @@
+"""Acknowledgement: writing each job's outcome to the storage, fenced by its token.
+
+The :class:`Recorder` turns an outcome into one transition (complete, retry,
+bury, release), asking :mod:`exqueue.policy` whether a failure is retried, and
+retries through storage errors while the lease may still hold. The
+:class:`Acker` records successes in batches on stores where a commit is dear.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from exqueue.policy import after_failure
+from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.storage import JobRecord, SupportsCompleteMany
+
+if TYPE_CHECKING:
+    from exqueue.queue import WorkerType
+
+log = logging.getLogger("exqueue")
+
+#: Stored error texts are cut to this many characters (the end, where the error is).
+MAX_ERROR_CHARS = 8000
+
+
+def format_error(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    return text[-MAX_ERROR_CHARS:]
+
+
+class Recorder:
+    """Records outcomes; tells the queue's reporters of each death it records."""
+
+    def __init__(self, config: NodeConfig, ledger: Ledger) -> None:
+        self.config = config
+        self.storage = config.storage
+        self.ledger = ledger
+        self.wake = ledger.wake
+
+    def success(self, job_id: str, token: str) -> bool:
+        return self.record(job_id, "success", lambda: self.storage.complete(job_id, token))
+
+    def release(self, job_id: str, token: str) -> bool:
+        return self.record(job_id, "release", lambda: self.storage.release(job_id, token), 5)
+
+    def failure(
+        self, worker: WorkerType[Any, Any], record: JobRecord, token: str, exc: BaseException
+    ) -> None:
+        error = format_error(exc)
+        retry = after_failure(
+            record.attempt, record.max_attempts, worker.backoff, self.config.clock()
+        )
+        if retry is None:
+            if self.bury(record, token, error):
+                log.error(
+                    "job %s (%s) is dead after %d attempts",
+                    record.id,
+                    record.worker,
+                    record.attempt,
+                    exc_info=exc,
+                )
+                self.config.report_dead(record.id, exc)
+            return
+        if self.record(
+            record.id,
+            "retry",
+            lambda: self.storage.schedule_retry(record.id, token, run_at=retry.run_at, error=error),
+        ):
+            log.info(
+                "job %s (%s) failed on attempt %d of %d, retrying in %.3gs: %s: %s",
+                record.id,
+                record.worker,
+                record.attempt,
+                record.max_attempts,
+                retry.delay,
+                type(exc).__name__,
+                exc,
+            )
+
+    def bury(self, record: JobRecord, token: str, error: str) -> bool:
+        return self.record(
+            record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
+        )
+
+    def successes(self, storage: SupportsCompleteMany, batch: list[tuple[str, str]]) -> None:
+        """Write one batch of successes (on the acker's thread)."""
+        done: set[str] = set()
+
+        def write() -> bool:
+            done.update(storage.complete_many(batch))
+            return True
+
+        written = self.record(
+            f"{len(batch)} jobs" if len(batch) > 1 else batch[0][0], "success", write
+        )
+        lost = [job_id for job_id, _ in batch if job_id not in done]
+        if written and lost:
+            log.warning(
+                "lease on jobs %s was lost before their success was recorded; "
+                "recovery handed them back (they run again unless it was their last attempt)",
+                ", ".join(lost),
+            )
+        ledger = self.ledger
+        with ledger.lock:
+            for job_id, _ in batch:
+                ledger.held.pop(job_id, None)
+            ledger.progress += 1
+        self.wake.set()
+
+    def record(
+        self, job_id: str, what: str, call: Callable[[], bool], patience: float | None = None
+    ) -> bool:
+        """Record an outcome, retrying through storage errors while the lease may hold.
+
+        False when the lease was lost (the job runs, or ran, again elsewhere) or the
+        storage stayed unreachable: then the lease expires and the job runs again.
+        """
+        give_up = time.monotonic() + (patience if patience is not None else 2 * self.config.lease)
+        pause = 0.05
+        while True:
+            try:
+                ok = call()
+            except Exception as exc:
+                if time.monotonic() + pause > give_up:
+                    log.error(
+                        "could not record the %s of job %s (%s); it will run again "
+                        "once its lease expires",
+                        what,
+                        job_id,
+                        exc,
+                    )
+                    return False
+                log.warning(
+                    "recording the %s of job %s failed (%s); retrying in %.2fs",
+                    what,
+                    job_id,
+                    exc,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if not ok:
+                log.warning(
+                    "lease on job %s was lost before its %s was recorded; recovery "
+                    "handed it back (it runs again unless that was its last attempt)",
+                    job_id,
+                    what,
+                )
+            return ok
+
+
+class Acker:
+    """Records successes in batches: those that arrive while one batch is being
+    written go together in the next, so a slow commit costs once per batch, not
+    once per job. With a fast store the batches are simply of one.
+
+    At most ``bound`` successes queue behind the batch being written; a job
+    thread with one more waits for room. A success not yet written is lost
+    with the process and its job runs again, so the bound (the node's job
+    threads) keeps a kill's re-runs to a few times the jobs that were running
+    (queued, being written, waiting for room), where unbounded batches grew
+    with the commit time. The price is throughput on stores whose commits are
+    slow: a commit carries at most ``bound`` successes.
+    """
+
+    def __init__(self, recorder: Recorder, storage: SupportsCompleteMany, bound: int) -> None:
+        self.recorder = recorder
+        self.storage = storage
+        self.bound = max(bound, 1)
+        self.pending: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.closing = False
+        self.waiting = False
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # the acker waits for successes
+        self.room = threading.Condition(lock)  # job threads wait for room
+        self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
+        self.thread.start()
+
+    def submit(self, job_id: str, token: str) -> None:
+        with self.cond:
+            while len(self.pending) >= self.bound and not self.closing:
+                self.room.wait()
+            self.pending.append((job_id, token))
+            if self.waiting:  # a notify costs more than the append; skip it when busy
+                self.cond.notify()
+
+    def busy(self) -> bool:
+        with self.cond:
+            return bool(self.pending or self.in_flight)
+
+    def close(self, timeout: float) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+            self.room.notify_all()
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.waiting = True
+                    self.cond.wait()
+                    self.waiting = False
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+                self.in_flight = len(batch)
+            try:
+                self.recorder.successes(self.storage, batch)
+            except Exception:  # the thread must live on: job threads wait for its room
+                log.exception("recording %d successes failed", len(batch))
+            finally:
+                with self.cond:
+                    self.in_flight = 0
+                    self.room.notify_all()

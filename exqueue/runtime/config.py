@@ -1,0 +1,57 @@
+"""What a runtime is given by its queue: one typed object, nothing reached through.
+
+The queue builds a :class:`NodeConfig` when it starts or drains; the runtime
+reads its settings and calls ``report_dead`` when a job dies, and knows no
+other member of the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from exqueue.codec import Codec
+from exqueue.storage import Storage
+
+if TYPE_CHECKING:
+    from exqueue.queue import WorkerType
+
+#: Called once when a job dies: its id and the exception of its last attempt
+#: (None when its worker was lost).
+ReportDead = Callable[[str, BaseException | None], None]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node's settings and its worker types (see :class:`exqueue.Queue`)."""
+
+    storage: Storage
+    workers: Mapping[str, WorkerType[Any, Any]]
+    codec: Codec
+    node: str
+    lease: float
+    poll_interval: float
+    prefetch: int
+    clock: Callable[[], float]
+    report_dead: ReportDead
+
+
+@dataclass
+class Ledger:
+    """What the runtime's rooms share: the jobs this node holds, its progress, its events.
+
+    ``held`` maps a job id to its claim token while this node holds the job
+    (buffered, running, or its success queued); ``progress`` is bumped whenever
+    an outcome is recorded, so a drain can tell whether anything moved. Both,
+    and ``finished``, are read and written under ``lock``. ``wake`` asks the
+    dispatcher (or a drain) to claim now; ``stopping`` is set once by ``stop``.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    held: dict[str, str] = field(default_factory=dict)
+    finished: int = 0
+    progress: int = 0
+    wake: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)

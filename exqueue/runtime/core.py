@@ -1,0 +1,294 @@
+"""The worker runtime: a node's lifecycle, its dispatcher and its job threads.
+
+One dispatcher claims jobs for every registered worker type while it has free
+slots (``concurrency`` per type) and hands them to that type's lane
+(:mod:`.lanes`). Each job's outcome is recorded by :mod:`.acks`, which asks
+:mod:`exqueue.policy` what a failure means; successes go in batches through an
+acker thread where the backend can. A heartbeat thread (:mod:`.leases`) extends
+the leases of held jobs and recovers jobs whose lease expired on any node. On
+backends with a wake-up signal a listener thread turns it into a local event,
+so idle workers block instead of polling; elsewhere the dispatcher polls with a
+back-off up to ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from exqueue.errors import SerializationError
+from exqueue.guards import check_result
+from exqueue.job import JobContext, _current
+from exqueue.runtime.acks import Acker, Recorder
+from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.runtime.lanes import Claimer, Lane
+from exqueue.runtime.leases import Leases
+from exqueue.storage import (
+    COMPLETE_MANY,
+    PERSISTENT,
+    WAKEUP,
+    JobRecord,
+    SupportsCompleteMany,
+    SupportsWakeup,
+)
+
+if TYPE_CHECKING:
+    from exqueue.queue import WorkerType
+
+log = logging.getLogger("exqueue")
+
+#: The shortest idle poll; the dispatcher doubles it up to the queue's poll_interval.
+MIN_POLL = 0.02
+#: How long a stop waits, beyond its timeout, for a claim in flight to return,
+#: so that the claimed jobs are handed back now rather than when their lease runs out.
+CLAIM_GRACE = 5.0
+
+
+class Runtime:
+    """Runs one queue's worker types until stopped, or until drained."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.storage = config.storage
+        self._ledger = ledger = Ledger()
+        self._wake = ledger.wake
+        self._stopping = ledger.stopping
+        self._lanes = {
+            name: Lane(worker, config.prefetch) for name, worker in config.workers.items()
+        }
+        self._recorder = Recorder(config, ledger)
+        self._claimer = Claimer(config, ledger, self._lanes, self._recorder.release)
+        self._leases = Leases(config, ledger)
+        self._threads: list[threading.Thread] = []
+        self._acker: Acker | None = None
+        self._listening = False  # a listener thread turns storage wake-ups into _wake
+        self._hurry = threading.Event()  # stop at once: running jobs are released
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _open(self, listen: bool) -> None:
+        caps = self.storage.capabilities
+        # Batching pays for a durable commit per success; an in-process store
+        # records one faster than the acker thread can be handed it.
+        if (
+            COMPLETE_MANY in caps
+            and PERSISTENT in caps
+            and isinstance(self.storage, SupportsCompleteMany)
+        ):
+            # At most one success per job thread queues for the next commit: a
+            # kill then re-runs a few times the jobs that were running, not a backlog.
+            bound = sum(lane.worker.concurrency for lane in self._lanes.values())
+            self._acker = Acker(self._recorder, self.storage, bound)
+        for name, lane in self._lanes.items():
+            for number in range(lane.worker.concurrency):
+                thread = threading.Thread(
+                    target=self._lane_loop, args=(lane,), name=f"exqueue-{name}-{number}"
+                )
+                thread.daemon = True
+                thread.start()
+        self._leases.recover(owner=self.config.node)
+        self._spawn(self._leases.loop, "exqueue-heartbeat")
+        self._listening = (
+            listen
+            and WAKEUP in self.storage.capabilities
+            and isinstance(self.storage, SupportsWakeup)
+        )
+        if self._listening:
+            self._spawn(self._listen_loop, "exqueue-listener")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def start(self) -> None:
+        self._open(listen=True)
+        self._spawn(self._dispatch_loop, "exqueue-dispatcher")
+        log.info("exqueue node %s started: %s", self.config.node, ", ".join(self.config.workers))
+
+    def hurry(self) -> None:
+        """Make a stop under way (or the next one) release running jobs at once."""
+        self._hurry.set()
+        self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        ledger = self._ledger
+        # Buffered jobs have not started: hand them back at once, attempt uncounted.
+        for lane in self._lanes.values():
+            with lane.ready:
+                lane.closing = True
+                unstarted = list(lane.buffer)
+                lane.buffer.clear()
+                lane.ready.notify_all()
+            for record, token in unstarted:
+                with ledger.lock:
+                    ledger.held.pop(record.id, None)
+                self._recorder.release(record.id, token)
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while self._busy() and time.monotonic() < deadline and not self._hurry.is_set():
+            self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
+            self._wake.clear()
+        self._await_claims(max(deadline - time.monotonic(), 0.0) + CLAIM_GRACE)
+        if self._acker is not None:
+            # Successes first: a job whose success is still queued must not be released.
+            self._acker.close(timeout=2 * self.config.lease)
+        with ledger.lock:
+            unfinished = list(ledger.held.items())
+            ledger.held.clear()
+        for job_id, token in unfinished:
+            if self._recorder.release(job_id, token):
+                log.warning("job %s did not finish within the stop timeout; released", job_id)
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+    def _await_claims(self, patience: float) -> None:
+        """Wait for claims in flight: one that returns now releases its jobs (lane closed)."""
+        give_up = time.monotonic() + patience
+        for lane in self._lanes.values():
+            wait = 0.0 if self._hurry.is_set() else max(give_up - time.monotonic(), 0.0)
+            if lane.claim_lock.acquire(timeout=wait):
+                lane.claim_lock.release()
+            else:
+                log.warning("a claim for %s did not return in time", lane.worker.name)
+
+    def drain(self, timeout: float | None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ledger = self._ledger
+        # A drain ends when nothing is runnable, so it needs no wake-up listener.
+        self._open(listen=False)
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                self._wake.clear()
+                with ledger.lock:
+                    progress_before = ledger.progress
+                claimed, failed = self._claimer.dispatch()
+                if claimed:
+                    continue
+                if failed:  # not drained while a lane cannot claim; it backs off alone
+                    self._wake.wait(5 * MIN_POLL)
+                    continue
+                # Done only if no job finished since this claim round began: a job
+                # that finished meanwhile may have made another runnable (a serial
+                # successor, a retry with no delay, a job it enqueued).
+                with ledger.lock:
+                    settled = ledger.progress == progress_before
+                if settled and not self._busy():
+                    break
+                self._wake.wait(0.5)
+        finally:
+            self.stop(timeout=0 if deadline is None else max(deadline - time.monotonic(), 0))
+        return ledger.finished
+
+    def _busy(self) -> bool:
+        if self._acker is not None and self._acker.busy():
+            return True
+        for lane in self._lanes.values():
+            with lane.ready:  # a job moves from buffer to executing under this lock
+                if lane.executing or lane.buffer or lane.claiming:
+                    return True
+        return False
+
+    # -- threads ---------------------------------------------------------------------
+
+    def _lane_loop(self, lane: Lane) -> None:
+        ready = lane.ready
+        wake = self._wake
+        ledger = self._ledger
+        claim_here = self._claimer.claim_here
+        with ready:
+            while True:
+                while not lane.buffer and not lane.closing:
+                    if not claim_here(lane):
+                        ready.wait()
+                if not lane.buffer:
+                    return
+                record, token = lane.buffer.popleft()
+                lane.executing += 1
+                ready.release()
+                started = time.monotonic()
+                deferred = False
+                try:
+                    deferred = self._execute(lane.worker, record, token)
+                finally:
+                    # Count the job as finished before the lane looks idle, so a
+                    # drain that sees an idle lane also sees this job's completion.
+                    with ledger.lock:
+                        if not deferred:  # a queued success keeps its lease until written
+                            ledger.held.pop(record.id, None)
+                        ledger.finished += 1
+                        ledger.progress += 1
+                    # Finishing and taking the next job share one hold of the lock.
+                    ready.acquire()
+                    lane.executing -= 1
+                    lane.observe(time.monotonic() - started)
+                # The dispatcher needs waking only when this lane wants jobs that
+                # its own threads will not claim.
+                if not wake.is_set() and not lane.more_waiting and lane.wanted():
+                    wake.set()
+
+    def _dispatch_loop(self) -> None:
+        idle = MIN_POLL
+        poll_interval = self.config.poll_interval
+        while not self._stopping.is_set():
+            self._wake.clear()
+            claimed, failed = self._claimer.dispatch()
+            if claimed:
+                idle = MIN_POLL
+                continue
+            wait = poll_interval if self._listening else idle
+            # A failing lane is retried after its own pause, not the idle poll.
+            woken = self._wake.wait(min(wait, 5 * MIN_POLL) if failed else wait)
+            idle = MIN_POLL if woken else min(idle * 2, poll_interval)
+
+    def _listen_loop(self) -> None:
+        assert isinstance(self.storage, SupportsWakeup)
+        while not self._stopping.is_set():
+            try:
+                if self.storage.wait_for_jobs(min(1.0, self.config.poll_interval)):
+                    self._wake.set()
+            except Exception as exc:
+                log.warning("waiting for new jobs failed (%s); retrying in 1s", exc)
+                self._stopping.wait(1.0)
+
+    # -- running one job -------------------------------------------------------------
+
+    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+        """Run one job; True when its success was queued for the acker."""
+        try:
+            return self._run(worker, record, token)
+        except Exception:
+            log.exception("internal error while handling job %s", record.id)
+            return False
+
+    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+        try:
+            args, kwargs = self.config.codec.decode(record.payload)
+        except BaseException as exc:  # whatever a decoder raises, no retry can read it
+            reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
+            error = f"payload could not be decoded: {reason}"
+            if self._recorder.bury(record, token, error):
+                log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
+                self.config.report_dead(record.id, exc)
+            return False
+        context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
+        reset = _current.set(context)
+        try:
+            check_result(worker.fn(*args, **kwargs))
+        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+            self._recorder.failure(worker, record, token, exc)
+            return False
+        finally:
+            _current.reset(reset)
+        if self._acker is not None:
+            self._acker.submit(record.id, token)
+            return True
+        self._recorder.success(record.id, token)
+        return False

@@ -1,0 +1,68 @@
+"""Heartbeat and recovery: keeping this node's leases, handing back lost workers' jobs.
+
+The heartbeat extends the lease of every job this node holds, every third of
+a lease, and now and then recovers jobs whose lease ran out on any node
+(``Storage.recover`` applies :func:`exqueue.policy.attempts_left` atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.storage import WORKER_LOST
+
+log = logging.getLogger("exqueue")
+
+
+class Leases:
+    """Extends this node's leases and recovers expired ones."""
+
+    def __init__(self, config: NodeConfig, ledger: Ledger) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.wake = ledger.wake
+        self.stopping = ledger.stopping
+
+    def loop(self) -> None:
+        interval = self.config.lease / 3
+        last_recovery = time.monotonic()
+        while not self.stopping.wait(interval):
+            try:
+                self.heartbeat()
+                if time.monotonic() - last_recovery >= self.config.lease / 2:
+                    last_recovery = time.monotonic()
+                    self.recover()
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    def heartbeat(self) -> None:
+        ledger = self.ledger
+        with ledger.lock:
+            by_token: dict[str, list[str]] = {}
+            for job_id, token in ledger.held.items():
+                by_token.setdefault(token, []).append(job_id)
+        lease_until = self.config.clock() + self.config.lease
+        for token, job_ids in by_token.items():
+            kept = set(self.config.storage.extend(token, job_ids, lease_until))
+            with ledger.lock:
+                # Not extended: lost, or finished since the snapshot (its outcome may be
+                # written while it is still held). Either way this node stops holding it.
+                gone = [j for j in job_ids if j not in kept and ledger.held.get(j) == token]
+                for job_id in gone:
+                    del ledger.held[job_id]
+            if gone:
+                # No warning here: only the job's outcome, fenced by its token, can
+                # tell a lost lease from a success just written; it warns if lost.
+                log.debug("jobs %s no longer held under their lease", ", ".join(gone))
+
+    def recover(self, owner: str | None = None) -> None:
+        config = self.config
+        recovered = config.storage.recover(config.clock(), owner=owner, error=WORKER_LOST)
+        if recovered.waiting:
+            log.warning("recovered %d jobs of lost workers", len(recovered.waiting))
+            self.wake.set()
+        for job_id in recovered.dead:
+            log.error("job %s is dead: its worker was lost on its last attempt", job_id)
+            config.report_dead(job_id, None)
