@@ -19,7 +19,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,9 @@ import exqueue
 from exqueue.codec import JSONCodec
 from exqueue.storage import JobRecord, NewJob
 from exqueue_memory import MemoryStorage
+from tests.support.procapp import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sqlite_storage_class() -> Any:
@@ -79,7 +72,7 @@ def test_a_worker_type_whose_claim_fails_does_not_stop_the_types_after_it() -> N
     second.enqueue()
     queue.start()
     try:
-        until(lambda: "second" in ran, 10.0, "the second worker type to run its job")
+        wait_until(lambda: "second" in ran, "the second worker type to run its job", timeout=10.0)
     finally:
         queue.stop(timeout=5)
     assert ran == ["second"]
@@ -216,7 +209,7 @@ def test_a_healthy_run_logs_no_lease_warning(
     with caplog.at_level(logging.INFO, logger="exqueue"):
         queue.start()
         try:
-            until(lambda: ran == [1] and not queue.jobs(), 10.0, "the job to finish")
+            wait_until(lambda: ran == [1] and not queue.jobs(), "the job to finish", timeout=10.0)
             time.sleep(0.6)  # let the slow call return while heartbeats go on
         finally:
             queue.stop(timeout=5.0)
@@ -256,7 +249,7 @@ def test_a_second_signal_stops_at_once_and_releases_the_running_job(
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen([sys.executable, str(app), url, str(started)], env=env)
         try:
-            until(started.exists, 30.0, "the job to start")
+            wait_until(started.exists, "the job to start", timeout=30.0)
             proc.send_signal(signal.SIGTERM)
             time.sleep(1.5)  # past the repeat window; the stop now waits for the 120 s job
             proc.send_signal(second)
