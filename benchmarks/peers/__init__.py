@@ -14,6 +14,7 @@ _MODULES = [
     "saq_bench",
     "celery_bench",
     "procrastinate_bench",
+    "arq_bench",
 ]
 
 
