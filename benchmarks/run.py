@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -284,6 +285,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the worker process of the run in progress is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     available = adapters()
     if args.list:
         for key, lib in matrix.BY_KEY.items():
@@ -296,10 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(str(exc))
     if args.jobs < 1 or args.repeat < 1 or args.sleep_rounds < 1:
         parser().error("--jobs, --repeat and --sleep-rounds must be at least 1")
+    from benchmarks.peers import MISSING
+
     configs = [
         c
         if c.skip or c.library.key in available
-        else Config(c.library, c.concurrency, c.body, "library not installed")
+        else Config(
+            c.library,
+            c.concurrency,
+            c.body,
+            "not installed: " + MISSING.get(c.library.library, "its adapter did not load"),
+        )
         for c in configs
     ]
     if any(c.library.backend in ("postgres", "mariadb") for c in configs):

@@ -18,6 +18,10 @@ _MODULES = [
 ]
 
 
+#: Library name -> why its adapter could not be loaded here.
+MISSING: dict[str, str] = {}
+
+
 def _load() -> list[type[Adapter]]:
     found = []
     for name in _MODULES:
@@ -25,6 +29,7 @@ def _load() -> list[type[Adapter]]:
             module = importlib.import_module(f"benchmarks.peers.{name}")
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
+            MISSING[name.removesuffix("_bench")] = str(exc)
             continue
         found.append(module.ADAPTER)
     return found

@@ -6,7 +6,12 @@ batch enqueue: a ``group`` publishes its messages one by one.
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
+
+if redis.VERSION < (6, 1):
+    # kombu's Redis transport refuses older clients when the worker connects.
+    raise ImportError(f"Celery's Redis transport needs redis-py >= 6.1, not {redis.__version__}")
 
 from benchmarks import bodies, common
 
