@@ -1,9 +1,10 @@
 """The like-for-like configuration matrix: which library runs which way, and why not.
 
 Every library (exqueue included) is one worker process started by its own
-command, with the same concurrency and the same job body as every other library
-in the same cell. The concurrency reaches the worker as the library's own flag
-where it has one (``-w``, ``-t``, ``-c``, ``--concurrency``) and always as
+command, logging warnings only (no line per job, as exqueue by default), with
+the same concurrency and the same job body as every other library in the same
+cell. The concurrency reaches the worker as the library's own flag where it has
+one (``-w``, ``-t``, ``-c``, ``--concurrency``) and always as
 ``$EXQ_BENCH_CONCURRENCY`` (read by the apps that configure it in code: exqueue,
 saq, arq); the body is ``$EXQ_BENCH_BODY`` (``benchmarks.bodies``). A library
 that cannot run a cell (RQ has one job at a time per process) gets a reason
@@ -80,7 +81,16 @@ LIBRARIES: tuple[Library, ...] = (
         "huey",
         "redis",
         "threads",
-        ("huey_consumer", "benchmarks.peers.huey_bench.huey", "-w", "{c}", "-k", "thread", "-n"),
+        (
+            "huey_consumer",
+            "benchmarks.peers.huey_bench.huey",
+            "-w",
+            "{c}",
+            "-k",
+            "thread",
+            "-n",
+            "-q",
+        ),
         flag="-w",
         stop_signal=signal.SIGINT,  # huey's graceful shutdown
     ),
@@ -118,7 +128,17 @@ LIBRARIES: tuple[Library, ...] = (
         "rq",
         "redis",
         "one job at a time",
-        ("rq", "worker", "-w", "rq.worker.SimpleWorker", "--url", REDIS_URL, "-q", "exqbench"),
+        (
+            "rq",
+            "worker",
+            "-w",
+            "rq.worker.SimpleWorker",
+            "--url",
+            REDIS_URL,
+            "-q",
+            "exqbench",
+            "--quiet",
+        ),
         refuses={4: _RQ_ONLY_ONE, 64: _RQ_ONLY_ONE, 256: _RQ_ONLY_ONE},
     ),
     Library("saq", "redis", "asyncio", ("saq", "benchmarks.peers.saq_bench.settings")),
@@ -129,6 +149,8 @@ LIBRARIES: tuple[Library, ...] = (
         "asyncio",
         (
             "procrastinate",
+            "--log-level",
+            "warning",
             "--app",
             "benchmarks.peers.procrastinate_bench.app",
             "worker",

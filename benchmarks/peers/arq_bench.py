@@ -15,6 +15,7 @@ arq takes its concurrency from ``WorkerSettings``, which reads
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any, ClassVar
 
@@ -38,12 +39,19 @@ async def noop(ctx: Any, n: int) -> None:
     await bodies.arun(n)
 
 
+async def quiet(ctx: Any) -> None:
+    # arq's command logs two INFO lines per job and has no flag against it; the
+    # other libraries run with warnings only.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
+
+
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [func(noop, name="noop", keep_result=0, max_tries=1)]
     redis_settings = REDIS
     queue_name = QUEUE
     max_jobs = int(os.environ.get(ENV_CONCURRENCY, "1"))
     poll_delay = 0.005
+    on_startup = quiet
 
 
 class ArqAdapter(common.RedisPeer):
