@@ -13,7 +13,12 @@ import os
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+_HAS_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def _children(pid: int) -> list[int]:
+    if not _HAS_CHILDREN_FILE:  # a kernel without CONFIG_PROC_CHILDREN: scan every process
+        return [p for p in _all_pids() if _parent(p) == pid]
     found: list[int] = []
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -22,6 +27,24 @@ def _children(pid: int) -> list[int]:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return found
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` from field 3 on (the name may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _parent(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
 
 
 def tree(pid: int) -> list[int]:
@@ -35,15 +58,8 @@ def tree(pid: int) -> list[int]:
 
 
 def _ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
-    # Fields after the command name (which may hold spaces) start at field 3:
     # utime, stime, cutime, cstime are fields 14 to 17.
-    fields = stat.rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15])
+    return sum(int(v) for v in _stat_fields(pid)[11:15])
 
 
 def seconds(pid: int) -> float:
