@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import counter
 from benchmarks.common import REDIS_DB, REDIS_HOST, REDIS_PORT
-from benchmarks.matrix import ENV_BODY, SLEEP_SECONDS
+from benchmarks.matrix import ENV_BODY, SLEEP_SECONDS, pool_size
 
 BODY = os.environ.get(ENV_BODY, "noop")
 INCR_KEY = "exqbench:incr"
@@ -62,7 +62,9 @@ def _async_client() -> Any:
 
         # A command takes a free connection from the pool (or opens one), so
         # each job in flight has its own, as a thread's job does.
-        client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+        client = redis.asyncio.Redis(
+            host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, max_connections=pool_size()
+        )
         _async_clients[loop] = client
     return client
 

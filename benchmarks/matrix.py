@@ -34,6 +34,16 @@ CONCURRENCIES = (1, 4, 64, 256)
 SLEEP_SECONDS = 0.01
 
 
+def pool_size() -> int:
+    """Redis connections a worker's shared pool may open: enough for every slot.
+
+    redis-py 7 and later cap a pool at 100 connections by default, which fails
+    outright at concurrency 256 in the libraries whose slots share one pool
+    (Huey, saq) and in the asyncio body; a user running 256 would raise it too.
+    """
+    return max(100, int(os.environ.get(ENV_CONCURRENCY, "1")) + 16)
+
+
 def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 from huey import RedisHuey
 
 from benchmarks import bodies, common
+from benchmarks.matrix import pool_size
 
 huey = RedisHuey(
-    "exqbench", results=False, host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB
+    "exqbench",
+    results=False,
+    host=common.REDIS_HOST,
+    port=common.REDIS_PORT,
+    db=common.REDIS_DB,
+    max_connections=pool_size(),
 )
 
 

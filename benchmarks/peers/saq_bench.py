@@ -10,12 +10,16 @@ import asyncio
 import os
 from typing import Any
 
+import redis.asyncio
 from saq import Queue
+from saq.queue.redis import RedisQueue
 
 from benchmarks import bodies, common
-from benchmarks.matrix import ENV_CONCURRENCY
+from benchmarks.matrix import ENV_CONCURRENCY, pool_size
 
-queue = Queue.from_url(common.REDIS_URL, name="exqbench")
+queue = RedisQueue(
+    redis.asyncio.from_url(common.REDIS_URL, max_connections=pool_size()), name="exqbench"
+)
 
 
 async def noop(ctx: Any, *, n: int) -> None:
