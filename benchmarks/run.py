@@ -158,7 +158,22 @@ def fmt_range(s: dict[str, float] | None, fmt: str = "{:,.0f}") -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
-def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]]) -> str:
+class Notes:
+    """Reasons a cell shows "—", numbered once and printed under the tables."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"— [{self.reasons.index(reason) + 1}]"
+
+    def __str__(self) -> str:
+        return "\n".join(f"[{i}] {r}" for i, r in enumerate(self.reasons, 1))
+
+
+def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes) -> str:
     rows = []
     for cfg in configs:
         lib = cfg.library
@@ -166,7 +181,7 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]]) ->
         r = results.get((lib.key, cfg.concurrency, cfg.body))
         if cfg.skip or r is None or "error" in r:
             why = cfg.skip or (r or {}).get("error", "not run")
-            rows.append([*head, f"— ({why[:90]})", "", "", ""])
+            rows.append([*head, notes.mark(why), "", "", ""])
             continue
         failed = f" ({len(r['failed'])} failed)" if r.get("failed") else ""
         rows.append(
@@ -192,8 +207,11 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]]) ->
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
-def ratio_rows(configs: list[Config], results: dict[Cell, dict[str, Any]]) -> list[list[str]]:
-    """exqueue over each peer on the same backend, and over each floor, cell by cell."""
+def ratio_rows(
+    configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes
+) -> list[list[str]]:
+    """exqueue over each peer on the same backend, and over each floor (as a share), cell
+    by cell."""
 
     def median(key: str, c: int, body: str, metric: str) -> float | None:
         r = results.get((key, c, body)) or {}
@@ -212,7 +230,7 @@ def ratio_rows(configs: list[Config], results: dict[Cell, dict[str, Any]]) -> li
                 continue
             name = f"exqueue-{backend} / {lib.key}"
             if peer.skip:
-                rows.append([str(c), body, name, f"— ({peer.skip[:70]})", ""])
+                rows.append([str(c), body, name, notes.mark(peer.skip), ""])
                 continue
             a, b = median(ours.library.key, c, body, "rate"), median(lib.key, c, body, "rate")
             ca = median(ours.library.key, c, body, "cpu_per_1000")
@@ -222,16 +240,23 @@ def ratio_rows(configs: list[Config], results: dict[Cell, dict[str, Any]]) -> li
                     str(c),
                     body,
                     name,
-                    "—" if not a or not b else f"{a / b:.2f}×",
+                    "—" if not a or not b else f"{a / b:.0%}" if lib.floor else f"{a / b:.2f}×",
                     "—" if not ca or not cb else f"{ca / cb:.2f}×",
                 ]
             )
     return rows
 
 
-def ratios_table(configs: list[Config], results: dict[Cell, dict[str, Any]]) -> str:
-    headers = ["conc.", "body", "ratio", "jobs/s (>1: exqueue faster)", "CPU/job (<1: cheaper)"]
-    return tabulate(ratio_rows(configs, results), headers, tablefmt="github", disable_numparse=True)
+def ratios_table(configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes) -> str:
+    headers = [
+        "conc.",
+        "body",
+        "ratio",
+        "jobs/s (>1×: exqueue faster; floor: share reached)",
+        "CPU/job (<1: cheaper)",
+    ]
+    rows = ratio_rows(configs, results, notes)
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
 def git_commit() -> str:
@@ -359,9 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, exqueue {commit}, started {started}"
     )
     print()
-    print(figures_table(configs, results))
+    notes = Notes()
+    print(figures_table(configs, results, notes))
     print()
-    print(ratios_table(configs, results))
+    print(ratios_table(configs, results, notes))
+    if notes.reasons:
+        print()
+        print(notes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

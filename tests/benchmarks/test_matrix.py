@@ -128,7 +128,8 @@ def test_ratios_pair_only_the_same_backend_concurrency_and_body() -> None:
     for i, cfg in enumerate(configs):
         if not cfg.skip:
             results[(cfg.library.key, cfg.concurrency, cfg.body)] = fake(100.0 * (i + 1), 1.0)
-    rows = run.ratio_rows(configs, results)
+    notes = run.Notes()
+    rows = run.ratio_rows(configs, results, notes)
     pairs = {(r[0], r[2]) for r in rows}
     assert pairs == {
         (c, f"exqueue-{b} / {p}")
@@ -144,11 +145,11 @@ def test_ratios_pair_only_the_same_backend_concurrency_and_body() -> None:
     for c, _, name, ratio, _cpu in rows:
         ours, peer = name.split(" / ")
         if peer == "rq-redis" and c == "4":
-            assert ratio.startswith("— (RQ runs one job at a time")
+            assert ratio == "— [1]" and notes.reasons[0].startswith("RQ runs one job at a time")
             continue
         a = results[(ours, int(c), "incr")]["rate"]["median"]  # type: ignore[index]
         b = results[(peer, int(c), "incr")]["rate"]["median"]  # type: ignore[index]
-        assert ratio == f"{a / b:.2f}×"
+        assert ratio == (f"{a / b:.0%}" if peer == "floor-threads" else f"{a / b:.2f}×")
 
 
 def test_cpu_counts_the_worker_and_its_children(tmp_path: Path) -> None:
