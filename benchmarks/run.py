@@ -90,16 +90,21 @@ def watch(adapter: Adapter, phase: Phase, jobs: int, timeout: float) -> tuple[fl
     assert adapter.worker is not None
     pid = adapter.worker.proc.pid
     deadline = time.monotonic() + timeout
-    base = cpu.seconds(pid)
+    pids = cpu.tree(pid)
+    base = cpu.seconds(pid, pids)
+    samples = 0
     while True:
+        samples += 1
+        if samples % 50 == 0:  # a worker may start children at any time
+            pids = cpu.tree(pid)
         # CPU first, then the count: a sample taken while the count is still 0
         # holds no job's work.
-        used = cpu.seconds(pid)
+        used = cpu.seconds(pid, pids)
         count = phase.totals().count
         if count == 0:
             base = used
         elif count >= jobs:
-            return base, used
+            return base, cpu.seconds(pid)
         adapter.check_worker()
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:.0f}s: {count} of {jobs} jobs ran")
