@@ -62,7 +62,7 @@ class Library:
     flag: str | None = None
     stop_signal: int = signal.SIGTERM
     #: Concurrencies this library cannot run in one process, with the reason.
-    refuses: dict[int, str] = field(default_factory=dict)
+    refuses: dict[int, str] = field(default_factory=dict, hash=False)
     #: Only in the ratio tables as a denominator (the no-queue floor).
     floor: bool = False
 
