@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[Cell, list[dict[str, float]]] = {}
     errors: dict[Cell, list[str]] = {}
     root = tempfile.mkdtemp(prefix="exqbench-")
+    started_runs = 0
     try:
         for rep in range(args.repeat):
             for cfg in configs:
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 cell = (cfg.library.key, cfg.concurrency, cfg.body)
                 jobs = matrix.jobs_for(cfg, args.jobs, args.sleep_rounds)
                 print(f"[{rep + 1}/{args.repeat}] {cell} {jobs} jobs", file=sys.stderr, flush=True)
-                run_root = os.path.join(root, f"{len(raw) + len(errors)}-{rep}")
+                started_runs += 1
+                run_root = os.path.join(root, str(started_runs))
                 os.makedirs(run_root)
                 try:
                     figures = run_cell(available[cfg.library.key](), cfg, jobs, run_root)
