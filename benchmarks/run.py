@@ -20,7 +20,9 @@ many ran (and, for ``incr``, that Redis counted exactly that many), stop the
 worker. Throughput is jobs over the time from the first job's start to the
 last job's end as the jobs record them, so start-up is not counted. CPU is the
 worker's process tree (``benchmarks.cpu``) from the last sample before its
-first job to the first sample after its last, per 1,000 jobs. The sleep body
+first job to the first sample after its last, per 1,000 jobs; the Redis server's
+CPU (``INFO cpu``) over the same span, per job, on every cell that uses Redis
+(server-wide: quiet machine only). The sleep body
 runs ``--sleep-rounds`` jobs per slot (at most ``--jobs``) and shows the share
 of its physical limit, concurrency / 10 ms.
 
@@ -79,32 +81,55 @@ def enqueue(adapter: Adapter, jobs: int) -> None:
             adapter.enqueue_one(n)
 
 
-def _incr_client() -> Any:
+def _redis_client() -> Any:
     import redis
 
     return redis.Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
 
 
-def watch(adapter: Adapter, phase: Phase, jobs: int, timeout: float) -> tuple[float, float]:
-    """Wait for ``jobs`` jobs; the worker's CPU seconds just before the first and after the last."""
+def redis_server_usec(client: Any) -> float:
+    """CPU microseconds the Redis server process has used so far, for all its clients.
+
+    ``INFO cpu`` rather than ``INFO commandstats``: the latter counts the commands a
+    Lua script runs both on their own and inside the script's time, and leaves out
+    reading and writing the sockets."""
+    cpu_info = client.info("cpu")
+    return (float(cpu_info["used_cpu_user"]) + float(cpu_info["used_cpu_sys"])) * 1e6
+
+
+def watch(
+    adapter: Adapter,
+    phase: Phase,
+    jobs: int,
+    timeout: float,
+    server: Callable[[], float] | None = None,
+) -> tuple[float, float, float, float]:
+    """Wait for ``jobs`` jobs. Returns the worker's CPU seconds and the Redis server's
+    microseconds (``server``; 0 without) just before the first job and after the last."""
     assert adapter.worker is not None
     pid = adapter.worker.proc.pid
     deadline = time.monotonic() + timeout
     pids = cpu.tree(pid)
     base = cpu.seconds(pid, pids)
+    server_base = server() if server else 0.0
     samples = 0
+    started = False
     while True:
         samples += 1
         if samples % 50 == 0:  # a worker may start children at any time
             pids = cpu.tree(pid)
         # CPU first, then the count: a sample taken while the count is still 0
-        # holds no job's work.
+        # holds no job's work. The server is asked only until the first job
+        # runs, so the drain itself is not slowed by the harness's INFO calls.
         used = cpu.seconds(pid, pids)
+        server_used = server() if server and not started else server_base
         count = phase.totals().count
         if count == 0:
-            base = used
+            base, server_base = used, server_used
         elif count >= jobs:
-            return base, cpu.seconds(pid)
+            return base, cpu.seconds(pid), server_base, server() if server else 0.0
+        else:
+            started = True
         adapter.check_worker()
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:.0f}s: {count} of {jobs} jobs ran")
@@ -113,33 +138,43 @@ def watch(adapter: Adapter, phase: Phase, jobs: int, timeout: float) -> tuple[fl
 
 def run_cell(adapter: Adapter, config: Config, jobs: int, root: str) -> dict[str, float]:
     what = f"{config.library.key} c={config.concurrency} {config.body}"
+    # The Redis server's CPU is read on every cell that uses Redis (the store or the body).
+    on_redis = config.library.backend == "redis" or config.body == "incr"
+    client = _redis_client()
     adapter.setup()
     try:
         enqueue(adapter, jobs)
         if config.body == "incr":
-            client = _incr_client()
             client.delete("exqbench:incr")
         phase = Phase(root, f"{config.library.key}-c{config.concurrency}-{config.body}")
         adapter.start_worker(config, jobs)
         try:
             slowest = 0.01 * jobs / config.concurrency if config.body == "sleep" else 0.0
             # Generous: the slowest peers drain a few hundred no-op jobs a second.
-            base, end = watch(adapter, phase, jobs, max(120.0, jobs / 20 + 5 * slowest))
+            base, end, server_base, server_end = watch(
+                adapter,
+                phase,
+                jobs,
+                max(120.0, jobs / 20 + 5 * slowest),
+                (lambda: redis_server_usec(client)) if on_redis else None,
+            )
             got = phase.verify(jobs, what)
             if config.body == "incr":
                 counted = int(client.get("exqbench:incr") or 0)
-                client.close()
                 if counted != jobs:
                     raise BenchError(f"{what}: Redis counted {counted} INCRs, not {jobs}")
         finally:
             adapter.stop_worker()
     finally:
+        client.close()
         adapter.teardown()
     rate = jobs / (got.last_end - got.first_start)
     out = {"rate": rate, "cpu_per_1000": (end - base) * 1000 / jobs, "jobs": float(jobs)}
     limit = config.limit()
     if limit:
         out["of_limit"] = rate / limit
+    if on_redis:
+        out["server_us"] = (server_end - server_base) / jobs
     return out
 
 
@@ -149,7 +184,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def aggregate(runs: list[dict[str, float]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"runs": len(runs)}
-    for metric in ("rate", "cpu_per_1000", "of_limit"):
+    for metric in ("rate", "cpu_per_1000", "of_limit", "server_us"):
         values = [r[metric] for r in runs if metric in r]
         if values:
             merged[metric] = summary(values)
@@ -187,7 +222,7 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], no
         r = results.get((lib.key, cfg.concurrency, cfg.body))
         if cfg.skip or r is None or "error" in r:
             why = cfg.skip or (r or {}).get("error", "not run")
-            rows.append([*head, notes.mark(why), "", "", ""])
+            rows.append([*head, notes.mark(why), "", "", "", ""])
             continue
         failed = f" ({len(r['failed'])} failed)" if r.get("failed") else ""
         rows.append(
@@ -196,6 +231,7 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], no
                 fmt_range(r.get("rate")),
                 fmt_range(r.get("of_limit"), "{:.0%}"),
                 fmt_range(r.get("cpu_per_1000"), "{:.3f}"),
+                fmt_range(r.get("server_us"), "{:.1f}"),
                 f"{r['runs']}{failed}",
             ]
         )
@@ -208,6 +244,7 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], no
         "jobs/s median (min–max)",
         "of limit",
         "CPU s / 1,000 jobs",
+        "Redis CPU µs/job",
         "runs",
     ]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
