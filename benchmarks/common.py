@@ -4,9 +4,10 @@ helpers that start, watch and stop worker processes.
 An adapter drives one library on one backend. The harness (``benchmarks.run``)
 calls, in order: ``setup()``; ``enqueue_one(n)`` N times; ``clear()``;
 ``enqueue_batch(ns)`` (or ``enqueue_one`` again when ``batch`` is False);
-``start_worker()``; waits until the probe (``benchmarks.counter``) has counted N;
-``enqueue_one`` for each latency sample with the worker idle; ``stop_worker()``;
-``teardown()``. Every job is a no-op taking one int that calls ``counter.hit``.
+``start_worker(config, jobs)`` (the library's own worker command, configured by
+``benchmarks.matrix``); waits until the probe (``benchmarks.counter``) has counted
+N; ``stop_worker()``; ``teardown()``. Every job takes one int and runs the body
+of ``benchmarks.bodies`` chosen for the run, which ends with ``counter.hit``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from benchmarks import counter
+
+if TYPE_CHECKING:
+    from benchmarks.matrix import Config
 
 REDIS_HOST = os.environ.get("EXQ_BENCH_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("EXQ_BENCH_REDIS_PORT", "6379"))
@@ -57,6 +63,8 @@ class Adapter:
     workers: ClassVar[str] = ""
     #: Has a real batch enqueue (one round trip / one transaction for many jobs).
     batch: ClassVar[bool] = False
+    #: False for the no-queue floor, whose process makes its own jobs.
+    enqueues: ClassVar[bool] = True
     notes: ClassVar[str] = ""
 
     @property
@@ -75,8 +83,9 @@ class Adapter:
     def enqueue_batch(self, ns: Sequence[int]) -> None:
         raise NotImplementedError
 
-    def start_worker(self) -> None:
-        raise NotImplementedError
+    def start_worker(self, config: Config, jobs: int) -> None:
+        """Start the library's own worker command for ``config`` (``benchmarks.matrix``)."""
+        self.spawn(config.argv, env=config.env(jobs), stop_signal=config.library.stop_signal)
 
     #: The worker process :meth:`spawn` started, until :meth:`stop_worker`.
     worker: WorkerProcess | None = None
@@ -98,6 +107,25 @@ class Adapter:
 
     def teardown(self) -> None:
         """Close connections and remove what setup made."""
+
+
+class Phase:
+    """A fresh probe directory: the jobs of one phase count there."""
+
+    def __init__(self, root: str, name: str) -> None:
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        counter.reset_in_process(self.dir)
+
+    def totals(self) -> counter.Totals:
+        return counter.read(self.dir)
+
+    def verify(self, expected: int, what: str, settle: float = 0.3) -> counter.Totals:
+        time.sleep(settle)  # a duplicate delivery would show up now
+        got = self.totals()
+        if got.count != expected:
+            raise BenchError(f"{what}: expected exactly {expected} jobs to run, {got.count} ran")
+        return got
 
 
 class RedisPeer(Adapter):

@@ -39,9 +39,10 @@ def _open() -> mmap.mmap:
     return mapped
 
 
-def hit(n: int) -> None:
-    """Record that the job with argument ``n`` started now (and ended: jobs are no-ops)."""
-    now = time.perf_counter()
+def hit(n: int, started: float | None = None) -> None:
+    """Record that the job with argument ``n`` ended now, having started at ``started``
+    (``time.perf_counter()``; now when not given, for a no-op)."""
+    now = time.perf_counter() if started is None else started
     with _lock:
         mapped = _state["map"]
         if mapped is None or _state["pid"] != os.getpid():

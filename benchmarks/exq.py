@@ -1,9 +1,10 @@
 """The exqueue adapters: one per backend (memory, SQLite file, PostgreSQL, MariaDB, Redis).
 
-Enqueueing and draining run in the harness process (``queue.drain()`` is "one
-worker process"); the idle worker for the latency figure is a separate
-``exqueue worker`` process, except on the memory backend, which lives in one
-process and so uses ``queue.start()`` threads.
+Enqueueing runs in the harness process; jobs run in an ``exqueue worker`` process
+started by its own command (``benchmarks.matrix``), as every peer's do. The
+memory backend lives in one process, so it has no worker process: it is only in
+the enqueue table (``benchmarks.enqueue``), where its idle worker for the latency
+figure is ``queue.start()`` threads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import exqueue_redis  # noqa: F401
 import exqueue_sql  # noqa: F401
 from benchmarks import common
 from benchmarks.exq_app import JOB, make_queue, make_storage
+from benchmarks.matrix import Config
 from exqueue.job import Call
 
 # Every backend is imported above, when the harness starts, so that all of a run
@@ -26,10 +28,8 @@ from exqueue.job import Call
 
 class ExqueueAdapter(common.Adapter):
     library = "exqueue"
-    workers = "threads"
     batch = True
     url: ClassVar[str] = ""
-    in_process = True  # drain() runs in the harness process
 
     def __init__(self) -> None:
         self.storage: Any = None
@@ -72,16 +72,17 @@ class ExqueueAdapter(common.Adapter):
         self.queue.enqueue_many([Call(JOB, (n,), {}) for n in ns])
 
     def drain(self, concurrency: int) -> int:
-        """Run every waiting job in this process with ``concurrency`` threads."""
+        """Run every waiting job in this process with ``concurrency`` threads (profiles only)."""
         return make_queue(self.storage, concurrency).drain(timeout=600)
 
-    def start_worker(self) -> None:
+    def start_worker(self, config: Config, jobs: int) -> None:
         if self.resolved_url().startswith("memory"):
             self.queue.start()
             return
         self.spawn(
-            [common.venv_bin("exqueue"), "worker", "--app", "benchmarks.exq_app:queue"],
-            env={"EXQ_BENCH_URL": self.resolved_url(), "EXQ_BENCH_CONCURRENCY": "8"},
+            config.argv,
+            env={**config.env(jobs), "EXQ_BENCH_URL": self.resolved_url()},
+            stop_signal=config.library.stop_signal,
         )
 
     def stop_worker(self) -> None:

@@ -1,9 +1,10 @@
-"""The exqueue application the benchmarks run: one no-op worker type taking one int.
+"""The exqueue application the benchmarks run: one worker type taking one int.
 
 ``make_queue(url, concurrency)`` builds a queue on the benchmark's own storage
 location (its own Redis database and namespace, its own SQL databases). Imported
 as an app by a worker process (``exqueue worker --app benchmarks.exq_app:queue``),
-it builds ``queue`` from ``$EXQ_BENCH_URL`` and ``$EXQ_BENCH_CONCURRENCY``.
+it builds ``queue`` from ``$EXQ_BENCH_URL`` and ``$EXQ_BENCH_CONCURRENCY``; the job
+runs the body named by ``$EXQ_BENCH_BODY`` (``benchmarks.bodies``; no-op by default).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from typing import Any
 
 import exqueue
-from benchmarks import counter
+from benchmarks import bodies
 
 NAMESPACE = "exqbench"
 PREFIX = "exqbench_"
@@ -38,7 +39,7 @@ def make_queue(storage: Any, concurrency: int = 8, **options: Any) -> exqueue.Qu
 
     @queue.worker(name=JOB, concurrency=concurrency, max_retries=0)
     def noop(n: int) -> None:
-        counter.hit(n)
+        bodies.run(n)
 
     return queue
 

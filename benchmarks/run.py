@@ -1,25 +1,45 @@
-"""Run exqueue on every backend and its peers on the same local servers; print one table.
+"""Like-for-like throughput of exqueue and its peers, and the ratios table, in one command.
 
-    python -m benchmarks.run [--jobs 10000] [--repeat 3] [--only exqueue-redis,huey-redis]
+    python -m benchmarks.run [--libraries exqueue-redis,huey-redis,...] [--concurrency 1,4,64,256]
+                             [--bodies noop,incr,sleep] [--jobs 10000] [--sleep-rounds 100]
+                             [--repeat 3] [--json FILE]
 
-For each library/backend, in the same run: enqueue one by one (jobs/s), batch
-enqueue (jobs/s, where the library has one), drain with one worker process
-(jobs/s, from the first job's start to the last job's end as the jobs themselves
-record them), and enqueue-to-start latency p50/p99 (ms) with an idle worker
-already running, one job at a time. Every phase verifies that exactly the
-expected number of jobs ran (``benchmarks.counter``) and fails loudly otherwise.
-Figures are medians of ``--repeat`` runs; ratios are exqueue's figure over each
-peer's on the same backend.
+    quick:  python -m benchmarks.run --jobs 2000 --repeat 1 --concurrency 4 --bodies incr
+
+Every library, exqueue included, runs its jobs in one worker process started by
+its own command (``benchmarks.matrix``), with the same concurrency and the same
+job body (``benchmarks.bodies``: no-op, one Redis ``INCR`` on the job's own
+connection, a 10 ms sleep) as every other library in the same cell. The floor
+rows are the same body run by plain threads and by asyncio tasks with no queue
+(``benchmarks.plain``), also in a process of their own.
+
+One run of a cell: empty the store, enqueue the jobs with no worker running
+(batch enqueue where the library has one), start the worker command, wait until
+the probe (``benchmarks.counter``) has counted them, check that exactly that
+many ran (and, for ``incr``, that Redis counted exactly that many), stop the
+worker. Throughput is jobs over the time from the first job's start to the
+last job's end as the jobs record them, so start-up is not counted. CPU is the
+worker's process tree (``benchmarks.cpu``) from the last sample before its
+first job to the first sample after its last, per 1,000 jobs; the Redis server's
+CPU (``INFO cpu``) over the same span, per job, on every cell that uses Redis
+(server-wide: quiet machine only). The sleep body
+runs ``--sleep-rounds`` jobs per slot (at most ``--jobs``) and shows the share
+of its physical limit, concurrency / 10 ms.
+
+Repeats interleave the libraries of a cell; figures are medians with min-max.
+Ratios divide exqueue's median on a backend by each peer's on the same backend,
+at the same concurrency, with the same body; a cell a library cannot run shows
+"—" and the reason.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -30,181 +50,256 @@ from typing import Any
 
 from tabulate import tabulate
 
-from benchmarks import common, counter
-from benchmarks.common import Adapter, BenchError
-from benchmarks.targets import verdict
+from benchmarks import common, cpu, matrix
+from benchmarks.common import Adapter, BenchError, Phase
+from benchmarks.matrix import Config
+
+Cell = tuple[str, int, str]  # library key, concurrency, body
 
 
 def adapters() -> dict[str, Callable[[], Adapter]]:
-    """Every adapter by key, exqueue's first; a library that fails to import is skipped."""
-    from benchmarks import exq
+    """Every adapter with a worker command, by key; a library that fails to import is left out."""
+    from benchmarks import exq, plain
     from benchmarks.peers import PEERS
 
     found: dict[str, Callable[[], Adapter]] = {}
-    for cls in [*exq.ADAPTERS, *PEERS]:
-        found[f"{cls.library}-{cls.backend}"] = cls
+    for cls in [*exq.ADAPTERS, *PEERS, *plain.FLOORS]:
+        key = f"{cls.library}-{cls.backend}"
+        if key in matrix.BY_KEY:
+            found[key] = cls
     return found
 
 
-class Phase:
-    """A fresh probe directory: the jobs of one phase count there."""
-
-    def __init__(self, root: str, name: str) -> None:
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir)
-        counter.reset_in_process(self.dir)
-
-    def totals(self) -> counter.Totals:
-        return counter.read(self.dir)
-
-    def verify(self, expected: int, what: str, settle: float = 0.3) -> counter.Totals:
-        time.sleep(settle)  # a duplicate delivery would show up now
-        got = self.totals()
-        if got.count != expected:
-            raise BenchError(f"{what}: expected exactly {expected} jobs to run, {got.count} ran")
-        return got
+def enqueue(adapter: Adapter, jobs: int) -> None:
+    if not adapter.enqueues:
+        return
+    if adapter.batch:
+        for start in range(0, jobs, 1000):
+            adapter.enqueue_batch(range(start, min(start + 1000, jobs)))
+    else:
+        for n in range(jobs):
+            adapter.enqueue_one(n)
 
 
-def timed_rate(n: int, work: Callable[[], None]) -> float:
-    # Garbage left by an earlier phase (or library) is collected now, not on this
-    # phase's clock; the collector stays on while it runs.
-    gc.collect()
-    start = time.perf_counter()
-    work()
-    return n / (time.perf_counter() - start)
+def _redis_client() -> Any:
+    import redis
+
+    return redis.Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
 
 
-def run_once(adapter: Any, args: argparse.Namespace, root: str) -> dict[str, Any]:
-    n = args.jobs
-    out: dict[str, Any] = {}
+def redis_server_usec(client: Any) -> float:
+    """CPU microseconds the Redis server process has used so far, for all its clients.
+
+    ``INFO cpu`` rather than ``INFO commandstats``: the latter counts the commands a
+    Lua script runs both on their own and inside the script's time, and leaves out
+    reading and writing the sockets."""
+    cpu_info = client.info("cpu")
+    return (float(cpu_info["used_cpu_user"]) + float(cpu_info["used_cpu_sys"])) * 1e6
+
+
+def watch(
+    adapter: Adapter,
+    phase: Phase,
+    jobs: int,
+    timeout: float,
+    server: Callable[[], float] | None = None,
+) -> tuple[float, float, float, float]:
+    """Wait for ``jobs`` jobs. Returns the worker's CPU seconds and the Redis server's
+    microseconds (``server``; 0 without) just before the first job and after the last."""
+    assert adapter.worker is not None
+    pid = adapter.worker.proc.pid
+    deadline = time.monotonic() + timeout
+    pids = cpu.tree(pid)
+    base = cpu.seconds(pid, pids)
+    server_base = server() if server else 0.0
+    samples = 0
+    started = False
+    while True:
+        samples += 1
+        if samples % 50 == 0:  # a worker may start children at any time
+            pids = cpu.tree(pid)
+        # CPU first, then the count: a sample taken while the count is still 0
+        # holds no job's work. The server is asked only until the first job
+        # runs, so the drain itself is not slowed by the harness's INFO calls.
+        used = cpu.seconds(pid, pids)
+        server_used = server() if server and not started else server_base
+        count = phase.totals().count
+        if count == 0:
+            base, server_base = used, server_used
+        elif count >= jobs:
+            return base, cpu.seconds(pid), server_base, server() if server else 0.0
+        else:
+            started = True
+        adapter.check_worker()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s: {count} of {jobs} jobs ran")
+        time.sleep(0.01)
+
+
+def run_cell(adapter: Adapter, config: Config, jobs: int, root: str) -> dict[str, float]:
+    what = f"{config.library.key} c={config.concurrency} {config.body}"
+    # The Redis server's CPU is read on every cell that uses Redis (the store or the body).
+    on_redis = config.library.backend == "redis" or config.body == "incr"
+    client = _redis_client()
     adapter.setup()
     try:
-        # 1. enqueue one by one, worker stopped
-        def one_by_one() -> None:
-            for i in range(n):
-                adapter.enqueue_one(i)
-
-        out["enqueue"] = timed_rate(n, one_by_one)
-        # 2. batch enqueue (the drain works on these jobs); without one, the
-        #    one-by-one jobs are drained instead
-        if adapter.batch:
-            adapter.clear()
-
-            def batches() -> None:
-                for start in range(0, n, args.batch_size):
-                    adapter.enqueue_batch(range(start, min(start + args.batch_size, n)))
-
-            out["batch"] = timed_rate(n, batches)
-        # 3. drain with one worker process
-        bound = max(60.0, n / 50)
-        if getattr(adapter, "in_process", False):
-            for conc in (1, 8):
-                if conc == 8:
-                    adapter.enqueue_batch(range(n))
-                phase = Phase(root, f"drain-c{conc}")
-                gc.collect()
-                ran = adapter.drain(conc)
-                got = phase.verify(n, f"{adapter.key} drain c={conc}")
-                if ran != n:
-                    raise BenchError(f"{adapter.key}: drain() reported {ran} jobs, not {n}")
-                rate = n / (got.last_end - got.first_start)
-                out["drain" if conc == 8 else "drain1"] = rate
-            phase = Phase(root, "latency")
-            adapter.start_worker()
-            expected = 0
-        else:
-            phase = Phase(root, "drain")
-            adapter.start_worker()
-            try:
-                common.wait_until(
-                    lambda: phase.totals().count >= n,
-                    bound,
-                    f"{adapter.key} to drain {n} jobs",
-                    interval=0.05,
-                    check=adapter.check_worker,
-                )
-            except BaseException:
-                adapter.stop_worker()
-                raise
-            got = phase.totals()
-            if got.count != n:
-                adapter.stop_worker()
-                raise BenchError(f"{adapter.key} drain: expected {n} jobs, {got.count} ran")
-            out["drain"] = n / (got.last_end - got.first_start)
-            expected = n
-        # 4. latency with the idle worker running
+        enqueue(adapter, jobs)
+        if config.body == "incr":
+            client.delete("exqbench:incr")
+        phase = Phase(root, f"{config.library.key}-c{config.concurrency}-{config.body}")
+        adapter.start_worker(config, jobs)
         try:
-            out["latencies"] = latency(adapter, phase, args)
+            slowest = 0.01 * jobs / config.concurrency if config.body == "sleep" else 0.0
+            # Generous: the slowest peers drain a few hundred no-op jobs a second.
+            base, end, server_base, server_end = watch(
+                adapter,
+                phase,
+                jobs,
+                max(120.0, jobs / 20 + 5 * slowest),
+                (lambda: redis_server_usec(client)) if on_redis else None,
+            )
+            got = phase.verify(jobs, what)
+            if config.body == "incr":
+                counted = int(client.get("exqbench:incr") or 0)
+                if counted != jobs:
+                    raise BenchError(f"{what}: Redis counted {counted} INCRs, not {jobs}")
         finally:
             adapter.stop_worker()
-        expected += len(out["latencies"]) + 1  # + the warm-up job
-        phase.verify(expected, f"{adapter.key} drain+latency")
     finally:
+        client.close()
         adapter.teardown()
-    lat = sorted(out.pop("latencies"))
-    out["samples"] = len(lat)
-    out["p50"] = percentile(lat, 50)
-    out["p99"] = percentile(lat, 99)
+    rate = jobs / (got.last_end - got.first_start)
+    out = {"rate": rate, "cpu_per_1000": (end - base) * 1000 / jobs, "jobs": float(jobs)}
+    limit = config.limit()
+    if limit:
+        out["of_limit"] = rate / limit
+    if on_redis:
+        out["server_us"] = (server_end - server_base) / jobs
     return out
 
 
-def latency(adapter: Any, phase: Phase, args: argparse.Namespace) -> list[float]:
-    """Enqueue one job at a time; each job records its own start on the shared clock."""
-    # Let the worker start and settle: the first job waits for it.
-    warm = 10_000_000
-    adapter.enqueue_one(warm)
-    common.wait_until(
-        lambda: phase.totals().last_arg == warm,
-        60,
-        f"{adapter.key} worker to start",
-        check=adapter.check_worker,
-    )
-    time.sleep(0.2)
-    samples: list[float] = []
-    budget = time.monotonic() + args.latency_budget
-    for i in range(args.latency_samples):
-        marker = warm + 1 + i
-        start = time.perf_counter()
-        adapter.enqueue_one(marker)
-        deadline = time.monotonic() + 30
-        while (got := phase.totals()).last_arg != marker:
-            if time.monotonic() > deadline:
-                adapter.check_worker()
-                raise BenchError(f"{adapter.key}: latency job {marker} did not start in 30s")
-            time.sleep(0.0002)
-        got = phase.totals()  # read again: the slot may have been read mid-write
-        samples.append((got.last_start - start) * 1000)
-        if time.monotonic() > budget:
-            break
-    return samples  # the warm-up job is not a sample
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def percentile(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    k = (len(values) - 1) * pct / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-METRICS = ("enqueue", "batch", "drain", "drain1", "p50", "p99")
-
-
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for metric in (*METRICS, "samples"):
-        values = [r[metric] for r in runs if r.get(metric) is not None]
-        merged[metric] = statistics.median(values) if values else None
-    merged["runs"] = len(runs)
+def aggregate(runs: list[dict[str, float]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"runs": len(runs)}
+    for metric in ("rate", "cpu_per_1000", "of_limit", "server_us"):
+        values = [r[metric] for r in runs if metric in r]
+        if values:
+            merged[metric] = summary(values)
     return merged
 
 
-def fmt_rate(v: float | None) -> str:
-    return "—" if v is None else f"{v:,.0f}"
+def fmt_range(s: dict[str, float] | None, fmt: str = "{:,.0f}") -> str:
+    if not s:
+        return "—"
+    if s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
-def fmt_ms(v: float | None) -> str:
-    return "—" if v is None else f"{v:.2f}"
+class Notes:
+    """Reasons a cell shows "—", numbered once and printed under the tables."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"— [{self.reasons.index(reason) + 1}]"
+
+    def __str__(self) -> str:
+        return "\n".join(f"[{i}] {r}" for i, r in enumerate(self.reasons, 1))
+
+
+def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes) -> str:
+    rows = []
+    for cfg in configs:
+        lib = cfg.library
+        head = [cfg.concurrency, cfg.body, lib.library, lib.backend, lib.model]
+        r = results.get((lib.key, cfg.concurrency, cfg.body))
+        if cfg.skip or r is None or "error" in r:
+            why = cfg.skip or (r or {}).get("error", "not run")
+            rows.append([*head, notes.mark(why), "", "", "", ""])
+            continue
+        failed = f" ({len(r['failed'])} failed)" if r.get("failed") else ""
+        rows.append(
+            [
+                *head,
+                fmt_range(r.get("rate")),
+                fmt_range(r.get("of_limit"), "{:.0%}"),
+                fmt_range(r.get("cpu_per_1000"), "{:.3f}"),
+                fmt_range(r.get("server_us"), "{:.1f}"),
+                f"{r['runs']}{failed}",
+            ]
+        )
+    headers = [
+        "conc.",
+        "body",
+        "library",
+        "backend",
+        "model",
+        "jobs/s median (min–max)",
+        "of limit",
+        "CPU s / 1,000 jobs",
+        "Redis CPU µs/job",
+        "runs",
+    ]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def ratio_rows(
+    configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes
+) -> list[list[str]]:
+    """exqueue over each peer on the same backend, and over each floor (as a share), cell
+    by cell."""
+
+    def median(key: str, c: int, body: str, metric: str) -> float | None:
+        r = results.get((key, c, body)) or {}
+        return r.get(metric, {}).get("median") if "error" not in r else None
+
+    rows = []
+    for ours in configs:
+        if ours.library.library != "exqueue" or ours.skip:
+            continue
+        c, body, backend = ours.concurrency, ours.body, ours.library.backend
+        for peer in configs:
+            lib = peer.library
+            if (peer.concurrency, peer.body) != (c, body) or lib.library == "exqueue":
+                continue
+            if lib.backend != backend and not lib.floor:
+                continue
+            name = f"exqueue-{backend} / {lib.key}"
+            if peer.skip:
+                rows.append([str(c), body, name, notes.mark(peer.skip), ""])
+                continue
+            a, b = median(ours.library.key, c, body, "rate"), median(lib.key, c, body, "rate")
+            ca = median(ours.library.key, c, body, "cpu_per_1000")
+            cb = median(lib.key, c, body, "cpu_per_1000")
+            rows.append(
+                [
+                    str(c),
+                    body,
+                    name,
+                    "—" if not a or not b else f"{a / b:.0%}" if lib.floor else f"{a / b:.2f}×",
+                    "—" if not ca or not cb else f"{ca / cb:.2f}×",
+                ]
+            )
+    return rows
+
+
+def ratios_table(configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes) -> str:
+    headers = [
+        "conc.",
+        "body",
+        "ratio",
+        "jobs/s (>1×: exqueue faster; floor: share reached)",
+        "CPU/job (<1: cheaper)",
+    ]
+    rows = ratio_rows(configs, results, notes)
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
 def git_commit() -> str:
@@ -229,151 +324,118 @@ def git_commit() -> str:
         return "unknown"
 
 
-def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    rows = []
-    for key, r in results.items():
-        cls = meta[key]
-        if "error" in r:
-            rows.append([cls.library, cls.backend, cls.workers, "FAILED: " + r["error"][:60]])
-            continue
-        runs = f"{r['runs']}" + (f" ({len(r['failed_runs'])} failed)" if "failed_runs" in r else "")
-        rows.append(
-            [
-                cls.library,
-                cls.backend,
-                cls.workers,
-                fmt_rate(r["enqueue"]),
-                fmt_rate(r["batch"]),
-                fmt_rate(r["drain"]),
-                fmt_rate(r["drain1"]),
-                fmt_ms(r["p50"]),
-                fmt_ms(r["p99"]),
-                verdict(cls.backend, r) if cls.library == "exqueue" else "",
-                runs,
-            ]
-        )
-    headers = [
-        "library",
-        "backend",
-        "worker",
-        "enqueue/s",
-        "batch/s",
-        "drain/s",
-        "drain c=1 /s",
-        "p50 ms",
-        "p99 ms",
-        "target met?",
-        "runs",
-    ]
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
-def ratios(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    """exqueue's figure over each peer's, on the same backend (latency: lower is better)."""
-    rows = []
-    for key, r in results.items():
-        cls = meta[key]
-        ours = results.get(f"exqueue-{cls.backend}")
-        if cls.library == "exqueue" or not ours or "error" in r or "error" in ours:
-            continue
-        row = [f"exqueue / {cls.library}", cls.backend]
-        for metric in ("enqueue", "batch", "drain", "p50", "p99"):
-            a, b = ours.get(metric), r.get(metric)
-            row.append("—" if not a or not b else f"{a / b:.2f}×")
-        rows.append(row)
-    headers = [
-        "ratio",
-        "backend",
-        "enqueue",
-        "batch",
-        "drain",
-        "p50 (<1 better)",
-        "p99 (<1 better)",
-    ]
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+def _names(text: str) -> list[str]:
+    return [v for v in text.split(",") if v]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common.arguments("benchmarks.run", __doc__)
+    p.add_argument("--libraries", "--only", type=_names, default=[], help="keys, see --list")
+    p.add_argument("--skip", type=_names, default=[], help="keys to leave out")
+    p.add_argument("--concurrency", type=_ints, default=matrix.CONCURRENCIES)
+    p.add_argument("--bodies", type=_names, default=list(matrix.BODIES))
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--sleep-rounds", type=int, default=100, help="sleep body: jobs per slot")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", help="also write every run's figures to this file")
+    p.add_argument("--list", action="store_true", help="list the library keys and exit")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.arguments("benchmarks.run", __doc__)
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--only", default="", help="comma-separated keys, e.g. exqueue-redis,rq-redis"
-    )
-    parser.add_argument("--skip", default="", help="comma-separated keys to leave out")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--latency-samples", type=int, default=1000)
-    parser.add_argument(
-        "--latency-budget",
-        type=float,
-        default=20.0,
-        help="stop sampling latency after this many seconds",
-    )
-    parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--list", action="store_true", help="list the adapter keys and exit")
-    args = parser.parse_args(argv)
-
+    args = parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the worker process of the run in progress is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     available = adapters()
     if args.list:
-        print("\n".join(available))
+        for key, lib in matrix.BY_KEY.items():
+            print(f"{key:24} {lib.model}" + ("" if key in available else "  (not installed)"))
         return 0
-    keys = [k for k in (args.only.split(",") if args.only else available) if k]
-    keys = [k for k in keys if k not in set(args.skip.split(","))]
-    unknown = [k for k in keys if k not in available]
-    if unknown:
-        parser.error(f"unknown adapters {unknown}; known: {', '.join(available)}")
-    common.ensure_databases()
+    keys = [k for k in args.libraries or matrix.BY_KEY if k not in args.skip]
+    try:
+        configs = matrix.build(keys, args.concurrency, tuple(args.bodies))
+    except ValueError as exc:
+        parser().error(str(exc))
+    if args.jobs < 1 or args.repeat < 1 or args.sleep_rounds < 1:
+        parser().error("--jobs, --repeat and --sleep-rounds must be at least 1")
+    from benchmarks.peers import MISSING
+
+    configs = [
+        c
+        if c.skip or c.library.key in available
+        else Config(
+            c.library,
+            c.concurrency,
+            c.body,
+            "not installed: " + MISSING.get(c.library.library, "its adapter did not load"),
+        )
+        for c in configs
+    ]
+    if any(c.library.backend in ("postgres", "mariadb") for c in configs):
+        common.ensure_databases()
     commit = git_commit()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-
-    results: dict[str, dict[str, Any]] = {}
-    raw: dict[str, list[dict[str, Any]]] = {}
-    errors: dict[str, list[str]] = {}
-    meta = {k: available[k] for k in keys}
-    failed = False
+    raw: dict[Cell, list[dict[str, float]]] = {}
+    errors: dict[Cell, list[str]] = {}
     root = tempfile.mkdtemp(prefix="exqbench-")
+    started_runs = 0
     try:
-        # Repeats interleave libraries, so a burst of load from the shared machine
-        # does not land on one library only.
         for rep in range(args.repeat):
-            for key in keys:
-                print(f"[{rep + 1}/{args.repeat}] {key} ...", file=sys.stderr, flush=True)
-                run_root = os.path.join(root, f"{key}-{rep}")
+            for cfg in configs:
+                if cfg.skip:
+                    continue
+                cell = (cfg.library.key, cfg.concurrency, cfg.body)
+                jobs = matrix.jobs_for(cfg, args.jobs, args.sleep_rounds)
+                print(f"[{rep + 1}/{args.repeat}] {cell} {jobs} jobs", file=sys.stderr, flush=True)
+                started_runs += 1
+                run_root = os.path.join(root, str(started_runs))
                 os.makedirs(run_root)
                 try:
-                    figures = run_once(available[key](), args, run_root)
+                    figures = run_cell(available[cfg.library.key](), cfg, jobs, run_root)
                 except Exception as exc:
                     traceback.print_exc()
-                    errors.setdefault(key, []).append(f"{type(exc).__name__}: {exc}")
-                    failed = True
+                    errors.setdefault(cell, []).append(f"{type(exc).__name__}: {exc}")
                     continue
-                shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
                 print(
-                    f"    {json.dumps(shown)}",
+                    f"    {json.dumps({k: round(v, 4) for k, v in figures.items()})}",
                     file=sys.stderr,
                     flush=True,
                 )
-                raw.setdefault(key, []).append(figures)
-        for key in keys:
-            if raw.get(key):
-                results[key] = median_of(raw[key])
-                if key in errors:
-                    results[key]["failed_runs"] = errors[key]
-            else:
-                results[key] = {"error": errors[key][0]}
+                raw.setdefault(cell, []).append(figures)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
+    results: dict[Cell, dict[str, Any]] = {}
+    for cell in {*raw, *errors}:
+        if raw.get(cell):
+            results[cell] = aggregate(raw[cell])
+            if cell in errors:
+                results[cell]["failed"] = errors[cell]
+        else:
+            results[cell] = {"error": errors[cell][0]}
     print()
     print(
-        f"exqueue benchmarks: {args.jobs:,} no-op jobs, medians of {args.repeat} runs, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, exqueue {commit}, "
-        f"started {started}"
+        f"like-for-like throughput: one worker process per library, its own command; "
+        f"{args.jobs:,} jobs per run (sleep body: {args.sleep_rounds} per slot), "
+        f"medians (min–max) of {args.repeat} interleaved runs; {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, exqueue {commit}, started {started}"
     )
     print()
-    print(table(results, meta))
+    notes = Notes()
+    print(figures_table(configs, results, notes))
     print()
-    print(ratios(results, meta))
+    print(ratios_table(configs, results, notes))
+    if notes.reasons:
+        print()
+        print(notes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -381,13 +443,13 @@ def main(argv: list[str] | None = None) -> int:
                     "args": vars(args),
                     "commit": commit,
                     "started": started,
-                    "results": results,
-                    "runs": raw,
+                    "runs": [{"cell": list(cell), "figures": runs} for cell, runs in raw.items()],
+                    "errors": [{"cell": list(cell), "errors": e} for cell, e in errors.items()],
                 },
                 f,
                 indent=2,
             )
-    if failed:
+    if errors:
         print(
             "\nSOME RUNS FAILED (see above): their figures are not in the table.", file=sys.stderr
         )

@@ -25,8 +25,8 @@ import time
 from tabulate import tabulate
 
 from benchmarks import common
+from benchmarks.common import Phase
 from benchmarks.exq import ADAPTERS
-from benchmarks.run import Phase
 
 
 def child(url: str, concurrency: int) -> int:

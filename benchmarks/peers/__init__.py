@@ -14,7 +14,12 @@ _MODULES = [
     "saq_bench",
     "celery_bench",
     "procrastinate_bench",
+    "arq_bench",
 ]
+
+
+#: Library name -> why its adapter could not be loaded here.
+MISSING: dict[str, str] = {}
 
 
 def _load() -> list[type[Adapter]]:
@@ -24,6 +29,7 @@ def _load() -> list[type[Adapter]]:
             module = importlib.import_module(f"benchmarks.peers.{name}")
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
+            MISSING[name.removesuffix("_bench")] = str(exc)
             continue
         found.append(module.ADAPTER)
     return found

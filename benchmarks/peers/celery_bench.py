@@ -1,4 +1,4 @@
-"""Celery on Redis: ``celery worker`` with the solo pool (one job at a time, in-process).
+"""Celery on Redis: ``celery worker`` with the threads pool of N threads, one process.
 
 Results are ignored (no result backend); no gossip, mingle or heartbeat. No
 batch enqueue: a ``group`` publishes its messages one by one.
@@ -6,9 +6,14 @@ batch enqueue: a ``group`` publishes its messages one by one.
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
 
-from benchmarks import common, counter
+if redis.VERSION < (6, 1):
+    # kombu's Redis transport refuses older clients when the worker connects.
+    raise ImportError(f"Celery's Redis transport needs redis-py >= 6.1, not {redis.__version__}")
+
+from benchmarks import bodies, common
 
 app = Celery("exqbench", broker=common.REDIS_URL)
 app.conf.update(
@@ -21,36 +26,14 @@ app.conf.update(
 
 @app.task(name="bench.noop")
 def noop(n: int) -> None:
-    counter.hit(n)
+    bodies.run(n)
 
 
 class CeleryAdapter(common.RedisPeer):
     library = "celery"
-    workers = "solo pool"
 
     def enqueue_one(self, n: int) -> None:
         noop.delay(n)
-
-    def start_worker(self) -> None:
-        self.spawn(
-            [
-                common.venv_bin("celery"),
-                "-A",
-                "benchmarks.peers.celery_bench",
-                "worker",
-                "-P",
-                "solo",
-                "-c",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-                "-Q",
-                "exqbench",
-            ]
-        )
 
 
 ADAPTER = CeleryAdapter

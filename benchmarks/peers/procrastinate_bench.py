@@ -1,4 +1,4 @@
-"""procrastinate on PostgreSQL: ``procrastinate worker`` with concurrency 4.
+"""procrastinate on PostgreSQL: ``procrastinate worker`` with concurrency N (asyncio).
 
 It runs in the benchmark's own database; the schema is applied once. Batch
 enqueue is ``Task.batch_defer`` (one INSERT).
@@ -11,20 +11,19 @@ from collections.abc import Sequence
 import psycopg
 from procrastinate import App, PsycopgConnector
 
-from benchmarks import common, counter
+from benchmarks import bodies, common
 
 app = App(connector=PsycopgConnector(conninfo=common.PG_DSN))
 
 
 @app.task(name="bench.noop", queue="exqbench")
 async def noop(n: int) -> None:
-    counter.hit(n)
+    await bodies.arun(n)
 
 
 class ProcrastinateAdapter(common.Adapter):
     library = "procrastinate"
     backend = "postgres"
-    workers = "4 concurrent"
     batch = True
     notes = "batch_defer is one INSERT"
 
@@ -46,20 +45,6 @@ class ProcrastinateAdapter(common.Adapter):
 
     def enqueue_batch(self, ns: Sequence[int]) -> None:
         noop.batch_defer(*({"n": n} for n in ns))
-
-    def start_worker(self) -> None:
-        self.spawn(
-            [
-                common.venv_bin("procrastinate"),
-                "--app",
-                "benchmarks.peers.procrastinate_bench.app",
-                "worker",
-                "--concurrency",
-                "4",
-                "--queues",
-                "exqbench",
-            ]
-        )
 
     def teardown(self) -> None:
         self.clear()

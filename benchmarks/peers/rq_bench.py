@@ -10,18 +10,17 @@ from collections.abc import Sequence
 from redis import Redis
 from rq import Queue
 
-from benchmarks import common, counter
+from benchmarks import bodies, common
 
 QUEUE = "exqbench"
 
 
 def noop(n: int) -> None:
-    counter.hit(n)
+    bodies.run(n)
 
 
 class RQAdapter(common.RedisPeer):
     library = "rq"
-    workers = "SimpleWorker"
     batch = True
     notes = "enqueue_many pipelines a batch"
 
@@ -35,20 +34,6 @@ class RQAdapter(common.RedisPeer):
 
     def enqueue_batch(self, ns: Sequence[int]) -> None:
         self.queue.enqueue_many([Queue.prepare_data(noop, (n,)) for n in ns])
-
-    def start_worker(self) -> None:
-        self.spawn(
-            [
-                common.venv_bin("rq"),
-                "worker",
-                "-w",
-                "rq.worker.SimpleWorker",
-                "--url",
-                common.REDIS_URL,
-                "-q",
-                QUEUE,
-            ]
-        )
 
     def teardown(self) -> None:
         self.conn.close()
