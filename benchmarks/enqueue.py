@@ -157,28 +157,6 @@ def fmt_ms(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
-def git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=common.ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=common.ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     rows = []
     for key, r in results.items():
@@ -266,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown adapters {unknown}; known: {', '.join(available)}")
     common.ensure_databases()
-    commit = git_commit()
+    commit = common.git_commit()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
     results: dict[str, dict[str, Any]] = {}

@@ -302,28 +302,6 @@ def ratios_table(configs: list[Config], results: dict[Cell, dict[str, Any]], not
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
-def git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=common.ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=common.ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v)
@@ -382,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if any(c.library.backend in ("postgres", "mariadb") for c in configs):
         common.ensure_databases()
-    commit = git_commit()
+    commit = common.git_commit()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     raw: dict[Cell, list[dict[str, float]]] = {}
     errors: dict[Cell, list[str]] = {}

@@ -399,6 +399,28 @@ def show(
         click.echo(f"\nerror {number} of {len(errors)}:\n{safe(error, keep_newlines=True)}")
 
 
+def for_each_job(job_ids: tuple[str, ...], act: Callable[[str], str | None]) -> None:
+    """Apply ``act`` to every id, printing what it says; None means there is no such job.
+
+    One id that fails does not stop the others; the exit status is 1 if any failed.
+    """
+    failed = False
+    for job_id in job_ids:
+        try:
+            said = act(job_id)
+        except ExqueueError as exc:
+            click.echo(f"exqueue: error: {safe(exc)}", err=True)
+            failed = True
+            continue
+        if said is None:
+            click.echo(f"exqueue: error: no job with id {job_id!r}", err=True)
+            failed = True
+        else:
+            click.echo(said)
+    if failed:
+        sys.exit(1)
+
+
 @main.command()
 @storage_options
 @click.argument("job_ids", nargs=-1)
@@ -423,15 +445,7 @@ def retry(
         new_ids = queue.retry_dead(worker=worker_name)
         click.echo(f"re-queued {len(new_ids)} dead jobs")
         return
-    failed = False
-    for job_id in job_ids:
-        try:
-            click.echo(f"{safe(job_id)} -> {queue.retry(job_id)}")
-        except ExqueueError as exc:
-            click.echo(f"exqueue: error: {safe(exc)}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    for_each_job(job_ids, lambda job_id: f"{safe(job_id)} -> {queue.retry(job_id)}")
 
 
 @main.command()
@@ -446,19 +460,11 @@ def delete(
 ) -> None:
     """Delete waiting or dead jobs (a running job is refused)."""
     queue = open_queue(storage, app, prefix, namespace)
-    failed = False
-    for job_id in job_ids:
-        try:
-            if queue.delete(job_id):
-                click.echo(f"deleted {safe(job_id)}")
-            else:
-                click.echo(f"exqueue: error: no job with id {job_id!r}", err=True)
-                failed = True
-        except ExqueueError as exc:
-            click.echo(f"exqueue: error: {safe(exc)}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+
+    def delete_one(job_id: str) -> str | None:
+        return f"deleted {safe(job_id)}" if queue.delete(job_id) else None
+
+    for_each_job(job_ids, delete_one)
 
 
 @main.command()
