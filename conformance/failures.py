@@ -76,7 +76,7 @@ def check_error_history(factory: StorageFactory, settings: Settings) -> None:
 
         texts = st.text(st.characters(codec="utf-8"), max_size=300)
 
-        @limited(settings, 15)
+        @limited(settings, 8)
         @given(errors=st.lists(st.sampled_from(EDGE_ERRORS) | texts, min_size=1, max_size=5))
         @example(errors=["same", "same", "same"])
         def any_history(errors: list[str]) -> None:
