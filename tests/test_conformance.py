@@ -1,4 +1,5 @@
-"""The conformance suite on every backend we ship: memory, sqlite, postgres, mysql, redis.
+"""The conformance suite on every backend we ship: memory, sqlite, postgres, mysql, redis,
+and Redis Cluster.
 
 This is also the reference use of :class:`conformance.StorageConformance`. Select
 one backend with ``-k sqlite``; the thorough profile with
@@ -7,6 +8,8 @@ one backend with ``-k sqlite``; the thorough profile with
 
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from conformance import StorageConformance
 from conformance.checks import StorageFactory
 from tests.support.backends import BACKENDS, backend_factory
+from tests.test_redis_servers import RedisClusterProcesses, cluster_processes
 
 
 class TestConformance(StorageConformance):
@@ -30,4 +34,25 @@ class TestConformance(StorageConformance):
         destroy = getattr(storage, "destroy", None)
         if destroy is not None:
             destroy()
+        storage.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    yield from cluster_processes(tmp_path_factory.mktemp("cluster"))
+
+
+@pytest.mark.slow
+class TestConformanceRedisCluster(StorageConformance):
+    """The same suite on a three-master Redis Cluster started for this module."""
+
+    @pytest.fixture
+    def make_storage(self, redis_cluster: RedisClusterProcesses) -> Iterator[StorageFactory]:
+        from exqueue_redis import RedisStorage
+
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        factory = functools.partial(RedisStorage, redis_cluster.url, namespace=namespace)
+        yield factory
+        storage = factory()
+        storage.destroy()
         storage.close()
