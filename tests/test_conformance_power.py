@@ -8,9 +8,8 @@ states the rule; the state machine must still find the original fourteen by
 itself; and the same suite must pass correct backends built the same ways, so
 a suite that fails everything proves nothing.
 
-``tests/conformance_catch_table.sh``-style loops run this module ten times with
-different ``--hypothesis-seed`` values to measure the catch counts in
-``docs/conformance.md``.
+``benchmarks/conformance_catch.py`` runs this module ten times with different
+``--hypothesis-seed`` values to measure the catch table in ``docs/conformance.md``.
 """
 
 from __future__ import annotations
