@@ -29,7 +29,7 @@ CI = get_settings("ci")
 
 #: The state machine alone, derandomized: a fixed seed, the same examples every run.
 POWER = settings(
-    max_examples=100,
+    max_examples=200,
     stateful_step_count=40,
     derandomize=True,
     deadline=None,
