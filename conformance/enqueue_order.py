@@ -207,7 +207,7 @@ def check_payload_roundtrip(factory: StorageFactory, settings: Settings) -> None
     with opened(factory) as (_, storage):
         worker = unique("payload")
 
-        @settings
+        @limited(settings, 30)
         @given(payload=st.binary(max_size=4096))
         @example(payload=b"")
         @example(payload=b"\x00")

@@ -26,6 +26,7 @@ from conformance.base import (
     got,
     ids,
     job,
+    limited,
     opened,
     run_to,
     unique,
@@ -161,7 +162,7 @@ def check_unicode_worker_names(factory: StorageFactory, settings: Settings) -> N
 
         names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
 
-        @settings
+        @limited(settings, 30)
         @given(name=names)
         def any_name(name: str) -> None:
             job_id = unique("u")

@@ -263,7 +263,7 @@ class StorageMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        size=st.sampled_from((1, 1, 1, 0, 2, 3, 5, 8)),
+        size=st.sampled_from((1, 1, 1, 0, 2, 3, 5)),
         duplicate=st.sampled_from((None,) * 5 + ("in batch", "stored")),
     )
     def enqueue(self, data: st.DataObject, size: int, duplicate: str | None) -> None:

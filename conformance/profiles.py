@@ -40,7 +40,8 @@ settings.register_profile(
 )
 settings.register_profile(
     PROFILES["ci"],
-    max_examples=60,
+    # 50, not more: with the targeted checks next to it, MariaDB stays under a minute.
+    max_examples=50,
     stateful_step_count=30,
     **_COMMON,  # type: ignore[arg-type]
 )
