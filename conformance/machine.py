@@ -1,8 +1,9 @@
 """The stateful check: a Hypothesis state machine drives a backend and the model side by side.
 
 Each rule applies one storage operation to both the real backend and
-:class:`~conformance.model.Model`, with a fake clock (plain floats on a 0.5 s grid,
-so equal ``run_at`` values are common), and compares what the call returned.
+:class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a
+0.5 s grid so equal ``run_at`` values are common, with microsecond steps too),
+and compares what the call returned.
 After every step :meth:`StorageMachine.observe` compares everything a caller can
 see: ``list_jobs`` (all, by state, by worker), ``counts(now)`` and ``get`` of
 every live or just-touched id, field by field; ``seq`` values must sort like the
@@ -56,13 +57,18 @@ T0 = 1_700_000_000.0
 FAR = T0 + 10_000_000.0
 LIST_ALL = 10_000
 
-WORKERS = ("app.mail", "app.report", "app.ünïcødé · 名前 ✓")
+# Names carry SQL pattern characters and ':' (a key separator), owners too: a
+# backend matching them with LIKE or splitting keys on ':' confuses them.
+# "app.re%port_:x" read as a LIKE pattern matches "app.re port!:x".
+WORKERS = ("app.re port!:x", "app.re%port_:x", "app.ünïcødé · 名前 ✓")
 SERIAL_WORKERS = ("app.serial_a", "app.serial_b")
 ALL_WORKERS = WORKERS + SERIAL_WORKERS
-OWNERS = ("node-1", "node-2", "nœud-3")
+OWNERS = ("node_1", "nodeX1", "nœud:%3")
 
 workers = st.sampled_from(ALL_WORKERS)
-delays = st.sampled_from((0.0, 0.0, 0.5, 1.0, 2.0, 5.0, -1.0))
+delays = st.sampled_from((0.0, 0.0, 0.5, 1.0, 2.0, 5.0, -1.0, 0.000001, 0.123457))
+#: Error texts cycle through repeats, newlines, long and non-ASCII ones.
+ERRORS = ("boom ✗", "Traceback …\nValueError: dead ✗", "e" * 300, "  ошибка 名前 ")
 leases = st.sampled_from((0.5, 1.0, 2.0, 30.0))
 payloads = st.binary(max_size=12)
 attempts = st.integers(min_value=1, max_value=3)
@@ -336,18 +342,26 @@ class StorageMachine(RuleBasedStateMachine):
             self._report(outcome, job_id, old[-1] if old else "token-never-issued", delay)
         self._report(outcome, job_id, token, delay)
 
+    def _error(self, job_id: str) -> str:
+        # Pairs of equal texts: a job's 1st and 2nd errors are identical, its 3rd
+        # and 4th; jobs start at different texts. A refused call draws one too.
+        job = self.model.jobs.get(job_id)
+        if job is None:
+            return ERRORS[0]
+        return ERRORS[(len(job.errors) // 2 + job.seq) % len(ERRORS)]
+
     def _report(self, outcome: str, job_id: str, token: str, delay: float) -> None:
         call = f"{outcome}: ({job_id!r}, {token!r})"
         if outcome == "succeed":
             expected = self.model.complete(job_id, token)
             got = self.storage.complete(job_id, token)
         elif outcome == "fail and retry":
-            error = f"boom ✗ {self._next('error')}"
+            error = self._error(job_id)
             run_at = self.now + abs(delay)
             expected = self.model.schedule_retry(job_id, token, run_at=run_at, error=error)
             got = self.storage.schedule_retry(job_id, token, run_at=run_at, error=error)
         elif outcome == "fail into dead":
-            error = f"Traceback …\nValueError: dead ✗ {self._next('error')}"
+            error = self._error(job_id)
             expected = self.model.bury(job_id, token, error=error)
             got = self.storage.bury(job_id, token, error=error)
         else:
@@ -432,8 +446,9 @@ class StorageMachine(RuleBasedStateMachine):
             self.now = max(self.now, max(expiries))
         elif what == "recover owner":
             owner = data.draw(st.sampled_from(OWNERS), label="owner")
-        back, died = self.model.recover(self.now, owner=owner, error=WORKER_LOST)
-        got = self.storage.recover(self.now, owner=owner, error=WORKER_LOST)
+        error = f"{WORKER_LOST} ✗ {self.now}"  # the text given, not a fixed one, is recorded
+        back, died = self.model.recover(self.now, owner=owner, error=error)
+        got = self.storage.recover(self.now, owner=owner, error=error)
         # The order of ids inside Recovered is not part of the contract; duplicates are wrong.
         assert sorted(got.waiting) == sorted(back) and sorted(got.dead) == sorted(died), (
             f"recover(now={self.now}, owner={owner!r}) returned waiting={sorted(got.waiting)} "

@@ -40,7 +40,9 @@ settings.register_profile(
 )
 settings.register_profile(
     PROFILES["ci"],
-    max_examples=60,
+    # 40: the targeted checks carry the edge cases deterministically; with them,
+    # PostgreSQL and MariaDB stay under a minute on a shared 2-core machine.
+    max_examples=40,
     stateful_step_count=30,
     **_COMMON,  # type: ignore[arg-type]
 )

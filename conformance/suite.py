@@ -1,12 +1,14 @@
 """The test-class mixin a backend's own tests subclass to run the whole suite.
 
 See the package docstring (``conformance/__init__.py``) for the ten lines a backend
-writes. Each check of :data:`conformance.checks.CHECKS` is one test method here;
-a check whose capability the backend does not declare is skipped, by capability
-name, and every other check runs.
+writes. Each check of :data:`conformance.checks.CHECKS` is one test method here,
+``test_<check name>``; a check whose capability the backend does not declare is
+skipped, by capability name, and every other check runs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from hypothesis import settings as Settings
@@ -46,63 +48,18 @@ class StorageConformance:
         # getoption's default covers runs where the plugin was not loaded.
         return get_settings(request.config.getoption("conformance_profile", default=None))
 
-    def test_protocol(self, make_storage: StorageFactory, conformance_settings: Settings) -> None:
-        _run("protocol", make_storage, conformance_settings)
 
-    def test_state_machine(
-        self, make_storage: StorageFactory, conformance_settings: Settings
+def _test_method(name: str) -> Callable[..., None]:
+    def test(
+        self: StorageConformance, make_storage: StorageFactory, conformance_settings: Settings
     ) -> None:
-        _run("state_machine", make_storage, conformance_settings)
+        _run(name, make_storage, conformance_settings)
 
-    def test_payload_roundtrip(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("payload_roundtrip", make_storage, conformance_settings)
+    test.__name__ = f"test_{name}"
+    test.__qualname__ = f"StorageConformance.test_{name}"
+    test.__doc__ = f"[{CHECKS[name].area}] {CHECKS[name].rule}"
+    return test
 
-    def test_large_payload(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("large_payload", make_storage, conformance_settings)
 
-    def test_unicode_worker_names(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("unicode_worker_names", make_storage, conformance_settings)
-
-    def test_fifo_equal_run_at(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("fifo_equal_run_at", make_storage, conformance_settings)
-
-    def test_reopen_keeps_everything(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("reopen_keeps_everything", make_storage, conformance_settings)
-
-    def test_thread_race(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("thread_race", make_storage, conformance_settings)
-
-    def test_process_race(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("process_race", make_storage, conformance_settings)
-
-    def test_wakeup(self, make_storage: StorageFactory, conformance_settings: Settings) -> None:
-        _run("wakeup", make_storage, conformance_settings)
-
-    def test_wakeup_between_waits(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("wakeup_between_waits", make_storage, conformance_settings)
-
-    def test_transactional_enqueue(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("transactional_enqueue", make_storage, conformance_settings)
-
-    def test_complete_many(
-        self, make_storage: StorageFactory, conformance_settings: Settings
-    ) -> None:
-        _run("complete_many", make_storage, conformance_settings)
+for _name in CHECKS:
+    setattr(StorageConformance, f"test_{_name}", _test_method(_name))

@@ -1,0 +1,227 @@
+"""Area: the protocol object and its optional capabilities.
+
+Rules (``exqueue.storage``: :class:`Storage`, :class:`SupportsWakeup`,
+:class:`SupportsTransactionalEnqueue`, :class:`SupportsCompleteMany`): the
+object implements the protocol and declares its capabilities as a frozenset of
+names; ``close()`` is idempotent. ``wait_for_jobs`` wakes for every transition
+that makes a job runnable (enqueue, retry, release, requeue, recover), also
+when made between two waits, and honours its timeout. ``enqueue_in`` commits
+and rolls back with the caller's transaction, never on its own.
+``complete_many`` removes exactly the pairs still held, however many.
+
+The suite opens a transaction for ``enqueue_in`` through the storage's
+``conformance_transaction()`` method when it has one (a context manager that
+yields the transaction object and commits on a normal exit, rolls back on an
+exception); else, for a storage with a SQLAlchemy ``engine`` attribute,
+``engine.begin()``. A backend with neither gets the existence check only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from hypothesis import settings as Settings
+
+from conformance.base import (
+    NOW,
+    Check,
+    StorageFactory,
+    claim,
+    expect,
+    ids,
+    job,
+    opened,
+    unique,
+)
+from exqueue.storage import (
+    COMPLETE_MANY,
+    RUNNING,
+    TRANSACTIONAL_ENQUEUE,
+    WAITING,
+    WAKEUP,
+    Storage,
+    SupportsCompleteMany,
+    SupportsTransactionalEnqueue,
+    SupportsWakeup,
+)
+
+AREA = "capabilities"
+
+
+def check_protocol(factory: StorageFactory, settings: Settings) -> None:
+    """The object is a Storage; capabilities is a frozenset of names; close() is idempotent."""
+    with opened(factory) as (_, storage):
+        expect(isinstance(storage, Storage), "the object has every method of exqueue.Storage")
+        caps = storage.capabilities
+        expect(
+            isinstance(caps, frozenset) and all(isinstance(c, str) for c in caps),
+            "capabilities is a frozenset of str",
+            repr(caps),
+        )
+        expect(storage.list_jobs() == [] and storage.counts(NOW) == {}, "a fresh store is empty")
+        storage.enqueue([])
+        expect(storage.list_jobs() == [], "an empty batch stores nothing")
+        expect(claim(storage, "nobody", 5) == [], "a claim of an unknown worker takes nothing")
+    # the session closed it once; a second close must be harmless
+    storage.close()
+
+
+def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
+    """WAKEUP: wait_for_jobs returns True soon after an enqueue, and honours its timeout."""
+    with opened(factory) as (_, storage):
+        expect(isinstance(storage, SupportsWakeup), "WAKEUP is declared: wait_for_jobs exists")
+        assert isinstance(storage, SupportsWakeup)
+        started = time.monotonic()
+        woke = storage.wait_for_jobs(0.2)
+        expect(isinstance(woke, bool), "wait_for_jobs returns a bool", repr(woke))
+        expect(time.monotonic() - started < 2.0, "wait_for_jobs(0.2) returns by its timeout")
+        stop = threading.Event()
+        worker = unique("wakeup")
+
+        def enqueue_until_stopped() -> None:
+            # Keep enqueueing: a signal sent before the waiter listens is not a bug.
+            n = 0
+            while not stop.wait(0.1):
+                n += 1
+                storage.enqueue([job(f"{worker}-{n}", worker)])
+
+        producer = threading.Thread(target=enqueue_until_stopped, daemon=True)
+        started = time.monotonic()
+        producer.start()
+        try:
+            woke = storage.wait_for_jobs(10.0)
+        finally:
+            stop.set()
+            producer.join(10)
+        rule = "wait_for_jobs wakes for an enqueue made while it waits"
+        expect(woke is True, rule, "it returned False")
+        expect(time.monotonic() - started < 9.0, rule, "it woke only at its timeout")
+
+
+def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> None:
+    """WAKEUP: enqueue, retry, release, requeue and recover each wake the next wait of a thread."""
+    with opened(factory) as (_, storage):
+        expect(isinstance(storage, SupportsWakeup), "WAKEUP is declared: wait_for_jobs exists")
+        assert isinstance(storage, SupportsWakeup)
+        worker = unique("between")
+        far = NOW + 1e9
+        held: dict[str, tuple[str, str]] = {}
+
+        def hold(name: str, lease_until: float = far + 60) -> None:
+            token = unique("tok")
+            taken = claim(storage, worker, 1, now=far, token=token, lease_until=lease_until)
+            expect(len(taken) == 1, "claim takes a runnable job", ids(taken))
+            held[name] = (taken[0].id, token)
+
+        def dead() -> None:
+            hold("requeue")
+            storage.bury(*held["requeue"], error="x")
+
+        steps: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+            ("enqueue", lambda: None, lambda: storage.enqueue([job(unique(worker), worker)])),
+            (
+                "schedule_retry",
+                lambda: hold("retry"),
+                lambda: storage.schedule_retry(*held["retry"], run_at=NOW, error="e"),
+            ),
+            ("release", lambda: hold("release"), lambda: storage.release(*held["release"])),
+            (
+                "requeue",
+                dead,
+                lambda: storage.requeue(held["requeue"][0], unique(worker), now=NOW),
+            ),
+            ("recover", lambda: hold("recover", NOW), lambda: storage.recover(far, error="lost")),
+        ]
+        for name, prepare, transition in steps:
+            prepare()
+            storage.wait_for_jobs(0.05)  # the thread's previous wait: it returns
+            transition()
+            started = time.monotonic()
+            woke = storage.wait_for_jobs(3.0)
+            rule = (
+                f"a {name} makes a job runnable, so it wakes wait_for_jobs, also when made "
+                "between two waits of a thread (it counts for the next)"
+            )
+            expect(woke is True, rule, "the next wait returned False")
+            expect(time.monotonic() - started < 2.5, rule, "the next wait blocked")
+
+
+def check_complete_many(factory: StorageFactory, settings: Settings) -> None:
+    """COMPLETE_MANY: removes exactly the pairs still held (500 at once), and nothing else."""
+    with opened(factory) as (_, storage):
+        expect(isinstance(storage, SupportsCompleteMany), "COMPLETE_MANY: complete_many exists")
+        assert isinstance(storage, SupportsCompleteMany)
+        worker = unique("many")
+        storage.enqueue([job(f"m-{n}", worker) for n in range(5)])
+        held = claim(storage, worker, 4, token="t")
+        expect(ids(held) == ["m-0", "m-1", "m-2", "m-3"], "claim takes four jobs", ids(held))
+        items = [("m-0", "t"), ("m-1", "stale"), ("m-2", "t"), ("m-4", "t"), ("nope", "t")]
+        rule = "complete_many removes exactly the jobs still running with the token given"
+        done = sorted(storage.complete_many(items))
+        expect(done == ["m-0", "m-2"], rule, done)
+        left = {r.id: r.state for r in storage.list_jobs(worker=worker)}
+        expect(left == {"m-1": RUNNING, "m-3": RUNNING, "m-4": WAITING}, rule, left)
+        expect(storage.complete_many([]) == [], "complete_many of nothing removes nothing")
+        storage.complete_many([("m-1", "t"), ("m-3", "t")])
+        storage.delete("m-4")
+        big = unique("many-big")
+        storage.enqueue([job(f"{big}-{n}", big) for n in range(520)])
+        taken = claim(storage, big, 520, token="b")
+        expect(len(taken) == 520, "claim takes 520 runnable jobs", len(taken))
+        pairs = [(r.id, "b") for r in taken[:500]]
+        done = storage.complete_many(pairs)
+        expect(sorted(done) == sorted(i for i, _ in pairs), rule, f"removed {len(done)} of 500")
+        left_ids = ids(storage.list_jobs(worker=big, limit=1000))
+        expect(left_ids == ids(taken[500:]), rule, f"{len(left_ids)} left, expected 20")
+
+
+def _transaction_opener(storage: object) -> Callable[[], AbstractContextManager[Any]] | None:
+    hook = getattr(storage, "conformance_transaction", None)
+    if callable(hook):
+        return hook  # type: ignore[no-any-return]
+    begin = getattr(getattr(storage, "engine", None), "begin", None)
+    return begin if callable(begin) else None
+
+
+class _Rollback(Exception):
+    pass
+
+
+def check_transactional_enqueue(factory: StorageFactory, settings: Settings) -> None:
+    """TRANSACTIONAL_ENQUEUE: enqueue_in commits and rolls back with the caller's transaction."""
+    with opened(factory) as (_, storage):
+        expect(
+            isinstance(storage, SupportsTransactionalEnqueue),
+            "TRANSACTIONAL_ENQUEUE is declared: enqueue_in exists",
+        )
+        assert isinstance(storage, SupportsTransactionalEnqueue)
+        opener = _transaction_opener(storage)
+        if opener is None:
+            return  # the transaction type is the backend's own: existence only
+        worker = unique("tx")
+        with opener() as tx:
+            storage.enqueue_in(tx, [job("tx-kept", worker), job("tx-kept-2", worker)])
+        rule = "enqueue_in persists its jobs when the caller's transaction commits"
+        expect(ids(storage.list_jobs(worker=worker)) == ["tx-kept", "tx-kept-2"], rule)
+        try:
+            with opener() as tx:
+                storage.enqueue_in(tx, [job("tx-dropped", worker)])
+                raise _Rollback
+        except _Rollback:
+            pass
+        rule = "enqueue_in never commits on its own: a rolled-back transaction leaves no job"
+        found = ids(storage.list_jobs(worker=worker))
+        expect(found == ["tx-kept", "tx-kept-2"], rule, f"listed {found}")
+
+
+CHECKS = [
+    Check("protocol", None, check_protocol, AREA),
+    Check("wakeup", WAKEUP, check_wakeup, AREA),
+    Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits, AREA),
+    Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue, AREA),
+    Check("complete_many", COMPLETE_MANY, check_complete_many, AREA),
+]
