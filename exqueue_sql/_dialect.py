@@ -208,6 +208,7 @@ def _insert_sql(engine: Engine, table: str) -> str:
 
 def record(row: Row[Any]) -> JobRecord:
     m = row._mapping
+    stored = json.loads(m["errors"])
     return JobRecord(
         id=m["id"],
         seq=int(m["seq"]),
@@ -218,12 +219,12 @@ def record(row: Row[Any]) -> JobRecord:
         max_attempts=int(m["max_attempts"]),
         run_at=float(m["run_at"]),
         enqueued_at=float(m["enqueued_at"]),
-        # A row written before the bound may hold more: it is read as the rule says.
-        errors=kept_errors(json.loads(m["errors"])),
+        # A row written before the bound holds every error and a count of 0.
+        errors=kept_errors(stored),
         lease_owner=m["lease_owner"],
         lease_token=m["lease_token"],
         lease_expires=None if m["lease_expires"] is None else float(m["lease_expires"]),
-        error_count=int(m["error_count"]),
+        error_count=max(int(m["error_count"]), len(stored)),
     )
 
 

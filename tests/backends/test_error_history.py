@@ -7,7 +7,11 @@ error text is clipped; requeue clears both.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import redis
+from sqlalchemy import text
 
 from exqueue.storage import (
     DEAD,
@@ -18,6 +22,10 @@ from exqueue.storage import (
     NewJob,
     Storage,
 )
+from exqueue_redis import RedisStorage
+from exqueue_sql import SQLStorage
+from tests.support import services
+from tests.support.backends import BackendHandle
 
 
 def _fail(storage: Storage, job_id: str, times: int, *, last: str = "retry") -> None:
@@ -80,3 +88,57 @@ def test_a_huge_error_text_is_clipped_keeping_both_ends(storage: Storage) -> Non
     assert len(stored.encode()) <= ERROR_TEXT_LIMIT
     assert stored.startswith("HEADé") and stored.endswith("éTAIL")
     assert "bytes cut" in stored
+
+
+# -- stores written before the bound -------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mysql"], indirect=True)
+def test_a_sql_store_from_before_the_count_is_upgraded_in_place(backend: BackendHandle) -> None:
+    first = backend.open()
+    assert isinstance(first, SQLStorage)
+    first.enqueue([NewJob(i, "w", i.encode(), 0.0, 0.0, 1000) for i in ("a", "b")])
+    first.claim("w", 1, now=1.0, owner="node", token="t", lease_until=99.0)
+    table = first.engine.dialect.identifier_preparer.quote(f"{first.prefix}jobs")
+    old = json.dumps([f"old{n}" for n in range(1, 31)])
+    with first.engine.begin() as conn:
+        # The layout of the earlier version: no error_count, every error in the list.
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN error_count")
+        conn.execute(text(f"UPDATE {table} SET errors = :e WHERE id = 'a'"), {"e": old})
+    first.engine.dispose()
+
+    store = backend.open()
+    assert isinstance(store, SQLStorage)
+    a = _get(store, "a")
+    assert a.errors == ("old1", *(f"old{n}" for n in range(11, 31)))
+    assert (a.error_count, a.state, a.lease_token) == (30, "running", "t")
+    b = _get(store, "b")
+    assert (b.payload, b.state, b.errors, b.error_count) == (b"b", WAITING, (), 0)
+    assert store.schedule_retry("a", "t", run_at=2.0, error="new")
+    a = _get(store, "a")
+    assert a.errors == ("old1", *(f"old{n}" for n in range(12, 31)), "new")
+    assert a.error_count == 31
+    with store.engine.connect() as conn:
+        stored = conn.exec_driver_sql(f"SELECT errors FROM {table} WHERE id = 'a'").scalar_one()
+    assert len(json.loads(stored)) == ERRORS_KEPT + 1  # trimmed on its next write
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_a_redis_hash_from_before_the_bound_is_read_and_trimmed(backend: BackendHandle) -> None:
+    store = backend.open()
+    assert isinstance(store, RedisStorage)
+    store.enqueue([NewJob("a", "w", b"p", 0.0, 0.0, 1000)])
+    store.claim("w", 1, now=1.0, owner="node", token="t", lease_until=99.0)
+    client = redis.Redis.from_url(services.require("redis"))
+    key = f"{{{store.namespace}}}:job:a"
+    # The layout of the earlier version: every error in its own field.
+    client.hset(key, mapping={"errors": 30, **{f"error:{n}": f"old{n}" for n in range(1, 31)}})
+    a = _get(store, "a")
+    assert a.errors == ("old1", *(f"old{n}" for n in range(11, 31)))
+    assert a.error_count == 30
+    assert store.schedule_retry("a", "t", run_at=2.0, error="new")
+    a = _get(store, "a")
+    assert a.errors == ("old1", *(f"old{n}" for n in range(12, 31)), "new")
+    assert a.error_count == 31
+    fields = {f.decode() for f in client.hkeys(key) if f.startswith(b"error:")}
+    assert fields == {f"error:{n}" for n in (1, *range(12, 32))}
