@@ -25,6 +25,7 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
 from conformance.concurrency import race_processes, race_threads
+from conformance.error_history import check_error_history
 from conformance.machine import StorageSession, run_state_machine
 from conformance.records import check_types
 from exqueue.storage import (
@@ -460,6 +461,7 @@ CHECKS: dict[str, Check] = {
         Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits),
         Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue),
         Check("complete_many", COMPLETE_MANY, check_complete_many),
+        Check("error_history", None, check_error_history),
     )
 }
 

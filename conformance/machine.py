@@ -31,11 +31,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conformance.error_history import fail_often
 from conformance.model import Model, ModelJob
 from conformance.records import check_types
 from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
+    ERRORS_KEPT,
     PERSISTENT,
     RUNNING,
     STATES,
@@ -170,6 +172,7 @@ class StorageMachine(RuleBasedStateMachine):
             lease_owner=job.lease_owner,
             lease_token=job.lease_token,
             lease_expires=job.lease_expires,
+            error_count=job.error_count,
         )
 
     def _check(self, record: JobRecord) -> None:
@@ -335,6 +338,11 @@ class StorageMachine(RuleBasedStateMachine):
             old = [t for i, t in self.issued if i == job_id and t != token]
             self._report(outcome, job_id, old[-1] if old else "token-never-issued", delay)
         self._report(outcome, job_id, token, delay)
+
+    @rule(times=st.integers(ERRORS_KEPT, ERRORS_KEPT + 4))
+    def fail_often(self, times: int) -> None:
+        """One job fails ``times`` times running: past the error history it keeps."""
+        fail_often(self, times)
 
     def _report(self, outcome: str, job_id: str, token: str, delay: float) -> None:
         call = f"{outcome}: ({job_id!r}, {token!r})"
