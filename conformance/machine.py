@@ -32,11 +32,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conformance.error_history import fail_often
 from conformance.model import Model, ModelJob
 from conformance.records import check_types
 from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
+    ERRORS_KEPT,
     PERSISTENT,
     RUNNING,
     STATES,
@@ -176,6 +178,7 @@ class StorageMachine(RuleBasedStateMachine):
             lease_owner=job.lease_owner,
             lease_token=job.lease_token,
             lease_expires=job.lease_expires,
+            error_count=job.error_count,
         )
 
     def _check(self, record: JobRecord) -> None:
@@ -349,6 +352,11 @@ class StorageMachine(RuleBasedStateMachine):
         if job is None:
             return ERRORS[0]
         return ERRORS[(len(job.errors) // 2 + job.seq) % len(ERRORS)]
+
+    @rule(times=st.integers(ERRORS_KEPT, ERRORS_KEPT + 4))
+    def fail_often(self, times: int) -> None:
+        """One job fails ``times`` times running: past the error history it keeps."""
+        fail_often(self, times)
 
     def _report(self, outcome: str, job_id: str, token: str, delay: float) -> None:
         call = f"{outcome}: ({job_id!r}, {token!r})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from exqueue.storage import DEAD, RUNNING, WAITING, Counts, JobState, NewJob
+from exqueue.storage import DEAD, ERRORS_KEPT, RUNNING, WAITING, Counts, JobState, NewJob
 
 
 @dataclass
@@ -34,6 +34,14 @@ class ModelJob:
     lease_owner: str | None = None
     lease_token: str | None = None
     lease_expires: float | None = None
+    error_count: int = 0
+
+    def add_error(self, error: str) -> None:
+        """Count ``error``; keep the first error and the last ``ERRORS_KEPT``."""
+        self.error_count += 1
+        self.errors.append(error)
+        if len(self.errors) > ERRORS_KEPT + 1:
+            del self.errors[1]
 
     def clear_lease(self) -> None:
         self.lease_owner = None
@@ -126,7 +134,7 @@ class Model:
             return False
         job.state = WAITING
         job.run_at = run_at
-        job.errors.append(error)
+        job.add_error(error)
         job.clear_lease()
         return True
 
@@ -135,7 +143,7 @@ class Model:
         if job is None:
             return False
         job.state = DEAD
-        job.errors.append(error)
+        job.add_error(error)
         job.clear_lease()
         return True
 
@@ -168,7 +176,7 @@ class Model:
             mine = owner is not None and job.lease_owner == owner
             if not (expired or mine):
                 continue
-            job.errors.append(error)
+            job.add_error(error)
             job.clear_lease()
             if job.attempt < job.max_attempts:
                 job.state = WAITING
@@ -199,6 +207,7 @@ class Model:
         job.state = WAITING
         job.attempt = 0
         job.errors = []
+        job.error_count = 0
         job.run_at = now
         self.jobs[new_id] = job
         return "requeued"

@@ -376,7 +376,7 @@ def show(
     job_id: str,
     as_json: bool,
 ) -> None:
-    """Show one job with its arguments and every recorded error."""
+    """Show one job with its arguments and its errors (the first and the last 20)."""
     queue = open_queue(storage, app, prefix, namespace, create=False)
     job = queue.get(job_id)
     if job is None:
@@ -395,8 +395,11 @@ def show(
         fields["running for"] = running_text(job, now)
     rows = [[key, safe(value)] for key, value in fields.items()]
     click.echo(tabulate(rows, tablefmt="plain"))
-    for number, error in enumerate(errors, 1):
-        click.echo(f"\nerror {number} of {len(errors)}:\n{safe(error, keep_newlines=True)}")
+    count = fields["error_count"]
+    if count > len(errors):
+        click.echo(f"\n{count} errors, showing the first and last {len(errors) - 1}")
+    for number, error in zip(job.error_numbers, errors, strict=True):
+        click.echo(f"\nerror {number} of {count}:\n{safe(error, keep_newlines=True)}")
 
 
 def for_each_job(job_ids: tuple[str, ...], act: Callable[[str], str | None]) -> None:

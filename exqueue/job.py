@@ -23,6 +23,9 @@ def _utc(timestamp: float) -> dt.datetime:
 class Job:
     """A stored job as a caller sees it. ``errors`` is oldest first.
 
+    ``errors`` holds the first error and the last ``ERRORS_KEPT`` (20);
+    ``error_count`` is how many were recorded in all (see :mod:`exqueue.storage`).
+
     ``payload_error`` is set when the stored arguments cannot be decoded (``args``
     and ``kwargs`` are then empty); such a job dies when a worker picks it up.
     ``node`` is the node holding a running job's lease; ``started_at`` is when its
@@ -42,10 +45,19 @@ class Job:
     payload_error: str | None = None
     node: str | None = None
     started_at: dt.datetime | None = None
+    error_count: int = 0
 
     @property
     def last_error(self) -> str | None:
         return self.errors[-1] if self.errors else None
+
+    @property
+    def error_numbers(self) -> list[int]:
+        """The number of each kept error among all recorded (1 is the first)."""
+        kept, count = len(self.errors), max(self.error_count, len(self.errors))
+        if kept == count:
+            return list(range(1, kept + 1))
+        return [1, *range(count - kept + 2, count + 1)]
 
     @classmethod
     def from_record(cls, record: JobRecord, codec: Codec) -> Job:
@@ -71,6 +83,7 @@ class Job:
             payload_error=payload_error,
             node=record.lease_owner if record.state == "running" else None,
             started_at=_utc(record.started_at) if record.started_at is not None else None,
+            error_count=record.error_count,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +99,7 @@ class Job:
             "run_at": self.run_at.isoformat(),
             "enqueued_at": self.enqueued_at.isoformat(),
             "errors": list(self.errors),
+            "error_count": max(self.error_count, len(self.errors)),
             "last_error": self.last_error,
             "payload_error": self.payload_error,
             "node": self.node,

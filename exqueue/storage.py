@@ -22,6 +22,19 @@ each claimed job. ``complete``, ``retry``, ``bury``, ``release`` and ``extend``
 apply only while the job is ``running`` with that same token; otherwise they
 change nothing and report so. Recovery clears the token, so a holder whose lease
 was lost can never touch the job again, even if it is claimed anew.
+
+Error history is bounded: every failure (``schedule_retry``, ``bury``,
+``recover``) records one error, but a job keeps only its first error and the
+last :data:`ERRORS_KEPT` (``errors``, oldest first, at most ``ERRORS_KEPT + 1``
+texts) plus ``error_count``, the number of errors ever recorded for it. The
+trim happens inside the same atomic step as the failure, so the cost of a
+failure does not grow with the number of earlier ones, and a job that fails
+forever does not grow its record. One error text is stored as at most
+:data:`ERROR_TEXT_LIMIT` UTF-8 bytes: a longer one keeps its head and its tail
+around a marker saying how much was cut (:func:`clip_error`). ``requeue``
+clears both the errors and the count. A record written before the bound (more
+than ``ERRORS_KEPT + 1`` errors) is read as its first and last ``ERRORS_KEPT``
+with the full count, and trimmed on its next write.
 """
 
 from __future__ import annotations
@@ -35,6 +48,11 @@ RUNNING: Final = "running"
 DEAD: Final = "dead"
 JobState = Literal["waiting", "running", "dead"]
 STATES: tuple[JobState, ...] = (WAITING, RUNNING, DEAD)
+
+#: A job keeps its first error and this many of the latest (see the module docstring).
+ERRORS_KEPT: Final = 20
+#: The most UTF-8 bytes one stored error text takes (see :func:`clip_error`).
+ERROR_TEXT_LIMIT: Final = 64 * 1024
 
 #: The error text recorded when a lease expires and the job is recovered.
 WORKER_LOST = "worker lost: lease expired before the job finished"
@@ -66,7 +84,12 @@ class NewJob:
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
-    """A job as stored. ``errors`` is oldest first."""
+    """A job as stored.
+
+    ``errors`` is oldest first: the first error and the last :data:`ERRORS_KEPT`.
+    ``error_count`` is how many errors were ever recorded; it is never below
+    ``len(errors)`` (a smaller value given, such as the default, is raised to it).
+    """
 
     id: str
     seq: int
@@ -85,6 +108,39 @@ class JobRecord:
     #: that record it; None otherwise and when not running. Informational only
     #: (``exqueue jobs --state running``), so it takes no part in comparisons.
     started_at: float | None = field(default=None, compare=False)
+    error_count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.error_count < len(self.errors):
+            object.__setattr__(self, "error_count", len(self.errors))
+
+
+def kept_errors(errors: Sequence[str]) -> tuple[str, ...]:
+    """``errors`` (oldest first) as a job keeps them: the first and the last ``ERRORS_KEPT``."""
+    if len(errors) <= ERRORS_KEPT + 1:
+        return tuple(errors)
+    return (errors[0], *errors[len(errors) - ERRORS_KEPT :])
+
+
+def add_error(job: JobRecord, error: str) -> tuple[tuple[str, ...], int]:
+    """The ``(errors, error_count)`` a job has after ``error`` is recorded on it."""
+    return kept_errors((*job.errors, clip_error(error))), job.error_count + 1
+
+
+def clip_error(text: str) -> str:
+    """``text`` cut to at most ``ERROR_TEXT_LIMIT`` UTF-8 bytes: head, a marker, tail.
+
+    Both ends are kept because a traceback names the failing call at its end.
+    """
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= ERROR_TEXT_LIMIT:
+        return text
+    room = (ERROR_TEXT_LIMIT - 100) // 2  # the marker takes under 100 bytes
+    head = raw[:room].decode("utf-8", "ignore")
+    tail = raw[len(raw) - room :].decode("utf-8", "ignore")
+    cut = len(raw) - len(head.encode()) - len(tail.encode())
+    marker = f"\n[... {cut} bytes cut by exqueue ...]\n"
+    return head + marker + tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +205,15 @@ class Storage(Protocol):
         ...
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        """``running`` (held with ``token``) -> ``waiting`` at ``run_at``; append ``error``."""
+        """``running`` (held with ``token``) -> ``waiting`` at ``run_at``; record ``error``.
+
+        Recording an error appends it (clipped), trims ``errors`` to the first and
+        the last ``ERRORS_KEPT`` and adds one to ``error_count``, in this same step.
+        """
         ...
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
-        """``running`` (held with ``token``) -> ``dead``; append ``error``."""
+        """``running`` (held with ``token``) -> ``dead``; record ``error`` (see schedule_retry)."""
         ...
 
     def release(self, job_id: str, token: str) -> bool:
@@ -177,7 +237,7 @@ class Storage(Protocol):
         (a node restarted under a stable name reclaims its own jobs at once).
         A recovered job with ``attempt < max_attempts`` becomes ``waiting`` with
         ``run_at = now``; otherwise it becomes ``dead``. Either way ``error`` is
-        appended and the lease is cleared.
+        recorded (as ``schedule_retry``) and the lease is cleared.
         """
         ...
 
@@ -201,8 +261,8 @@ class Storage(Protocol):
         ...
 
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
-        """``dead`` -> ``waiting`` under ``new_id``: attempt 0, errors cleared,
-        ``run_at = now``, the same ``seq``."""
+        """``dead`` -> ``waiting`` under ``new_id``: attempt 0, errors and
+        ``error_count`` cleared, ``run_at = now``, the same ``seq``."""
         ...
 
     def counts(self, now: float) -> dict[str, Counts]:

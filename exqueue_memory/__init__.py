@@ -29,6 +29,7 @@ from exqueue.storage import (
     NewJob,
     Recovered,
     RequeueResult,
+    add_error,
 )
 
 __all__ = ["MemoryStorage"]
@@ -125,6 +126,7 @@ class MemoryStorage:
                     token,
                     lease_until,
                     now,
+                    job.error_count,
                 )
                 self._jobs[job.id] = updated
                 claimed.append(updated)
@@ -215,7 +217,10 @@ class MemoryStorage:
             job = self._held(job_id, token)
             if job is None:
                 return False
-            self._store(_unleased(job, state=WAITING, run_at=run_at, errors=job.errors + (error,)))
+            errors, count = add_error(job, error)
+            self._store(
+                _unleased(job, state=WAITING, run_at=run_at, errors=errors, error_count=count)
+            )
             self._notify()
             return True
 
@@ -224,7 +229,8 @@ class MemoryStorage:
             job = self._held(job_id, token)
             if job is None:
                 return False
-            self._jobs[job_id] = _unleased(job, state=DEAD, errors=job.errors + (error,))
+            errors, count = add_error(job, error)
+            self._jobs[job_id] = _unleased(job, state=DEAD, errors=errors, error_count=count)
             return True
 
     def release(self, job_id: str, token: str) -> bool:
@@ -256,12 +262,16 @@ class MemoryStorage:
                 expired = job.lease_expires is not None and job.lease_expires <= now
                 if not expired and (owner is None or job.lease_owner != owner):
                     continue
-                errors = job.errors + (error,)
+                errors, count = add_error(job, error)
                 if job.attempt < job.max_attempts:
-                    self._store(_unleased(job, state=WAITING, run_at=now, errors=errors))
+                    self._store(
+                        _unleased(job, state=WAITING, run_at=now, errors=errors, error_count=count)
+                    )
                     waiting.append(job.id)
                 else:
-                    self._jobs[job.id] = _unleased(job, state=DEAD, errors=errors)
+                    self._jobs[job.id] = _unleased(
+                        job, state=DEAD, errors=errors, error_count=count
+                    )
                     dead.append(job.id)
             if waiting:
                 self._notify()
@@ -312,7 +322,11 @@ class MemoryStorage:
             self._remove(job)
             self._ids.setdefault(job.worker, set()).add(new_id)
             heapq.heappush(self._order.setdefault(job.worker, []), (job.seq, new_id))
-            self._store(replace(job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=()))
+            self._store(
+                replace(
+                    job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=(), error_count=0
+                )
+            )
             self._notify()
             return "requeued"
 

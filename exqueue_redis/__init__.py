@@ -16,9 +16,11 @@ key                        type        holds
 ``{ns}:seq``               string      the last sequence number handed out (INCR)
 ``{ns}:job:<id>``          hash        one job: ``id seq worker payload state attempt
                                        max_attempts run_at enqueued_at errors`` (the
-                                       error count), ``error:1 .. error:N`` (oldest
-                                       first) and, while running, ``lease_owner
-                                       lease_token lease_expires started_at``
+                                       count of errors ever recorded), ``error:1``
+                                       and the last ERRORS_KEPT ``error:<i>``, up to
+                                       ``error:<errors>`` (oldest first) and, while
+                                       running, ``lease_owner lease_token
+                                       lease_expires started_at``
 ``{ns}:workers``           set         names of the workers that have any job
 ``{ns}:all:<w>``           zset        every job of ``<w>``: member id, score seq
                                        (serial head, ``list_jobs`` order)
@@ -59,6 +61,7 @@ from exqueue.storage import (
     NewJob,
     Recovered,
     RequeueResult,
+    clip_error,
 )
 
 try:
@@ -298,10 +301,10 @@ class RedisStorage:
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         run_at_text = _number(run_at, "run_at")
-        return bool(self._run("RETRY", job_id, token, run_at_text, error))
+        return bool(self._run("RETRY", job_id, token, run_at_text, clip_error(error)))
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
-        return bool(self._run("BURY", job_id, token, error))
+        return bool(self._run("BURY", job_id, token, clip_error(error)))
 
     def release(self, job_id: str, token: str) -> bool:
         return bool(self._run("RELEASE", job_id, token))
@@ -314,7 +317,11 @@ class RedisStorage:
 
     def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
         waiting, dead = self._run(
-            "RECOVER", _number(now, "now"), error, owner or "", "0" if owner is None else "1"
+            "RECOVER",
+            _number(now, "now"),
+            clip_error(error),
+            owner or "",
+            "0" if owner is None else "1",
         )
         return Recovered(
             waiting=tuple(job_id.decode() for job_id in waiting),

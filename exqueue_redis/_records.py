@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
-from exqueue.storage import JobRecord, JobState
+from exqueue.storage import ERRORS_KEPT, JobRecord, JobState
 
 
 def _record(flat: list[bytes]) -> JobRecord:
@@ -34,9 +34,10 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         enqueued_at=float(f[b"enqueued_at"]),
         errors=tuple(
             _text(error)
-            for i in range(1, int(f[b"errors"]) + 1)
+            for i in _kept(int(f[b"errors"]))
             if (error := f.get(b"error:%d" % i)) is not None
         ),
+        error_count=int(f[b"errors"]),
         lease_owner=owner.decode() if owner is not None else None,
         lease_token=token.decode() if token is not None else None,
         lease_expires=float(expires) if expires is not None else None,
@@ -76,7 +77,7 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
         bad.append(f"state={state!r}"[:80])
         state = "dead"
     count = field("errors", int, 0)
-    errors = [f.get(b"error:%d" % i) for i in range(1, max(min(count, 10_000), 0) + 1)]
+    errors = [f.get(b"error:%d" % i) for i in _kept(count)]
     owner, token, expires = f.get(b"lease_owner"), f.get(b"lease_token"), f.get(b"lease_expires")
     lease_expires = field("lease_expires", float, None) if expires is not None else None
     started_at = field("started_at", float, None) if b"started_at" in f else None
@@ -102,6 +103,14 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
         lease_expires=lease_expires,
         started_at=started_at,
     )
+
+
+def _kept(count: int) -> list[int]:
+    """The numbers of the error fields a job of ``count`` errors keeps (first, last N).
+
+    A hash written before the bound holds the others too; they are not read.
+    """
+    return [1, *range(max(2, count - ERRORS_KEPT + 1), count + 1)] if count > 0 else []
 
 
 def _utf8(raw: bytes) -> str:

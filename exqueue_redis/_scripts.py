@@ -11,10 +11,12 @@ they round-trip exactly; Redis parses them itself for sorted-set scores.
 
 from __future__ import annotations
 
+from exqueue.storage import ERRORS_KEPT
+
 # Helpers shared by every script. ``wmember`` builds the member of a waiting set:
 # the seq zero-padded to 16 digits, then the id. Equal scores (run_at) are ordered
 # by member bytes, so equal run_at comes out in seq order: FIFO.
-PRELUDE = r"""
+PRELUDE = f"local KEEP = {ERRORS_KEPT}\n" + r"""
 local P = KEYS[1]
 local function jkey(id) return P .. 'job:' .. id end
 local function wmember(seq, id) return string.format('%016d', tonumber(seq)) .. id end
@@ -59,8 +61,7 @@ local function damage_of(id, m)
   if m.id == id and m.worker and m.worker ~= '' and seq and seq >= 0 and attempt
       and attempt >= 0 and max and max >= 0 and n and num(m.run_at) and num(m.enqueued_at)
       and m.payload and STATES[m.state]
-      and (n == 0 or (n > 0 and n <= redis.call('HLEN', jkey(id))
-        and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 1)) then
+      and (n == 0 or (n > 0 and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 1)) then
     return nil
   end
   local bad = {}
@@ -79,8 +80,7 @@ local function damage_of(id, m)
   end
   if not m.payload then note('payload', 'is missing') end
   if not STATES[m.state] then note('state', 'is unknown') end
-  if n ~= nil and n > 0 and (n > redis.call('HLEN', jkey(id))
-      or redis.call('HEXISTS', jkey(id), 'error:' .. n) == 0) then
+  if n ~= nil and n > 0 and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 0 then
     note('errors', 'does not match the stored errors')
   end
   if #bad == 0 then return nil end
@@ -106,9 +106,28 @@ local function unlease(id, worker)
   redis.call('ZREM', P .. 'running:' .. worker, id)
 end
 
+-- Delete the error fields numbered ``from`` to ``last``, going by the fields
+-- there are (a hash written before the bound has every error).
+local function drop_errors(k, from, last)
+  for _, name in ipairs(redis.call('HKEYS', k)) do
+    local i = name:match('^error:(%d+)$')
+    if i and tonumber(i) >= from and tonumber(i) <= last then redis.call('HDEL', k, name) end
+  end
+end
+
+-- Record an error: ``errors`` counts them all; the fields keep error:1 and the
+-- last KEEP (error:n-KEEP+1 .. error:n). Bounded work, however many came before.
 local function add_error(id, err)
-  local n = redis.call('HINCRBY', jkey(id), 'errors', 1)
-  redis.call('HSET', jkey(id), 'error:' .. n, err)
+  local k = jkey(id)
+  local n = redis.call('HINCRBY', k, 'errors', 1)
+  redis.call('HSET', k, 'error:' .. n, err)
+  local gone = n - KEEP
+  if gone >= 2 then
+    redis.call('HDEL', k, 'error:' .. gone)
+    if gone > 2 and redis.call('HEXISTS', k, 'error:' .. (gone - 1)) == 1 then
+      drop_errors(k, 2, gone - 1)  -- a hash from before the bound, trimmed once
+    end
+  end
 end
 
 local function to_waiting(id, worker, seq, run_at)
@@ -472,7 +491,7 @@ local why = damage(id)
 if why then refuse('job ' .. id .. ' cannot be retried: ' .. why .. '; delete it') end
 local worker, seq = f[2], f[3]
 redis.call('RENAME', jkey(id), jkey(new))
-for i = 1, tonumber(f[4]) do redis.call('HDEL', jkey(new), 'error:' .. i) end
+drop_errors(jkey(new), 1, math.huge)
 redis.call('HSET', jkey(new), 'id', new, 'attempt', 0, 'errors', 0)
 redis.call('ZREM', P .. 'dead:' .. worker, id)
 redis.call('ZREM', P .. 'all:' .. worker, id)

@@ -31,6 +31,8 @@ from exqueue.storage import (
     JobRecord,
     JobState,
     NewJob,
+    clip_error,
+    kept_errors,
 )
 from exqueue_sql._schema import Tables, tables
 
@@ -206,6 +208,7 @@ def _insert_sql(engine: Engine, table: str) -> str:
 
 def record(row: Row[Any]) -> JobRecord:
     m = row._mapping
+    stored = json.loads(m["errors"])
     return JobRecord(
         id=m["id"],
         seq=int(m["seq"]),
@@ -216,8 +219,21 @@ def record(row: Row[Any]) -> JobRecord:
         max_attempts=int(m["max_attempts"]),
         run_at=float(m["run_at"]),
         enqueued_at=float(m["enqueued_at"]),
-        errors=tuple(json.loads(m["errors"])),
+        # A row written before the bound holds every error and a count of 0.
+        errors=kept_errors(stored),
         lease_owner=m["lease_owner"],
         lease_token=m["lease_token"],
         lease_expires=None if m["lease_expires"] is None else float(m["lease_expires"]),
+        error_count=max(int(m["error_count"]), len(stored)),
     )
+
+
+def with_error(errors: str, count: int, error: str) -> tuple[str, int]:
+    """The stored ``(errors, error_count)`` of a row after ``error`` is recorded.
+
+    ``count`` is at least the stored list's length: a row written before the
+    count existed has 0 there and every error in the list.
+    """
+    stored = json.loads(errors)
+    kept = kept_errors([*stored, clip_error(error)])
+    return json.dumps(kept), max(count, len(stored)) + 1

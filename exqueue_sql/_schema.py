@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Double,
     Index,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateColumn
 
 #: Bump when the tables change; a store written by another version is refused.
 SCHEMA_VERSION = 1
@@ -71,7 +73,11 @@ def tables(
         Column("max_attempts", Integer, nullable=False),
         Column("run_at", Double, nullable=False),
         Column("enqueued_at", Double, nullable=False),
+        # The first and the last ERRORS_KEPT errors, a JSON list; error_count
+        # counts every error ever recorded. Added after schema version 1 shipped:
+        # SQLStorage adds it in place to tables made without it (add_missing).
         Column("errors", _TEXT, nullable=False),
+        Column("error_count", Integer, nullable=False, server_default="0"),
         Column("lease_owner", String(255)),
         Column("lease_token", String(255)),
         Column("lease_expires", Double),
@@ -95,6 +101,20 @@ def tables(
         **options,
     )
     return Tables(jobs, meta)
+
+
+def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
+    """Add the columns of ``jobs`` that a store made by an earlier version lacks.
+
+    Only columns with a server default are ever added after a release, so rows
+    already stored (and writers still running the earlier version, which name
+    their columns) go on working; no row is rewritten.
+    """
+    name = conn.dialect.identifier_preparer.format_table(jobs)
+    for column in jobs.columns:
+        if column.name not in present:
+            spec = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {spec}")
 
 
 #: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).

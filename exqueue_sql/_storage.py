@@ -12,7 +12,6 @@ The backend holds no policy.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,11 +46,18 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
-from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, record
+from exqueue_sql._dialect import (
+    Dialect,
+    Lease,
+    StorageTimeoutError,
+    Timeouts,
+    record,
+    with_error,
+)
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
 from exqueue_sql._runner import Runner
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION
+from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, add_missing
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
 
@@ -167,6 +173,10 @@ class SQLStorage:
                     f"{found}, but this exqueue uses schema version {SCHEMA_VERSION}: "
                     "migrate them (see docs/sql.md) or use a different prefix"
                 )
+            else:
+                # Columns added since (same schema version): in place, rows kept.
+                present = {c["name"] for c in have.get_columns(self._jobs.name)}
+                add_missing(conn, self._jobs, present)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -302,12 +312,17 @@ class SQLStorage:
         held = self._held(job_id, token)
 
         def work(conn: Connection) -> bool:
-            found = conn.scalar(select(self._jobs.c.errors).where(held).with_for_update())
+            j = self._jobs.c
+            found = conn.execute(
+                select(j.errors, j.error_count).where(held).with_for_update()
+            ).first()
             if found is None:
                 return False
-            errors = json.dumps([*json.loads(found), error])
+            errors, count = with_error(found.errors, found.error_count, error)
             conn.execute(
-                update(self._jobs).where(held).values(errors=errors, **_UNLEASED, **values)
+                update(self._jobs)
+                .where(held)
+                .values(errors=errors, error_count=count, **_UNLEASED, **values)
             )
             if values["state"] == WAITING:
                 self._dialect.notify(conn)
@@ -359,7 +374,7 @@ class SQLStorage:
             # SKIP LOCKED: a row locked right now is being touched by its holder;
             # the next recovery pass sees it.
             lost = conn.execute(
-                select(j.seq, j.id, j.attempt, j.max_attempts, j.errors)
+                select(j.seq, j.id, j.attempt, j.max_attempts, j.errors, j.error_count)
                 .where(j.state == RUNNING, or_(j.lease_expires <= now, mine))
                 .order_by(j.seq)
                 .with_for_update(skip_locked=True)
@@ -372,13 +387,17 @@ class SQLStorage:
             ):
                 if rows:
                     stmt = update(self._jobs).where(j.seq == bindparam("b_seq"))
-                    conn.execute(
-                        stmt.values(errors=bindparam("b_errors"), **_UNLEASED, **values),
-                        [
-                            {"b_seq": r.seq, "b_errors": json.dumps([*json.loads(r.errors), error])}
-                            for r in rows
-                        ],
+                    stmt = stmt.values(
+                        errors=bindparam("b_errors"),
+                        error_count=bindparam("b_count"),
+                        **_UNLEASED,
+                        **values,
                     )
+                    params = []
+                    for r in rows:
+                        errors, count = with_error(r.errors, r.error_count, error)
+                        params.append({"b_seq": r.seq, "b_errors": errors, "b_count": count})
+                    conn.execute(stmt, params)
             if waiting:
                 self._dialect.notify(conn)
             return Recovered(waiting=tuple(r.id for r in waiting), dead=tuple(r.id for r in dead))
@@ -460,7 +479,9 @@ class SQLStorage:
                 conn.execute(
                     update(self._jobs)
                     .where(j.id == job_id)
-                    .values(id=new_id, state=WAITING, attempt=0, run_at=now, errors="[]")
+                    .values(
+                        id=new_id, state=WAITING, attempt=0, run_at=now, errors="[]", error_count=0
+                    )
                 )
             except IntegrityError as exc:
                 raise ValueError(f"job id {new_id!r} already exists") from exc
