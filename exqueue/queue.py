@@ -33,6 +33,8 @@ from exqueue.guards import (
     check_run_at,
     check_seconds,
     check_worker_function,
+    check_worker_name,
+    worker_name_problem,
 )
 from exqueue.job import Call, Job
 from exqueue.policy import (
@@ -224,7 +226,7 @@ class Queue:
 
         def register(func: Callable[P, R]) -> WorkerType[P, R]:
             check_worker_function(func)
-            worker_name = name or f"{func.__module__}.{func.__qualname__}"
+            worker_name = check_worker_name(name or f"{func.__module__}.{func.__qualname__}")
             if worker_name in self.workers:
                 raise ConfigurationError(f"a worker named {worker_name!r} is already registered")
             worker_type = WorkerType(
@@ -281,8 +283,14 @@ class Queue:
         allow_unknown: bool,
     ) -> NewJob:
         worker_type = self.workers.get(worker)
-        if worker_type is None and not allow_unknown:
-            raise UnknownWorkerError(self._unknown_message(worker))
+        if worker_type is None:
+            # A registered name was checked at registration; any other is checked
+            # here, before a database gives a raw error for it.
+            problem = worker_name_problem(worker)
+            if problem is not None:
+                raise ValueError(f"{problem}; nothing was stored")
+            if not allow_unknown:
+                raise UnknownWorkerError(self._unknown_message(worker))
         return NewJob(
             new_job_id(),
             worker,
