@@ -96,7 +96,19 @@ class Runtime:
                 )
                 thread.daemon = True
                 thread.start()
-        self._leases.recover(owner=self.config.node)
+        try:
+            self._leases.check_clock()
+            if not self._ledger.skewed.is_set():
+                self._leases.recover(owner=self.config.node)
+        except Exception as exc:
+            # The node goes on: the heartbeat recovers again, and claims retry.
+            log.error(
+                "checking the clock or recovering the jobs of a previous run of node %s "
+                "failed (%s: %s); starting anyway, both are retried on the heartbeat",
+                self.config.node,
+                type(exc).__name__,
+                exc,
+            )
         self._spawn(self._leases.loop, "exqueue-heartbeat")
         self._listening = (
             listen

@@ -1,6 +1,7 @@
-"""Issue 13 item 12, runtime part: ``Queue.stop(timeout)`` with the storage gone
-returns within the timeout plus about one connect timeout, however many jobs
-the node holds (it used to retry each release for seconds, one after another).
+"""A queue whose storage is gone: ``Queue.stop(timeout)`` returns within the
+timeout plus about one connect timeout, however many jobs the node holds (issue
+13 item 12: it retried each release for seconds, one after another), and
+``Queue.start()`` goes on when its first recovery fails (item 3: it raised).
 """
 
 from __future__ import annotations
@@ -48,3 +49,26 @@ def test_queue_stop_with_the_storage_gone_is_bounded(tmp_path: Path) -> None:
     # The timeout, one connect timeout and the release grace, with room for a
     # loaded machine; before, each of the 8 releases retried for 5 s (over 40 s).
     assert took < 1 + CONNECT_TIMEOUT + 2 + 8, f"stop took {took:.1f}s"
+
+
+def test_queue_start_goes_on_when_its_first_recovery_fails(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    ran = threading.Event()
+    try:
+        storage = RedisStorage(server.url, connect_timeout=CONNECT_TIMEOUT, socket_timeout=2.0)
+        queue = exqueue.Queue(storage, lease=30, poll_interval=0.05)
+
+        @queue.worker(name="job")
+        def job() -> None:
+            ran.set()
+
+        server.kill()
+        queue.start()  # recovery fails: logged, and the node runs on
+        try:
+            server.start()  # the same port, empty: the storage comes back
+            job.enqueue()
+            assert ran.wait(60), "the node did not run a job once its storage was back"
+        finally:
+            queue.stop(timeout=5)
+    finally:
+        server.kill()
