@@ -33,6 +33,7 @@ from exqueue.storage import (
     MULTI_PROCESS,
     PERSISTENT,
     RUNNING,
+    SERVER_CLOCK,
     TRANSACTIONAL_ENQUEUE,
     WAITING,
     WAKEUP,
@@ -41,6 +42,7 @@ from exqueue.storage import (
     NewJob,
     Storage,
     SupportsCompleteMany,
+    SupportsServerClock,
     SupportsTransactionalEnqueue,
     SupportsWakeup,
 )
@@ -437,6 +439,22 @@ def check_thread_race(factory: StorageFactory, settings: Settings) -> None:
         race_threads(storage)
 
 
+def check_server_clock(factory: StorageFactory, settings: Settings) -> None:
+    """SERVER_CLOCK: server_time() is epoch seconds, within a second of this machine's."""
+    with _opened(factory) as (_, storage):
+        assert isinstance(storage, SupportsServerClock), (
+            "SERVER_CLOCK is declared but server_time is missing"
+        )
+        before = time.time()
+        server = storage.server_time()
+        after = time.time()
+        assert isinstance(server, float), f"server_time() must be a float, not {server!r}"
+        # Loopback servers share this machine's clock; the slack covers a loaded machine.
+        assert before - 1.0 <= server <= after + 1.0, (
+            f"server_time() is {server - after:+.3f}s from time.time() on the same machine"
+        )
+
+
 def check_process_race(factory: StorageFactory, settings: Settings) -> None:
     """MULTI_PROCESS: spawned processes racing to claim: no double claim, no loss."""
     with _opened(factory):
@@ -460,6 +478,7 @@ CHECKS: dict[str, Check] = {
         Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits),
         Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue),
         Check("complete_many", COMPLETE_MANY, check_complete_many),
+        Check("server_clock", SERVER_CLOCK, check_server_clock),
     )
 }
 

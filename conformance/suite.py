@@ -106,3 +106,8 @@ class StorageConformance:
         self, make_storage: StorageFactory, conformance_settings: Settings
     ) -> None:
         _run("complete_many", make_storage, conformance_settings)
+
+    def test_server_clock(
+        self, make_storage: StorageFactory, conformance_settings: Settings
+    ) -> None:
+        _run("server_clock", make_storage, conformance_settings)

@@ -56,9 +56,7 @@ class Leases:
     def check_clock(self) -> None:
         """Compare this node's clock with the storage's; set or clear ``ledger.skewed``."""
         storage = self.config.storage
-        if SERVER_CLOCK not in storage.capabilities or not isinstance(
-            storage, SupportsServerClock
-        ):
+        if SERVER_CLOCK not in storage.capabilities or not isinstance(storage, SupportsServerClock):
             return
         clock = self.config.clock
         before = clock()
