@@ -36,6 +36,8 @@ class NodeConfig:
     prefetch: int
     clock: Callable[[], float]
     report_dead: ReportDead
+    #: Compare ``clock`` with the storage server's (``SERVER_CLOCK``); see ``.leases``.
+    check_clock: bool = False
 
 
 @dataclass

@@ -56,6 +56,8 @@ class Leases:
     def check_clock(self) -> None:
         """Compare this node's clock with the storage's; set or clear ``ledger.skewed``."""
         storage = self.config.storage
+        if not self.config.check_clock:
+            return
         if SERVER_CLOCK not in storage.capabilities or not isinstance(storage, SupportsServerClock):
             return
         clock = self.config.clock

@@ -1,7 +1,8 @@
 """Issue 13 item 15: a node whose clock is off from the storage server's neither
 claims nor recovers, says so naming the skew, and goes on once the clocks agree.
 
-Each queue's clock is injected (``Queue(clock=...)``) and set 60 s off, against
+Each queue's clock is injected (``Queue(clock=..., check_clock=True)``; the
+real ``time.time`` is checked by default) and set 60 s off, against
 the real servers that have a clock (PostgreSQL, MariaDB, Redis). Before, a fast
 node took other nodes' live jobs as expired and ran them again.
 """
@@ -40,6 +41,7 @@ def skewed_queue(storage: Storage, offset: list[float]) -> exqueue.Queue:
         node="skewed",
         poll_interval=0.05,
         clock=lambda: time.time() + offset[0],
+        check_clock=True,  # an injected clock is checked only when asked
     )
 
 
@@ -100,3 +102,17 @@ def test_a_slow_node_says_its_clock_is_behind(
             queue.stop(timeout=5)
     errors = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
     assert any("behind" in m and "60." in m for m in errors), errors
+
+
+def test_a_clock_moved_by_hand_is_not_checked_unless_asked(storage: Storage) -> None:
+    """A test's clock is not a wall clock: by default only ``time.time`` is compared."""
+    assert exqueue.Queue(storage).check_clock is True
+    queue = exqueue.Queue(storage, clock=lambda: 1_700_000_000.0)
+    assert queue.check_clock is False
+
+    @queue.worker(name="w")
+    def w() -> None:
+        pass
+
+    w.enqueue()
+    assert queue.drain(timeout=30) == 1

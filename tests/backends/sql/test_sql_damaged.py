@@ -148,7 +148,7 @@ def test_a_node_starts_over_a_damaged_row_left_by_its_crashed_run(sql: SQLStorag
     damage(sql, ids[2], "errors", DAMAGE["errors"])
     ran: list[str] = []
     done = threading.Event()
-    queue = exqueue.Queue(sql, node="n", poll_interval=0.05, clock=lambda: NOW)
+    queue = exqueue.Queue(sql, node="n", poll_interval=0.05)
 
     @queue.worker(name="w", concurrency=2)
     def w() -> None:
