@@ -40,11 +40,13 @@ from conformance.base import (
 from exqueue.storage import (
     COMPLETE_MANY,
     RUNNING,
+    SERVER_CLOCK,
     TRANSACTIONAL_ENQUEUE,
     WAITING,
     WAKEUP,
     Storage,
     SupportsCompleteMany,
+    SupportsServerClock,
     SupportsTransactionalEnqueue,
     SupportsWakeup,
 )
@@ -218,10 +220,29 @@ def check_transactional_enqueue(factory: StorageFactory, settings: Settings) -> 
         expect(found == ["tx-kept", "tx-kept-2"], rule, f"listed {found}")
 
 
+def check_server_clock(factory: StorageFactory, settings: Settings) -> None:
+    """SERVER_CLOCK: server_time() is epoch seconds, within a second of this machine's clock."""
+    rule = "server_time() returns the store's clock as epoch seconds (a float)"
+    with opened(factory) as (_, storage):
+        expect(isinstance(storage, SupportsServerClock), rule, "server_time is missing")
+        assert isinstance(storage, SupportsServerClock)
+        before = time.time()
+        server = storage.server_time()
+        after = time.time()
+        expect(isinstance(server, float), rule, f"got {server!r}")
+        # Loopback servers share this machine's clock; the slack covers a loaded machine.
+        expect(
+            before - 1.0 <= server <= after + 1.0,
+            rule,
+            f"{server - after:+.3f}s from time.time() on the same machine",
+        )
+
+
 CHECKS = [
     Check("protocol", None, check_protocol, AREA),
     Check("wakeup", WAKEUP, check_wakeup, AREA),
     Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits, AREA),
     Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue, AREA),
     Check("complete_many", COMPLETE_MANY, check_complete_many, AREA),
+    Check("server_clock", SERVER_CLOCK, check_server_clock, AREA),
 ]

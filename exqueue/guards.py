@@ -21,6 +21,9 @@ MAX_DELAY = 100 * 365.25 * 86400
 #: The most retries a worker type may have; more is a typo, and the attempt
 #: counter must stay a small integer in every backend.
 MAX_RETRIES = 10_000
+#: The longest worker name, in characters: every backend stores it in a
+#: 255-character column or key part.
+MAX_WORKER_NAME = 255
 
 
 def is_real(value: object) -> bool:
@@ -75,6 +78,34 @@ def check_run_at(run_at: object, now: float) -> float:
             f"run_at must be within 100 years of now, not {run_at!r} (epoch seconds)"
         )
     return when
+
+
+def worker_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be stored as a worker name, or None when it can."""
+    if not isinstance(name, str):
+        return f"a worker name must be a string, not {type(name).__name__}"
+    if not name:
+        return "a worker name must not be empty"
+    if len(name) > MAX_WORKER_NAME:
+        return (
+            f"a worker name must be at most {MAX_WORKER_NAME} characters, "
+            f"not {len(name)} ({name[:40]!r}...)"
+        )
+    if "\0" in name:
+        return f"a worker name must not contain the NUL character: {name!r}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"a worker name must be valid Unicode text (no lone surrogates): {name!r}"
+    return None
+
+
+def check_worker_name(name: object) -> str:
+    """A worker name at registration: ConfigurationError naming the limit it breaks."""
+    problem = worker_name_problem(name)
+    if problem is not None:
+        raise ConfigurationError(problem)
+    return name  # type: ignore[return-value]
 
 
 def _not_sync(fn: object) -> str | None:

@@ -33,6 +33,8 @@ from exqueue.guards import (
     check_run_at,
     check_seconds,
     check_worker_function,
+    check_worker_name,
+    worker_name_problem,
 )
 from exqueue.job import Call, Job
 from exqueue.policy import (
@@ -158,6 +160,11 @@ class Queue:
     only about 0.1 s of work, judged by recent job durations, and serial types
     never prefetch. A buffered job's attempt counts from its claim: if the
     process dies, buffered jobs are recovered with that attempt spent.
+    ``check_clock``: compare ``clock`` with the storage server's clock, where it
+    has one, and stop claiming and recovering while they differ by more than a
+    quarter of the lease (see docs/reliability.md). By default only the real
+    clock (``time.time``) is checked: a clock a test moves by hand is not a wall
+    clock; pass True to check an injected one too.
     """
 
     def __init__(
@@ -170,6 +177,7 @@ class Queue:
         codec: str | Codec = "json",
         poll_interval: float = 1.0,
         prefetch: int = 0,
+        check_clock: bool | None = None,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -180,6 +188,7 @@ class Queue:
         self.lease = lease
         self.node = node or _default_node()
         self.clock = clock
+        self.check_clock = clock is time.time if check_clock is None else bool(check_clock)
         self.codec = get_codec(codec)
         self.poll_interval = poll_interval
         self.prefetch = prefetch
@@ -224,7 +233,7 @@ class Queue:
 
         def register(func: Callable[P, R]) -> WorkerType[P, R]:
             check_worker_function(func)
-            worker_name = name or f"{func.__module__}.{func.__qualname__}"
+            worker_name = check_worker_name(name or f"{func.__module__}.{func.__qualname__}")
             if worker_name in self.workers:
                 raise ConfigurationError(f"a worker named {worker_name!r} is already registered")
             worker_type = WorkerType(
@@ -281,8 +290,14 @@ class Queue:
         allow_unknown: bool,
     ) -> NewJob:
         worker_type = self.workers.get(worker)
-        if worker_type is None and not allow_unknown:
-            raise UnknownWorkerError(self._unknown_message(worker))
+        if worker_type is None:
+            # A registered name was checked at registration; any other is checked
+            # here, before a database gives a raw error for it.
+            problem = worker_name_problem(worker)
+            if problem is not None:
+                raise ValueError(f"{problem}; nothing was stored")
+            if not allow_unknown:
+                raise UnknownWorkerError(self._unknown_message(worker))
         return NewJob(
             new_job_id(),
             worker,
@@ -436,6 +451,7 @@ class Queue:
             prefetch=self.prefetch,
             clock=self.clock,
             report_dead=self._report_dead,
+            check_clock=self.check_clock,
         )
 
     def _make_runtime(self) -> Runtime:

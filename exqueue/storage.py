@@ -68,6 +68,9 @@ TRANSACTIONAL_ENQUEUE = "transactional_enqueue"
 MULTI_PROCESS = "multi_process"
 #: Implements :class:`SupportsCompleteMany`: many successes recorded in one step.
 COMPLETE_MANY = "complete_many"
+#: Implements :class:`SupportsServerClock`: the store has a clock of its own (a
+#: server's), which each node compares its ``now`` with to find clock skew.
+SERVER_CLOCK = "server_clock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,4 +312,18 @@ class SupportsCompleteMany(Protocol):
 
     def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
         """``complete(job_id, token)`` for every pair, atomically; returns the ids removed."""
+        ...
+
+
+@runtime_checkable
+class SupportsServerClock(Protocol):
+    """Optional capability :data:`SERVER_CLOCK`: the storage server's own time.
+
+    Backends never use it for transitions (those take ``now``); the runtime
+    compares it with its clock to stop a node whose clock is off from claiming
+    and recovering, where its ``now`` would take other nodes' live jobs or none.
+    """
+
+    def server_time(self) -> float:
+        """The server's clock now, in seconds since the epoch (a float)."""
         ...

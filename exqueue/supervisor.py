@@ -7,7 +7,9 @@ after its start (an app that cannot import, a store that refuses it) is not
 restarted forever: after ``GIVE_UP_AFTER`` such failures in a row the supervisor
 stops the others and exits with status 1, repeating the child's last error.
 SIGTERM or SIGINT is passed on to every child, which stops gracefully; the
-supervisor waits for them all.
+supervisor waits for them all. A second one (``REPEAT_WINDOW`` or more after
+the first) is passed on too, so every child stops at once, releasing its
+running jobs (see :mod:`exqueue.runtime.signals`).
 
 A child may recycle itself (``--max-jobs`` / ``--max-memory``, see
 :class:`Recycler`): it stops gracefully, finishing or releasing its jobs, and
@@ -28,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
+
+from exqueue.runtime.signals import REPEAT_WINDOW
 
 log = logging.getLogger("exqueue")
 
@@ -76,15 +80,33 @@ class _Child:
 def supervise(app: str, processes: int, base: str, stop_timeout: float, extra: list[str]) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status for the supervisor."""
     stopping = threading.Event()
+    first_at: list[float] = []
+    children: dict[str, _Child] = {}
+    signalled: set[int] = set()  # pids of children already sent the first SIGTERM
+
+    def pass_on() -> None:
+        for child in list(children.values()):
+            if child.process.poll() is None:
+                signalled.add(child.process.pid)
+                child.process.send_signal(signal.SIGTERM)
 
     def request_stop(signum: int, frame: object) -> None:
-        stopping.set()
+        # Passed on at once, so a child's "second signal" clock starts with ours.
+        if not first_at:
+            first_at.append(time.monotonic())
+            stopping.set()
+            pass_on()
+        elif time.monotonic() - first_at[0] >= REPEAT_WINDOW:
+            # A second request: each child then releases its running jobs and exits.
+            log.warning("received signal %d again: telling the workers to stop now", signum)
+            pass_on()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
 
     nodes = [f"{base}-{number}" for number in range(processes)]
-    children = {node: _Child(app, node, stop_timeout, extra) for node in nodes}
+    for node in nodes:
+        children[node] = _Child(app, node, stop_timeout, extra)
     failures = dict.fromkeys(nodes, 0)  # immediate failures in a row, per node
     restart_at: dict[str, float] = {}
     gave_up = False
@@ -125,7 +147,7 @@ def supervise(app: str, processes: int, base: str, stop_timeout: float, extra: l
             restart_at[node] = now + pause
     running = [c for node, c in children.items() if node not in restart_at]
     for child in running:
-        if child.process.poll() is None:
+        if child.process.poll() is None and child.process.pid not in signalled:
             child.process.send_signal(signal.SIGTERM)
     status = 1 if gave_up else 0
     for child in running:

@@ -53,6 +53,7 @@ from exqueue.storage import (
     COMPLETE_MANY,
     MULTI_PROCESS,
     PERSISTENT,
+    SERVER_CLOCK,
     WAKEUP,
     Counts,
     DeleteResult,
@@ -109,7 +110,7 @@ class RedisStorage:
     per call, and a lost server shows as ``redis.exceptions.ConnectionError``.
     """
 
-    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY})
+    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK})
 
     def __init__(
         self,
@@ -486,6 +487,14 @@ class RedisStorage:
         _quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------
+
+    def server_time(self) -> float:
+        """Redis ``TIME`` (on a cluster, one node's), in epoch seconds."""
+        found = self._client.time()
+        if isinstance(found, dict):  # a cluster may answer per node
+            found = next(iter(found.values()))
+        seconds, micros = found
+        return int(seconds) + int(micros) / 1e6
 
     def close(self) -> None:
         with self._pubsubs_lock:

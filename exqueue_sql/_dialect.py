@@ -12,12 +12,11 @@ their own database does differently, and nothing else.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.errors import ExqueueError
@@ -29,11 +28,9 @@ from exqueue.storage import (
     TRANSACTIONAL_ENQUEUE,
     WAITING,
     JobRecord,
-    JobState,
     NewJob,
-    clip_error,
-    kept_errors,
 )
+from exqueue_sql._records import Damaged, parse
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
@@ -71,8 +68,10 @@ class Lease(NamedTuple):
             "lease_expires": self.until,
         }
 
-    def apply(self, record: JobRecord) -> JobRecord:
+    def apply(self, record: JobRecord | Damaged) -> JobRecord | Damaged:
         """The row as the claim's UPDATE left it, without reading it again."""
+        if isinstance(record, Damaged):
+            return record  # the storage buries it in the same call
         return replace(
             record,
             state=RUNNING,
@@ -157,15 +156,16 @@ class Dialect:
 
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
-    ) -> list[JobRecord]:
+    ) -> list[JobRecord | Damaged]:
         """Lease up to ``limit`` runnable jobs of ``worker``, in ``(run_at, seq)`` order.
 
+        A damaged row comes back as :class:`Damaged`, for the storage to bury.
         No UPDATE ... RETURNING here: the locked rows are read whole and the lease
         applied to them in Python, three round trips in all.
         """
         j = self.jobs.c
         picked = [
-            record(r)
+            parse(r)
             for r in conn.execute(
                 select(self.jobs)
                 .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
@@ -182,6 +182,10 @@ class Dialect:
 
     def wait_for_jobs(self, timeout: float) -> bool:
         raise NotImplementedError("wait_for_jobs needs PostgreSQL (LISTEN/NOTIFY)")
+
+    def server_time(self, conn: Connection) -> float:
+        """The database server's clock, epoch seconds (``SERVER_CLOCK`` dialects only)."""
+        raise NotImplementedError("this database has no clock of its own to compare with")
 
     def close(self) -> None:
         """Release what the dialect holds besides the main engine."""
@@ -204,36 +208,3 @@ def _insert_sql(engine: Engine, table: str) -> str:
     name = engine.dialect.identifier_preparer.quote(table)
     columns = (*INSERT_COLUMNS, "state", "attempt", "errors")
     return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-
-
-def record(row: Row[Any]) -> JobRecord:
-    m = row._mapping
-    stored = json.loads(m["errors"])
-    return JobRecord(
-        id=m["id"],
-        seq=int(m["seq"]),
-        worker=m["worker"],
-        payload=bytes(m["payload"]),
-        state=cast(JobState, m["state"]),
-        attempt=int(m["attempt"]),
-        max_attempts=int(m["max_attempts"]),
-        run_at=float(m["run_at"]),
-        enqueued_at=float(m["enqueued_at"]),
-        # A row written before the bound holds every error and a count of 0.
-        errors=kept_errors(stored),
-        lease_owner=m["lease_owner"],
-        lease_token=m["lease_token"],
-        lease_expires=None if m["lease_expires"] is None else float(m["lease_expires"]),
-        error_count=max(int(m["error_count"]), len(stored)),
-    )
-
-
-def with_error(errors: str, count: int, error: str) -> tuple[str, int]:
-    """The stored ``(errors, error_count)`` of a row after ``error`` is recorded.
-
-    ``count`` is at least the stored list's length: a row written before the
-    count existed has 0 there and every error in the list.
-    """
-    stored = json.loads(errors)
-    kept = kept_errors([*stored, clip_error(error)])
-    return json.dumps(kept), max(count, len(stored)) + 1

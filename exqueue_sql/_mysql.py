@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from exqueue.storage import NewJob
+from exqueue.storage import SERVER_CLOCK, NewJob
 from exqueue_sql._dialect import Dialect, Timeouts
 from exqueue_sql._schema import MARIADB_COLLATION, MYSQL_COLLATION, Tables, tables
 from exqueue_sql._urls import ping_when_idle
@@ -37,6 +37,7 @@ class MySQLDialect(Dialect):
         ping_when_idle(self._autocommit)
         if timeouts is not None:
             _install_timeouts(self._autocommit, timeouts)
+        self.capabilities |= {SERVER_CLOCK}
 
     def make_tables(self) -> Tables:
         # The first connection tells MariaDB from MySQL.
@@ -87,6 +88,10 @@ class MySQLDialect(Dialect):
     @staticmethod
     def timed_out(exc: DBAPIError) -> bool:
         return "timed out" in str(exc.orig)
+
+    def server_time(self, conn: Connection) -> float:
+        # SYSDATE(6), not NOW(6): NOW() is the statement's start, fixed in a transaction.
+        return float(conn.exec_driver_sql("SELECT UNIX_TIMESTAMP(SYSDATE(6))").scalar_one())
 
     def close(self) -> None:
         self._autocommit.dispose()

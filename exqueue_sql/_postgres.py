@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from exqueue.storage import WAITING, WAKEUP, JobRecord, NewJob
-from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts, record
+from exqueue.storage import SERVER_CLOCK, WAITING, WAKEUP, JobRecord, NewJob
+from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts
+from exqueue_sql._records import Damaged, parse
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
 
@@ -38,7 +39,7 @@ class PostgresDialect(Dialect):
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         super().__init__(engine, prefix, timeouts)
-        self.capabilities |= {WAKEUP}
+        self.capabilities |= {WAKEUP, SERVER_CLOCK}
         # A second small pool in autocommit mode whose sessions do not wait for
         # the WAL flush, for single-statement relaxed transitions.
         self._relaxed = create_engine(
@@ -111,7 +112,7 @@ class PostgresDialect(Dialect):
 
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
-    ) -> list[JobRecord]:
+    ) -> list[JobRecord | Damaged]:
         j = self.jobs.c
         pick = (
             select(j.seq)
@@ -128,10 +129,19 @@ class PostgresDialect(Dialect):
             .values(**lease.values(self.jobs))
             .returning(*self.jobs.c)
         )
-        return sorted((record(r) for r in conn.execute(stmt)), key=lambda r: (r.run_at, r.seq))
+        found = [parse(r) for r in conn.execute(stmt)]
+        good = [r for r in found if isinstance(r, JobRecord)]
+        good.sort(key=lambda r: (r.run_at, r.seq))
+        return [*good, *(r for r in found if isinstance(r, Damaged))]
 
     def wait_for_jobs(self, timeout: float) -> bool:
         return self._listener.wait(timeout)
+
+    def server_time(self, conn: Connection) -> float:
+        # clock_timestamp(), not now(): now() is the transaction's start.
+        return float(
+            conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one()
+        )
 
     def close(self) -> None:
         self._listener.close()

@@ -12,6 +12,7 @@ The backend holds no policy.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,16 +47,10 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
-from exqueue_sql._dialect import (
-    Dialect,
-    Lease,
-    StorageTimeoutError,
-    Timeouts,
-    record,
-    with_error,
-)
+from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
+from exqueue_sql._records import Damaged, damage, parse, read, readable, with_errors
 from exqueue_sql._runner import Runner
 from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, add_missing
 from exqueue_sql._sqlite import SQLiteDialect
@@ -72,6 +67,8 @@ _DIALECTS: dict[str, type[Dialect]] = {
     "mariadb": MySQLDialect,
 }
 _DUPLICATE = "duplicate job id in enqueue batch"
+
+log = logging.getLogger("exqueue")
 
 
 class SQLStorage:
@@ -246,11 +243,12 @@ class SQLStorage:
         lease = Lease(owner, token, lease_until)
         if not serial:
             dialect = self._dialect
-            return self._run(
-                lambda conn: dialect.claim_many(conn, worker, limit, now, lease),
-                relaxed=True,
-                single=dialect.claim_is_one_statement,
-            )
+
+            def claim_many(conn: Connection) -> list[JobRecord]:
+                return self._good(conn, dialect.claim_many(conn, worker, limit, now, lease))
+
+            # Where the claim is one autocommit statement, a burial is a second one.
+            return self._run(claim_many, relaxed=True, single=dialect.claim_is_one_statement)
         j = self._jobs.c
 
         def claim_serial(conn: Connection) -> list[JobRecord]:
@@ -263,14 +261,33 @@ class SQLStorage:
                 .limit(1)
                 .with_for_update()
             ).first()
-            if head is None or head.state != WAITING or head.run_at > now:
+            if head is None:
+                return []
+            found = parse(head)
+            if isinstance(found, Damaged):
+                # A damaged head dies alone; the next claim takes the job after it.
+                return self._good(conn, [found])
+            if found.state != WAITING or found.run_at > now:
                 return []
             conn.execute(
                 update(self._jobs).where(j.seq == head.seq).values(**lease.values(self._jobs))
             )
-            return [lease.apply(record(head))]
+            return self._good(conn, [lease.apply(found)])
 
         return self._run(claim_serial, relaxed=True)
+
+    def _good(self, conn: Connection, found: Sequence[JobRecord | Damaged]) -> list[JobRecord]:
+        """The readable jobs of ``found``; each damaged one is made dead with the reason."""
+        damaged = [r for r in found if isinstance(r, Damaged)]
+        if damaged:
+            self._bury_damaged(conn, damaged)
+        return [r for r in found if isinstance(r, JobRecord)]
+
+    def _bury_damaged(self, conn: Connection, damaged: Sequence[Damaged]) -> None:
+        j = self._jobs.c
+        for row in damaged:
+            conn.execute(update(self._jobs).where(j.seq == row.seq).values(**row.values))
+            log.error("job %s is dead: %s", row.id, row.reason)
 
     # -- transitions of a held job -----------------------------------------------
 
@@ -318,7 +335,7 @@ class SQLStorage:
             ).first()
             if found is None:
                 return False
-            errors, count = with_error(found.errors, found.error_count, error)
+            errors, count = with_errors(found._mapping, error)
             conn.execute(
                 update(self._jobs)
                 .where(held)
@@ -373,14 +390,25 @@ class SQLStorage:
         def work(conn: Connection) -> Recovered:
             # SKIP LOCKED: a row locked right now is being touched by its holder;
             # the next recovery pass sees it.
+            # A running row without a lease expiry (damaged) would never expire.
+            expired = or_(j.lease_expires <= now, j.lease_expires.is_(None), mine)
             lost = conn.execute(
                 select(j.seq, j.id, j.attempt, j.max_attempts, j.errors, j.error_count)
-                .where(j.state == RUNNING, or_(j.lease_expires <= now, mine))
+                .where(j.state == RUNNING, expired)
                 .order_by(j.seq)
                 .with_for_update(skip_locked=True)
             ).all()
-            waiting = [r for r in lost if r.attempt < r.max_attempts]
-            dead = [r for r in lost if r.attempt >= r.max_attempts]
+            # (seq, id, (errors, error_count) after this recovery's error)
+            waiting: list[tuple[int, str, tuple[str, int]]] = []
+            dead: list[tuple[int, str, tuple[str, int]]] = []
+            damaged: list[Damaged] = []
+            for row in lost:
+                fields, bad = read(row._mapping)
+                if bad:
+                    damaged.append(damage(row._mapping, fields, bad))
+                    continue
+                goes = waiting if fields["attempt"] < fields["max_attempts"] else dead
+                goes.append((row.seq, fields["id"], with_errors(row._mapping, error)))
             for rows, values in (
                 (waiting, {"state": WAITING, "run_at": now}),
                 (dead, {"state": DEAD}),
@@ -393,14 +421,20 @@ class SQLStorage:
                         **_UNLEASED,
                         **values,
                     )
-                    params = []
-                    for r in rows:
-                        errors, count = with_error(r.errors, r.error_count, error)
-                        params.append({"b_seq": r.seq, "b_errors": errors, "b_count": count})
-                    conn.execute(stmt, params)
+                    conn.execute(
+                        stmt,
+                        [
+                            {"b_seq": seq, "b_errors": errors, "b_count": count}
+                            for seq, _, (errors, count) in rows
+                        ],
+                    )
+            self._bury_damaged(conn, damaged)
             if waiting:
                 self._dialect.notify(conn)
-            return Recovered(waiting=tuple(r.id for r in waiting), dead=tuple(r.id for r in dead))
+            return Recovered(
+                waiting=tuple(job_id for _, job_id, _ in waiting),
+                dead=(*(job_id for _, job_id, _ in dead), *(d.id for d in damaged)),
+            )
 
         return self._run(work)
 
@@ -409,7 +443,7 @@ class SQLStorage:
     def get(self, job_id: str) -> JobRecord | None:
         stmt = select(self._jobs).where(self._jobs.c.id == job_id)
         row = self._run(lambda conn: conn.execute(stmt).first(), read=True)
-        return None if row is None else record(row)
+        return None if row is None else readable(row)
 
     def list_jobs(
         self,
@@ -430,7 +464,7 @@ class SQLStorage:
         if after_seq is not None:
             stmt = stmt.where(j.seq > after_seq)
         rows = self._run(lambda conn: conn.execute(stmt).all(), read=True)
-        return [record(r) for r in rows]
+        return [readable(r) for r in rows]
 
     def counts(self, now: float) -> dict[str, Counts]:
         j = self._jobs.c
@@ -445,7 +479,9 @@ class SQLStorage:
                 row["waiting"] = int(runnable)
                 row["scheduled"] = int(total) - int(runnable)
             else:
-                row[state] = int(total)
+                # An unknown state (a damaged row) is listed as dead, so counted so.
+                key = state if state == RUNNING else DEAD
+                row[key] = row.get(key, 0) + int(total)
         return {worker: Counts(**row) for worker, row in tally.items()}
 
     # -- manual operations -------------------------------------------------------
@@ -498,6 +534,11 @@ class SQLStorage:
         Elsewhere it raises ``NotImplementedError``; see docs/sql.md.
         """
         return self._dialect.wait_for_jobs(timeout)
+
+    def server_time(self) -> float:
+        """The database server's clock (PostgreSQL, MariaDB/MySQL; see ``SERVER_CLOCK``)."""
+        dialect = self._dialect
+        return self._run(dialect.server_time, read=True, single=True)
 
     def close(self) -> None:
         self._dialect.close()

@@ -175,6 +175,7 @@ class Acker:
         self.bound = max(bound, 1)
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
+        self.writing: set[str] = set()  # ids of the batch being written
         self.closing = False
         self.waiting = False
         lock = threading.Lock()
@@ -195,12 +196,17 @@ class Acker:
         with self.cond:
             return bool(self.pending or self.in_flight)
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float) -> set[str]:
+        """Write what is queued, for up to ``timeout`` seconds; the ids still unwritten."""
         with self.cond:
             self.closing = True
             self.cond.notify()
             self.room.notify_all()
         self.thread.join(timeout)
+        with self.cond:
+            if not self.thread.is_alive():
+                return set()
+            return {job_id for job_id, _ in self.pending} | self.writing
 
     def _loop(self) -> None:
         while True:
@@ -213,6 +219,7 @@ class Acker:
                     return
                 batch, self.pending = self.pending, []
                 self.in_flight = len(batch)
+                self.writing = {job_id for job_id, _ in batch}
             try:
                 self.recorder.successes(self.storage, batch)
             except Exception:  # the thread must live on: job threads wait for its room
@@ -220,4 +227,5 @@ class Acker:
             finally:
                 with self.cond:
                     self.in_flight = 0
+                    self.writing = set()
                     self.room.notify_all()

@@ -36,6 +36,8 @@ class NodeConfig:
     prefetch: int
     clock: Callable[[], float]
     report_dead: ReportDead
+    #: Compare ``clock`` with the storage server's (``SERVER_CLOCK``); see ``.leases``.
+    check_clock: bool = False
 
 
 @dataclass
@@ -46,7 +48,9 @@ class Ledger:
     (buffered, running, or its success queued); ``progress`` is bumped whenever
     an outcome is recorded, so a drain can tell whether anything moved. Both,
     and ``finished``, are read and written under ``lock``. ``wake`` asks the
-    dispatcher (or a drain) to claim now; ``stopping`` is set once by ``stop``.
+    dispatcher (or a drain) to claim now; ``stopping`` is set once by ``stop``;
+    ``skewed`` is set while this node's clock is too far from the storage's to
+    claim or recover (see :mod:`.leases`).
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,3 +59,4 @@ class Ledger:
     progress: int = 0
     wake: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
+    skewed: threading.Event = field(default_factory=threading.Event)

@@ -45,6 +45,9 @@ MIN_POLL = 0.02
 #: How long a stop waits, beyond its timeout, for a claim in flight to return,
 #: so that the claimed jobs are handed back now rather than when their lease runs out.
 CLAIM_GRACE = 5.0
+#: How long past its timeout a stop goes on handing back held jobs: a release
+#: takes milliseconds on a healthy store, so this only bounds a failing one.
+RELEASE_GRACE = 2.0
 
 
 class Runtime:
@@ -66,6 +69,7 @@ class Runtime:
         self._acker: Acker | None = None
         self._listening = False  # a listener thread turns storage wake-ups into _wake
         self._hurry = threading.Event()  # stop at once: running jobs are released
+        self._unreachable = False  # a release failed while stopping: try no more
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -92,7 +96,19 @@ class Runtime:
                 )
                 thread.daemon = True
                 thread.start()
-        self._leases.recover(owner=self.config.node)
+        try:
+            self._leases.check_clock()
+            if not self._ledger.skewed.is_set():
+                self._leases.recover(owner=self.config.node)
+        except Exception as exc:
+            # The node goes on: the heartbeat recovers again, and claims retry.
+            log.error(
+                "checking the clock or recovering the jobs of a previous run of node %s "
+                "failed (%s: %s); starting anyway, both are retried on the heartbeat",
+                self.config.node,
+                type(exc).__name__,
+                exc,
+            )
         self._spawn(self._leases.loop, "exqueue-heartbeat")
         self._listening = (
             listen
@@ -118,9 +134,17 @@ class Runtime:
         self._wake.set()
 
     def stop(self, timeout: float) -> None:
+        """Stop within ``timeout`` (plus ``RELEASE_GRACE``) even with the storage gone.
+
+        One deadline covers waiting for running jobs, the acker's last successes
+        and the releases; releases stop at the first storage error, since the
+        next would wait out the same timeout (a job not released runs again once
+        its lease expires).
+        """
         self._stopping.set()
         self._wake.set()
         ledger = self._ledger
+        end = time.monotonic() + max(timeout, 0.0)
         # Buffered jobs have not started: hand them back at once, attempt uncounted.
         for lane in self._lanes.values():
             with lane.ready:
@@ -128,26 +152,51 @@ class Runtime:
                 unstarted = list(lane.buffer)
                 lane.buffer.clear()
                 lane.ready.notify_all()
-            for record, token in unstarted:
-                with ledger.lock:
+            with ledger.lock:
+                for record, _ in unstarted:
                     ledger.held.pop(record.id, None)
-                self._recorder.release(record.id, token)
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while self._busy() and time.monotonic() < deadline and not self._hurry.is_set():
-            self._wake.wait(min(0.05, max(deadline - time.monotonic(), 0.0)))
+            self._hand_back([(record.id, token) for record, token in unstarted], end, False)
+        while self._busy() and time.monotonic() < end and not self._hurry.is_set():
+            self._wake.wait(min(0.05, max(end - time.monotonic(), 0.0)))
             self._wake.clear()
-        self._await_claims(max(deadline - time.monotonic(), 0.0) + CLAIM_GRACE)
+        self._await_claims(max(end - time.monotonic(), 0.0) + CLAIM_GRACE)
+        unwritten: set[str] = set()
         if self._acker is not None:
             # Successes first: a job whose success is still queued must not be released.
-            self._acker.close(timeout=2 * self.config.lease)
+            unwritten = self._acker.close(timeout=max(end - time.monotonic(), 0.0) + RELEASE_GRACE)
         with ledger.lock:
-            unfinished = list(ledger.held.items())
+            unfinished = [item for item in ledger.held.items() if item[0] not in unwritten]
             ledger.held.clear()
-        for job_id, token in unfinished:
-            if self._recorder.release(job_id, token):
-                log.warning("job %s did not finish within the stop timeout; released", job_id)
+        self._hand_back(unfinished, end, True)
         for thread in self._threads:
-            thread.join(timeout=2.0)
+            thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
+
+    def _hand_back(self, items: list[tuple[str, str]], end: float, running: bool) -> None:
+        """Release ``items`` once each, until the deadline or the first storage error."""
+        for done, (job_id, token) in enumerate(items):
+            left = len(items) - done
+            if self._unreachable or time.monotonic() > end + RELEASE_GRACE:
+                log.error(
+                    "stopping: %d held jobs not released (%s); they run again once "
+                    "their leases expire",
+                    left,
+                    "the storage failed" if self._unreachable else "out of time",
+                )
+                return
+            try:
+                released = self.storage.release(job_id, token)
+            except Exception as exc:
+                self._unreachable = True
+                log.error(
+                    "stopping: releasing job %s failed (%s); not trying the other %d: "
+                    "they run again once their leases expire",
+                    job_id,
+                    exc,
+                    left - 1,
+                )
+                return
+            if released and running:
+                log.warning("job %s did not finish within the stop timeout; released", job_id)
 
     def _await_claims(self, patience: float) -> None:
         """Wait for claims in flight: one that returns now releases its jobs (lane closed)."""

@@ -119,6 +119,8 @@ class Claimer:
         claimed = 0
         failed = False
         now = time.monotonic()
+        if self.ledger.skewed.is_set():
+            return 0, True  # the clocks disagree: a claim would take the wrong jobs
         for lane in self.lanes.values():
             if self.stopping.is_set():
                 break
@@ -185,7 +187,7 @@ class Claimer:
         claiming for the lane; the dispatcher stays in charge of idle lanes,
         polling and wake-ups. Saves two thread hand-offs per claim.
         """
-        if not lane.more_waiting or self.stopping.is_set():
+        if not lane.more_waiting or self.stopping.is_set() or self.ledger.skewed.is_set():
             return False
         if not lane.claim_lock.acquire(blocking=False):
             return False

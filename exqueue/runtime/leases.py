@@ -3,6 +3,13 @@
 The heartbeat extends the lease of every job this node holds, every third of
 a lease, and now and then recovers jobs whose lease ran out on any node
 (``Storage.recover`` applies :func:`exqueue.policy.attempts_left` atomically).
+
+Leases are compared with each node's own ``now``. Where the storage has a
+clock of its own (``SERVER_CLOCK``), the node compares its clock with it at
+start and on every heartbeat: off by more than ``MAX_SKEW`` of a lease, the node
+neither claims nor recovers (a fast clock would take other nodes' live jobs
+as expired, a slow one would find nothing due), logs an error naming the
+skew, and goes on once the clocks agree again.
 """
 
 from __future__ import annotations
@@ -11,9 +18,15 @@ import logging
 import time
 
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.storage import WORKER_LOST
+from exqueue.storage import SERVER_CLOCK, WORKER_LOST, SupportsServerClock
 
 log = logging.getLogger("exqueue")
+
+#: The largest clock skew, as a fraction of the lease, at which a node claims
+#: and recovers. Leases are extended every third of a lease, so a live job's
+#: lease has at least two thirds of a lease left: a quarter keeps a wide margin
+#: for the time a heartbeat takes.
+MAX_SKEW = 0.25
 
 
 class Leases:
@@ -30,12 +43,45 @@ class Leases:
         last_recovery = time.monotonic()
         while not self.stopping.wait(interval):
             try:
+                self.check_clock()
                 self.heartbeat()
+                if self.ledger.skewed.is_set():
+                    continue
                 if time.monotonic() - last_recovery >= self.config.lease / 2:
                     last_recovery = time.monotonic()
                     self.recover()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    def check_clock(self) -> None:
+        """Compare this node's clock with the storage's; set or clear ``ledger.skewed``."""
+        storage = self.config.storage
+        if not self.config.check_clock:
+            return
+        if SERVER_CLOCK not in storage.capabilities or not isinstance(storage, SupportsServerClock):
+            return
+        clock = self.config.clock
+        before = clock()
+        server = storage.server_time()
+        skew = (before + clock()) / 2 - server
+        limit = MAX_SKEW * self.config.lease
+        skewed = self.ledger.skewed
+        if abs(skew) > limit:
+            if not skewed.is_set():
+                skewed.set()
+                log.error(
+                    "this node's clock is %.1fs %s the storage server's (more than %.1fs, "
+                    "a quarter of the %gs lease): not claiming or recovering jobs until the "
+                    "clocks agree; synchronize this machine's clock (NTP)",
+                    abs(skew),
+                    "ahead of" if skew > 0 else "behind",
+                    limit,
+                    self.config.lease,
+                )
+        elif skewed.is_set():
+            skewed.clear()
+            log.warning("this node's clock agrees with the storage's again: claiming again")
+            self.wake.set()
 
     def heartbeat(self) -> None:
         ledger = self.ledger

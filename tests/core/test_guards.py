@@ -274,3 +274,38 @@ def test_a_plain_worker_and_a_partial_of_one_still_run(queue: exqueue.Queue) -> 
     queue.drain(timeout=30)
     assert seen == [7]
     assert nothing_stored(queue)
+
+
+# -- worker names ------------------------------------------------------------------------
+
+BAD_NAMES = [
+    ("w" * 256, "at most 255 characters"),
+    ("bad\0name", "NUL"),
+    ("lone\udc80surrogate", "lone surrogates"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_NAMES)
+def test_registering_a_worker_name_no_backend_can_store_is_refused(
+    queue: exqueue.Queue, name: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        queue.worker(name=name)(noop)
+    assert queue.workers == {}
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_NAMES)
+def test_enqueueing_for_a_worker_name_no_backend_can_store_is_refused(
+    queue: exqueue.Queue, name: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        queue.enqueue_many([exqueue.Call(name, (), {})], allow_unknown=True)
+    with pytest.raises(ValueError, match=message):
+        queue.enqueue(name)
+    assert nothing_stored(queue)
+
+
+def test_the_longest_worker_name_is_accepted(queue: exqueue.Queue) -> None:
+    job = queue.worker(name="w" * 255)(noop)
+    job.enqueue()
+    assert queue.drain(timeout=30) == 1

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import exqueue
@@ -63,3 +64,34 @@ def test_supervisor_runs_restarts_and_stops_its_children(tmp_path: Path) -> None
     # At-least-once: only jobs the killed child held, run but not yet recorded, may run twice.
     assert len(numbers) - 800 <= unrecorded
     assert queue.jobs() == []
+
+
+def test_a_second_signal_to_the_supervisor_stops_its_children_at_once(tmp_path: Path) -> None:
+    """Issue 13 item 24 under --processes: the second SIGTERM reaches the children too,
+    which release their running jobs instead of waiting out the stop timeout."""
+    env = write_app(tmp_path)
+    env["APP_SLOW"] = "300"
+    queue = exqueue.Queue(env["APP_URL"])
+    queue.worker(name="app.slow")(lambda n: None)
+    job_id = queue.enqueue("app.slow", 0)
+    cmd = [sys.executable, "-m", "exqueue", "worker", "--app", "procapp:queue"]
+    supervisor = subprocess.Popen(
+        [*cmd, "--processes", "2", "--node", "sup", "--stop-timeout", "120"], env=env, cwd=tmp_path
+    )
+    try:
+        wait_until(lambda: "start 0" in lines(tmp_path), "the slow job started")
+        supervisor.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # more than REPEAT_WINDOW: a second request, not the same one
+        supervisor.send_signal(signal.SIGTERM)
+        # Without the second signal passed on, the child waits out its 120 s stop timeout.
+        supervisor.wait(timeout=60)
+    finally:
+        if supervisor.poll() is None:
+            left = children(supervisor.pid)
+            supervisor.kill()
+            supervisor.wait()
+            for child in left:
+                os.kill(child, signal.SIGKILL)
+    job = queue.get(job_id)
+    assert job is not None and job.state == "waiting" and job.attempt == 0, job
+    assert "done 0" not in lines(tmp_path)
