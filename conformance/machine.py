@@ -1,13 +1,12 @@
 """The stateful check: a Hypothesis state machine drives a backend and the model side by side.
 
 Each rule applies one storage operation to both the real backend and
-:class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a
-0.5 s grid so equal ``run_at`` values are common, with microsecond steps too),
-and compares what the call returned.
-After every step :meth:`StorageMachine.observe` compares everything a caller can
-see: ``list_jobs`` (all, by state, by worker), ``counts(now)`` and ``get`` of
-every live or just-touched id, field by field; ``seq`` values must sort like the
-model's and never change for a job (a requeued job keeps its old one).
+:class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a 0.5 s
+grid so equal ``run_at`` values are common, with microsecond steps too), and compares
+what the call returned. After every step :meth:`StorageMachine.observe` compares
+everything a caller can see: ``list_jobs`` (all, by state, by worker), ``counts(now)``
+and ``get`` of every live or just-touched id, field by field; ``seq`` values must sort
+like the model's and never change for a job (a requeued job keeps its old one).
 
 All examples of one test share one storage location (opening a fresh SQL schema
 or Redis namespace per example would dominate the run time); the storage is
