@@ -24,6 +24,7 @@ from exqueue.storage import (
     DEAD,
     PERSISTENT,
     RUNNING,
+    SERVER_CLOCK,
     WAITING,
     WAKEUP,
     WORKER_LOST,
@@ -1015,6 +1016,24 @@ class RecoverWakesNobody(Muted):
     mute = "recover"
 
 
+class ServerClockInMilliseconds(Wrapper):
+    """server_time() reads the store's clock in milliseconds (a unit slip)."""
+
+    capabilities = frozenset({WAKEUP, SERVER_CLOCK})
+
+    def server_time(self) -> float:
+        return time.time() * 1000.0
+
+
+class ServerClockWholeSeconds(Wrapper):
+    """server_time() returns whole seconds (Redis TIME without its microseconds)."""
+
+    capabilities = frozenset({WAKEUP, SERVER_CLOCK})
+
+    def server_time(self) -> float:
+        return int(time.time())  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Bug:
     """A broken backend: how to make its factory, its area, and the check that must catch it."""
@@ -1146,6 +1165,8 @@ BROKEN: dict[str, Bug] = {
     "release wakes nobody": _bug(K, "wakeup_between_waits", _cls(ReleaseWakesNobody)),
     "requeue wakes nobody": _bug(K, "wakeup_between_waits", _cls(RequeueWakesNobody)),
     "recover wakes nobody": _bug(K, "wakeup_between_waits", _cls(RecoverWakesNobody)),
+    "server clock in milliseconds": _bug(K, "server_clock", _cls(ServerClockInMilliseconds)),
+    "server clock in whole seconds": _bug(K, "server_clock", _cls(ServerClockWholeSeconds)),
 }
 
 #: The original fourteen, which the state machine must also find on its own.
