@@ -21,8 +21,16 @@ from tests.support.backends import BackendHandle
 PROCESSES = 4
 
 
-def _claimer(url: str, prefix: str, serial: bool, out: multiprocessing.Queue[list[str]]) -> None:
+def _claimer(
+    url: str,
+    prefix: str,
+    serial: bool,
+    out: multiprocessing.Queue[list[str]],
+    ready: threading.Barrier,
+) -> None:
     storage = SQLStorage(url, prefix=prefix)
+    # Start together: a process spawned late could otherwise find every job taken.
+    ready.wait(120)
     claimed: list[str] = []
     idle = 0
     while idle < 20:
@@ -47,8 +55,9 @@ def _race(storage: SQLStorage, jobs: int, serial: bool) -> Counter[str]:
     url = storage.engine.url.render_as_string(hide_password=False)
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[list[str]] = ctx.Queue()
+    ready = ctx.Barrier(PROCESSES)
     procs = [
-        ctx.Process(target=_claimer, args=(url, storage.prefix, serial, out))
+        ctx.Process(target=_claimer, args=(url, storage.prefix, serial, out, ready))
         for _ in range(PROCESSES)
     ]
     for proc in procs:
