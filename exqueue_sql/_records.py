@@ -121,13 +121,13 @@ def read(m: Mapping[Any, Any]) -> tuple[dict[str, Any], list[str]]:
     return fields, bad
 
 
-def with_errors(m: Mapping[Any, Any], *new: str) -> tuple[str, int]:
-    """The stored ``(errors, error_count)`` of row ``m`` after ``new`` errors are recorded.
+def with_errors(fields: dict[str, Any], bad: list[str], *new: str) -> tuple[str, int]:
+    """The stored ``(errors, error_count)`` of a row after ``new`` errors are recorded.
 
-    ``m`` holds the row's ``errors`` and ``error_count``; an unreadable history
-    (a damaged row) is kept as far as it reads, plus a note naming what did not.
+    ``fields`` and ``bad`` are what :func:`read` made of the row's ``errors`` and
+    ``error_count``; an unreadable history (a damaged row) is kept as far as it
+    reads, plus a note naming what did not.
     """
-    fields, bad = read(m)
     notes = [DAMAGED + ", ".join(bad)] if bad else []
     added = [*notes, *(clip_error(error) for error in new)]
     errors = kept_errors([*fields.get("errors", ()), *added])

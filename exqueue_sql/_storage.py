@@ -335,7 +335,7 @@ class SQLStorage:
             ).first()
             if found is None:
                 return False
-            errors, count = with_errors(found._mapping, error)
+            errors, count = with_errors(*read(found._mapping), error)
             conn.execute(
                 update(self._jobs)
                 .where(held)
@@ -408,7 +408,7 @@ class SQLStorage:
                     damaged.append(damage(row._mapping, fields, bad))
                     continue
                 goes = waiting if fields["attempt"] < fields["max_attempts"] else dead
-                goes.append((row.seq, fields["id"], with_errors(row._mapping, error)))
+                goes.append((row.seq, fields["id"], with_errors(fields, bad, error)))
             for rows, values in (
                 (waiting, {"state": WAITING, "run_at": now}),
                 (dead, {"state": DEAD}),
