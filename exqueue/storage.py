@@ -8,14 +8,38 @@ apply, because it must hold inside the same atomic step: :meth:`Storage.recover`
 sends a job whose lease expired back to ``waiting`` while ``attempt <
 max_attempts`` and to ``dead`` otherwise.
 
+Protocol version 2 (:data:`PROTOCOL_VERSION`) adds, on :class:`NewJob` and
+:class:`JobRecord`, ``priority``, ``meta``, ``timeout``, ``expires_at`` and a
+``unique`` claim (:class:`Unique`), each behind a capability so a backend that
+cannot honour one says so and the core refuses the option with a clear error.
+Fields are added to the parameter objects, never to argument lists, so a field
+added later breaks no backend.
+
 Every time-dependent call takes ``now`` (seconds since the epoch, a float) so a
 test can drive time without sleeping. Backends never read a clock themselves.
 
 Ordering: each job gets a sequence number (``seq``) from the backend at enqueue,
 strictly increasing in enqueue order (within a batch, in list order). Claims
-take runnable jobs ordered by ``(run_at, seq)``. A serial worker type only ever
-runs its *head*: the job of that worker with the lowest ``seq`` in any state.
+take runnable jobs ordered by ``(priority, run_at, seq)``: a lower priority
+number runs first, and among equal priorities the earliest ``run_at``, then the
+earliest enqueued. A serial worker type only ever runs its *head*: the job of
+that worker with the lowest ``seq`` in any state, whatever its priority.
 A manual retry of a dead job keeps its ``seq``, so a serial job keeps its place.
+
+Uniqueness (capability :data:`UNIQUE`): a job enqueued with ``unique=Unique(key,
+states, period)`` is a *duplicate* when a stored job of the same worker has the
+same ``unique_key`` and a state in ``states`` (``waiting`` always counts; a
+scheduled job is waiting), or when ``period`` is set and a job of the same worker
+with that key completed at a ``now`` with ``completed_at > enqueued_at - period``.
+A duplicate stores nothing; :meth:`Storage.enqueue` returns the id of the job
+that holds the key instead. The check and the insert are one atomic step, so
+racing enqueuers (threads, processes, nodes) leave exactly one job. Within one
+batch a later job duplicates an earlier one with the same worker and key. Keys of
+different worker types never collide.
+
+Expiry (capability :data:`EXPIRY`): a waiting job with ``expires_at <= now`` is
+never claimed; :meth:`Storage.expire` moves such jobs to ``dead`` with the
+error :data:`EXPIRED`, and the core reports them as dead.
 
 Fencing: ``claim`` is given a fresh ``token`` by the core and stores it with
 each claimed job. ``complete``, ``retry``, ``bury``, ``release`` and ``extend``
@@ -39,7 +63,7 @@ with the full count, and trimmed on its next write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
@@ -56,6 +80,19 @@ ERROR_TEXT_LIMIT: Final = 64 * 1024
 
 #: The error text recorded when a lease expires and the job is recovered.
 WORKER_LOST = "worker lost: lease expired before the job finished"
+#: The error text recorded when a job was not started before its ``expires_at``.
+EXPIRED = "expired: not started before its expires_at"
+
+#: The storage protocol version this module describes (see the module docstring).
+PROTOCOL_VERSION: Final = 2
+#: Priorities are 32-bit signed integers (lower runs first).
+PRIORITY_MIN: Final = -(2**31)
+PRIORITY_MAX: Final = 2**31 - 1
+#: The most UTF-8 bytes of a unique key.
+UNIQUE_KEY_LIMIT: Final = 255
+#: The most entries, and the most UTF-8 bytes of all keys and values, in ``meta``.
+META_ENTRIES_LIMIT: Final = 64
+META_BYTES_LIMIT: Final = 8 * 1024
 
 # Capability names a backend may declare in ``Storage.capabilities``.
 #: Data survives ``close()`` and a new storage object over the same location.
@@ -71,6 +108,31 @@ COMPLETE_MANY = "complete_many"
 #: Implements :class:`SupportsServerClock`: the store has a clock of its own (a
 #: server's), which each node compares its ``now`` with to find clock skew.
 SERVER_CLOCK = "server_clock"
+#: Claims honour ``priority`` (protocol 2).
+PRIORITY = "priority"
+#: Stores and returns ``meta`` and ``timeout`` with each job, and filters
+#: ``list_jobs`` by a meta entry (protocol 2).
+METADATA = "metadata"
+#: Honours :class:`Unique` at enqueue, returning the holder's id (protocol 2).
+UNIQUE = "unique"
+#: Never claims a job past ``expires_at`` and implements :meth:`Storage.expire` (protocol 2).
+EXPIRY = "expiry"
+#: Every protocol-2 capability: what a complete version-2 backend declares.
+PROTOCOL_2 = frozenset({PRIORITY, METADATA, UNIQUE, EXPIRY})
+
+#: The states a unique key covers when the caller does not say.
+UNIQUE_STATES_DEFAULT: frozenset[JobState] = frozenset({WAITING, RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """How a job is unique: its ``key`` within its worker type, the states that
+    hold the key (``waiting`` always does), and an optional ``period`` in seconds
+    during which a completed job still holds it."""
+
+    key: str
+    states: frozenset[JobState] = UNIQUE_STATES_DEFAULT
+    period: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +145,13 @@ class NewJob:
     run_at: float
     enqueued_at: float
     max_attempts: int
+    # -- protocol 2 (each behind its capability; the defaults are version 1's behaviour)
+    priority: int = 0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds one attempt may run (the runtime enforces it); None: no limit.
+    timeout: float | None = None
+    expires_at: float | None = None
+    unique: Unique | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +181,12 @@ class JobRecord:
     #: (``exqueue jobs --state running``), so it takes no part in comparisons.
     started_at: float | None = field(default=None, compare=False)
     error_count: int = 0
+    # -- protocol 2
+    priority: int = 0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    expires_at: float | None = None
+    unique_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.error_count < len(self.errors):
@@ -175,9 +250,12 @@ class Storage(Protocol):
     #: Capability names this backend supports (see the module constants).
     capabilities: frozenset[str]
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         """Persist all ``jobs`` as ``waiting`` with ``attempt = 0``, all or nothing.
 
+        Returns, for each job in order, the id of the job that holds it: its own
+        id when stored, the holder's id when it is a unique duplicate (see the
+        module docstring); duplicates store nothing and the rest are stored.
         A duplicate id raises ``ValueError`` and persists none of the batch.
         """
         ...
@@ -195,7 +273,8 @@ class Storage(Protocol):
     ) -> list[JobRecord]:
         """Move up to ``limit`` runnable ``waiting`` jobs of ``worker`` to ``running``.
 
-        Runnable means ``run_at <= now``; jobs are taken in ``(run_at, seq)`` order.
+        Runnable means ``run_at <= now`` and not expired (``expires_at`` unset or
+        ``> now``); jobs are taken in ``(priority, run_at, seq)`` order.
         Each claimed job gets ``attempt += 1`` and the lease ``(owner, token,
         lease_until)``. With ``serial=True`` at most the worker's head (lowest
         ``seq`` in any state) is claimed, and only when it is runnable and waiting.
@@ -203,8 +282,13 @@ class Storage(Protocol):
         """
         ...
 
-    def complete(self, job_id: str, token: str) -> bool:
-        """Remove a ``running`` job held with ``token``. False when not held."""
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        """Remove a ``running`` job held with ``token``. False when not held.
+
+        ``now`` is when it completed: a job enqueued with a unique ``period``
+        keeps holding its key until ``now + period`` (the core always passes it;
+        without it no period is kept).
+        """
         ...
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
@@ -244,6 +328,14 @@ class Storage(Protocol):
         """
         ...
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        """Move up to ``limit`` waiting jobs with ``expires_at <= now`` to ``dead``.
+
+        Each records the error :data:`EXPIRED` (as ``bury``; ``attempt`` is left
+        as it was). Returns their ids, oldest ``seq`` first. Capability :data:`EXPIRY`.
+        """
+        ...
+
     def get(self, job_id: str) -> JobRecord | None:
         """The job with this id, or None."""
         ...
@@ -255,8 +347,13 @@ class Storage(Protocol):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        """Jobs filtered by state and worker, ordered by ``seq``, ``seq > after_seq``."""
+        """Jobs filtered by state and worker, ordered by ``seq``, ``seq > after_seq``.
+
+        ``tag=(key, value)`` keeps jobs whose ``meta[key] == value`` (capability
+        :data:`METADATA`).
+        """
         ...
 
     def delete(self, job_id: str) -> DeleteResult:
@@ -265,7 +362,11 @@ class Storage(Protocol):
 
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
         """``dead`` -> ``waiting`` under ``new_id``: attempt 0, errors and
-        ``error_count`` cleared, ``run_at = now``, the same ``seq``."""
+        ``error_count`` cleared, ``run_at = now``, the same ``seq``.
+
+        ``priority``, ``meta``, ``timeout`` and ``unique_key`` are kept;
+        ``expires_at`` is cleared (a person chose to run it). A person's requeue
+        is not checked against the unique key."""
         ...
 
     def counts(self, now: float) -> dict[str, Counts]:
@@ -310,8 +411,10 @@ class SupportsCompleteMany(Protocol):
     many successes for the price of one.
     """
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
-        """``complete(job_id, token)`` for every pair, atomically; returns the ids removed."""
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
+        """``complete(job_id, token, now=now)`` for each pair, atomically; the ids removed."""
         ...
 
 
