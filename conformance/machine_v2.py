@@ -82,6 +82,7 @@ class ProtocolTwoRules:
         storage: Storage
         capabilities: frozenset[str]
         now: float
+        nonce: str
         touched: set[str]
 
         def _new_job(
@@ -103,8 +104,12 @@ class ProtocolTwoRules:
             expires = data.draw(expiries, label="expires in")
             fields["expires_at"] = None if expires is None else self.now + expires
         if UNIQUE in caps and (keyed or data.draw(st.integers(0, 4), label="keyed") == 0):
+            # Completion markers outlive the emptying between examples (nothing in
+            # the protocol removes them), and each example restarts the clock: a
+            # per-example suffix keeps an earlier example's markers out of this one.
+            key = data.draw(st.sampled_from(KEYS), label="key")
             fields["unique"] = Unique(
-                data.draw(st.sampled_from(KEYS), label="key"),
+                f"{key}·{self.nonce}",
                 data.draw(st.sampled_from(STATE_SETS), label="states"),
                 data.draw(periods, label="period"),
             )
