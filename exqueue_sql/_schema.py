@@ -1,7 +1,9 @@
-"""The SQL schema: a jobs table and a meta table holding the schema version.
+"""The SQL schema: a jobs table, a meta table holding the schema version, and
+a table of unique keys (lock rows and completion markers).
 
-``tables(prefix)`` builds both tables for one prefix on a fresh ``MetaData``;
+``tables(prefix)`` builds the tables for one prefix on a fresh ``MetaData``;
 ``exqueue_sql.metadata`` is the default prefix's, for Alembic users.
+:func:`upgrade` brings the tables of an earlier schema version up to this one.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
-#: Bump when the tables change; a store written by another version is refused.
-SCHEMA_VERSION = 1
+#: Bump when the tables change. A store of an earlier version is upgraded in
+#: place (:func:`upgrade`); one of a later version is refused.
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "exqueue_"
 
 # MariaDB's BLOB stops at 64 KiB; LONGBLOB holds any payload the other dialects hold.
@@ -43,6 +47,10 @@ MYSQL_COLLATION = "utf8mb4_0900_bin"
 class Tables(NamedTuple):
     jobs: Table
     meta: Table
+    #: One row per (worker, unique key) in use: enqueues lock it to check and
+    #: insert atomically; a completed job with a unique period leaves its
+    #: completion here (``completed_at``, ``hold_until``) after its row is gone.
+    unique: Table
 
 
 def tables(
@@ -81,9 +89,24 @@ def tables(
         Column("lease_owner", String(255)),
         Column("lease_token", String(255)),
         Column("lease_expires", Double),
-        # Claims: a range scan on (worker, 'waiting', run_at <= now) already in
-        # (run_at, seq) order, so LIMIT n reads n index entries however many rows wait.
-        Index(f"{prefix}jobs_claim", "worker", "state", "run_at", "seq"),
+        # -- schema version 2 (each nullable or with a server default, so a
+        # version-1 table takes them in place and version-1 writers keep working)
+        Column("priority", Integer, nullable=False, server_default="0"),
+        # A JSON object of str -> str, written sorted and ASCII-only (see _records).
+        Column("meta", Text, nullable=False, server_default="{}"),
+        Column("timeout", Double),
+        Column("expires_at", Double),
+        Column("unique_key", String(255)),
+        # The Unique.period the job was enqueued with: how long its completion holds the key.
+        Column("unique_period", Double),
+        # Claims: an index scan on (worker, 'waiting') already in (priority,
+        # run_at, seq) order, so LIMIT n reads about n index entries however many
+        # rows wait (jobs scheduled for later are passed over, per priority).
+        Index(f"{prefix}jobs_claim", "worker", "state", "priority", "run_at", "seq"),
+        # Unique enqueue: the jobs of a worker holding a key.
+        Index(f"{prefix}jobs_unique", "worker", "unique_key"),
+        # expire(): waiting jobs with expires_at <= now, a range scan.
+        Index(f"{prefix}jobs_expiry", "state", "expires_at"),
         # Serial head: the lowest seq of a worker in any state.
         Index(f"{prefix}jobs_head", "worker", "seq"),
         # Recovery (state = 'running': few rows, bounded by total concurrency) and
@@ -100,7 +123,19 @@ def tables(
         Column("value", String(255), nullable=False),
         **options,
     )
-    return Tables(jobs, meta)
+    unique = Table(
+        f"{prefix}unique",
+        md,
+        Column("worker", String(255), primary_key=True),
+        Column("unique_key", String(255), primary_key=True),
+        # The latest completed job with this key, when it completed, and until
+        # when its completion holds the key (the latest such time of any).
+        Column("job_id", String(255)),
+        Column("completed_at", Double),
+        Column("hold_until", Double),
+        **options,
+    )
+    return Tables(jobs, meta, unique)
 
 
 def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
@@ -115,6 +150,35 @@ def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
         if column.name not in present:
             spec = CreateColumn(column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {spec}")
+
+
+def upgrade(conn: Connection, found: Tables) -> None:
+    """Bring tables of an earlier schema version up to :data:`SCHEMA_VERSION`.
+
+    Called under the schema lock. Each step checks what is there first, so an
+    upgrade cut short (MariaDB commits each DDL statement on its own) finishes
+    on the next start; the caller writes the new version last.
+    """
+    have = inspect(conn)
+    jobs = found.jobs
+    present = {c["name"] for c in have.get_columns(jobs.name)}
+    add_missing(conn, jobs, present)
+    indexes = {ix["name"]: tuple(ix["column_names"]) for ix in have.get_indexes(jobs.name)}
+    for index in jobs.indexes:
+        wanted = tuple(c.name for c in index.columns)
+        if index.name in indexes and indexes[index.name] != wanted:
+            # Version 1's claim index had no priority: replaced under the same name.
+            index_name = conn.dialect.identifier_preparer.quote(str(index.name))
+            table_name = conn.dialect.identifier_preparer.format_table(jobs)
+            if conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql(f"DROP INDEX {index_name} ON {table_name}")
+            else:
+                conn.exec_driver_sql(f"DROP INDEX {index_name}")
+            del indexes[str(index.name)]
+        if index.name not in indexes:
+            index.create(conn)
+    if not have.has_table(found.unique.name):
+        found.unique.create(conn)
 
 
 #: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).

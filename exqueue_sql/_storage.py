@@ -12,6 +12,7 @@ The backend holds no policy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
     DEAD,
+    EXPIRED,
     RUNNING,
     WAITING,
     Counts,
@@ -47,12 +49,21 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
+from exqueue_sql import _unique
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
-from exqueue_sql._records import Damaged, damage, parse, read, readable, with_errors
+from exqueue_sql._records import (
+    Damaged,
+    damage,
+    meta_needle,
+    parse,
+    read,
+    readable,
+    with_errors,
+)
 from exqueue_sql._runner import Runner
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, add_missing
+from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, upgrade
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
 
@@ -72,7 +83,7 @@ log = logging.getLogger("exqueue")
 
 
 class SQLStorage:
-    """Jobs in SQL tables named ``{prefix}jobs`` and ``{prefix}meta``.
+    """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
     ``SQLStorage("mysql://user@host/db")``; or pass your own ``engine=``.
@@ -107,6 +118,8 @@ class SQLStorage:
             own = None  # the caller's engine keeps the caller's options
         self.engine = engine
         self.prefix = prefix
+        #: The schema version this object upgraded the tables from, or None.
+        self.upgraded_from: int | None = None
         # An engine of another database gets the portable SQL of the base dialect.
         kind = _DIALECTS.get(engine.dialect.name, Dialect)
         try:
@@ -163,17 +176,33 @@ class SQLStorage:
             found = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
             if found is None:
                 # Fresh tables (ours, or made by Alembic from exqueue_sql.metadata).
+                upgrade(conn, self._tables)  # an Alembic migration may lack the new table
                 conn.execute(insert(meta).values(key=_VERSION_KEY, value=str(SCHEMA_VERSION)))
-            elif found != str(SCHEMA_VERSION):
+                return
+            version = int(found) if found.isdigit() else None
+            if version is None or version > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"the exqueue tables with prefix {self.prefix!r} have schema version "
-                    f"{found}, but this exqueue uses schema version {SCHEMA_VERSION}: "
-                    "migrate them (see docs/sql.md) or use a different prefix"
+                    f"{found}, but this exqueue knows schema versions up to {SCHEMA_VERSION}: "
+                    "a newer exqueue wrote them. Upgrade exqueue on this machine to the "
+                    "version the other processes run (pip install -U exqueue), or use a "
+                    "different prefix"
                 )
-            else:
-                # Columns added since (same schema version): in place, rows kept.
-                present = {c["name"] for c in have.get_columns(self._jobs.name)}
-                add_missing(conn, self._jobs, present)
+            # An earlier version (or columns added since within this one): brought
+            # up to date in place, under the lock, every row kept; the version is
+            # written last, so a process that finds it current has nothing to do.
+            upgrade(conn, self._tables)
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    update(meta).where(meta.c.key == _VERSION_KEY).values(value=str(SCHEMA_VERSION))
+                )
+                self.upgraded_from = version
+                log.warning(
+                    "exqueue: upgraded the tables with prefix %r from schema version %d to %d",
+                    self.prefix,
+                    version,
+                    SCHEMA_VERSION,
+                )
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -192,12 +221,22 @@ class SQLStorage:
 
     # -- enqueue ---------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         _check_unique(jobs)
         if not jobs:
-            return
+            return []
+        dialect = self._dialect
+        keys = _unique.keys_of(jobs)
         try:
-            self._dialect.enqueue(self._runner, jobs)
+            if not keys:
+                dialect.enqueue(self._runner, jobs)
+                return [job.id for job in jobs]
+            if not dialect.serializes_writes:
+                # Committed before the transaction that locks them: locking a row
+                # that exists waits for its holder, where two inserts of one new
+                # key could deadlock.
+                self._run(lambda conn: dialect.add_unique_rows(conn, keys), single=True)
+            return self._run(lambda conn: _unique.enqueue(conn, dialect, jobs))
         except IntegrityError as exc:
             raise ValueError(_DUPLICATE) from exc
 
@@ -215,6 +254,10 @@ class SQLStorage:
             )
         _check_unique(jobs)
         if not jobs:
+            return
+        if _unique.keys_of(jobs):
+            # The key rows are locked in the caller's transaction (see _unique).
+            _unique.enqueue(conn, self._dialect, jobs)
             return
         j = self._jobs.c
         for chunk in _chunks([job.id for job in jobs]):
@@ -269,6 +312,8 @@ class SQLStorage:
                 return self._good(conn, [found])
             if found.state != WAITING or found.run_at > now:
                 return []
+            if found.expires_at is not None and found.expires_at <= now:
+                return []  # expire() buries it; the head stays in place until then
             conn.execute(
                 update(self._jobs).where(j.seq == head.seq).values(**lease.values(self._jobs))
             )
@@ -291,15 +336,40 @@ class SQLStorage:
 
     # -- transitions of a held job -----------------------------------------------
 
-    def complete(self, job_id: str, token: str) -> bool:
-        stmt = sql_delete(self._jobs).where(self._held(job_id, token))
-        return self._run(lambda conn: conn.execute(stmt).rowcount == 1, relaxed=True, single=True)
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        j = self._jobs.c
+        held = self._held(job_id, token)
+        # Most jobs leave nothing behind: one statement, as in version 1.
+        plain = held if now is None else and_(held, j.unique_period.is_(None))
+        stmt = sql_delete(self._jobs).where(plain)
+        if self._run(lambda conn: conn.execute(stmt).rowcount == 1, relaxed=True, single=True):
+            return True
+        if now is None:
+            return False
+        dialect = self._dialect
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        def keeping(conn: Connection) -> bool:
+            # A job whose completion holds its unique key for a period (or not held).
+            row = conn.execute(
+                select(j.worker, j.unique_key, j.unique_period).where(held).with_for_update()
+            ).first()
+            if row is None:
+                return False
+            conn.execute(sql_delete(self._jobs).where(held))
+            if row.unique_key is not None and row.unique_period is not None:
+                _unique.hold(conn, dialect, [(*row.tuple()[:2], job_id, row[2])], now)
+            return True
+
+        return self._run(keeping, relaxed=True)
+
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
         """Many successes in one transaction: one commit (one fsync) for the batch."""
         pairs = list(dict.fromkeys(items))
         j = self._jobs.c
         returning = self.engine.dialect.delete_returning
+        dialect = self._dialect
 
         def work(conn: Connection) -> list[str]:
             done: list[str] = []
@@ -308,15 +378,33 @@ class SQLStorage:
                     tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]),
                     j.state == RUNNING,
                 )
+                plain = held if now is None else and_(held, j.unique_period.is_(None))
                 if returning:
-                    done += conn.scalars(sql_delete(self._jobs).where(held).returning(j.id))
+                    done += conn.scalars(sql_delete(self._jobs).where(plain).returning(j.id))
                 else:
-                    found = list(conn.scalars(select(j.id).where(held).with_for_update()))
+                    found = list(conn.scalars(select(j.id).where(plain).with_for_update()))
                     conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
                     done += found
+                if now is None or len(done) == len(pairs):
+                    continue
+                # Those left are not held, or hold their unique key for a period.
+                kept = conn.execute(
+                    select(j.id, j.worker, j.unique_key, j.unique_period)
+                    .where(held)
+                    .with_for_update()
+                ).all()
+                if kept:
+                    conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
+                    done += [r.id for r in kept]
+                    marks = [
+                        (r.worker, r.unique_key, r.id, r.unique_period)
+                        for r in kept
+                        if r.unique_key is not None and r.unique_period is not None
+                    ]
+                    _unique.hold(conn, dialect, marks, now)
             return done
 
-        single = len(pairs) <= _CHUNK
+        single = len(pairs) <= _CHUNK and now is None
         return self._run(work, relaxed=True, single=single) if pairs else []
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
@@ -438,6 +526,54 @@ class SQLStorage:
 
         return self._run(work)
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        """Waiting jobs past ``expires_at`` -> dead with :data:`EXPIRED`; prunes unique keys.
+
+        Key rows whose completions no longer hold them are removed here too, in
+        a transaction of their own, so the unique table stays as small as the
+        keys in use (the runtime calls this every few seconds).
+        """
+        j = self._jobs.c
+        dialect = self._dialect
+
+        def work(conn: Connection) -> list[str]:
+            rows = conn.execute(
+                select(j.seq, j.id, j.errors, j.error_count)
+                .where(j.state == WAITING, j.expires_at <= now)
+                .order_by(j.seq)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            gone: list[tuple[int, str]] = []
+            damaged: list[Damaged] = []
+            params: list[dict[str, Any]] = []
+            for row in rows:
+                fields, bad = read(row._mapping)
+                if bad:
+                    damaged.append(damage(row._mapping, fields, bad))
+                else:
+                    errors, count = with_errors(fields, bad, EXPIRED)
+                    params.append({"b_seq": row.seq, "b_errors": errors, "b_count": count})
+                gone.append((row.seq, row.id))
+            if params:
+                stmt = (
+                    update(self._jobs)
+                    .where(j.seq == bindparam("b_seq"))
+                    .values(
+                        state=DEAD, errors=bindparam("b_errors"), error_count=bindparam("b_count")
+                    )
+                )
+                conn.execute(stmt, params)
+            self._bury_damaged(conn, damaged)
+            return [job_id for _, job_id in sorted(gone)]
+
+        if limit <= 0:
+            expired = []
+        else:
+            expired = self._run(work)
+        self._run(lambda conn: _unique.prune(conn, dialect, now), relaxed=True, single=True)
+        return expired
+
     # -- reading -----------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -452,7 +588,15 @@ class SQLStorage:
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
+        """Jobs in ``seq`` order; ``tag=(key, value)`` keeps those with ``meta[key] == value``.
+
+        The tag filter is a ``LIKE`` on the stored JSON text for the entry's exact
+        encoding (every database, no JSON functions, no index: a scan), and each
+        candidate is then checked on its parsed ``meta``, so a key or value that
+        merely contains the text never matches.
+        """
         if limit <= 0:
             return []
         j = self._jobs.c
@@ -461,10 +605,26 @@ class SQLStorage:
             stmt = stmt.where(j.state == state)
         if worker is not None:
             stmt = stmt.where(j.worker == worker)
-        if after_seq is not None:
-            stmt = stmt.where(j.seq > after_seq)
-        rows = self._run(lambda conn: conn.execute(stmt).all(), read=True)
-        return [readable(r) for r in rows]
+        if tag is None:
+            if after_seq is not None:
+                stmt = stmt.where(j.seq > after_seq)
+            rows = self._run(lambda conn: conn.execute(stmt).all(), read=True)
+            return [readable(r) for r in rows]
+        key, value = tag
+        stmt = stmt.where(j.meta.contains(meta_needle(key, value), autoescape=True))
+        found: list[JobRecord] = []
+        cursor = after_seq
+        while len(found) < limit:
+            page = stmt if cursor is None else stmt.where(j.seq > cursor)
+            rows = self._run(functools.partial(_all, page), read=True)
+            for row in rows:
+                record = readable(row)
+                if record.meta.get(key) == value and len(found) < limit:
+                    found.append(record)
+            if len(rows) < limit:
+                break
+            cursor = rows[-1].seq
+        return found
 
     def counts(self, now: float) -> dict[str, Counts]:
         j = self._jobs.c
@@ -516,7 +676,13 @@ class SQLStorage:
                     update(self._jobs)
                     .where(j.id == job_id)
                     .values(
-                        id=new_id, state=WAITING, attempt=0, run_at=now, errors="[]", error_count=0
+                        id=new_id,
+                        state=WAITING,
+                        attempt=0,
+                        run_at=now,
+                        errors="[]",
+                        error_count=0,
+                        expires_at=None,
                     )
                 )
             except IntegrityError as exc:
@@ -556,6 +722,10 @@ def _seconds(name: str, value: float | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
         raise ConfigurationError(f"{name} must be a number of seconds above 0, or None: {value!r}")
     return float(value)
+
+
+def _all(stmt: Any, conn: Connection) -> Sequence[Any]:
+    return conn.execute(stmt).all()
 
 
 def _check_unique(jobs: Sequence[NewJob]) -> None:
