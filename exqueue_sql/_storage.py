@@ -357,7 +357,9 @@ class SQLStorage:
                 return False
             conn.execute(sql_delete(self._jobs).where(held))
             if row.unique_key is not None and row.unique_period is not None:
-                _unique.hold(conn, dialect, [(*row.tuple()[:2], job_id, row[2])], now)
+                _unique.hold(
+                    conn, dialect, [(row.worker, row.unique_key, job_id, row.unique_period)], now
+                )
             return True
 
         return self._run(keeping, relaxed=True)
