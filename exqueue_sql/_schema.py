@@ -47,10 +47,12 @@ MYSQL_COLLATION = "utf8mb4_0900_bin"
 class Tables(NamedTuple):
     jobs: Table
     meta: Table
-    #: One row per (worker, unique key) in use: enqueues lock it to check and
-    #: insert atomically; a completed job with a unique period leaves its
-    #: completion here (``completed_at``, ``hold_until``) after its row is gone.
+    #: One row per (worker, unique key) in use: enqueues and completions lock
+    #: it, so a key's check and insert are one step across processes.
     unique: Table
+    #: Completion markers: a completed job with a unique period holds its key
+    #: until ``hold_until`` (completed at + its period) after its row is gone.
+    done: Table
 
 
 def tables(
@@ -128,14 +130,21 @@ def tables(
         md,
         Column("worker", String(255), primary_key=True),
         Column("unique_key", String(255), primary_key=True),
-        # The latest completed job with this key, when it completed, and until
-        # when its completion holds the key (the latest such time of any).
-        Column("job_id", String(255)),
-        Column("completed_at", Double),
-        Column("hold_until", Double),
         **options,
     )
-    return Tables(jobs, meta, unique)
+    done = Table(
+        f"{prefix}unique_done",
+        md,
+        Column("worker", String(255), primary_key=True),
+        Column("unique_key", String(255), primary_key=True),
+        # The completed job's seq (the oldest holder is named first) and id.
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_id", String(255), nullable=False),
+        Column("hold_until", Double, nullable=False),
+        Index(f"{prefix}unique_done_until", "hold_until"),
+        **options,
+    )
+    return Tables(jobs, meta, unique, done)
 
 
 def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
@@ -177,8 +186,9 @@ def upgrade(conn: Connection, found: Tables) -> None:
             del indexes[str(index.name)]
         if index.name not in indexes:
             index.create(conn)
-    if not have.has_table(found.unique.name):
-        found.unique.create(conn)
+    for table in (found.unique, found.done):
+        if not have.has_table(table.name):
+            table.create(conn)
 
 
 #: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).

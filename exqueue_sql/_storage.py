@@ -350,16 +350,15 @@ class SQLStorage:
 
         def keeping(conn: Connection) -> bool:
             # A job whose completion holds its unique key for a period (or not held).
-            row = conn.execute(
-                select(j.worker, j.unique_key, j.unique_period).where(held).with_for_update()
-            ).first()
-            if row is None:
+            found = conn.execute(
+                select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                .where(held)
+                .with_for_update()
+            ).all()
+            if not found:
                 return False
             conn.execute(sql_delete(self._jobs).where(held))
-            if row.unique_key is not None and row.unique_period is not None:
-                _unique.hold(
-                    conn, dialect, [(row.worker, row.unique_key, job_id, row.unique_period)], now
-                )
+            _unique.hold(conn, dialect, _unique.completions(found), now)
             return True
 
         return self._run(keeping, relaxed=True)
@@ -376,34 +375,27 @@ class SQLStorage:
         def work(conn: Connection) -> list[str]:
             done: list[str] = []
             for start in range(0, len(pairs), _CHUNK):
-                held = and_(
-                    tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]),
-                    j.state == RUNNING,
-                )
+                chunk = pairs[start : start + _CHUNK]
+                held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
                 plain = held if now is None else and_(held, j.unique_period.is_(None))
                 if returning:
-                    done += conn.scalars(sql_delete(self._jobs).where(plain).returning(j.id))
+                    gone = list(conn.scalars(sql_delete(self._jobs).where(plain).returning(j.id)))
                 else:
-                    found = list(conn.scalars(select(j.id).where(plain).with_for_update()))
-                    conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
-                    done += found
-                if now is None or len(done) == len(pairs):
+                    gone = list(conn.scalars(select(j.id).where(plain).with_for_update()))
+                    conn.execute(sql_delete(self._jobs).where(j.id.in_(gone)))
+                done += gone
+                if now is None or len(gone) == len(chunk):
                     continue
                 # Those left are not held, or hold their unique key for a period.
                 kept = conn.execute(
-                    select(j.id, j.worker, j.unique_key, j.unique_period)
+                    select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
                     .where(held)
                     .with_for_update()
                 ).all()
                 if kept:
                     conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
                     done += [r.id for r in kept]
-                    marks = [
-                        (r.worker, r.unique_key, r.id, r.unique_period)
-                        for r in kept
-                        if r.unique_key is not None and r.unique_period is not None
-                    ]
-                    _unique.hold(conn, dialect, marks, now)
+                    _unique.hold(conn, dialect, _unique.completions(kept), now)
             return done
 
         single = len(pairs) <= _CHUNK and now is None

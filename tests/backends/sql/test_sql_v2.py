@@ -136,15 +136,16 @@ def test_completion_markers_hold_then_are_pruned(sql: SQLStorage) -> None:
     assert sql.complete("a", "t", now=NOW + 10)
     assert sql.enqueue([job("b", enqueued_at=NOW + 50, unique=period)]) == ["a"]
     assert sql.enqueue([job("c", "other", unique=period)]) == ["c"]  # another worker type
-    # A shorter period asks for a completion within it: this one is older.
-    assert sql.enqueue([job("d", enqueued_at=NOW + 50, unique=Unique("k", period=5))]) == ["d"]
-    unique = sql._tables.unique
+    # The completed job's period counts, not the asking job's.
+    assert sql.enqueue([job("d", enqueued_at=NOW + 50, unique=Unique("k", period=5))]) == ["a"]
+    assert sql.enqueue([job("e", enqueued_at=NOW + 50, unique=Unique("k"))]) == ["e"]
+    done = sql._tables.done
     with sql.engine.connect() as conn:
-        assert conn.scalar(select(unique.c.hold_until).where(unique.c.worker == "w")) == NOW + 110
+        assert conn.scalar(select(done.c.hold_until)) == NOW + 110
     sql.expire(NOW + 111)
     with sql.engine.connect() as conn:
-        rows = conn.execute(select(unique.c.worker, unique.c.unique_key)).all()
-    assert rows == []  # the hold passed; the other keys had no completion
+        assert conn.execute(select(done)).all() == []
+        assert conn.execute(select(sql._tables.unique)).all() == []
 
 
 def test_complete_many_keeps_markers_and_plain_successes(sql: SQLStorage) -> None:
