@@ -62,12 +62,12 @@ assert [r.id for r in s.claim("w", 1, now=now, owner="n2", token="t3",
                               lease_until=now + 60)] == ["running"]
 out = {}
 for r in s.list_jobs(limit=100):
-    out[r.id] = {f: getattr(r, f) for f in %(fields)r}
+    out[r.id] = {f: getattr(r, f) for f in json.loads(sys.argv[4])}
     out[r.id]["payload"] = r.payload.hex()
     out[r.id]["errors"] = list(r.errors)
 s.close()
 print(json.dumps(out))
-""" % {"fields": tuple(FIELDS)}
+"""
 
 # Run by the current code, several at once: open (upgrading) and say what happened.
 OPEN_NEW = """
@@ -133,7 +133,9 @@ def output(proc: subprocess.Popen[str]) -> Any:
 
 
 def write_v1(v1_code: Path, url: str, prefix: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = output(run(v1_code, WRITE_V1, url, prefix, str(NOW)))
+    found: dict[str, dict[str, Any]] = output(
+        run(v1_code, WRITE_V1, url, prefix, str(NOW), json.dumps(FIELDS))
+    )
     assert set(found) == {"dead", "retried", "running", "waiting", "scheduled", "other"}
     return found
 
