@@ -8,6 +8,7 @@ a table of unique keys (lock rows and completion markers).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -22,10 +23,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    insert,
     inspect,
+    select,
+    update,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
+
+from exqueue.errors import ConfigurationError, SchemaVersionError
 
 #: Bump when the tables change. A store of an earlier version is upgraded in
 #: place (:func:`upgrade`); one of a later version is refused.
@@ -189,6 +195,62 @@ def upgrade(conn: Connection, found: Tables) -> None:
     for table in (found.unique, found.done):
         if not have.has_table(table.name):
             table.create(conn)
+
+
+_VERSION_KEY = "schema_version"
+
+log = logging.getLogger("exqueue")
+
+
+def open_tables(conn: Connection, found: Tables, prefix: str, create: bool) -> int | None:
+    """Create the tables if asked, check the stored schema version, upgrade an earlier one.
+
+    Called in the schema lock's transaction. Returns the version upgraded from,
+    or None when nothing was upgraded.
+    """
+    jobs, meta = found.jobs, found.meta
+    have = inspect(conn)
+    has_jobs, has_meta = have.has_table(jobs.name), have.has_table(meta.name)
+    if has_jobs and not has_meta:
+        raise SchemaVersionError(
+            f"table {jobs.name!r} exists without {meta.name!r}: it was not "
+            "created by this version of exqueue; use another prefix or migrate it"
+        )
+    if not (has_jobs and has_meta):
+        if not create:
+            raise ConfigurationError(
+                f"the exqueue tables {jobs.name!r}/{meta.name!r} do not exist "
+                "(nothing was created): check the URL and the prefix, or create them "
+                "(create=True, or from exqueue_sql.metadata with Alembic)"
+            )
+        jobs.metadata.create_all(conn)
+    stored = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
+    if stored is None:
+        # Fresh tables (ours, or made by Alembic from exqueue_sql.metadata).
+        upgrade(conn, found)  # tables made from an older metadata lack the newer parts
+        conn.execute(insert(meta).values(key=_VERSION_KEY, value=str(SCHEMA_VERSION)))
+        return None
+    version = int(stored) if stored.isdigit() else None
+    if version is None or version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the exqueue tables with prefix {prefix!r} have schema version "
+            f"{stored}, but this exqueue knows schema versions up to {SCHEMA_VERSION}: "
+            "a newer exqueue wrote them. Upgrade exqueue on this machine to the "
+            "version the other processes run (pip install -U exqueue), or use a "
+            "different prefix"
+        )
+    # An earlier version (or columns added since within this one): brought up to
+    # date in place, under the lock, every row kept; the version is written last,
+    # so the next process to take the lock finds it current and does nothing.
+    upgrade(conn, found)
+    if version == SCHEMA_VERSION:
+        return None
+    conn.execute(update(meta).where(meta.c.key == _VERSION_KEY).values(value=str(SCHEMA_VERSION)))
+    log.warning(
+        "exqueue: upgraded the tables with prefix %r from schema version %d to %d",
+        prefix, version, SCHEMA_VERSION,
+    )  # fmt: skip
+    return version
 
 
 #: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).

@@ -12,7 +12,6 @@ The backend holds no policy.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,11 +21,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
-    case,
     false,
-    func,
-    insert,
-    inspect,
     or_,
     select,
     tuple_,
@@ -35,10 +30,9 @@ from sqlalchemy import (
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue.errors import ConfigurationError
 from exqueue.storage import (
     DEAD,
-    EXPIRED,
     RUNNING,
     WAITING,
     Counts,
@@ -49,27 +43,25 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
-from exqueue_sql import _unique
+from exqueue_sql import _expiry, _listing, _unique
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
 from exqueue_sql._records import (
     Damaged,
     damage,
-    meta_needle,
     parse,
     read,
     readable,
     with_errors,
 )
-from exqueue_sql._runner import Runner
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, upgrade
+from exqueue_sql._runner import Runner, connection_of
+from exqueue_sql._schema import DEFAULT_PREFIX, open_tables
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
 
 __all__ = ["SQLStorage"]
 
-_VERSION_KEY = "schema_version"
 _CHUNK = 500  # ids per IN (...) list
 _DIALECTS: dict[str, type[Dialect]] = {
     "sqlite": SQLiteDialect,
@@ -153,56 +145,11 @@ class SQLStorage:
 
     def _prepare(self, create: bool) -> None:
         """Create the tables if asked and check the stored schema version."""
-        meta = self._tables.meta
         unusable = self._dialect.unusable(create)
         if unusable is not None:
             raise ConfigurationError(unusable)
         with self._schema_lock() as conn:
-            have = inspect(conn)
-            has_jobs, has_meta = have.has_table(self._jobs.name), have.has_table(meta.name)
-            if has_jobs and not has_meta:
-                raise SchemaVersionError(
-                    f"table {self._jobs.name!r} exists without {meta.name!r}: it was not "
-                    "created by this version of exqueue; use another prefix or migrate it"
-                )
-            if not (has_jobs and has_meta):
-                if not create:
-                    raise ConfigurationError(
-                        f"the exqueue tables {self._jobs.name!r}/{meta.name!r} do not exist "
-                        "(nothing was created): check the URL and the prefix, or create them "
-                        "(create=True, or from exqueue_sql.metadata with Alembic)"
-                    )
-                self._jobs.metadata.create_all(conn)
-            found = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
-            if found is None:
-                # Fresh tables (ours, or made by Alembic from exqueue_sql.metadata).
-                upgrade(conn, self._tables)  # an Alembic migration may lack the new table
-                conn.execute(insert(meta).values(key=_VERSION_KEY, value=str(SCHEMA_VERSION)))
-                return
-            version = int(found) if found.isdigit() else None
-            if version is None or version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the exqueue tables with prefix {self.prefix!r} have schema version "
-                    f"{found}, but this exqueue knows schema versions up to {SCHEMA_VERSION}: "
-                    "a newer exqueue wrote them. Upgrade exqueue on this machine to the "
-                    "version the other processes run (pip install -U exqueue), or use a "
-                    "different prefix"
-                )
-            # An earlier version (or columns added since within this one): brought
-            # up to date in place, under the lock, every row kept; the version is
-            # written last, so a process that finds it current has nothing to do.
-            upgrade(conn, self._tables)
-            if version < SCHEMA_VERSION:
-                conn.execute(
-                    update(meta).where(meta.c.key == _VERSION_KEY).values(value=str(SCHEMA_VERSION))
-                )
-                self.upgraded_from = version
-                log.warning(
-                    "exqueue: upgraded the tables with prefix %r from schema version %d to %d",
-                    self.prefix,
-                    version,
-                    SCHEMA_VERSION,
-                )
+            self.upgraded_from = open_tables(conn, self._tables, self.prefix, create)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -246,7 +193,7 @@ class SQLStorage:
         They commit or roll back with it. A duplicate id raises ``ValueError``
         before anything is written, so the caller's transaction stays usable.
         """
-        conn = _connection_of(transaction)
+        conn = connection_of(transaction)
         if conn.dialect.name != self.engine.dialect.name:
             raise ConfigurationError(
                 f"enqueue_in got a {conn.dialect.name} connection, but this storage is on "
@@ -527,45 +474,15 @@ class SQLStorage:
         a transaction of their own, so the unique table stays as small as the
         keys in use (the runtime calls this every few seconds).
         """
-        j = self._jobs.c
-        dialect = self._dialect
+        jobs, dialect = self._jobs, self._dialect
 
         def work(conn: Connection) -> list[str]:
-            rows = conn.execute(
-                select(j.seq, j.id, j.errors, j.error_count)
-                .where(j.state == WAITING, j.expires_at <= now)
-                .order_by(j.seq)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            gone: list[tuple[int, str]] = []
-            damaged: list[Damaged] = []
-            params: list[dict[str, Any]] = []
-            for row in rows:
-                fields, bad = read(row._mapping)
-                if bad:
-                    damaged.append(damage(row._mapping, fields, bad))
-                else:
-                    errors, count = with_errors(fields, bad, EXPIRED)
-                    params.append({"b_seq": row.seq, "b_errors": errors, "b_count": count})
-                gone.append((row.seq, row.id))
-            if params:
-                stmt = (
-                    update(self._jobs)
-                    .where(j.seq == bindparam("b_seq"))
-                    .values(
-                        state=DEAD, errors=bindparam("b_errors"), error_count=bindparam("b_count")
-                    )
-                )
-                conn.execute(stmt, params)
+            expired, damaged = _expiry.expire(conn, jobs, now, limit)
             self._bury_damaged(conn, damaged)
-            return [job_id for _, job_id in sorted(gone)]
+            return expired
 
-        if limit <= 0:
-            expired = []
-        else:
-            expired = self._run(work)
-        self._run(lambda conn: _unique.prune(conn, dialect, now), relaxed=True, single=True)
+        expired = self._run(work) if limit > 0 else []
+        self._run(lambda conn: _unique.prune(conn, dialect, now), relaxed=True)
         return expired
 
     # -- reading -----------------------------------------------------------------
@@ -586,57 +503,15 @@ class SQLStorage:
     ) -> list[JobRecord]:
         """Jobs in ``seq`` order; ``tag=(key, value)`` keeps those with ``meta[key] == value``.
 
-        The tag filter is a ``LIKE`` on the stored JSON text for the entry's exact
-        encoding (every database, no JSON functions, no index: a scan), and each
-        candidate is then checked on its parsed ``meta``, so a key or value that
-        merely contains the text never matches.
+        See ``_listing.list_jobs`` for how the tag filter reads the stored meta.
         """
-        if limit <= 0:
-            return []
-        j = self._jobs.c
-        stmt = select(self._jobs).order_by(j.seq).limit(limit)
-        if state is not None:
-            stmt = stmt.where(j.state == state)
-        if worker is not None:
-            stmt = stmt.where(j.worker == worker)
-        if tag is None:
-            if after_seq is not None:
-                stmt = stmt.where(j.seq > after_seq)
-            rows = self._run(lambda conn: conn.execute(stmt).all(), read=True)
-            return [readable(r) for r in rows]
-        key, value = tag
-        stmt = stmt.where(j.meta.contains(meta_needle(key, value), autoescape=True))
-        found: list[JobRecord] = []
-        cursor = after_seq
-        while len(found) < limit:
-            page = stmt if cursor is None else stmt.where(j.seq > cursor)
-            rows = self._run(functools.partial(_all, page), read=True)
-            for row in rows:
-                record = readable(row)
-                if record.meta.get(key) == value and len(found) < limit:
-                    found.append(record)
-            if len(rows) < limit:
-                break
-            cursor = rows[-1].seq
-        return found
+        return _listing.list_jobs(
+            self._runner, self._jobs, state=state, worker=worker, limit=limit,
+            after_seq=after_seq, tag=tag,
+        )  # fmt: skip
 
     def counts(self, now: float) -> dict[str, Counts]:
-        j = self._jobs.c
-        due = func.sum(case((j.run_at <= now, 1), else_=0))
-        stmt = select(j.worker, j.state, func.count(), due).group_by(j.worker, j.state)
-        tally: dict[str, dict[str, int]] = {}
-        for worker, state, total, runnable in self._run(
-            lambda conn: conn.execute(stmt).all(), read=True
-        ):
-            row = tally.setdefault(worker, {})
-            if state == WAITING:
-                row["waiting"] = int(runnable)
-                row["scheduled"] = int(total) - int(runnable)
-            else:
-                # An unknown state (a damaged row) is listed as dead, so counted so.
-                key = state if state == RUNNING else DEAD
-                row[key] = row.get(key, 0) + int(total)
-        return {worker: Counts(**row) for worker, row in tally.items()}
+        return _listing.counts(self._runner, self._jobs, now)
 
     # -- manual operations -------------------------------------------------------
 
@@ -718,10 +593,6 @@ def _seconds(name: str, value: float | None) -> float | None:
     return float(value)
 
 
-def _all(stmt: Any, conn: Connection) -> Sequence[Any]:
-    return conn.execute(stmt).all()
-
-
 def _check_unique(jobs: Sequence[NewJob]) -> None:
     if len({job.id for job in jobs}) != len(jobs):
         raise ValueError(_DUPLICATE)
@@ -730,19 +601,3 @@ def _check_unique(jobs: Sequence[NewJob]) -> None:
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
-
-
-def _connection_of(transaction: object) -> Connection:
-    if isinstance(transaction, Connection):
-        return transaction
-    from sqlalchemy.engine import Transaction
-    from sqlalchemy.orm import Session
-
-    if isinstance(transaction, Session):
-        return transaction.connection()
-    if isinstance(transaction, Transaction):
-        return transaction.connection
-    raise TypeError(
-        "enqueue_in needs a SQLAlchemy Connection, Transaction or Session, "
-        f"not {type(transaction).__name__}"
-    )
