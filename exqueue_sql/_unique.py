@@ -6,10 +6,10 @@ order so two batches never wait on each other in a cycle), then looks for a
 holder: a stored job of that worker with the key in one of the states the job
 names (the ``(worker, unique_key)`` index), or the row's completion marker.
 Only then does it insert, in the same transaction, so racing enqueuers of one
-key run one after the other and leave one job. On PostgreSQL (READ COMMITTED)
-each statement sees what committed before it; on MariaDB the first plain read
-comes after the locks, so its snapshot too holds every earlier enqueue. On
-SQLite every write transaction holds the database's write lock from BEGIN.
+key run one after the other and leave one job. On PostgreSQL and MariaDB
+(READ COMMITTED, as exqueue opens them) each statement after the locks sees
+every enqueue that committed before. On SQLite every write transaction holds
+the database's write lock from BEGIN.
 
 A completed job that was enqueued with a unique period leaves a completion
 marker in ``{prefix}unique_done``, in the transaction that deletes it, under its
