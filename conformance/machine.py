@@ -3,10 +3,13 @@
 Each rule applies one storage operation to both the real backend and
 :class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a 0.5 s
 grid so equal ``run_at`` values are common, with microsecond steps too), and compares
-what the call returned. After every step :meth:`StorageMachine.observe` compares
-everything a caller can see: ``list_jobs`` (all, by state, by worker), ``counts(now)``
-and ``get`` of every live or just-touched id, field by field; ``seq`` values must sort
-like the model's and never change for a job (a requeued job keeps its old one).
+what the call returned. After every step :meth:`StorageMachine.observe`
+(:mod:`conformance.observation`) compares everything a caller can see:
+``list_jobs`` (all, by state, by worker), ``counts(now)`` and ``get`` of every
+live or just-touched id, field by field; ``seq`` values must sort like the
+model's and never change for a job (a requeued job keeps its old one). The
+protocol-2 fields are drawn by :mod:`conformance.machine_v2`, and the shared
+location and clock live in :mod:`conformance.session`.
 
 All examples of one test share one storage location (opening a fresh SQL schema
 or Redis namespace per example would dominate the run time); the storage is
