@@ -50,6 +50,7 @@ from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
     ERRORS_KEPT,
+    EXPIRY,
     PERSISTENT,
     RUNNING,
     STATES,
@@ -224,7 +225,14 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
         duplicate=st.sampled_from((None,) * 5 + ("in batch", "stored")),
     )
     def enqueue(self, data: st.DataObject, size: int, duplicate: str | None) -> None:
-        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id."""
+        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id.
+
+        With UNIQUE, sometimes a batch of keyed jobs over a few keys (duplicates likely).
+        """
+        keyed = UNIQUE in self.capabilities and data.draw(st.integers(0, 2), label="keyed") == 0
+        if keyed:
+            self._enqueue_with_dup(data, self._keyed_batch(data, max(size, 1)), duplicate)
+            return
         batch = [
             self._new_job(
                 data.draw(workers, label="worker"),
@@ -235,6 +243,11 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             )
             for _ in range(size)
         ]
+        self._enqueue_with_dup(data, batch, duplicate)
+
+    def _enqueue_with_dup(
+        self, data: st.DataObject, batch: list[NewJob], duplicate: str | None
+    ) -> None:
         dup_id = None
         if duplicate == "in batch" and batch:
             dup_id = data.draw(st.sampled_from([job.id for job in batch]), label="dup of")
@@ -399,18 +412,32 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     @rule(
         data=st.data(),
         what=st.sampled_from(
-            ("advance", "advance", "expire earliest", "expire latest", "recover", "recover owner")
+            (
+                "advance",
+                "advance",
+                "expire earliest",
+                "expire latest",
+                "recover",
+                "recover owner",
+                "expire jobs",
+            )
         ),
     )
     def time_passes(self, data: st.DataObject, what: str) -> None:
-        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs)."""
+        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs).
+
+        With EXPIRY, "expire jobs" calls expire(now) (else the clock moves on).
+        """
+        if what == "expire jobs" and EXPIRY in self.capabilities:
+            self._expire_due(data)
+            return
         expiries = [
             j.lease_expires
             for j in self.model.jobs.values()
             if j.state == RUNNING and j.lease_expires is not None
         ]
         owner = None
-        if what == "advance" or (what.startswith("expire") and not expiries):
+        if what in ("advance", "expire jobs") or (what.startswith("expire") and not expiries):
             self.now += data.draw(st.sampled_from((0.5, 1.0, 2.0, 5.0, 30.0)), label="dt")
             return
         if what == "expire earliest":
@@ -479,7 +506,8 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     def list_page(
         self, data: st.DataObject, state: JobState | None, worker: str | None, limit: int
     ) -> None:
-        """A page of list_jobs with any filter, limit and after_seq."""
+        """A page of list_jobs with any filter (a tag too, with METADATA), limit and after_seq."""
+        tag = self._tag(data)
         model_after = real_after = None
         live = self.model.ordered()
         paged: bool = data.draw(st.booleans(), label="page after a job")
@@ -489,12 +517,15 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             if real_after is None:
                 return
         expected = self.model.list_jobs(
-            state=state, worker=worker, limit=limit, after_seq=model_after
+            state=state, worker=worker, limit=limit, after_seq=model_after, tag=tag
         )
-        got = self.storage.list_jobs(state=state, worker=worker, limit=limit, after_seq=real_after)
+        filters: dict[str, Any] = {"tag": tag} if tag is not None else {}
+        got = self.storage.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=real_after, **filters
+        )
         assert [r.id for r in got] == expected, (
             f"list_jobs(state={state!r}, worker={worker!r}, limit={limit}, after_seq="
-            f"{real_after}) returned {[r.id for r in got]}, expected {expected}"
+            f"{real_after}, tag={tag!r}) returned {[r.id for r in got]}, expected {expected}"
         )
 
     # -- the observation after every step ----------------------------------------------
