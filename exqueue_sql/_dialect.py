@@ -115,6 +115,9 @@ class Dialect:
     #: Whether every write transaction holds the whole database (SQLite), so
     #: unique key rows need not be added ahead of the transaction that locks them.
     serializes_writes: ClassVar[bool] = False
+    #: Whether ``complete_marking`` deletes held jobs and leaves their completion
+    #: markers in one statement (else the storage uses a transaction).
+    marks_in_one_statement: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
@@ -217,6 +220,12 @@ class Dialect:
         seqs = [r.seq for r in picked]
         conn.execute(update(self.jobs).where(j.seq.in_(seqs)).values(**lease.values(self.jobs)))
         return [lease.apply(r) for r in picked]
+
+    def complete_marking(
+        self, conn: Connection, held: ColumnElement[bool], now: float
+    ) -> list[str]:
+        """Delete the jobs ``held`` selects, leaving completion markers; the ids deleted."""
+        raise NotImplementedError
 
     def claim_index(self, pick: Select[Any]) -> Select[Any]:
         """``pick`` (the claim's SELECT) told to read the claim index, where a planner needs it."""
