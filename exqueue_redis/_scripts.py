@@ -57,11 +57,11 @@ local function holder(worker, key, states, period, enq)
     end
   end
   if period ~= '' then
-    -- A completion holds the key from T for its own period; this job looks
-    -- back its period: both must cover its enqueue time.
+    -- A completion at T holds the key until T + the period its job was
+    -- enqueued with (the protocol's rule), for jobs that ask for a period.
     local d = redis.call('HMGET', dkey(worker, key), 'at', 'period', 'id')
     local at, held_for = num(d[1]), num(d[2])
-    if at and held_for and d[3] and at > enq - tonumber(period) and at + held_for > enq then
+    if at and held_for and d[3] and at + held_for > enq then
       return d[3]
     end
   end
@@ -288,8 +288,10 @@ for i = 2, #ARGV, 2 do
         local period = num(u[2])
         if now ~= '' and period then
           local d = dkey(f[3], u[1])
-          local before = num(redis.call('HGET', d, 'at'))
-          if before == nil or before <= tonumber(now) then
+          -- The marker that holds the key longest is kept.
+          local m = redis.call('HMGET', d, 'at', 'period')
+          local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+          if until_before <= tonumber(now) + period then
             redis.call('HSET', d, 'at', now, 'period', u[2], 'id', id)
             redis.call('ZADD', P .. 'udone', tonumber(now) + period, d)
           end

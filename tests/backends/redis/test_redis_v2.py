@@ -191,7 +191,9 @@ def test_completion_markers_use_the_jobs_own_period(storage: Storage) -> None:
     assert claim(storage) == ["a"]
     assert storage.complete("a", "t1", now=100.0)
     assert storage.enqueue([job("b", enqueued_at=105.0, unique=period)]) == ["a"]
-    # A longer look-back does not outlive the completed job's own period.
+    # The completed job's own period decides how long it holds the key.
+    shorter = Unique("k", period=1.0)
+    assert storage.enqueue([job("d", enqueued_at=109.0, unique=shorter)]) == ["a"]
     longer = Unique("k", period=1000.0)
     assert storage.enqueue([job("c", enqueued_at=110.0, unique=longer)]) == ["c"]
 
