@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hypothesis import settings as Settings
 
-from conformance.machine import StorageSession
+from conformance.session import StorageSession
 from exqueue.storage import JobRecord, NewJob, Storage
 
 StorageFactory = Callable[[], Storage]

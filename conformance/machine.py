@@ -17,8 +17,9 @@ carry a per-example nonce so no id is ever reused.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
@@ -32,8 +33,19 @@ from hypothesis.stateful import (
 )
 
 from conformance.error_history import fail_often
+from conformance.machine_v2 import ProtocolTwoRules
 from conformance.model import Model, ModelJob
 from conformance.records import check_types
+from conformance.session import (
+    ALL_WORKERS,
+    LIST_ALL,
+    OWNERS,
+    SERIAL_WORKERS,
+    T0,
+    StorageFactory,
+    StorageSession,
+    _diff,
+)
 from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
@@ -41,30 +53,13 @@ from exqueue.storage import (
     PERSISTENT,
     RUNNING,
     STATES,
+    UNIQUE,
     WAITING,
     WORKER_LOST,
     JobRecord,
     JobState,
     NewJob,
-    Storage,
 )
-
-StorageFactory = Callable[[], Storage]
-
-#: The fake clock starts at a realistic epoch time (a backend that keeps times in
-#: single precision or whole seconds cannot pass), and moves on a 0.5 s grid.
-T0 = 1_700_000_000.0
-#: Far enough in the future that every lease of an example has expired.
-FAR = T0 + 10_000_000.0
-LIST_ALL = 10_000
-
-# Names carry SQL pattern characters and ':' (a key separator), owners too: a
-# backend matching them with LIKE or splitting keys on ':' confuses them.
-# "app.re%port_:x" read as a LIKE pattern matches "app.re port!:x".
-WORKERS = ("app.re port!:x", "app.re%port_:x", "app.ünïcødé · 名前 ✓")
-SERIAL_WORKERS = ("app.serial_a", "app.serial_b")
-ALL_WORKERS = WORKERS + SERIAL_WORKERS
-OWNERS = ("node_1", "nodeX1", "nœud:%3")
 
 workers = st.sampled_from(ALL_WORKERS)
 delays = st.sampled_from((0.0, 0.0, 0.5, 1.0, 2.0, 5.0, -1.0, 0.000001, 0.123457))
@@ -75,55 +70,7 @@ payloads = st.binary(max_size=12)
 attempts = st.integers(min_value=1, max_value=3)
 
 
-class StorageSession:
-    """One backend location reused by every example of a test."""
-
-    def __init__(self, factory: StorageFactory) -> None:
-        self.factory = factory
-        self.storage: Storage | None = None
-
-    def fresh(self) -> Storage:
-        """The open storage, emptied of whatever an earlier example left."""
-        if self.storage is None:
-            self.storage = self.factory()
-        storage = self.storage
-        storage.recover(FAR, error="conformance: emptying the store between examples")
-        for _ in range(50):
-            left = storage.list_jobs(limit=LIST_ALL)
-            if not left:
-                return storage
-            for record in left:
-                storage.delete(record.id)
-        raise AssertionError(
-            "the storage could not be emptied between examples with recover() and "
-            f"delete(); still there: {[r.id for r in storage.list_jobs(limit=10)]}"
-        )
-
-    def reopen(self) -> Storage:
-        """Close the storage and open a new object over the same data."""
-        if self.storage is not None:
-            self.storage.close()
-            self.storage.close()  # close() must be idempotent
-        self.storage = None
-        self.storage = self.factory()
-        return self.storage
-
-    def close(self) -> None:
-        if self.storage is not None:
-            self.storage.close()
-            self.storage = None
-
-
-def _diff(record: JobRecord, expected: JobRecord) -> str:
-    rows = [
-        f"  {f.name}: got {getattr(record, f.name)!r}, expected {getattr(expected, f.name)!r}"
-        for f in fields(JobRecord)
-        if getattr(record, f.name) != getattr(expected, f.name)
-    ]
-    return f"job {expected.id!r} differs from the model:\n" + "\n".join(rows)
-
-
-class StorageMachine(RuleBasedStateMachine):
+class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     """Random sequences of storage operations, checked against the model after each step."""
 
     def __init__(self, session: StorageSession) -> None:
@@ -152,7 +99,9 @@ class StorageMachine(RuleBasedStateMachine):
         scrambled = (self.counter * 7919) % 10007
         return f"{kind}-{self.nonce}-{scrambled:05d}-{self.counter}"
 
-    def _new_job(self, worker: str, delay: float, max_attempts: int, payload: bytes) -> NewJob:
+    def _new_job(
+        self, worker: str, delay: float, max_attempts: int, payload: bytes, **v2: Any
+    ) -> NewJob:
         return NewJob(
             id=self._next("job"),
             worker=worker,
@@ -160,6 +109,7 @@ class StorageMachine(RuleBasedStateMachine):
             run_at=self.now + delay,
             enqueued_at=self.now,
             max_attempts=max_attempts,
+            **v2,
         )
 
     def _expected(self, job: ModelJob, seq: int) -> JobRecord:
@@ -178,6 +128,11 @@ class StorageMachine(RuleBasedStateMachine):
             lease_token=job.lease_token,
             lease_expires=job.lease_expires,
             error_count=job.error_count,
+            priority=job.priority,
+            meta=dict(job.meta),
+            timeout=job.timeout,
+            expires_at=job.expires_at,
+            unique_key=job.unique_key,
         )
 
     def _check(self, record: JobRecord) -> None:
@@ -188,8 +143,8 @@ class StorageMachine(RuleBasedStateMachine):
         seq = self.real_seq.setdefault(record.id, record.seq)
         assert record.seq == seq, f"job {record.id!r} changed its seq from {seq} to {record.seq}"
         expected = self._expected(job, seq)
-        # errors may come back as any sequence; their values and order are what count.
-        if replace(record, errors=tuple(record.errors)) != expected:
+        # errors may come back as any sequence, meta as any mapping; their values count.
+        if replace(record, errors=tuple(record.errors), meta=dict(record.meta)) != expected:
             raise AssertionError(_diff(record, expected))
 
     def _pick_job(self, data: st.DataObject, label: str) -> str:
@@ -247,9 +202,9 @@ class StorageMachine(RuleBasedStateMachine):
     # -- enqueue ----------------------------------------------------------------------
 
     def _enqueue(self, batch: Sequence[NewJob]) -> None:
-        accepted = self.model.enqueue(batch)
-        if accepted:
-            self.storage.enqueue(batch)
+        answers = self.model.enqueue(batch)
+        if answers is not None:
+            self._holders_match(batch, answers, self.storage.enqueue(batch))
             self.known.extend(job.id for job in batch)
         else:
             try:
@@ -276,6 +231,7 @@ class StorageMachine(RuleBasedStateMachine):
                 data.draw(delays, label="delay"),
                 data.draw(attempts, label="max_attempts"),
                 data.draw(payloads, label="payload"),
+                **self._v2_fields(data),
             )
             for _ in range(size)
         ]
@@ -360,8 +316,13 @@ class StorageMachine(RuleBasedStateMachine):
     def _report(self, outcome: str, job_id: str, token: str, delay: float) -> None:
         call = f"{outcome}: ({job_id!r}, {token!r})"
         if outcome == "succeed":
-            expected = self.model.complete(job_id, token)
-            got = self.storage.complete(job_id, token)
+            # The time of completion starts a unique period (protocol 2).
+            if UNIQUE in self.capabilities:
+                expected = self.model.complete(job_id, token, now=self.now)
+                got = self.storage.complete(job_id, token, now=self.now)
+            else:
+                expected = self.model.complete(job_id, token)
+                got = self.storage.complete(job_id, token)
         elif outcome == "fail and retry":
             error = self._error(job_id)
             run_at = self.now + abs(delay)
@@ -389,8 +350,13 @@ class StorageMachine(RuleBasedStateMachine):
             job_id, token = self._holder(data)
             if all(job_id != i for i, _ in items):
                 items.append((job_id, token))
-        expected = [job_id for job_id, token in items if self.model.complete(job_id, token)]
-        got = self.storage.complete_many(items)  # type: ignore[attr-defined]
+        if UNIQUE in self.capabilities:
+            now: float | None = self.now
+            got = self.storage.complete_many(items, now=now)  # type: ignore[attr-defined]
+        else:
+            now = None
+            got = self.storage.complete_many(items)  # type: ignore[attr-defined]
+        expected = [job_id for job_id, t in items if self.model.complete(job_id, t, now=now)]
         assert sorted(got) == sorted(expected), (
             f"complete_many({items}) removed {sorted(got)}, expected {sorted(expected)}"
         )
