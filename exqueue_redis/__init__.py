@@ -34,8 +34,8 @@ key                        type        holds
                                        ``(priority, run_at, seq)`` order
 ``{ns}:sched:<w>``         zset        waiting jobs not yet promoted: member ``%016d``
                                        seq + id, score run_at
-``{ns}:expiry``            zset        waiting jobs with ``expires_at``: member id,
-                                       score expires_at (``expire``)
+``{ns}:expiry``            zset        waiting jobs with ``expires_at``: member
+                                       ``%016d`` seq + id, score expires_at
 ``{ns}:running:<w>``       zset        running jobs: member id, score seq
 ``{ns}:dead:<w>``          zset        dead jobs: member id, score seq
 ``{ns}:leases``            zset        running jobs of all workers: member id, score

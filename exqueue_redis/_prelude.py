@@ -177,7 +177,7 @@ local function to_waiting(id, worker, seq, run_at)
   redis.call('HSET', jkey(id), 'state', 'waiting', 'run_at', run_at)
   redis.call('ZADD', P .. 'sched:' .. worker, run_at, smember(seq, id))
   local expires = redis.call('HGET', jkey(id), 'expires_at')
-  if expires then redis.call('ZADD', P .. 'expiry', expires, id) end
+  if expires then redis.call('ZADD', P .. 'expiry', expires, smember(seq, id)) end
 end
 
 local function to_dead(id, worker, seq)
@@ -188,13 +188,14 @@ end
 -- Take a waiting job out of every waiting index (a member that cannot be
 -- built from damaged fields is left for the claims to drop as stale).
 local function unwait(id, worker, seq, run_at)
+  if type(seq) == 'number' then seq = string.format('%d', seq) end
   if int(seq) ~= nil and int(seq) >= 0 then
     redis.call('ZREM', P .. 'sched:' .. worker, smember(seq, id))
     if num(run_at) ~= nil then
       redis.call('ZREM', P .. 'ready:' .. worker, rmember(run_at, seq, id))
     end
+    redis.call('ZREM', P .. 'expiry', smember(seq, id))
   end
-  redis.call('ZREM', P .. 'expiry', id)
 end
 
 -- A damaged job becomes dead alone, with the reason: unreadable fields are
@@ -207,7 +208,7 @@ local function bury_damaged(id, worker, seq, when, reason)
   if hseq ~= nil and hseq >= 0 then seq = hseq end
   redis.call('HDEL', k, 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
   redis.call('ZREM', P .. 'leases', id)
-  redis.call('ZREM', P .. 'expiry', id)
+  if hseq ~= nil and hseq >= 0 then redis.call('ZREM', P .. 'expiry', smember(hseq, id)) end
   if f[2] and f[2] ~= '' then redis.call('ZREM', P .. 'running:' .. f[2], id) end
   redis.call('ZREM', P .. 'running:' .. worker, id)
   redis.call('HSET', k, 'id', id, 'worker', worker, 'seq', seq, 'state', 'dead')

@@ -104,7 +104,7 @@ for i, b in ipairs(stored) do
   if ARGV[b + 8] ~= '' then redis.call('HSET', k, 'timeout', ARGV[b + 8]) end
   if ARGV[b + 9] ~= '' then
     redis.call('HSET', k, 'expires_at', ARGV[b + 9])
-    expiry[#expiry + 1], expiry[#expiry + 2] = ARGV[b + 9], id
+    expiry[#expiry + 1], expiry[#expiry + 2] = ARGV[b + 9], smember(seq, id)
   end
   if ARGV[b + 10] == '1' then
     redis.call('HSET', k, 'unique_key', ARGV[b + 11])
@@ -245,7 +245,7 @@ for i, g in ipairs(good) do
     unwait(id, worker, g[4], g[7].run_at)
   else
     redis.call('ZREM', rq, g[2])
-    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', id) end
+    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', smember(g[4], id)) end
   end
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
@@ -455,7 +455,7 @@ redis.call('RENAME', jkey(id), jkey(new))
 drop_errors(jkey(new), 1, math.huge)
 redis.call('HSET', jkey(new), 'id', new, 'attempt', 0, 'errors', 0)
 redis.call('HDEL', jkey(new), 'expires_at')
-redis.call('ZREM', P .. 'expiry', id)
+redis.call('ZREM', P .. 'expiry', smember(seq, id))
 redis.call('ZREM', P .. 'dead:' .. worker, id)
 redis.call('ZREM', P .. 'all:' .. worker, id)
 redis.call('ZADD', P .. 'all:' .. worker, seq, new)

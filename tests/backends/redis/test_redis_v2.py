@@ -164,7 +164,7 @@ def test_expire_takes_only_waiting_jobs(storage: Storage) -> None:
     assert claim(storage, now=15.0, token="t2") == ["soon"]  # not yet expired at 15
     assert storage.release("soon", "t2")
     assert claim(storage, now=50.0, token="t3") == []  # expired: never claimed
-    assert storage.expire(50.0, limit=1) == ["soon"]
+    assert storage.expire(50.0, limit=1) == ["soon"]  # oldest seq first
     assert storage.expire(50.0) == ["sched"]
     assert storage.expire(50.0) == []
     dead = storage.get("sched")
