@@ -47,7 +47,7 @@ key                        type        holds
                                        complete's ``now``), ``period`` (the one the
                                        job was enqueued with), ``id``
 ``{ns}:udone``             zset        marker key names, score ``at + period``: the
-                                       ones past it are deleted by later completes
+                                       ones past it are deleted as markers are written
 ``{ns}:upgrade:lock``      string      held while a process upgrades the layout
 ``{ns}:armed``             string      set by an idle waiter; the next transition that
                                        makes a job runnable deletes it and publishes
@@ -68,8 +68,8 @@ A serial claim looks only at the head of ``all:<w>``.
 Unique keys. Enqueue checks, in its script, the ids in ``u:<n>:<w>:<k>`` (a
 holder in a counted state wins) and, with a period, the completion marker; the
 batch's own earlier jobs come first. Markers use the caller's ``now``, not the
-server's clock (so no PEXPIREAT): each ``complete`` drops up to 16 markers whose
-``at + period`` has passed.
+server's clock (so no PEXPIREAT): each marker written drops up to 16 markers
+whose ``at + period`` has passed.
 
 Floats (run_at, enqueued_at, lease_expires) are stored as Python ``repr``
 strings, which round-trip exactly; sorted-set scores are the same doubles.

@@ -25,12 +25,11 @@ local function smember(seq, id) return string.format('%016d', tonumber(seq)) .. 
 -- A double as 8 bytes whose byte order is the numbers' order: IEEE 754 big
 -- endian with the sign bit flipped for positives and every bit for negatives.
 local function enc_time(x)
-  local b = {string.byte(struct.pack('>d', x), 1, 8)}
-  if b[1] >= 128 then
-    for i = 1, 8 do b[i] = 255 - b[i] end
-  else
-    b[1] = b[1] + 128
-  end
+  local s = struct.pack('>d', x)
+  local first = string.byte(s, 1)
+  if first < 128 then return string.char(first + 128) .. string.sub(s, 2) end
+  local b = {string.byte(s, 1, 8)}
+  for i = 1, 8 do b[i] = 255 - b[i] end
   return string.char(unpack(b))
 end
 local function rmember(run_at, seq, id)
@@ -134,9 +133,11 @@ local function damage(id)
   return damage_of(id, m)
 end
 
--- The job's {state, token, worker, seq} when it is running with this token.
+-- The job's {state, token, worker, seq, unique_key, unique_period} when it is
+-- running with this token.
 local function held(id, token)
-  local f = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'worker', 'seq')
+  local f = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'worker', 'seq',
+    'unique_key', 'unique_period')
   if f[1] ~= 'running' or f[2] ~= token then return nil end
   return f
 end
