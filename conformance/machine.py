@@ -3,10 +3,13 @@
 Each rule applies one storage operation to both the real backend and
 :class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a 0.5 s
 grid so equal ``run_at`` values are common, with microsecond steps too), and compares
-what the call returned. After every step :meth:`StorageMachine.observe` compares
-everything a caller can see: ``list_jobs`` (all, by state, by worker), ``counts(now)``
-and ``get`` of every live or just-touched id, field by field; ``seq`` values must sort
-like the model's and never change for a job (a requeued job keeps its old one).
+what the call returned. After every step :meth:`StorageMachine.observe`
+(:mod:`conformance.observation`) compares everything a caller can see:
+``list_jobs`` (all, by state, by worker), ``counts(now)`` and ``get`` of every
+live or just-touched id, field by field; ``seq`` values must sort like the
+model's and never change for a job (a requeued job keeps its old one). The
+protocol-2 fields are drawn by :mod:`conformance.machine_v2`, and the shared
+location and clock live in :mod:`conformance.session`.
 
 All examples of one test share one storage location (opening a fresh SQL schema
 or Redis namespace per example would dominate the run time); the storage is
@@ -35,10 +38,10 @@ from hypothesis.stateful import (
 from conformance.error_history import fail_often
 from conformance.machine_v2 import ProtocolTwoRules
 from conformance.model import Model, ModelJob
+from conformance.observation import observe
 from conformance.records import check_types
 from conformance.session import (
     ALL_WORKERS,
-    LIST_ALL,
     OWNERS,
     SERIAL_WORKERS,
     T0,
@@ -50,6 +53,7 @@ from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
     ERRORS_KEPT,
+    EXPIRY,
     PERSISTENT,
     RUNNING,
     STATES,
@@ -224,7 +228,14 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
         duplicate=st.sampled_from((None,) * 5 + ("in batch", "stored")),
     )
     def enqueue(self, data: st.DataObject, size: int, duplicate: str | None) -> None:
-        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id."""
+        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id.
+
+        With UNIQUE, sometimes a batch of keyed jobs over a few keys (duplicates likely).
+        """
+        keyed = UNIQUE in self.capabilities and data.draw(st.integers(0, 2), label="keyed") == 0
+        if keyed:
+            self._enqueue_with_dup(data, self._keyed_batch(data, max(size, 1)), duplicate)
+            return
         batch = [
             self._new_job(
                 data.draw(workers, label="worker"),
@@ -235,6 +246,11 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             )
             for _ in range(size)
         ]
+        self._enqueue_with_dup(data, batch, duplicate)
+
+    def _enqueue_with_dup(
+        self, data: st.DataObject, batch: list[NewJob], duplicate: str | None
+    ) -> None:
         dup_id = None
         if duplicate == "in batch" and batch:
             dup_id = data.draw(st.sampled_from([job.id for job in batch]), label="dup of")
@@ -399,18 +415,32 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     @rule(
         data=st.data(),
         what=st.sampled_from(
-            ("advance", "advance", "expire earliest", "expire latest", "recover", "recover owner")
+            (
+                "advance",
+                "advance",
+                "expire earliest",
+                "expire latest",
+                "recover",
+                "recover owner",
+                "expire jobs",
+            )
         ),
     )
     def time_passes(self, data: st.DataObject, what: str) -> None:
-        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs)."""
+        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs).
+
+        With EXPIRY, "expire jobs" calls expire(now) (else the clock moves on).
+        """
+        if what == "expire jobs" and EXPIRY in self.capabilities:
+            self._expire_due(data)
+            return
         expiries = [
             j.lease_expires
             for j in self.model.jobs.values()
             if j.state == RUNNING and j.lease_expires is not None
         ]
         owner = None
-        if what == "advance" or (what.startswith("expire") and not expiries):
+        if what in ("advance", "expire jobs") or (what.startswith("expire") and not expiries):
             self.now += data.draw(st.sampled_from((0.5, 1.0, 2.0, 5.0, 30.0)), label="dt")
             return
         if what == "expire earliest":
@@ -479,7 +509,8 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     def list_page(
         self, data: st.DataObject, state: JobState | None, worker: str | None, limit: int
     ) -> None:
-        """A page of list_jobs with any filter, limit and after_seq."""
+        """A page of list_jobs with any filter (a tag too, with METADATA), limit and after_seq."""
+        tag = self._tag(data)
         model_after = real_after = None
         live = self.model.ordered()
         paged: bool = data.draw(st.booleans(), label="page after a job")
@@ -489,68 +520,22 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             if real_after is None:
                 return
         expected = self.model.list_jobs(
-            state=state, worker=worker, limit=limit, after_seq=model_after
+            state=state, worker=worker, limit=limit, after_seq=model_after, tag=tag
         )
-        got = self.storage.list_jobs(state=state, worker=worker, limit=limit, after_seq=real_after)
+        filters: dict[str, Any] = {"tag": tag} if tag is not None else {}
+        got = self.storage.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=real_after, **filters
+        )
         assert [r.id for r in got] == expected, (
             f"list_jobs(state={state!r}, worker={worker!r}, limit={limit}, after_seq="
-            f"{real_after}) returned {[r.id for r in got]}, expected {expected}"
+            f"{real_after}, tag={tag!r}) returned {[r.id for r in got]}, expected {expected}"
         )
 
     # -- the observation after every step ----------------------------------------------
 
     @invariant()
     def observe(self) -> None:
-        expected_ids = [job.id for job in self.model.ordered()]
-        everything = self.storage.list_jobs(limit=LIST_ALL)
-        assert [r.id for r in everything] == expected_ids, (
-            f"list_jobs() returned {[r.id for r in everything]}, expected {expected_ids} "
-            "(every stored job, in seq order)"
-        )
-        for record in everything:
-            self._check(record)
-        seqs = [r.seq for r in everything]
-        assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (
-            f"seq values are not strictly increasing in list order: {seqs}"
-        )
-        # The filtered listings take turns (one state and one worker per step, plus
-        # the random list_page rule): list_jobs() above already compared every
-        # field of every job, and a query per filter per step would triple the
-        # cost of the suite on a networked backend for little extra power.
-        self.observed += 1
-        state = STATES[self.observed % len(STATES)]
-        worker = ALL_WORKERS[self.observed % len(ALL_WORKERS)]
-        for got, want, call in (
-            (
-                self.storage.list_jobs(state=state, limit=LIST_ALL),
-                self.model.list_jobs(state=state, limit=LIST_ALL),
-                f"list_jobs(state={state!r})",
-            ),
-            (
-                self.storage.list_jobs(worker=worker, limit=LIST_ALL),
-                self.model.list_jobs(worker=worker, limit=LIST_ALL),
-                f"list_jobs(worker={worker!r})",
-            ),
-        ):
-            got_ids = [r.id for r in got]
-            assert got_ids == want, f"{call} returned {got_ids}, expected {want}"
-        counts = self.storage.counts(self.now)
-        want_counts = self.model.counts(self.now)
-        assert counts == want_counts, (
-            f"counts(now={self.now}) returned {counts}, expected {want_counts}"
-        )
-        # get() of every id this step touched (removed ones must be gone); every
-        # stored job's full record was compared through list_jobs() above, and a
-        # reopen marks every id as touched. A get per stored job per step doubled
-        # the cost on PostgreSQL and MariaDB without finding anything more.
-        for job_id in sorted(self.touched):
-            found = self.storage.get(job_id)
-            if job_id in self.model.jobs:
-                assert found is not None, f"get({job_id!r}) returned None; the job exists"
-                self._check(found)
-            else:
-                assert found is None, f"get({job_id!r}) returned a job; it should be gone"
-        self.touched.clear()
+        observe(self)
 
 
 def run_state_machine(factory: StorageFactory, settings: Settings) -> None:
