@@ -77,6 +77,7 @@ strings, which round-trip exactly; sorted-set scores are the same doubles.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -119,7 +120,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from exqueue_redis import _scripts, _scripts_read
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -192,7 +193,7 @@ class RedisStorage:
         self._held: list[Any] = []
         self._local = threading.local()
         self._scripts = {
-            name: client.register_script(PRELUDE + getattr(module, name))
+            name: client.register_script(_with_prelude(getattr(module, name)))
             for module, names in (
                 (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
                             "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
@@ -566,6 +567,11 @@ class RedisStorage:
                 batch = []
         if batch:
             self._client.delete(*batch)
+
+
+@functools.cache
+def _with_prelude(body: str) -> str:
+    return prelude_for(body) + body
 
 
 def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: float) -> Any:

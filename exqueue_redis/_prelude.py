@@ -8,6 +8,8 @@ documented in ``exqueue_redis/__init__.py``.
 
 from __future__ import annotations
 
+import re
+
 from exqueue.storage import ERRORS_KEPT
 
 # ``smember`` builds the member of a scheduled set: the seq zero-padded to 16
@@ -256,3 +258,54 @@ local function signal()
 end
 """
 )
+
+_DEFINES = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _chunks(prelude: str) -> list[tuple[set[str], set[str], str]]:
+    """The prelude's top-level statements: (names defined, names used, text), in order.
+
+    A statement starts at a column-0 ``local``, with the comment lines above it.
+    """
+    chunks: list[list[str]] = []
+    pending: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        if line.startswith("local "):
+            chunks.append([*pending, line])
+            pending = []
+        elif line.startswith("--") or not line.strip() or not chunks:
+            pending.append(line)
+        else:
+            chunks[-1].extend([*pending, line])
+            pending = []
+    out = []
+    for lines in chunks:
+        text = "".join(lines)
+        head = next(line for line in lines if line.startswith("local "))
+        match = _DEFINES.match(head)
+        assert match is not None, head
+        names = (
+            {match.group(1)} if match.group(1) else set(match.group(2).replace(" ", "").split(","))
+        )
+        out.append((names, set(_NAME.findall(text)), text))
+    return out
+
+
+def prelude_for(body: str, prelude: str = PRELUDE) -> str:
+    """The statements of ``prelude`` that ``body`` needs (directly or through them).
+
+    Redis runs a script's whole text on every call, and defining every helper
+    for every script costs about as much as a small script's own work; each
+    script gets only its own helpers.
+    """
+    chunks = _chunks(prelude)
+    wanted = set(_NAME.findall(body))
+    changed = True
+    while changed:
+        changed = False
+        for names, uses, _ in chunks:
+            if names & wanted and not uses <= wanted:
+                wanted |= uses
+                changed = True
+    return "".join(text for names, _, text in chunks if names & wanted)
