@@ -100,11 +100,13 @@ class Runtime:
             self._leases.check_clock()
             if not self._ledger.skewed.is_set():
                 self._leases.recover(owner=self.config.node)
+                self._leases.expire()
         except Exception as exc:
             # The node goes on: the heartbeat recovers again, and claims retry.
             log.error(
-                "checking the clock or recovering the jobs of a previous run of node %s "
-                "failed (%s: %s); starting anyway, both are retried on the heartbeat",
+                "checking the clock, recovering the jobs of a previous run of node %s or "
+                "burying expired jobs failed (%s: %s); starting anyway, all are retried "
+                "on the heartbeat",
                 self.config.node,
                 type(exc).__name__,
                 exc,
@@ -230,11 +232,20 @@ class Runtime:
                 with ledger.lock:
                     settled = ledger.progress == progress_before
                 if settled and not self._busy():
+                    self._expire_quietly()  # jobs that expired while the drain ran
                     break
                 self._wake.wait(0.5)
         finally:
             self.stop(timeout=0 if deadline is None else max(deadline - time.monotonic(), 0))
         return ledger.finished
+
+    def _expire_quietly(self) -> None:
+        if self._ledger.skewed.is_set():
+            return
+        try:
+            self._leases.expire()
+        except Exception as exc:
+            log.warning("burying expired jobs failed (%s: %s)", type(exc).__name__, exc)
 
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():
@@ -327,7 +338,14 @@ class Runtime:
                 log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
                 self.config.report_dead(record.id, exc)
             return False
-        context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
+        context = JobContext(
+            record.id,
+            record.worker,
+            record.attempt,
+            record.max_attempts,
+            record.meta,
+            record.priority,
+        )
         reset = _current.set(context)
         try:
             check_result(worker.fn(*args, **kwargs))
