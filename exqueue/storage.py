@@ -29,8 +29,11 @@ A manual retry of a dead job keeps its ``seq``, so a serial job keeps its place.
 Uniqueness (capability :data:`UNIQUE`): a job enqueued with ``unique=Unique(key,
 states, period)`` is a *duplicate* when a stored job of the same worker has the
 same ``unique_key`` and a state in ``states`` (``waiting`` always counts; a
-scheduled job is waiting), or when ``period`` is set and a job of the same worker
-with that key completed at a ``now`` with ``completed_at > enqueued_at - period``.
+scheduled job is waiting), or when its ``period`` is set and a job of the same
+worker with that key completed (``complete(now=T)``) with ``T + P > enqueued_at``,
+``P`` being the period the *completed* job was enqueued with (with equal periods:
+``T > enqueued_at - period``; a completion marker may be dropped once ``T + P``
+has passed).
 A duplicate stores nothing; :meth:`Storage.enqueue` returns the id of the job
 that holds the key instead. The check and the insert are one atomic step, so
 racing enqueuers (threads, processes, nodes) leave exactly one job. Within one

@@ -23,6 +23,7 @@ from typing import Any
 from exqueue.storage import (
     DEAD,
     PERSISTENT,
+    PROTOCOL_2,
     RUNNING,
     SERVER_CLOCK,
     WAITING,
@@ -49,13 +50,13 @@ from exqueue_sql import SQLStorage
 class Wrapper:
     """A Storage that hands every call to ``inner``; subclasses bend one transition."""
 
-    capabilities: frozenset[str] = frozenset({WAKEUP})
+    capabilities: frozenset[str] = frozenset({WAKEUP}) | PROTOCOL_2
 
     def __init__(self, inner: MemoryStorage | None = None) -> None:
         self.inner = inner if inner is not None else MemoryStorage()
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        self.inner.enqueue(jobs)
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return self.inner.enqueue(jobs)
 
     def claim(
         self,
@@ -78,8 +79,8 @@ class Wrapper:
             serial=serial,
         )
 
-    def complete(self, job_id: str, token: str) -> bool:
-        return self.inner.complete(job_id, token)
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        return self.inner.complete(job_id, token, now=now)
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self.inner.schedule_retry(job_id, token, run_at=run_at, error=error)
@@ -96,6 +97,9 @@ class Wrapper:
     def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
         return self.inner.recover(now, owner=owner, error=error)
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        return self.inner.expire(now, limit=limit)
+
     def get(self, job_id: str) -> JobRecord | None:
         return self.inner.get(job_id)
 
@@ -106,8 +110,11 @@ class Wrapper:
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        return self.inner.list_jobs(state=state, worker=worker, limit=limit, after_seq=after_seq)
+        return self.inner.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=after_seq, tag=tag
+        )
 
     def delete(self, job_id: str) -> DeleteResult:
         return self.inner.delete(job_id)
