@@ -158,9 +158,9 @@ def test_unique_args_must_name_parameters() -> None:
 def test_a_key_derived_from_arguments_needs_json_values() -> None:
     queue = make_queue()
     with pytest.raises(ConfigurationError, match="JSON values"):
-        queue.workers["opt.job"].options(unique=True).enqueue(object())  # type: ignore[arg-type]
+        queue.workers["opt.job"].options(unique=True).enqueue(object())
     with pytest.raises(TypeError, match="do not fit opt.job"):
-        queue.workers["opt.job"].options(unique=True).enqueue(1, 2, 3)  # type: ignore[call-arg]
+        queue.workers["opt.job"].options(unique=True).enqueue(1, 2, 3)
     assert queue.jobs() == []
 
 

@@ -177,5 +177,5 @@ def test_one_bad_call_in_a_batch_stores_nothing(queue: exqueue.Queue) -> None:
     ran: list[Any] = []
     sync = register(queue, ran)
     with pytest.raises(exqueue.ConfigurationError):
-        queue.enqueue_many([sync.options(unique=True).call(1), sync.options(priority=1.5).call(2)])  # type: ignore[arg-type]
+        queue.enqueue_many([sync.options(unique=True).call(1), sync.options(priority=1.5).call(2)])
     assert queue.jobs() == []
