@@ -19,6 +19,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from exqueue.errors import ConfigurationError, InvalidScheduleError
@@ -349,7 +350,8 @@ class JobOptions:
         values = {
             "priority": None if priority is None else check_priority(priority),
             "unique": check_unique(unique),
-            "meta": None if meta is None else check_meta(meta),
+            # Read-only: one options object may serve many enqueues.
+            "meta": None if meta is None else MappingProxyType(check_meta(meta)),
             "timeout": None if timeout is None else to_seconds("timeout", timeout),
             "expires_in": None if expires_in is None else to_seconds("expires_in", expires_in),
             "expires_at": None if expires_at is None else to_epoch("expires_at", expires_at),
@@ -375,7 +377,7 @@ class JobOptions:
         object.__setattr__(result, "expires_at", expires[1])
         meta = None
         if self.meta is not None or over.meta is not None:
-            meta = check_meta({**(self.meta or {}), **(over.meta or {})})
+            meta = MappingProxyType(check_meta({**(self.meta or {}), **(over.meta or {})}))
         object.__setattr__(result, "meta", meta)
         return result
 
@@ -481,7 +483,7 @@ def resolve(
     resolved = Resolved(
         run_at=start,
         priority=options.priority or 0,
-        meta=options.meta or {},
+        meta=dict(options.meta) if options.meta else {},  # each job its own (backends may keep it)
         timeout=options.timeout,
         expires_at=expires_at,
         unique=unique,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import SerializationError
@@ -48,6 +49,7 @@ CLAIM_GRACE = 5.0
 #: How long past its timeout a stop goes on handing back held jobs: a release
 #: takes milliseconds on a healthy store, so this only bounds a failing one.
 RELEASE_GRACE = 2.0
+_NO_META: Mapping[str, str] = MappingProxyType({})
 
 
 class Runtime:
@@ -343,7 +345,8 @@ class Runtime:
             record.worker,
             record.attempt,
             record.max_attempts,
-            record.meta,
+            # Read-only: a job must not edit what a backend may keep.
+            MappingProxyType(record.meta) if record.meta else _NO_META,
             record.priority,
         )
         reset = _current.set(context)
