@@ -371,16 +371,18 @@ class Queue:
             for c in calls
         ]
         held = self._persist(new_jobs, transaction)
-        if held is None:  # a version-1 backend: every job was stored
-            return [JobId(job.id) for job in new_jobs]
+        ids = [job.id for job in new_jobs]
+        # None: a version-1 backend, every job was stored. Equal lists: no duplicate.
+        if held is None or held == ids:
+            return list(map(JobId, ids))
         if len(held) != len(new_jobs):
             raise RuntimeError(
                 f"{type(self.storage).__name__}.enqueue returned {len(held)} ids for "
                 f"{len(new_jobs)} jobs (the protocol asks for one per job)"
             )
         return [
-            JobId(holder) if holder == job.id else DuplicateJobId(holder)
-            for job, holder in zip(new_jobs, held, strict=True)
+            JobId(holder) if holder == own else DuplicateJobId(holder)
+            for own, holder in zip(ids, held, strict=True)
         ]
 
     def _persist(self, new_jobs: Sequence[NewJob], transaction: object | None) -> list[str] | None:
