@@ -1,6 +1,7 @@
 """The CLI shows protocol-2 fields: ``show`` prints priority, meta, timeout,
 expiry and unique key; ``jobs --tag KEY=VALUE`` filters by meta; ``--json``
-carries every field. Run in-process on an app's memory store (``--app``)."""
+carries every field. Run in-process on an app's memory store (``--app``), and
+as an operator runs it, in a child process over SQLite."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import json
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 import exqueue
 from exqueue.cli import main
+from tests.support.cli import cli
 from tests.support.clock import FakeClock
 
 APP = "exqueue_cli_v2_app"
@@ -91,3 +94,25 @@ def test_a_malformed_tag_is_refused(queue: exqueue.Queue) -> None:
     result = CliRunner().invoke(main, ["jobs", "--tag", "customer", "--app", f"{APP}:queue"])
     assert result.exit_code == 1
     assert "--tag must look like KEY=VALUE" in result.output
+
+
+def test_an_operator_sees_the_fields_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    queue = exqueue.Queue(url)
+
+    @queue.worker(name="cli.sql", priority=2, meta={"team": "ops"})
+    def job(n: int) -> None: ...
+
+    first = job.options(unique=True, expires_in=3600, timeout=30).enqueue(1)
+    second = job.options(meta={"team": "web"}).enqueue(2)
+    queue.close()
+    listed = cli("jobs", "--tag", "team=ops", "--storage", url)
+    assert listed.returncode == 0, listed.stderr
+    assert first in listed.stdout and second not in listed.stdout
+    assert "priority" in listed.stdout.splitlines()[0]
+    shown = cli("show", first, "--storage", url)
+    assert shown.returncode == 0, shown.stderr
+    for text in ("unique_key", '{"n":1}', "expires_at", "30s", "team=ops"):
+        assert text in shown.stdout, text
+    as_json = json.loads(cli("show", second, "--json", "--storage", url).stdout)
+    assert (as_json["priority"], as_json["meta"]) == (2, {"team": "web"})

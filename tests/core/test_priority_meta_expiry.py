@@ -200,3 +200,26 @@ def test_job_options_objects_merge_over_worker_defaults() -> None:
     assert merged.priority == 1 and merged.meta == {"a": "1", "b": "2"}
     assert (merged.expires_in, merged.expires_at, merged.unique) == (None, 2e9, False)
     assert defaults.merged(None) is defaults
+
+
+def test_options_go_through_a_transactional_enqueue(tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from exqueue_sql import SQLStorage
+
+    storage = SQLStorage(f"sqlite:///{tmp_path / 'jobs.db'}")
+    queue = exqueue.Queue(storage)
+
+    @queue.worker(name="p.ship", meta={"team": "ops"})
+    def ship(order: int) -> None: ...
+
+    with Session(storage.engine) as session:
+        [job_id] = queue.enqueue_many(
+            [ship.options(priority=4, meta={"order": "1"}, timeout=9).call(1)],
+            transaction=session,
+        )
+        session.commit()
+    job = queue.get(job_id)
+    assert job is not None and not job_id.duplicate
+    assert (job.priority, job.meta, job.timeout) == (4, {"team": "ops", "order": "1"}, 9.0)
+    queue.close()
