@@ -411,6 +411,13 @@ def worker_defaults(
     defaults = JobOptions(
         priority=priority, unique=unique, meta=meta, timeout=timeout, expires_in=expires_in
     )
+    # What equals no default keeps the worker type on the fast path.
+    if defaults.priority == 0:
+        object.__setattr__(defaults, "priority", None)
+    if defaults.unique is False:
+        object.__setattr__(defaults, "unique", None)
+    if defaults.meta is not None and not defaults.meta:
+        object.__setattr__(defaults, "meta", None)
     if isinstance(defaults.unique, Uniqueness):
         check_unique_args(fn, worker, defaults.unique)
     return None if defaults.is_empty() else defaults

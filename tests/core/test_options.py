@@ -224,3 +224,13 @@ def test_a_version_one_backend_returning_none_gives_the_new_ids() -> None:
     assert isinstance(job_id, exqueue.JobId) and not job_id.duplicate
     assert [job.id for job in queue.jobs()] == [job_id, *ids]
     assert queue.drain(timeout=10) == 3
+
+
+def test_neutral_worker_defaults_are_no_defaults() -> None:
+    queue = make_queue(VersionOneMemory())
+
+    @queue.worker(name="opt.neutral", priority=0, unique=False, meta={})
+    def neutral() -> None: ...
+
+    assert neutral.defaults is None
+    assert not neutral.enqueue().duplicate
