@@ -234,3 +234,16 @@ def test_neutral_worker_defaults_are_no_defaults() -> None:
 
     assert neutral.defaults is None
     assert not neutral.enqueue().duplicate
+
+
+def test_unique_args_may_name_keywords_caught_by_var_keyword() -> None:
+    queue = make_queue()
+
+    @queue.worker(name="opt.kw", unique=Uniqueness(args=["tenant", "n"]))
+    def kw(n: int, **extra: str) -> None: ...
+
+    first = kw.enqueue(1, tenant="a", note="x")
+    assert kw.enqueue(n=1, tenant="a", note="y").duplicate
+    assert not kw.enqueue(1, tenant="b").duplicate
+    assert not kw.enqueue(1).duplicate  # no tenant: a key of its own
+    assert queue.get(first).unique_key == '{"n":1,"tenant":"a"}'  # type: ignore[union-attr]
