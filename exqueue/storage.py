@@ -289,8 +289,8 @@ class Storage(Protocol):
         """Remove a ``running`` job held with ``token``. False when not held.
 
         ``now`` is when it completed: a job enqueued with a unique ``period``
-        keeps holding its key until ``now + period`` (the core always passes it;
-        without it no period is kept).
+        keeps holding its key until ``now + period`` (the core passes it to every
+        backend that declares :data:`UNIQUE`; without it no period is kept).
         """
         ...
 
@@ -400,8 +400,11 @@ class SupportsWakeup(Protocol):
 class SupportsTransactionalEnqueue(Protocol):
     """Optional capability :data:`TRANSACTIONAL_ENQUEUE`: enqueue in the caller's transaction."""
 
-    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
-        """Persist ``jobs`` through the caller's open transaction (commits with it)."""
+    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> list[str] | None:
+        """Persist ``jobs`` through the caller's open transaction (commits with it).
+
+        Returns the holder ids as :meth:`Storage.enqueue` does; None (as a
+        version-1 backend returns) means every job was stored."""
         ...
 
 

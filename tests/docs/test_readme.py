@@ -55,3 +55,27 @@ def test_demo_retries_one_job_to_success_and_leaves_one_dead(tmp_path: Path) -> 
         timeout=60,
     )
     assert dead.returncode == 0 and "demo.send_report" in dead.stdout
+
+
+def options_code() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Priorities, unique jobs, meta and expiry", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the priorities and unique jobs section has no python block"
+    return match.group(1)
+
+
+def test_priorities_and_unique_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "options.py").write_text(options_code())
+    result = subprocess.run(
+        [sys.executable, "options.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "resizing b.png",
+        "resizing a.png",
+        "resizing c.png",
+        "True True",
+        "syncing user 42 for signup",
+        "True True",
+    ]
