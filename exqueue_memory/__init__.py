@@ -20,6 +20,7 @@ from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
     RUNNING,
+    SCHEDULES,
     WAITING,
     WAKEUP,
     Counts,
@@ -31,6 +32,7 @@ from exqueue.storage import (
     RequeueResult,
     add_error,
 )
+from exqueue_memory._schedules import MemorySchedules
 
 __all__ = ["MemoryStorage"]
 
@@ -38,10 +40,10 @@ __all__ = ["MemoryStorage"]
 _SLACK = 64
 
 
-class MemoryStorage:
+class MemoryStorage(MemorySchedules):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY})
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES})
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()
