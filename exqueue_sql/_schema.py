@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
+from exqueue_sql._schedules import schedules_table
+
 #: Bump when the tables change; a store written by another version is refused.
 SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "exqueue_"
@@ -100,6 +102,7 @@ def tables(
         Column("value", String(255), nullable=False),
         **options,
     )
+    schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
     return Tables(jobs, meta)
 
 

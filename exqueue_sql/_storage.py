@@ -38,6 +38,7 @@ from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
     DEAD,
     RUNNING,
+    SCHEDULES,
     WAITING,
     Counts,
     DeleteResult,
@@ -52,6 +53,7 @@ from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
 from exqueue_sql._records import Damaged, damage, parse, read, readable, with_errors
 from exqueue_sql._runner import Runner
+from exqueue_sql._schedules import SQLSchedules, create_schedules_table
 from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, add_missing
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
@@ -71,7 +73,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage:
+class SQLStorage(SQLSchedules):
     """Jobs in SQL tables named ``{prefix}jobs`` and ``{prefix}meta``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -114,7 +116,7 @@ class SQLStorage:
             self._tables = self._dialect.tables
             self._jobs = self._tables.jobs
             self._lock = self._dialect.lock
-            self.capabilities = self._dialect.capabilities
+            self.capabilities = self._dialect.capabilities | {SCHEDULES}
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -174,6 +176,7 @@ class SQLStorage:
                 # Columns added since (same schema version): in place, rows kept.
                 present = {c["name"] for c in have.get_columns(self._jobs.name)}
                 add_missing(conn, self._jobs, present)
+                create_schedules_table(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
