@@ -53,6 +53,7 @@ from exqueue.storage import (
     COMPLETE_MANY,
     MULTI_PROCESS,
     PERSISTENT,
+    SCHEDULES,
     SERVER_CLOCK,
     WAKEUP,
     Counts,
@@ -81,6 +82,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from exqueue_redis import _scripts
 from exqueue_redis._records import _count, _number, _readable, _record, _text
+from exqueue_redis._schedules import RedisSchedules
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -100,7 +102,7 @@ _WAIT_SLICE = 0.2
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
-class RedisStorage:
+class RedisStorage(RedisSchedules):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -110,7 +112,9 @@ class RedisStorage:
     per call, and a lost server shows as ``redis.exceptions.ConnectionError``.
     """
 
-    capabilities = frozenset({PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK})
+    capabilities = frozenset(
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES}
+    )
 
     def __init__(
         self,
