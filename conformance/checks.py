@@ -12,8 +12,8 @@ enqueue and ordering (:mod:`conformance.enqueue_order`), claims and leases
 jobs and requeue (:mod:`conformance.dead_jobs`), listing and counts
 (:mod:`conformance.listing`), persistence (:mod:`conformance.persistence`),
 capabilities (:mod:`conformance.capabilities`), races
-(:mod:`conformance.races`); and the model-based state machine
-(:mod:`conformance.machine`) that explores how they interact.
+(:mod:`conformance.races`), schedules (:mod:`conformance.schedules`); and the
+model-based state machine (:mod:`conformance.machine`) that explores how they interact.
 
 Each check empties the store first (with the backend's own ``recover`` and
 ``delete``) and closes what it opened. Targeted checks come first and are
@@ -35,6 +35,7 @@ from conformance import (
     listing,
     persistence,
     races,
+    schedules,
 )
 from conformance.base import Check, RuleBroken, StorageFactory
 from conformance.machine import run_state_machine
@@ -67,6 +68,7 @@ CHECKS: dict[str, Check] = {
         *capabilities.CHECKS[1:],
         Check("state_machine", None, check_state_machine, MODEL),
         *races.CHECKS,
+        *schedules.CHECKS,
     )
 }
 
