@@ -45,27 +45,33 @@ def test_daily_0230_runs_once_on_both_dst_changes(
     zone: str, spring: tuple[int, int, int], fall: tuple[int, int, int]
 ) -> None:
     for day in (spring, fall):
-        clock = FakeClock(at(zone, *day, 0, 0) - 86400)  # the day before, at midnight
-        queue = Queue(MemoryStorage(), clock=clock)
-        runs: list[str] = []
-
-        @queue.worker
-        def job() -> None:
-            runs.append(dt.datetime.fromtimestamp(clock.now, ZoneInfo(zone)).isoformat())
-
-        queue.schedule("daily", "30 2 * * *", job.call(), tz=zone)
-        queue.fire_schedules()  # the scheduler first looks at midnight the day before
-        ticks = walk(queue, clock, at(zone, *day, 0, 0) + 2 * 86400)
-        local = [dt.datetime.fromtimestamp(t, ZoneInfo(zone)) for t in ticks]
+        local = _daily_around(zone, day)
         on_day = [d for d in local if (d.year, d.month, d.day) == day]
         assert len(on_day) == 1, f"{zone} {day}: {local}"
-        assert len(local) == 3 and len(runs) == 3  # the day before, the day, the day after
+        assert len(local) == 3  # the day before, the day, the day after
         if day == spring:  # 02:30 does not exist: cron runs it when the clock jumps to 03:00
             assert (on_day[0].hour, on_day[0].minute) == (3, 0)
         else:  # 02:30 happens twice: only the first
             assert (on_day[0].hour, on_day[0].minute, on_day[0].fold) == (2, 30, 0)
         # Every other day at 02:30 local time, whatever the offset.
         assert all((d.hour, d.minute) == (2, 30) for d in local if d not in on_day)
+
+
+def _daily_around(zone: str, day: tuple[int, int, int]) -> list[dt.datetime]:
+    """The local times a 02:30 daily schedule fired at, from the day before to the day after."""
+    clock = FakeClock(at(zone, *day, 0, 0) - 86400)  # the day before, at midnight
+    queue = Queue(MemoryStorage(), clock=clock)
+    runs: list[float] = []
+
+    @queue.worker
+    def job() -> None:
+        runs.append(clock.now)
+
+    queue.schedule("daily", "30 2 * * *", job.call(), tz=zone)
+    queue.fire_schedules()  # the scheduler first looks at midnight the day before
+    ticks = walk(queue, clock, at(zone, *day, 0, 0) + 2 * 86400)
+    assert len(runs) == len(ticks)
+    return [dt.datetime.fromtimestamp(t, ZoneInfo(zone)) for t in ticks]
 
 
 def test_every_interval_fires_each_tick_once() -> None:
