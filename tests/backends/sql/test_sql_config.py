@@ -117,7 +117,7 @@ def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
 
 
 def test_metadata_has_the_default_tables() -> None:
-    assert set(exqueue_sql.metadata.tables) == {"exqueue_jobs", "exqueue_meta"}
+    assert set(exqueue_sql.metadata.tables) == {"exqueue_jobs", "exqueue_meta", "exqueue_schedules"}
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(
         jobs.c.keys()
