@@ -1,7 +1,8 @@
 """Claim cost against a big store: 1,000 claim+complete round trips with many jobs stored.
 
-    python -m benchmarks.claimcost [--backends postgres,sqlite,redis]
+    python -m benchmarks.claimcost [--backends postgres,sqlite,mariadb,redis,memory]
                                    [--waiting 1000000] [--dead 100000]
+                                   [--mode dead|priorities] [--priorities 10]
 
 For each backend, times 1,000 ``claim(limit=1)`` + ``complete`` calls (the
 storage protocol, as a worker with one free slot makes them) on a store holding
@@ -9,6 +10,10 @@ only those jobs, then on a store that also holds ``--waiting`` waiting and
 ``--dead`` dead jobs of the same worker type, and prints the ratio (target: at
 most 2x). The jobs claimed in the full store are the oldest waiting ones, so
 every claim has to pass the dead jobs and sit in front of the million waiting.
+
+``--mode priorities`` (protocol 2) stores no dead jobs; the ``--waiting`` jobs are
+spread evenly over ``--priorities`` priorities (0, 1, ... round robin in enqueue
+order), so every claim picks the best of ten priorities among a million jobs.
 
 SQL stores are filled with a server-side INSERT ... SELECT that copies 1,000 jobs
 enqueued through the API (then marks the oldest ones dead), so filling a million
@@ -36,6 +41,7 @@ URLS = {
     "sqlite": "sqlite:///{tmp}",
     "redis": common.REDIS_URL,
     "mariadb": common.MYSQL_URL,
+    "memory": "memory://",
 }
 TEMPLATE = 1000
 
@@ -43,6 +49,8 @@ TEMPLATE = 1000
 def fresh(backend: str, tmp: str) -> Any:
     url = URLS[backend].format(tmp=tmp)
     storage = make_storage(url)
+    if backend == "memory":
+        return storage
     if hasattr(storage, "destroy"):
         storage.destroy()
         storage.close()
@@ -58,8 +66,11 @@ def enqueue(storage: Any, count: int, chunk: int = 5000) -> None:
         queue.enqueue_many([Call(JOB, (n,), {}) for n in range(start, min(start + chunk, count))])
 
 
-def fill_sql(storage: Any, waiting: int, dead: int) -> None:
-    """``dead`` dead jobs (lowest seq), then ``waiting`` waiting ones, copied server-side."""
+def fill_sql(storage: Any, waiting: int, dead: int, priorities: int = 1) -> None:
+    """``dead`` dead jobs (lowest seq), then ``waiting`` waiting ones, copied server-side.
+
+    The copies take priorities ``0 .. priorities - 1`` in turn.
+    """
     enqueue(storage, TEMPLATE)
     table = f"{PREFIX}jobs"
     copies = -(-(waiting + dead) // TEMPLATE)
@@ -80,6 +91,9 @@ def fill_sql(storage: Any, waiting: int, dead: int) -> None:
         concat = "CONCAT(t.id, '-', g.i)"
     cols = "worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors"
     copied = ", ".join(f"t.{c}" for c in cols.split(", "))
+    if priorities > 1:
+        cols += ", priority"
+        copied += f", (t.seq + g.i) % {int(priorities)}"
     with storage.engine.begin() as conn:
         if dialect in ("mysql", "mariadb"):
             conn.execute(text("SET SESSION max_recursive_iterations = 1000000"))
@@ -100,7 +114,20 @@ def fill_sql(storage: Any, waiting: int, dead: int) -> None:
             conn.execute(text(f"ANALYZE {table}"))
 
 
-def fill_api(storage: Any, waiting: int, dead: int) -> None:
+def fill_api(storage: Any, waiting: int, dead: int, priorities: int = 1) -> None:
+    if priorities > 1:
+        # Straight through the storage protocol: the priority rides on each NewJob.
+        from exqueue.storage import NewJob
+
+        now = time.time()
+        for start in range(0, waiting, 5000):
+            storage.enqueue(
+                [
+                    NewJob(uuid.uuid4().hex, JOB, b"", now, now, 1, priority=n % priorities)
+                    for n in range(start, min(start + 5000, waiting))
+                ]
+            )
+        return
     enqueue(storage, dead)
     now = time.time()
     token = uuid.uuid4().hex
@@ -126,7 +153,9 @@ def claim_complete(storage: Any, count: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(backend: str, waiting: int, dead: int, count: int, tmp: str) -> dict[str, Any]:
+def measure(
+    backend: str, waiting: int, dead: int, count: int, tmp: str, priorities: int = 1
+) -> dict[str, Any]:
     storage = fresh(backend, tmp)
     try:
         enqueue(storage, count)
@@ -134,17 +163,17 @@ def measure(backend: str, waiting: int, dead: int, count: int, tmp: str) -> dict
         storage.close()
         storage = fresh(backend, tmp)
         started = time.perf_counter()
-        if backend == "redis":
-            fill_api(storage, waiting, dead)
+        if backend in ("redis", "memory"):
+            fill_api(storage, waiting, dead, priorities)
         else:
-            fill_sql(storage, waiting, dead)
+            fill_sql(storage, waiting, dead, priorities)
         filled = time.perf_counter() - started
         full = claim_complete(storage, count)
     finally:
         storage.close()
         if backend == "redis":
             common.flush_bench_redis()
-        else:
+        elif backend != "memory":
             cleanup = make_storage(URLS[backend].format(tmp=tmp))
             cleanup.destroy()
             cleanup.close()
@@ -166,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead", type=int, default=100_000)
     parser.add_argument("--claims", type=int, default=1000)
     parser.add_argument("--redis-scale", type=float, default=0.1)
+    parser.add_argument("--mode", choices=("dead", "priorities"), default="dead")
+    parser.add_argument("--priorities", type=int, default=10)
     args = parser.parse_args(argv)
+    priorities = args.priorities if args.mode == "priorities" else 1
+    if args.mode == "priorities":
+        args.dead = 0
     common.ensure_databases()
     import tempfile
 
@@ -175,7 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     for backend in args.backends.split(","):
         scale = args.redis_scale if backend == "redis" else 1.0
         print(f"{backend} ...", file=sys.stderr, flush=True)
-        r = measure(backend, int(args.waiting * scale), int(args.dead * scale), args.claims, tmp)
+        r = measure(
+            backend,
+            int(args.waiting * scale),
+            int(args.dead * scale),
+            args.claims,
+            tmp,
+            priorities,
+        )
         print(f"    {r}", file=sys.stderr, flush=True)
         rows.append(
             [
@@ -190,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     print()
+    spread = f", waiting jobs over {priorities} priorities" if priorities > 1 else ""
     print(
-        f"claim(limit=1) + complete, {args.claims:,} times: ms per job, empty store vs full store"
+        f"claim(limit=1) + complete, {args.claims:,} times: ms per job, empty store vs full "
+        f"store{spread}"
     )
     print(
         tabulate(

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import settings as Settings
 
-from conformance.machine import StorageSession
+from conformance.session import StorageSession
 from exqueue.storage import JobRecord, NewJob, Storage
 
 StorageFactory = Callable[[], Storage]
@@ -31,9 +32,21 @@ class Check:
     """One check: its name, its area, the capability it needs, and what it runs."""
 
     name: str
-    requires: str | None
+    #: The capability (or capabilities, all of them) the check needs; None: every backend.
+    requires: str | tuple[str, ...] | None
     run: Callable[[StorageFactory, Settings], None]
     area: str = ""
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The capabilities the backend must declare for this check to run."""
+        if self.requires is None:
+            return ()
+        return (self.requires,) if isinstance(self.requires, str) else self.requires
+
+    def missing(self, declared: frozenset[str]) -> str | None:
+        """The first capability this check needs that ``declared`` lacks, or None."""
+        return next((need for need in self.needs if need not in declared), None)
 
     @property
     def rule(self) -> str:
@@ -73,7 +86,9 @@ def job(
     *,
     enqueued_at: float = NOW,
     max_attempts: int = 3,
+    **v2: Any,
 ) -> NewJob:
+    """A new job; ``v2`` takes the protocol-2 fields (priority, meta, unique, ...)."""
     return NewJob(
         id=job_id,
         worker=worker,
@@ -81,6 +96,7 @@ def job(
         run_at=run_at,
         enqueued_at=enqueued_at,
         max_attempts=max_attempts,
+        **v2,
     )
 
 

@@ -11,9 +11,14 @@ enqueue and ordering (:mod:`conformance.enqueue_order`), claims and leases
 (:mod:`conformance.claims`), failure paths (:mod:`conformance.failures`), dead
 jobs and requeue (:mod:`conformance.dead_jobs`), listing and counts
 (:mod:`conformance.listing`), persistence (:mod:`conformance.persistence`),
-capabilities (:mod:`conformance.capabilities`), races
-(:mod:`conformance.races`), schedules (:mod:`conformance.schedules`); and the
-model-based state machine (:mod:`conformance.machine`) that explores how they interact.
+capabilities (:mod:`conformance.capabilities`), and protocol 2's priority
+(:mod:`conformance.priority`), unique jobs (:mod:`conformance.unique`), expiry
+(:mod:`conformance.expiry`) and metadata (:mod:`conformance.metadata`), each
+run only when the backend declares its capability; races
+(:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
+(:mod:`conformance.schedules`); and the
+model-based state machine (:mod:`conformance.machine`, with
+:mod:`conformance.machine_v2`) that explores how they interact.
 
 Each check empties the store first (with the backend's own ``recover`` and
 ``delete``) and closes what it opened. Targeted checks come first and are
@@ -31,11 +36,15 @@ from conformance import (
     dead_jobs,
     enqueue_order,
     error_history,
+    expiry,
     failures,
     listing,
+    metadata,
     persistence,
+    priority,
     races,
     schedules,
+    unique,
 )
 from conformance.base import Check, RuleBroken, StorageFactory
 from conformance.machine import run_state_machine
@@ -66,8 +75,13 @@ CHECKS: dict[str, Check] = {
         *listing.CHECKS,
         *persistence.CHECKS,
         *capabilities.CHECKS[1:],
+        *priority.CHECKS,
+        *unique.CHECKS,
+        *expiry.CHECKS,
+        *metadata.CHECKS,
         Check("state_machine", None, check_state_machine, MODEL),
         *races.CHECKS,
+        *unique.RACE_CHECKS,
         *schedules.CHECKS,
     )
 }
@@ -98,7 +112,7 @@ def run_suite(
     for check in CHECKS.values():
         if only is not None and check.name not in only:
             continue
-        if check.requires is not None and check.requires not in declared:
+        if check.missing(declared) is not None:
             continue
         try:
             check.run(factory, settings)

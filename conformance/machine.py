@@ -17,8 +17,9 @@ carry a per-example nonce so no id is ever reused.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
@@ -32,39 +33,34 @@ from hypothesis.stateful import (
 )
 
 from conformance.error_history import fail_often
+from conformance.machine_v2 import ProtocolTwoRules
 from conformance.model import Model, ModelJob
 from conformance.records import check_types
+from conformance.session import (
+    ALL_WORKERS,
+    LIST_ALL,
+    OWNERS,
+    SERIAL_WORKERS,
+    T0,
+    StorageFactory,
+    StorageSession,
+    _diff,
+)
 from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
     ERRORS_KEPT,
+    EXPIRY,
     PERSISTENT,
     RUNNING,
     STATES,
+    UNIQUE,
     WAITING,
     WORKER_LOST,
     JobRecord,
     JobState,
     NewJob,
-    Storage,
 )
-
-StorageFactory = Callable[[], Storage]
-
-#: The fake clock starts at a realistic epoch time (a backend that keeps times in
-#: single precision or whole seconds cannot pass), and moves on a 0.5 s grid.
-T0 = 1_700_000_000.0
-#: Far enough in the future that every lease of an example has expired.
-FAR = T0 + 10_000_000.0
-LIST_ALL = 10_000
-
-# Names carry SQL pattern characters and ':' (a key separator), owners too: a
-# backend matching them with LIKE or splitting keys on ':' confuses them.
-# "app.re%port_:x" read as a LIKE pattern matches "app.re port!:x".
-WORKERS = ("app.re port!:x", "app.re%port_:x", "app.ünïcødé · 名前 ✓")
-SERIAL_WORKERS = ("app.serial_a", "app.serial_b")
-ALL_WORKERS = WORKERS + SERIAL_WORKERS
-OWNERS = ("node_1", "nodeX1", "nœud:%3")
 
 workers = st.sampled_from(ALL_WORKERS)
 delays = st.sampled_from((0.0, 0.0, 0.5, 1.0, 2.0, 5.0, -1.0, 0.000001, 0.123457))
@@ -75,55 +71,7 @@ payloads = st.binary(max_size=12)
 attempts = st.integers(min_value=1, max_value=3)
 
 
-class StorageSession:
-    """One backend location reused by every example of a test."""
-
-    def __init__(self, factory: StorageFactory) -> None:
-        self.factory = factory
-        self.storage: Storage | None = None
-
-    def fresh(self) -> Storage:
-        """The open storage, emptied of whatever an earlier example left."""
-        if self.storage is None:
-            self.storage = self.factory()
-        storage = self.storage
-        storage.recover(FAR, error="conformance: emptying the store between examples")
-        for _ in range(50):
-            left = storage.list_jobs(limit=LIST_ALL)
-            if not left:
-                return storage
-            for record in left:
-                storage.delete(record.id)
-        raise AssertionError(
-            "the storage could not be emptied between examples with recover() and "
-            f"delete(); still there: {[r.id for r in storage.list_jobs(limit=10)]}"
-        )
-
-    def reopen(self) -> Storage:
-        """Close the storage and open a new object over the same data."""
-        if self.storage is not None:
-            self.storage.close()
-            self.storage.close()  # close() must be idempotent
-        self.storage = None
-        self.storage = self.factory()
-        return self.storage
-
-    def close(self) -> None:
-        if self.storage is not None:
-            self.storage.close()
-            self.storage = None
-
-
-def _diff(record: JobRecord, expected: JobRecord) -> str:
-    rows = [
-        f"  {f.name}: got {getattr(record, f.name)!r}, expected {getattr(expected, f.name)!r}"
-        for f in fields(JobRecord)
-        if getattr(record, f.name) != getattr(expected, f.name)
-    ]
-    return f"job {expected.id!r} differs from the model:\n" + "\n".join(rows)
-
-
-class StorageMachine(RuleBasedStateMachine):
+class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
     """Random sequences of storage operations, checked against the model after each step."""
 
     def __init__(self, session: StorageSession) -> None:
@@ -152,7 +100,9 @@ class StorageMachine(RuleBasedStateMachine):
         scrambled = (self.counter * 7919) % 10007
         return f"{kind}-{self.nonce}-{scrambled:05d}-{self.counter}"
 
-    def _new_job(self, worker: str, delay: float, max_attempts: int, payload: bytes) -> NewJob:
+    def _new_job(
+        self, worker: str, delay: float, max_attempts: int, payload: bytes, **v2: Any
+    ) -> NewJob:
         return NewJob(
             id=self._next("job"),
             worker=worker,
@@ -160,6 +110,7 @@ class StorageMachine(RuleBasedStateMachine):
             run_at=self.now + delay,
             enqueued_at=self.now,
             max_attempts=max_attempts,
+            **v2,
         )
 
     def _expected(self, job: ModelJob, seq: int) -> JobRecord:
@@ -178,6 +129,11 @@ class StorageMachine(RuleBasedStateMachine):
             lease_token=job.lease_token,
             lease_expires=job.lease_expires,
             error_count=job.error_count,
+            priority=job.priority,
+            meta=dict(job.meta),
+            timeout=job.timeout,
+            expires_at=job.expires_at,
+            unique_key=job.unique_key,
         )
 
     def _check(self, record: JobRecord) -> None:
@@ -188,8 +144,8 @@ class StorageMachine(RuleBasedStateMachine):
         seq = self.real_seq.setdefault(record.id, record.seq)
         assert record.seq == seq, f"job {record.id!r} changed its seq from {seq} to {record.seq}"
         expected = self._expected(job, seq)
-        # errors may come back as any sequence; their values and order are what count.
-        if replace(record, errors=tuple(record.errors)) != expected:
+        # errors may come back as any sequence, meta as any mapping; their values count.
+        if replace(record, errors=tuple(record.errors), meta=dict(record.meta)) != expected:
             raise AssertionError(_diff(record, expected))
 
     def _pick_job(self, data: st.DataObject, label: str) -> str:
@@ -247,9 +203,9 @@ class StorageMachine(RuleBasedStateMachine):
     # -- enqueue ----------------------------------------------------------------------
 
     def _enqueue(self, batch: Sequence[NewJob]) -> None:
-        accepted = self.model.enqueue(batch)
-        if accepted:
-            self.storage.enqueue(batch)
+        answers = self.model.enqueue(batch)
+        if answers is not None:
+            self._holders_match(batch, answers, self.storage.enqueue(batch))
             self.known.extend(job.id for job in batch)
         else:
             try:
@@ -269,16 +225,29 @@ class StorageMachine(RuleBasedStateMachine):
         duplicate=st.sampled_from((None,) * 5 + ("in batch", "stored")),
     )
     def enqueue(self, data: st.DataObject, size: int, duplicate: str | None) -> None:
-        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id."""
+        """One job or a batch, runnable now or scheduled; sometimes with a duplicate id.
+
+        With UNIQUE, sometimes a batch of keyed jobs over a few keys (duplicates likely).
+        """
+        keyed = UNIQUE in self.capabilities and data.draw(st.integers(0, 2), label="keyed") == 0
+        if keyed:
+            self._enqueue_with_dup(data, self._keyed_batch(data, max(size, 1)), duplicate)
+            return
         batch = [
             self._new_job(
                 data.draw(workers, label="worker"),
                 data.draw(delays, label="delay"),
                 data.draw(attempts, label="max_attempts"),
                 data.draw(payloads, label="payload"),
+                **self._v2_fields(data),
             )
             for _ in range(size)
         ]
+        self._enqueue_with_dup(data, batch, duplicate)
+
+    def _enqueue_with_dup(
+        self, data: st.DataObject, batch: list[NewJob], duplicate: str | None
+    ) -> None:
         dup_id = None
         if duplicate == "in batch" and batch:
             dup_id = data.draw(st.sampled_from([job.id for job in batch]), label="dup of")
@@ -360,8 +329,13 @@ class StorageMachine(RuleBasedStateMachine):
     def _report(self, outcome: str, job_id: str, token: str, delay: float) -> None:
         call = f"{outcome}: ({job_id!r}, {token!r})"
         if outcome == "succeed":
-            expected = self.model.complete(job_id, token)
-            got = self.storage.complete(job_id, token)
+            # The time of completion starts a unique period (protocol 2).
+            if UNIQUE in self.capabilities:
+                expected = self.model.complete(job_id, token, now=self.now)
+                got = self.storage.complete(job_id, token, now=self.now)
+            else:
+                expected = self.model.complete(job_id, token)
+                got = self.storage.complete(job_id, token)
         elif outcome == "fail and retry":
             error = self._error(job_id)
             run_at = self.now + abs(delay)
@@ -389,8 +363,13 @@ class StorageMachine(RuleBasedStateMachine):
             job_id, token = self._holder(data)
             if all(job_id != i for i, _ in items):
                 items.append((job_id, token))
-        expected = [job_id for job_id, token in items if self.model.complete(job_id, token)]
-        got = self.storage.complete_many(items)  # type: ignore[attr-defined]
+        if UNIQUE in self.capabilities:
+            now: float | None = self.now
+            got = self.storage.complete_many(items, now=now)  # type: ignore[attr-defined]
+        else:
+            now = None
+            got = self.storage.complete_many(items)  # type: ignore[attr-defined]
+        expected = [job_id for job_id, t in items if self.model.complete(job_id, t, now=now)]
         assert sorted(got) == sorted(expected), (
             f"complete_many({items}) removed {sorted(got)}, expected {sorted(expected)}"
         )
@@ -433,18 +412,32 @@ class StorageMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         what=st.sampled_from(
-            ("advance", "advance", "expire earliest", "expire latest", "recover", "recover owner")
+            (
+                "advance",
+                "advance",
+                "expire earliest",
+                "expire latest",
+                "recover",
+                "recover owner",
+                "expire jobs",
+            )
         ),
     )
     def time_passes(self, data: st.DataObject, what: str) -> None:
-        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs)."""
+        """The clock moves on; leases expire; a node recovers (all, or one owner's jobs).
+
+        With EXPIRY, "expire jobs" calls expire(now) (else the clock moves on).
+        """
+        if what == "expire jobs" and EXPIRY in self.capabilities:
+            self._expire_due(data)
+            return
         expiries = [
             j.lease_expires
             for j in self.model.jobs.values()
             if j.state == RUNNING and j.lease_expires is not None
         ]
         owner = None
-        if what == "advance" or (what.startswith("expire") and not expiries):
+        if what in ("advance", "expire jobs") or (what.startswith("expire") and not expiries):
             self.now += data.draw(st.sampled_from((0.5, 1.0, 2.0, 5.0, 30.0)), label="dt")
             return
         if what == "expire earliest":
@@ -513,7 +506,8 @@ class StorageMachine(RuleBasedStateMachine):
     def list_page(
         self, data: st.DataObject, state: JobState | None, worker: str | None, limit: int
     ) -> None:
-        """A page of list_jobs with any filter, limit and after_seq."""
+        """A page of list_jobs with any filter (a tag too, with METADATA), limit and after_seq."""
+        tag = self._tag(data)
         model_after = real_after = None
         live = self.model.ordered()
         paged: bool = data.draw(st.booleans(), label="page after a job")
@@ -523,12 +517,15 @@ class StorageMachine(RuleBasedStateMachine):
             if real_after is None:
                 return
         expected = self.model.list_jobs(
-            state=state, worker=worker, limit=limit, after_seq=model_after
+            state=state, worker=worker, limit=limit, after_seq=model_after, tag=tag
         )
-        got = self.storage.list_jobs(state=state, worker=worker, limit=limit, after_seq=real_after)
+        filters: dict[str, Any] = {"tag": tag} if tag is not None else {}
+        got = self.storage.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=real_after, **filters
+        )
         assert [r.id for r in got] == expected, (
             f"list_jobs(state={state!r}, worker={worker!r}, limit={limit}, after_seq="
-            f"{real_after}) returned {[r.id for r in got]}, expected {expected}"
+            f"{real_after}, tag={tag!r}) returned {[r.id for r in got]}, expected {expected}"
         )
 
     # -- the observation after every step ----------------------------------------------

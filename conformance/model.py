@@ -5,16 +5,33 @@ from the contract (the docstrings of :class:`exqueue.storage.Storage` and SPEC Â
 not from any backend, and is deliberately naive: every operation scans every job.
 It has no clock of its own; like a backend it is told ``now`` on each call.
 
+Protocol 2: claims go by ``(priority, run_at, seq)`` and skip expired jobs (a
+serial type still runs only its head, whatever its priority); :meth:`Model.expire`
+buries expired waiting jobs; a unique key is held by a stored job of the same
+worker in the states the new job names (``waiting`` always), or, when the new job
+has a period, by a job completed at ``T`` until ``T`` plus the period that job
+was enqueued with. Completion markers are kept forever here; a backend may drop
+one once its period has passed (the suite's clock only moves forward).
+
 Sequence numbers here are the model's own counter. A backend's ``seq`` values are
 not expected to equal them, only to sort the same way and never to change for a job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exqueue.storage import DEAD, ERRORS_KEPT, RUNNING, WAITING, Counts, JobState, NewJob
+from exqueue.storage import (
+    DEAD,
+    ERRORS_KEPT,
+    EXPIRED,
+    RUNNING,
+    WAITING,
+    Counts,
+    JobState,
+    NewJob,
+)
 
 
 @dataclass
@@ -35,6 +52,17 @@ class ModelJob:
     lease_token: str | None = None
     lease_expires: float | None = None
     error_count: int = 0
+    # -- protocol 2
+    priority: int = 0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    expires_at: float | None = None
+    unique_key: str | None = None
+    #: The unique period it was enqueued with (not observable; kept by requeue).
+    unique_period: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def add_error(self, error: str) -> None:
         """Count ``error``; keep the first error and the last ``ERRORS_KEPT``."""
@@ -55,6 +83,8 @@ class Model:
     def __init__(self) -> None:
         self.jobs: dict[str, ModelJob] = {}
         self.next_seq = 0
+        # (worker, key) -> (held until, completed job's id, its seq) per completion
+        self.markers: dict[tuple[str, str], list[tuple[float, str, int]]] = {}
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -70,12 +100,23 @@ class Model:
 
     # -- transitions ------------------------------------------------------------------
 
-    def enqueue(self, batch: Sequence[NewJob]) -> bool:
-        """Apply a batch; False (and nothing applied) when any id is a duplicate."""
+    def enqueue(self, batch: Sequence[NewJob]) -> list[frozenset[str]] | None:
+        """Apply a batch; None (nothing applied) when any id is a duplicate.
+
+        Else, per job, the ids ``enqueue`` may return for it: its own when it is
+        stored, else every job holding its unique key (the contract does not say
+        which of several holders is named).
+        """
         ids = [job.id for job in batch]
         if len(set(ids)) != len(ids) or any(job_id in self.jobs for job_id in ids):
-            return False
+            return None
+        answers: list[frozenset[str]] = []
         for new in batch:
+            holders = self.holders(new) if new.unique is not None else frozenset()
+            if holders:
+                answers.append(holders)
+                continue
+            answers.append(frozenset({new.id}))
             self.next_seq += 1
             self.jobs[new.id] = ModelJob(
                 id=new.id,
@@ -87,8 +128,31 @@ class Model:
                 max_attempts=new.max_attempts,
                 run_at=new.run_at,
                 enqueued_at=new.enqueued_at,
+                priority=new.priority,
+                meta=dict(new.meta),
+                timeout=new.timeout,
+                expires_at=new.expires_at,
+                unique_key=new.unique.key if new.unique is not None else None,
+                unique_period=new.unique.period if new.unique is not None else None,
             )
-        return True
+        return answers
+
+    def holders(self, new: NewJob) -> frozenset[str]:
+        """The ids of every job holding ``new``'s unique key (empty: the key is free)."""
+        assert new.unique is not None
+        states = new.unique.states | {WAITING}
+        found = {
+            job.id
+            for job in self.jobs.values()
+            if job.worker == new.worker and job.unique_key == new.unique.key and job.state in states
+        }
+        if new.unique.period is not None:
+            found.update(
+                job_id
+                for until, job_id, _ in self.markers.get((new.worker, new.unique.key), [])
+                if until > new.enqueued_at
+            )
+        return frozenset(found)
 
     def claim(
         self,
@@ -111,8 +175,12 @@ class Model:
             limit = 1
         else:
             candidates = of_worker
-        runnable = [job for job in candidates if job.state == WAITING and job.run_at <= now]
-        runnable.sort(key=lambda job: (job.run_at, job.seq))
+        runnable = [
+            job
+            for job in candidates
+            if job.state == WAITING and job.run_at <= now and not job.expired(now)
+        ]
+        runnable.sort(key=lambda job: (job.priority, job.run_at, job.seq))
         taken = runnable[:limit]
         for job in taken:
             job.state = RUNNING
@@ -122,11 +190,23 @@ class Model:
             job.lease_expires = lease_until
         return [job.id for job in taken]
 
-    def complete(self, job_id: str, token: str) -> bool:
-        if self.held(job_id, token) is None:
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        job = self.held(job_id, token)
+        if job is None:
             return False
+        if now is not None and job.unique_key is not None and job.unique_period is not None:
+            marker = (now + job.unique_period, job.id, job.seq)
+            self.markers.setdefault((job.worker, job.unique_key), []).append(marker)
         del self.jobs[job_id]
         return True
+
+    def expire(self, now: float, *, limit: int) -> list[str]:
+        """Bury up to ``limit`` expired waiting jobs, oldest seq first; their ids."""
+        due = [job for job in self.ordered() if job.state == WAITING and job.expired(now)]
+        for job in due[: max(limit, 0)]:
+            job.state = DEAD
+            job.add_error(EXPIRED)
+        return [job.id for job in due[: max(limit, 0)]]
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         job = self.held(job_id, token)
@@ -209,6 +289,7 @@ class Model:
         job.errors = []
         job.error_count = 0
         job.run_at = now
+        job.expires_at = None
         self.jobs[new_id] = job
         return "requeued"
 
@@ -221,6 +302,7 @@ class Model:
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[str]:
         """Ids in seq order; ``after_seq`` is in the model's own numbering."""
         found = [
@@ -229,6 +311,7 @@ class Model:
             if (state is None or job.state == state)
             and (worker is None or job.worker == worker)
             and (after_seq is None or job.seq > after_seq)
+            and (tag is None or job.meta.get(tag[0]) == tag[1])
         ]
         return found[: max(limit, 0)]
 

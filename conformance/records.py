@@ -7,6 +7,8 @@ counters compares equal in many places and then breaks the core later (``Decimal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from exqueue.storage import STATES, JobRecord
 
 
@@ -29,7 +31,20 @@ def check_types(record: object) -> None:
         problems.append("state")
     if not all(type(error) is str for error in record.errors):
         problems.append("errors")
-    for name, kind in (("lease_owner", str), ("lease_token", str), ("lease_expires", float)):
+    if type(record.priority) is not int:
+        problems.append("priority")
+    if not isinstance(record.meta, Mapping) or not all(
+        type(key) is str and type(value) is str for key, value in record.meta.items()
+    ):
+        problems.append("meta")
+    for name, kind in (
+        ("lease_owner", str),
+        ("lease_token", str),
+        ("lease_expires", float),
+        ("timeout", float),
+        ("expires_at", float),
+        ("unique_key", str),
+    ):
         value = getattr(record, name)
         if value is not None and type(value) is not kind:
             problems.append(name)

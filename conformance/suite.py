@@ -19,8 +19,9 @@ from conformance.profiles import get_settings
 
 def _run(name: str, factory: StorageFactory, settings: Settings) -> None:
     check = CHECKS[name]
-    if check.requires is not None and check.requires not in capabilities_of(factory):
-        pytest.skip(f"the backend does not declare the {check.requires!r} capability")
+    missing = check.missing(capabilities_of(factory))
+    if missing is not None:
+        pytest.skip(f"the backend does not declare the {missing!r} capability")
     check.run(factory, settings)
 
 

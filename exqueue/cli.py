@@ -326,6 +326,11 @@ def bound_stop(queue: Queue, grace: float) -> None:
 @click.option("--state", type=click.Choice(["waiting", "running", "dead"]), help="Only this state.")
 @click.option("--worker", "worker_name", metavar="NAME", help="Only this worker type.")
 @click.option(
+    "--tag",
+    metavar="KEY=VALUE",
+    help="Only jobs whose meta has KEY set to VALUE.",
+)
+@click.option(
     "--limit",
     default=100,
     show_default=True,
@@ -340,12 +345,19 @@ def jobs(
     namespace: str | None,
     state: Any,
     worker_name: str | None,
+    tag: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """List stored jobs, oldest first."""
+    pair = None
+    if tag is not None:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            fail(f"--tag must look like KEY=VALUE, not {tag!r}")
+        pair = (key, value)
     queue = open_queue(storage, app, prefix, namespace, create=False)
-    found = queue.jobs(state=state, worker=worker_name, limit=limit)
+    found = queue.jobs(state=state, worker=worker_name, limit=limit, tag=pair)
     now = queue.clock()
     if as_json:
         echo_json([job_json(job, now) for job in found])
@@ -370,6 +382,11 @@ def jobs(
         headers[4:4] = ["node", "running for"]
         for row, job in zip(rows, found, strict=True):
             row[4:4] = [safe(job.node or ""), running_text(job, now)]
+    if any(job.priority for job in found):
+        # Only where it tells something: most stores never set a priority.
+        headers.insert(3, "priority")
+        for row, job in zip(rows, found, strict=True):
+            row.insert(3, str(job.priority))
     click.echo(tabulate(rows, headers=headers))
 
 
@@ -397,9 +414,14 @@ def show(
     fields = job.to_dict()
     errors = fields.pop("errors")
     fields.pop("last_error")
-    for key in ("payload_error", "node", "started_at"):
+    for key in ("payload_error", "node", "started_at", "timeout", "expires_at", "unique_key"):
         if fields[key] is None:
             fields.pop(key)
+    meta = fields.pop("meta")
+    if meta:
+        fields["meta"] = ", ".join(f"{key}={value}" for key, value in meta.items())
+    if job.timeout is not None:
+        fields["timeout"] = f"{job.timeout:g}s"
     if job.state == "running":
         fields["running for"] = running_text(job, now)
     rows = [[key, safe(value)] for key, value in fields.items()]

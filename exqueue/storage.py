@@ -29,8 +29,11 @@ A manual retry of a dead job keeps its ``seq``, so a serial job keeps its place.
 Uniqueness (capability :data:`UNIQUE`): a job enqueued with ``unique=Unique(key,
 states, period)`` is a *duplicate* when a stored job of the same worker has the
 same ``unique_key`` and a state in ``states`` (``waiting`` always counts; a
-scheduled job is waiting), or when ``period`` is set and a job of the same worker
-with that key completed at a ``now`` with ``completed_at > enqueued_at - period``.
+scheduled job is waiting), or when its ``period`` is set and a job of the same
+worker with that key completed (``complete(now=T)``) with ``T + P > enqueued_at``,
+``P`` being the period the *completed* job was enqueued with (with equal periods:
+``T > enqueued_at - period``; a completion marker may be dropped once ``T + P``
+has passed).
 A duplicate stores nothing; :meth:`Storage.enqueue` returns the id of the job
 that holds the key instead. The check and the insert are one atomic step, so
 racing enqueuers (threads, processes, nodes) leave exactly one job. Within one
@@ -286,8 +289,8 @@ class Storage(Protocol):
         """Remove a ``running`` job held with ``token``. False when not held.
 
         ``now`` is when it completed: a job enqueued with a unique ``period``
-        keeps holding its key until ``now + period`` (the core always passes it;
-        without it no period is kept).
+        keeps holding its key until ``now + period`` (the core passes it to every
+        backend that declares :data:`UNIQUE`; without it no period is kept).
         """
         ...
 
@@ -397,8 +400,11 @@ class SupportsWakeup(Protocol):
 class SupportsTransactionalEnqueue(Protocol):
     """Optional capability :data:`TRANSACTIONAL_ENQUEUE`: enqueue in the caller's transaction."""
 
-    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
-        """Persist ``jobs`` through the caller's open transaction (commits with it)."""
+    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> list[str] | None:
+        """Persist ``jobs`` through the caller's open transaction (commits with it).
+
+        Returns the holder ids as :meth:`Storage.enqueue` does; None (as a
+        version-1 backend returns) means every job was stored."""
         ...
 
 

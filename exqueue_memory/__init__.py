@@ -1,12 +1,21 @@
 """MemoryStorage: an in-process, thread-safe backend; the reference for tests.
 
 Everything lives in one dict guarded by one lock, so each transition is atomic.
-Per worker, two heaps index the dict so a claim does not scan every job: runnable
-order ``(run_at, seq)`` for waiting jobs, and ``seq`` for the serial head. Heap
-entries are never removed in place; an entry whose job changed is skipped when
-it reaches the top, and a worker's heaps are rebuilt from its live jobs once
-stale entries outnumber them, so memory follows the jobs stored now, not every
-job ever enqueued. Nothing survives the process: use it for tests and scripts.
+Per worker, heaps index the dict so a claim does not scan every job: waiting
+jobs sit in a *scheduled* heap by ``(run_at, seq)`` until a claim's ``now``
+reaches their ``run_at``, which promotes them into a *ready* heap by the claim
+order ``(priority, run_at, seq)``; a third heap by ``seq`` finds the serial
+head. A claim therefore costs the jobs it promotes and takes, not the jobs
+waiting. Heap entries are never removed in place; an entry whose job changed is
+skipped when it reaches the top, and a worker's heaps are rebuilt from its live
+jobs once stale entries outnumber them, so memory follows the jobs stored now,
+not every job ever enqueued. Nothing survives the process: use it for tests and
+scripts.
+
+Protocol 2 (every capability): unique keys are indexed per ``(worker, key)``;
+a job completed with a unique ``period`` leaves a completion marker that holds
+its key until ``completed_at + period``; ``expire`` finds due jobs through a
+heap by ``expires_at``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from dataclasses import replace
 from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
+    EXPIRED,
+    PROTOCOL_2,
     RUNNING,
     SCHEDULES,
     WAITING,
@@ -33,6 +44,7 @@ from exqueue.storage import (
     add_error,
 )
 from exqueue_memory._schedules import MemorySchedules
+from exqueue_memory._unique import UniqueIndex
 
 __all__ = ["MemoryStorage"]
 
@@ -43,18 +55,29 @@ _SLACK = 64
 class MemoryStorage(MemorySchedules):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES})
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES}) | PROTOCOL_2
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._jobs: dict[str, JobRecord] = {}
-        # worker -> heap of (run_at, seq, id) for waiting jobs (stale entries skipped)
-        self._runnable: dict[str, list[tuple[float, int, str]]] = {}
+        # worker -> heap of (run_at, seq, id): waiting jobs not yet promoted
+        self._scheduled: dict[str, list[tuple[float, int, str]]] = {}
+        # worker -> heap of (priority, run_at, seq, id): promoted waiting jobs
+        self._ready: dict[str, list[tuple[int, float, int, str]]] = {}
+        # worker -> heap of (-expires_at, seq, id): ready jobs a claim found expired,
+        # kept aside so a later claim with an earlier ``now`` can still find them
+        self._lapsed: dict[str, list[tuple[float, int, str]]] = {}
         # worker -> heap of (seq, id) of every job (stale entries skipped)
         self._order: dict[str, list[tuple[int, str]]] = {}
         # worker -> ids of its stored jobs: the size the heaps are kept near
         self._ids: dict[str, set[str]] = {}
+        # heap of (expires_at, seq, id) of waiting jobs with an expiry (stale skipped)
+        self._expiry: list[tuple[float, int, str]] = []
+        self._unique = UniqueIndex()
+        # The latest claim ``now``: a job stored with an earlier run_at goes
+        # straight to the ready heap (a claim demotes it if its now is earlier).
+        self._now_seen = float("-inf")
         self._seq = 0
         self._signal = 0
         self._waiters = 0
@@ -62,12 +85,21 @@ class MemoryStorage(MemorySchedules):
         # between two waits of a thread must count for its next wait.
         self._seen = threading.local()
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    # -- enqueue and uniqueness ------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         with self._lock:
             stored = self._jobs
             if len({job.id for job in jobs}) != len(jobs) or any(j.id in stored for j in jobs):
                 raise ValueError("duplicate job id in enqueue batch")
+            holders: list[str] = []
             for job in jobs:
+                if job.unique is not None:
+                    holder = self._unique.holder(job, stored)
+                    if holder is not None:
+                        holders.append(holder)
+                        continue
+                holders.append(job.id)
                 self._seq += 1
                 seq = self._seq
                 order = self._order.get(job.worker)
@@ -75,6 +107,10 @@ class MemoryStorage(MemorySchedules):
                     order = self._order[job.worker] = []
                 heapq.heappush(order, (seq, job.id))
                 self._ids.setdefault(job.worker, set()).add(job.id)
+                key = None
+                if job.unique is not None:
+                    key = job.unique.key
+                    self._unique.add(job.worker, key, job.id, job.unique.period)
                 self._store(
                     JobRecord(
                         job.id,
@@ -86,10 +122,18 @@ class MemoryStorage(MemorySchedules):
                         job.max_attempts,
                         job.run_at,
                         job.enqueued_at,
+                        priority=job.priority,
+                        meta=dict(job.meta),
+                        timeout=job.timeout,
+                        expires_at=job.expires_at,
+                        unique_key=key,
                     )
                 )
             if jobs:
                 self._notify()
+            return holders
+
+    # -- claims ----------------------------------------------------------------------
 
     def claim(
         self,
@@ -108,7 +152,7 @@ class MemoryStorage(MemorySchedules):
             claimed = []
             if serial:
                 head = self._head(worker)
-                runnable = [head] if head and head.state == WAITING and head.run_at <= now else []
+                runnable = [head] if head is not None and _runnable(head, now) else []
             else:
                 runnable = self._pop_runnable(worker, limit, now)
             for job in runnable:
@@ -129,6 +173,11 @@ class MemoryStorage(MemorySchedules):
                     lease_until,
                     now,
                     job.error_count,
+                    job.priority,
+                    job.meta,
+                    job.timeout,
+                    job.expires_at,
+                    job.unique_key,
                 )
                 self._jobs[job.id] = updated
                 claimed.append(updated)
@@ -138,20 +187,40 @@ class MemoryStorage(MemorySchedules):
         """Save ``job`` (lock held), indexing it when it is waiting."""
         self._jobs[job.id] = job
         if job.state == WAITING:
-            heap = self._runnable.setdefault(job.worker, [])
-            heapq.heappush(heap, (job.run_at, job.seq, job.id))
-            if len(heap) > 2 * len(self._ids[job.worker]) + _SLACK:
-                self._tidy(job.worker)
+            worker = job.worker
+            if job.run_at <= self._now_seen:
+                ready = self._ready.setdefault(worker, [])
+                heapq.heappush(ready, (job.priority, job.run_at, job.seq, job.id))
+            else:
+                scheduled = self._scheduled.setdefault(worker, [])
+                heapq.heappush(scheduled, (job.run_at, job.seq, job.id))
+            if job.expires_at is not None:
+                heapq.heappush(self._expiry, (job.expires_at, job.seq, job.id))
+            indexed = (
+                len(self._ready.get(worker, ()))
+                + len(self._scheduled.get(worker, ()))
+                + len(self._lapsed.get(worker, ()))
+            )
+            if indexed > 2 * len(self._ids[worker]) + _SLACK:
+                self._tidy(worker)
+            if len(self._expiry) > 2 * len(self._jobs) + _SLACK:
+                self._expiry = [
+                    (j.expires_at, j.seq, j.id)
+                    for j in self._jobs.values()
+                    if j.state == WAITING and j.expires_at is not None
+                ]
+                heapq.heapify(self._expiry)
 
     def _remove(self, job: JobRecord) -> None:
         """Forget a stored job (lock held); a worker with no jobs left leaves no index."""
         del self._jobs[job.id]
+        self._unique.discard(job)
         ids = self._ids[job.worker]
         ids.discard(job.id)
         if not ids:
             del self._ids[job.worker]
-            self._runnable.pop(job.worker, None)
-            self._order.pop(job.worker, None)
+            for index in (self._scheduled, self._ready, self._lapsed, self._order):
+                index.pop(job.worker, None)
         elif len(self._order[job.worker]) > 2 * len(ids) + _SLACK:
             self._tidy(job.worker)
 
@@ -163,21 +232,51 @@ class MemoryStorage(MemorySchedules):
         """
         jobs = [self._jobs[job_id] for job_id in self._ids[worker]]
         order = [(job.seq, job.id) for job in jobs]
-        runnable = [(job.run_at, job.seq, job.id) for job in jobs if job.state == WAITING]
+        scheduled = [(job.run_at, job.seq, job.id) for job in jobs if job.state == WAITING]
         heapq.heapify(order)
-        heapq.heapify(runnable)
+        heapq.heapify(scheduled)
         self._order[worker] = order
-        self._runnable[worker] = runnable
+        self._scheduled[worker] = scheduled
+        self._ready[worker] = []
+        self._lapsed[worker] = []
 
     def _pop_runnable(self, worker: str, limit: int, now: float) -> list[JobRecord]:
-        heap = self._runnable.get(worker, [])
+        jobs = self._jobs
+        if now > self._now_seen:
+            self._now_seen = now
+        if worker not in self._ids:  # leave no index behind for a worker with no jobs
+            return []
+        scheduled = self._scheduled.setdefault(worker, [])
+        ready = self._ready.setdefault(worker, [])
+        lapsed = self._lapsed.get(worker)
+        # A claim with an earlier now than one before (another node's clock) may
+        # still run jobs an earlier claim found expired.
+        while lapsed and -lapsed[0][0] > now:
+            _, seq, job_id = heapq.heappop(lapsed)
+            job = jobs.get(job_id)
+            if job is not None and job.state == WAITING and job.seq == seq:
+                heapq.heappush(scheduled, (job.run_at, seq, job_id))
+        while scheduled and scheduled[0][0] <= now:
+            run_at, seq, job_id = heapq.heappop(scheduled)
+            job = jobs.get(job_id)
+            if job is not None and job.state == WAITING and job.run_at == run_at:
+                heapq.heappush(ready, (job.priority, run_at, seq, job_id))
         found: dict[str, JobRecord] = {}
-        while heap and len(found) < limit and heap[0][0] <= now:
-            run_at, seq, job_id = heapq.heappop(heap)
-            job = self._jobs.get(job_id)
+        early: list[tuple[float, int, str]] = []
+        while ready and len(found) < limit:
+            _, run_at, seq, job_id = heapq.heappop(ready)
+            job = jobs.get(job_id)
             # A serial claim leaves its entry behind, so a job can be indexed twice.
-            if job and job.state == WAITING and job.run_at == run_at and job_id not in found:
+            if job is None or job.state != WAITING or job.run_at != run_at or job_id in found:
+                continue
+            if run_at > now:  # promoted by a claim with a later now
+                early.append((run_at, seq, job_id))
+            elif job.expires_at is not None and job.expires_at <= now:
+                heapq.heappush(self._lapsed.setdefault(worker, []), (-job.expires_at, seq, job_id))
+            else:
                 found[job_id] = job
+        for entry in early:
+            heapq.heappush(scheduled, entry)
         return list(found.values())
 
     def _head(self, worker: str) -> JobRecord | None:
@@ -196,20 +295,26 @@ class MemoryStorage(MemorySchedules):
             return None
         return job
 
-    def complete(self, job_id: str, token: str) -> bool:
+    # -- outcomes --------------------------------------------------------------------
+
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
         with self._lock:
             job = self._held(job_id, token)
             if job is None:
                 return False
+            self._unique.completed(job, now)
             self._remove(job)
             return True
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
         with self._lock:
             done = []
             for job_id, token in items:
                 job = self._held(job_id, token)
                 if job is not None:
+                    self._unique.completed(job, now)
                     self._remove(job)
                     done.append(job_id)
             return done
@@ -279,6 +384,31 @@ class MemoryStorage(MemorySchedules):
                 self._notify()
             return Recovered(waiting=tuple(waiting), dead=tuple(dead))
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._lock:
+            heap = self._expiry
+            due: dict[str, tuple[float, int, str]] = {}
+            while heap and heap[0][0] <= now:
+                entry = heapq.heappop(heap)
+                job = self._jobs.get(entry[2])
+                if job is not None and job.state == WAITING and job.expires_at == entry[0]:
+                    due.setdefault(job.id, entry)
+            # The oldest seq go first; the rest wait for the next call.
+            ordered = sorted(due.values(), key=lambda entry: entry[1])
+            for entry in ordered[limit:]:
+                heapq.heappush(heap, entry)
+            expired = []
+            for _, _, job_id in ordered[:limit]:
+                job = self._jobs[job_id]
+                errors, count = add_error(job, EXPIRED)
+                self._jobs[job_id] = replace(job, state=DEAD, errors=errors, error_count=count)
+                expired.append(job_id)
+            return expired
+
+    # -- reading and management ------------------------------------------------------
+
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
             return self._jobs.get(job_id)
@@ -290,6 +420,7 @@ class MemoryStorage(MemorySchedules):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
         with self._lock:
             found = [
@@ -298,6 +429,7 @@ class MemoryStorage(MemorySchedules):
                 if (state is None or job.state == state)
                 and (worker is None or job.worker == worker)
                 and (after_seq is None or job.seq > after_seq)
+                and (tag is None or job.meta.get(tag[0]) == tag[1])
             ]
         found.sort(key=lambda job: job.seq)
         return found[: max(limit, 0)]
@@ -321,12 +453,22 @@ class MemoryStorage(MemorySchedules):
                 return "not_dead"
             if new_id in self._jobs:
                 raise ValueError(f"job id {new_id!r} already exists")
+            period = self._unique.period(job_id)
             self._remove(job)
             self._ids.setdefault(job.worker, set()).add(new_id)
             heapq.heappush(self._order.setdefault(job.worker, []), (job.seq, new_id))
+            if job.unique_key is not None:
+                self._unique.add(job.worker, job.unique_key, new_id, period)
             self._store(
                 replace(
-                    job, id=new_id, state=WAITING, attempt=0, run_at=now, errors=(), error_count=0
+                    job,
+                    id=new_id,
+                    state=WAITING,
+                    attempt=0,
+                    run_at=now,
+                    errors=(),
+                    error_count=0,
+                    expires_at=None,
                 )
             )
             self._notify()
@@ -366,6 +508,15 @@ class MemoryStorage(MemorySchedules):
         self._signal += 1
         if self._waiters:
             self._wakeup.notify_all()
+
+
+def _runnable(job: JobRecord, now: float) -> bool:
+    """Waiting, due, and not expired."""
+    return (
+        job.state == WAITING
+        and job.run_at <= now
+        and (job.expires_at is None or job.expires_at > now)
+    )
 
 
 def _unleased(job: JobRecord, **changes: object) -> JobRecord:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.errors import ExqueueError
@@ -24,19 +24,33 @@ from exqueue.storage import (
     COMPLETE_MANY,
     MULTI_PROCESS,
     PERSISTENT,
+    PROTOCOL_2,
     RUNNING,
     TRANSACTIONAL_ENQUEUE,
     WAITING,
     JobRecord,
     NewJob,
 )
-from exqueue_sql._records import Damaged, parse
+from exqueue_sql._records import Damaged, dump_meta, parse
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
     from exqueue_sql._runner import Runner
 
-INSERT_COLUMNS = ("id", "worker", "payload", "max_attempts", "run_at", "enqueued_at")
+INSERT_COLUMNS = (
+    "id",
+    "worker",
+    "payload",
+    "max_attempts",
+    "run_at",
+    "enqueued_at",
+    "priority",
+    "meta",
+    "timeout",
+    "expires_at",
+    "unique_key",
+    "unique_period",
+)
 _FRESH = (WAITING, 0, "[]")  # state, attempt and errors of a new job
 
 
@@ -88,6 +102,9 @@ class Dialect:
     #: Whether ``claim_many`` is one statement, run in autocommit mode where the
     #: dialect has a single-statement engine.
     claim_is_one_statement: ClassVar[bool] = False
+    #: Whether every write transaction holds the whole database (SQLite), so
+    #: unique key rows need not be added ahead of the transaction that locks them.
+    serializes_writes: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
@@ -100,7 +117,7 @@ class Dialect:
         #: connection needs more than a no-op.
         self.lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self.capabilities = frozenset(
-            {TRANSACTIONAL_ENQUEUE, COMPLETE_MANY, PERSISTENT, MULTI_PROCESS}
+            {TRANSACTIONAL_ENQUEUE, COMPLETE_MANY, PERSISTENT, MULTI_PROCESS} | PROTOCOL_2
         )
         self.insert_sql = _insert_sql(engine, self.jobs.name)
 
@@ -154,10 +171,23 @@ class Dialect:
         # executemany inserts in list order, so seq follows the batch order.
         conn.exec_driver_sql(self.insert_sql, rows[0] if len(rows) == 1 else rows)
 
+    def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
+        """Insert the ``(worker, unique_key)`` rows of ``keys`` that are missing.
+
+        Each database says "insert unless there" its own way; an existing row is
+        left alone and not locked (the caller locks it with SELECT ... FOR UPDATE).
+        The portable form reads first; the database modules use their upsert.
+        """
+        u = self.tables.unique
+        for worker, key in keys:
+            there = select(u.c.worker).where(u.c.worker == worker, u.c.unique_key == key)
+            if conn.execute(there).first() is None:
+                conn.execute(u.insert().values(worker=worker, unique_key=key))
+
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
     ) -> list[JobRecord | Damaged]:
-        """Lease up to ``limit`` runnable jobs of ``worker``, in ``(run_at, seq)`` order.
+        """Lease up to ``limit`` runnable jobs of ``worker``, in ``(priority, run_at, seq)`` order.
 
         A damaged row comes back as :class:`Damaged`, for the storage to bury.
         No UPDATE ... RETURNING here: the locked rows are read whole and the lease
@@ -168,8 +198,8 @@ class Dialect:
             parse(r)
             for r in conn.execute(
                 select(self.jobs)
-                .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
-                .order_by(j.run_at, j.seq)
+                .where(runnable(self.jobs, worker, now))
+                .order_by(j.priority, j.run_at, j.seq)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
@@ -191,11 +221,39 @@ class Dialect:
         """Release what the dialect holds besides the main engine."""
 
 
+def runnable(jobs: Table, worker: str, now: float) -> ColumnElement[bool]:
+    """Waiting jobs of ``worker`` due by ``now`` and not expired."""
+    j = jobs.c
+    return and_(
+        j.worker == worker,
+        j.state == WAITING,
+        j.run_at <= now,
+        or_(j.expires_at.is_(None), j.expires_at > now),
+    )
+
+
+def column_values(job: NewJob) -> tuple[Any, ...]:
+    """The values of ``INSERT_COLUMNS`` for ``job``."""
+    unique = job.unique
+    return (
+        job.id,
+        job.worker,
+        job.payload,
+        job.max_attempts,
+        job.run_at,
+        job.enqueued_at,
+        job.priority,
+        dump_meta(job.meta),
+        job.timeout,
+        job.expires_at,
+        None if unique is None else unique.key,
+        None if unique is None else unique.period,
+    )
+
+
 def insert_rows(jobs: Sequence[NewJob]) -> list[tuple[Any, ...]]:
     """Parameters for ``Dialect.insert_sql``, one tuple per job."""
-    return [
-        (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at) + _FRESH for j in jobs
-    ]
+    return [column_values(j) + _FRESH for j in jobs]
 
 
 def _insert_sql(engine: Engine, table: str) -> str:

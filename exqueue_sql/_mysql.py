@@ -78,6 +78,11 @@ class MySQLDialect(Dialect):
                 )
         super().insert(conn, jobs)
 
+    def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
+        u = self.tables.unique
+        rows = [{"worker": w, "unique_key": k} for w, k in keys]
+        conn.execute(u.insert().values(rows).prefix_with("IGNORE"))
+
     def single_engine(self, relaxed: bool) -> Engine:
         return self._autocommit
 

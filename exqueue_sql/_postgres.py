@@ -18,10 +18,11 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import SERVER_CLOCK, WAITING, WAKEUP, JobRecord, NewJob
-from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts
+from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts, column_values, runnable
 from exqueue_sql._records import Damaged, parse
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
@@ -100,15 +101,21 @@ class PostgresDialect(Dialect):
         """
         params: dict[str, Any]
         if len(jobs) == 1:
-            params = {c: getattr(jobs[0], c) for c in INSERT_COLUMNS}
+            params = dict(zip(INSERT_COLUMNS, column_values(jobs[0]), strict=True))
             params["keys"] = _lock_key(self.prefix, params["worker"])
             sql = self._insert_one
         else:
-            params = {c: [getattr(j, c) for j in jobs] for c in INSERT_COLUMNS}
+            rows = [column_values(j) for j in jobs]
+            params = {c: [r[n] for r in rows] for n, c in enumerate(INSERT_COLUMNS)}
             params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
             sql = self._insert_many
         params["channel"] = self._channel
         conn.exec_driver_sql(sql, params)
+
+    def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
+        u = self.tables.unique
+        rows = [{"worker": w, "unique_key": k} for w, k in keys]
+        conn.execute(pg_insert(u).values(rows).on_conflict_do_nothing())
 
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
@@ -116,8 +123,8 @@ class PostgresDialect(Dialect):
         j = self.jobs.c
         pick = (
             select(j.seq)
-            .where(j.worker == worker, j.state == WAITING, j.run_at <= now)
-            .order_by(j.run_at, j.seq)
+            .where(runnable(self.jobs, worker, now))
+            .order_by(j.priority, j.run_at, j.seq)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -131,7 +138,7 @@ class PostgresDialect(Dialect):
         )
         found = [parse(r) for r in conn.execute(stmt)]
         good = [r for r in found if isinstance(r, JobRecord)]
-        good.sort(key=lambda r: (r.run_at, r.seq))
+        good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
         return [*good, *(r for r in found if isinstance(r, Damaged))]
 
     def wait_for_jobs(self, timeout: float) -> bool:
@@ -254,29 +261,39 @@ def _insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
     ord`` gives seqs in batch order.
     """
     name = engine.dialect.identifier_preparer.quote(table)
-    columns = "r(id, worker, payload, max_attempts, run_at, enqueued_at, ord)"
+    names = ", ".join(INSERT_COLUMNS)
+    columns = f"r({names}, ord)"
+    suffix = "[]" if batch else ""
+    values = ", ".join(f"%({c})s::{_PG_TYPES[c]}{suffix}" for c in INSERT_COLUMNS)
     if batch:
         keys = "unnest(%(keys)s::bigint[]) AS k"
-        rows = (
-            "unnest(%(id)s::text[], %(worker)s::text[], %(payload)s::bytea[], "
-            "%(max_attempts)s::int[], %(run_at)s::float8[], %(enqueued_at)s::float8[]"
-            f") WITH ORDINALITY AS {columns}"
-        )
+        rows = f"unnest({values}) WITH ORDINALITY AS {columns}"
     else:
         keys = "(VALUES (%(keys)s::bigint)) AS l(k)"
-        rows = (
-            "(VALUES (%(id)s::text, %(worker)s::text, %(payload)s::bytea, "
-            "%(max_attempts)s::int, %(run_at)s::float8, %(enqueued_at)s::float8, 1)"
-            f") AS {columns}"
-        )
+        rows = f"(VALUES ({values}, 1)) AS {columns}"
+    picked = ", ".join(f"r.{c}" for c in INSERT_COLUMNS)
     return (
         f"WITH locks AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM {keys}), "
         "wake AS MATERIALIZED (SELECT pg_notify(%(channel)s, '')) "
-        f"INSERT INTO {name} "
-        "(id, worker, payload, state, attempt, max_attempts, run_at, enqueued_at, errors) "
-        f"SELECT r.id, r.worker, r.payload, '{WAITING}', 0, r.max_attempts, r.run_at, "
-        f"r.enqueued_at, '[]' FROM locks, wake, {rows} ORDER BY r.ord"
+        f"INSERT INTO {name} ({names}, state, attempt, errors) "
+        f"SELECT {picked}, '{WAITING}', 0, '[]' FROM locks, wake, {rows} ORDER BY r.ord"
     )
+
+
+_PG_TYPES = {
+    "id": "text",
+    "worker": "text",
+    "payload": "bytea",
+    "max_attempts": "int",
+    "run_at": "float8",
+    "enqueued_at": "float8",
+    "priority": "int",
+    "meta": "text",
+    "timeout": "float8",
+    "expires_at": "float8",
+    "unique_key": "text",
+    "unique_period": "float8",
+}
 
 
 def _install_timeouts(engine: Engine, timeouts: Timeouts) -> None:

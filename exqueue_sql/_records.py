@@ -74,6 +74,23 @@ def _state(value: object) -> JobState:
     return value
 
 
+def _meta(value: object) -> dict[str, str]:
+    found = json.loads(_text(value))
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ValueError
+    return found
+
+
+def dump_meta(meta: Mapping[str, str]) -> str:
+    """``meta`` as stored: JSON, keys sorted, ASCII only (every database takes it as is)."""
+    return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"))
+
+
+def meta_needle(key: str, value: str) -> str:
+    """The text an entry ``key: value`` takes inside :func:`dump_meta`'s output."""
+    return json.dumps(key) + ":" + json.dumps(value)
+
+
 def _errors(value: object) -> tuple[str, ...]:
     found = json.loads(_text(value))
     if not isinstance(found, list) or not all(isinstance(e, str) for e in found):
@@ -96,9 +113,23 @@ _COLUMNS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "lease_owner": (_optional(_text), None),
     "lease_token": (_optional(_text), None),
     "lease_expires": (_optional(_float), None),
+    "priority": (_int, 0),
+    "meta": (_meta, {}),
+    "timeout": (_optional(_float), None),
+    "expires_at": (_optional(_float), None),
+    "unique_key": (_optional(_text), None),
 }
 # Columns reset in the row itself when damaged; the others only read as their default.
-_RESETS = {"attempt": 0, "max_attempts": 0, "run_at": 0.0, "enqueued_at": 0.0}
+_RESETS: dict[str, Any] = {
+    "attempt": 0,
+    "max_attempts": 0,
+    "run_at": 0.0,
+    "enqueued_at": 0.0,
+    "priority": 0,
+    "meta": "{}",
+    "timeout": None,
+    "expires_at": None,
+}
 
 
 def read(m: Mapping[Any, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -96,3 +96,20 @@ class Runner:
                     raise
             time.sleep(random.uniform(0.001, 0.01) * 2**n)
         raise AssertionError("unreachable")
+
+
+def connection_of(transaction: object) -> Connection:
+    """The connection under a caller's Connection, Session or Transaction (enqueue_in)."""
+    if isinstance(transaction, Connection):
+        return transaction
+    from sqlalchemy.engine import Transaction
+    from sqlalchemy.orm import Session
+
+    if isinstance(transaction, Session):
+        return transaction.connection()
+    if isinstance(transaction, Transaction):
+        return transaction.connection
+    raise TypeError(
+        "enqueue_in needs a SQLAlchemy Connection, Transaction or Session, "
+        f"not {type(transaction).__name__}"
+    )

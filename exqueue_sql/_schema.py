@@ -1,11 +1,14 @@
-"""The SQL schema: a jobs table and a meta table holding the schema version.
+"""The SQL schema: a jobs table, a meta table holding the schema version, and
+a table of unique keys (lock rows and completion markers).
 
-``tables(prefix)`` builds both tables for one prefix on a fresh ``MetaData``;
+``tables(prefix)`` builds the tables for one prefix on a fresh ``MetaData``;
 ``exqueue_sql.metadata`` is the default prefix's, for Alembic users.
+:func:`upgrade` brings the tables of an earlier schema version up to this one.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -20,14 +23,20 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    insert,
+    inspect,
+    select,
+    update,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
+from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue_sql._schedules import schedules_table
 
-#: Bump when the tables change; a store written by another version is refused.
-SCHEMA_VERSION = 1
+#: Bump when the tables change. A store of an earlier version is upgraded in
+#: place (:func:`upgrade`); one of a later version is refused.
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "exqueue_"
 
 # MariaDB's BLOB stops at 64 KiB; LONGBLOB holds any payload the other dialects hold.
@@ -45,6 +54,12 @@ MYSQL_COLLATION = "utf8mb4_0900_bin"
 class Tables(NamedTuple):
     jobs: Table
     meta: Table
+    #: One row per (worker, unique key) in use: enqueues and completions lock
+    #: it, so a key's check and insert are one step across processes.
+    unique: Table
+    #: Completion markers: a completed job with a unique period holds its key
+    #: until ``hold_until`` (completed at + its period) after its row is gone.
+    done: Table
 
 
 def tables(
@@ -83,9 +98,24 @@ def tables(
         Column("lease_owner", String(255)),
         Column("lease_token", String(255)),
         Column("lease_expires", Double),
-        # Claims: a range scan on (worker, 'waiting', run_at <= now) already in
-        # (run_at, seq) order, so LIMIT n reads n index entries however many rows wait.
-        Index(f"{prefix}jobs_claim", "worker", "state", "run_at", "seq"),
+        # -- schema version 2 (each nullable or with a server default, so a
+        # version-1 table takes them in place and version-1 writers keep working)
+        Column("priority", Integer, nullable=False, server_default="0"),
+        # A JSON object of str -> str, written sorted and ASCII-only (see _records).
+        Column("meta", Text, nullable=False, server_default="{}"),
+        Column("timeout", Double),
+        Column("expires_at", Double),
+        Column("unique_key", String(255)),
+        # The Unique.period the job was enqueued with: how long its completion holds the key.
+        Column("unique_period", Double),
+        # Claims: an index scan on (worker, 'waiting') already in (priority,
+        # run_at, seq) order, so LIMIT n reads about n index entries however many
+        # rows wait (jobs scheduled for later are passed over, per priority).
+        Index(f"{prefix}jobs_claim", "worker", "state", "priority", "run_at", "seq"),
+        # Unique enqueue: the jobs of a worker holding a key.
+        Index(f"{prefix}jobs_unique", "worker", "unique_key"),
+        # expire(): waiting jobs with expires_at <= now, a range scan.
+        Index(f"{prefix}jobs_expiry", "state", "expires_at"),
         # Serial head: the lowest seq of a worker in any state.
         Index(f"{prefix}jobs_head", "worker", "seq"),
         # Recovery (state = 'running': few rows, bounded by total concurrency) and
@@ -102,8 +132,27 @@ def tables(
         Column("value", String(255), nullable=False),
         **options,
     )
+    unique = Table(
+        f"{prefix}unique",
+        md,
+        Column("worker", String(255), primary_key=True),
+        Column("unique_key", String(255), primary_key=True),
+        **options,
+    )
+    done = Table(
+        f"{prefix}unique_done",
+        md,
+        Column("worker", String(255), primary_key=True),
+        Column("unique_key", String(255), primary_key=True),
+        # The completed job's seq (the oldest holder is named first) and id.
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("job_id", String(255), nullable=False),
+        Column("hold_until", Double, nullable=False),
+        Index(f"{prefix}unique_done_until", "hold_until"),
+        **options,
+    )
     schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
-    return Tables(jobs, meta)
+    return Tables(jobs, meta, unique, done)
 
 
 def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
@@ -118,6 +167,92 @@ def add_missing(conn: Connection, jobs: Table, present: set[str]) -> None:
         if column.name not in present:
             spec = CreateColumn(column).compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {spec}")
+
+
+def upgrade(conn: Connection, found: Tables) -> None:
+    """Bring tables of an earlier schema version up to :data:`SCHEMA_VERSION`.
+
+    Called under the schema lock. Each step checks what is there first, so an
+    upgrade cut short (MariaDB commits each DDL statement on its own) finishes
+    on the next start; the caller writes the new version last.
+    """
+    have = inspect(conn)
+    jobs = found.jobs
+    present = {c["name"] for c in have.get_columns(jobs.name)}
+    add_missing(conn, jobs, present)
+    indexes = {ix["name"]: tuple(ix["column_names"]) for ix in have.get_indexes(jobs.name)}
+    for index in jobs.indexes:
+        wanted = tuple(c.name for c in index.columns)
+        if index.name in indexes and indexes[index.name] != wanted:
+            # Version 1's claim index had no priority: replaced under the same name.
+            index_name = conn.dialect.identifier_preparer.quote(str(index.name))
+            table_name = conn.dialect.identifier_preparer.format_table(jobs)
+            if conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql(f"DROP INDEX {index_name} ON {table_name}")
+            else:
+                conn.exec_driver_sql(f"DROP INDEX {index_name}")
+            del indexes[str(index.name)]
+        if index.name not in indexes:
+            index.create(conn)
+    for table in (found.unique, found.done):
+        if not have.has_table(table.name):
+            table.create(conn)
+
+
+_VERSION_KEY = "schema_version"
+
+log = logging.getLogger("exqueue")
+
+
+def open_tables(conn: Connection, found: Tables, prefix: str, create: bool) -> int | None:
+    """Create the tables if asked, check the stored schema version, upgrade an earlier one.
+
+    Called in the schema lock's transaction. Returns the version upgraded from,
+    or None when nothing was upgraded.
+    """
+    jobs, meta = found.jobs, found.meta
+    have = inspect(conn)
+    has_jobs, has_meta = have.has_table(jobs.name), have.has_table(meta.name)
+    if has_jobs and not has_meta:
+        raise SchemaVersionError(
+            f"table {jobs.name!r} exists without {meta.name!r}: it was not "
+            "created by this version of exqueue; use another prefix or migrate it"
+        )
+    if not (has_jobs and has_meta):
+        if not create:
+            raise ConfigurationError(
+                f"the exqueue tables {jobs.name!r}/{meta.name!r} do not exist "
+                "(nothing was created): check the URL and the prefix, or create them "
+                "(create=True, or from exqueue_sql.metadata with Alembic)"
+            )
+        jobs.metadata.create_all(conn)
+    stored = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
+    if stored is None:
+        # Fresh tables (ours, or made by Alembic from exqueue_sql.metadata).
+        upgrade(conn, found)  # tables made from an older metadata lack the newer parts
+        conn.execute(insert(meta).values(key=_VERSION_KEY, value=str(SCHEMA_VERSION)))
+        return None
+    version = int(stored) if stored.isdigit() else None
+    if version is None or version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the exqueue tables with prefix {prefix!r} have schema version "
+            f"{stored}, but this exqueue knows schema versions up to {SCHEMA_VERSION}: "
+            "a newer exqueue wrote them. Upgrade exqueue on this machine to the "
+            "version the other processes run (pip install -U exqueue), or use a "
+            "different prefix"
+        )
+    # An earlier version (or columns added since within this one): brought up to
+    # date in place, under the lock, every row kept; the version is written last,
+    # so the next process to take the lock finds it current and does nothing.
+    upgrade(conn, found)
+    if version == SCHEMA_VERSION:
+        return None
+    conn.execute(update(meta).where(meta.c.key == _VERSION_KEY).values(value=str(SCHEMA_VERSION)))
+    log.warning(
+        "exqueue: upgraded the tables with prefix %r from schema version %d to %d",
+        prefix, version, SCHEMA_VERSION,
+    )  # fmt: skip
+    return version
 
 
 #: The default prefix's tables, for ``alembic`` autogenerate (``target_metadata``).

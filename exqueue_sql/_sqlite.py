@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import MULTI_PROCESS, PERSISTENT, NewJob
@@ -32,6 +33,8 @@ log = logging.getLogger("exqueue")
 
 
 class SQLiteDialect(Dialect):
+    serializes_writes = True
+
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         super().__init__(engine, prefix, timeouts)
         self._last_full = -_FULL_PAUSE
@@ -119,6 +122,11 @@ class SQLiteDialect(Dialect):
 
     def transient(self, exc: DBAPIError) -> bool:
         return "database is locked" in str(exc.orig)
+
+    def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
+        u = self.tables.unique
+        rows = [{"worker": w, "unique_key": k} for w, k in keys]
+        conn.execute(sqlite_insert(u).values(rows).on_conflict_do_nothing())
 
     def enqueue(self, runner: Runner, jobs: Sequence[NewJob]) -> None:
         """``executemany`` in one write transaction on the driver itself.

@@ -21,11 +21,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
-    case,
     false,
-    func,
-    insert,
-    inspect,
     or_,
     select,
     tuple_,
@@ -34,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue.errors import ConfigurationError
 from exqueue.storage import (
     DEAD,
     RUNNING,
@@ -48,19 +44,26 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
+from exqueue_sql import _expiry, _listing, _unique
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
-from exqueue_sql._records import Damaged, damage, parse, read, readable, with_errors
-from exqueue_sql._runner import Runner
+from exqueue_sql._records import (
+    Damaged,
+    damage,
+    parse,
+    read,
+    readable,
+    with_errors,
+)
+from exqueue_sql._runner import Runner, connection_of
 from exqueue_sql._schedules import SQLSchedules, create_schedules_table
-from exqueue_sql._schema import DEFAULT_PREFIX, SCHEMA_VERSION, add_missing
+from exqueue_sql._schema import DEFAULT_PREFIX, open_tables
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
 
 __all__ = ["SQLStorage"]
 
-_VERSION_KEY = "schema_version"
 _CHUNK = 500  # ids per IN (...) list
 _DIALECTS: dict[str, type[Dialect]] = {
     "sqlite": SQLiteDialect,
@@ -74,7 +77,7 @@ log = logging.getLogger("exqueue")
 
 
 class SQLStorage(SQLSchedules):
-    """Jobs in SQL tables named ``{prefix}jobs`` and ``{prefix}meta``.
+    """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
     ``SQLStorage("mysql://user@host/db")``; or pass your own ``engine=``.
@@ -109,6 +112,8 @@ class SQLStorage(SQLSchedules):
             own = None  # the caller's engine keeps the caller's options
         self.engine = engine
         self.prefix = prefix
+        #: The schema version this object upgraded the tables from, or None.
+        self.upgraded_from: int | None = None
         # An engine of another database gets the portable SQL of the base dialect.
         kind = _DIALECTS.get(engine.dialect.name, Dialect)
         try:
@@ -142,41 +147,12 @@ class SQLStorage(SQLSchedules):
 
     def _prepare(self, create: bool) -> None:
         """Create the tables if asked and check the stored schema version."""
-        meta = self._tables.meta
         unusable = self._dialect.unusable(create)
         if unusable is not None:
             raise ConfigurationError(unusable)
         with self._schema_lock() as conn:
-            have = inspect(conn)
-            has_jobs, has_meta = have.has_table(self._jobs.name), have.has_table(meta.name)
-            if has_jobs and not has_meta:
-                raise SchemaVersionError(
-                    f"table {self._jobs.name!r} exists without {meta.name!r}: it was not "
-                    "created by this version of exqueue; use another prefix or migrate it"
-                )
-            if not (has_jobs and has_meta):
-                if not create:
-                    raise ConfigurationError(
-                        f"the exqueue tables {self._jobs.name!r}/{meta.name!r} do not exist "
-                        "(nothing was created): check the URL and the prefix, or create them "
-                        "(create=True, or from exqueue_sql.metadata with Alembic)"
-                    )
-                self._jobs.metadata.create_all(conn)
-            found = conn.scalar(select(meta.c.value).where(meta.c.key == _VERSION_KEY))
-            if found is None:
-                # Fresh tables (ours, or made by Alembic from exqueue_sql.metadata).
-                conn.execute(insert(meta).values(key=_VERSION_KEY, value=str(SCHEMA_VERSION)))
-            elif found != str(SCHEMA_VERSION):
-                raise SchemaVersionError(
-                    f"the exqueue tables with prefix {self.prefix!r} have schema version "
-                    f"{found}, but this exqueue uses schema version {SCHEMA_VERSION}: "
-                    "migrate them (see docs/sql.md) or use a different prefix"
-                )
-            else:
-                # Columns added since (same schema version): in place, rows kept.
-                present = {c["name"] for c in have.get_columns(self._jobs.name)}
-                add_missing(conn, self._jobs, present)
-                create_schedules_table(conn, self._jobs.metadata, self.prefix)
+            self.upgraded_from = open_tables(conn, self._tables, self.prefix, create)
+            create_schedules_table(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -195,12 +171,22 @@ class SQLStorage(SQLSchedules):
 
     # -- enqueue ---------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         _check_unique(jobs)
         if not jobs:
-            return
+            return []
+        dialect = self._dialect
+        keys = _unique.keys_of(jobs)
         try:
-            self._dialect.enqueue(self._runner, jobs)
+            if not keys:
+                dialect.enqueue(self._runner, jobs)
+                return [job.id for job in jobs]
+            if not dialect.serializes_writes:
+                # Committed before the transaction that locks them: locking a row
+                # that exists waits for its holder, where two inserts of one new
+                # key could deadlock.
+                self._run(lambda conn: dialect.add_unique_rows(conn, keys), single=True)
+            return self._run(lambda conn: _unique.enqueue(conn, dialect, jobs))
         except IntegrityError as exc:
             raise ValueError(_DUPLICATE) from exc
 
@@ -210,7 +196,7 @@ class SQLStorage(SQLSchedules):
         They commit or roll back with it. A duplicate id raises ``ValueError``
         before anything is written, so the caller's transaction stays usable.
         """
-        conn = _connection_of(transaction)
+        conn = connection_of(transaction)
         if conn.dialect.name != self.engine.dialect.name:
             raise ConfigurationError(
                 f"enqueue_in got a {conn.dialect.name} connection, but this storage is on "
@@ -218,6 +204,10 @@ class SQLStorage(SQLSchedules):
             )
         _check_unique(jobs)
         if not jobs:
+            return
+        if _unique.keys_of(jobs):
+            # The key rows are locked in the caller's transaction (see _unique).
+            _unique.enqueue(conn, self._dialect, jobs)
             return
         j = self._jobs.c
         for chunk in _chunks([job.id for job in jobs]):
@@ -272,6 +262,8 @@ class SQLStorage(SQLSchedules):
                 return self._good(conn, [found])
             if found.state != WAITING or found.run_at > now:
                 return []
+            if found.expires_at is not None and found.expires_at <= now:
+                return []  # expire() buries it; the head stays in place until then
             conn.execute(
                 update(self._jobs).where(j.seq == head.seq).values(**lease.values(self._jobs))
             )
@@ -294,32 +286,69 @@ class SQLStorage(SQLSchedules):
 
     # -- transitions of a held job -----------------------------------------------
 
-    def complete(self, job_id: str, token: str) -> bool:
-        stmt = sql_delete(self._jobs).where(self._held(job_id, token))
-        return self._run(lambda conn: conn.execute(stmt).rowcount == 1, relaxed=True, single=True)
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        j = self._jobs.c
+        held = self._held(job_id, token)
+        # Most jobs leave nothing behind: one statement, as in version 1.
+        plain = held if now is None else and_(held, j.unique_period.is_(None))
+        stmt = sql_delete(self._jobs).where(plain)
+        if self._run(lambda conn: conn.execute(stmt).rowcount == 1, relaxed=True, single=True):
+            return True
+        if now is None:
+            return False
+        dialect = self._dialect
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        def keeping(conn: Connection) -> bool:
+            # A job whose completion holds its unique key for a period (or not held).
+            found = conn.execute(
+                select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                .where(held)
+                .with_for_update()
+            ).all()
+            if not found:
+                return False
+            conn.execute(sql_delete(self._jobs).where(held))
+            _unique.hold(conn, dialect, _unique.completions(found), now)
+            return True
+
+        return self._run(keeping, relaxed=True)
+
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
         """Many successes in one transaction: one commit (one fsync) for the batch."""
         pairs = list(dict.fromkeys(items))
         j = self._jobs.c
         returning = self.engine.dialect.delete_returning
+        dialect = self._dialect
 
         def work(conn: Connection) -> list[str]:
             done: list[str] = []
             for start in range(0, len(pairs), _CHUNK):
-                held = and_(
-                    tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]),
-                    j.state == RUNNING,
-                )
+                chunk = pairs[start : start + _CHUNK]
+                held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
+                plain = held if now is None else and_(held, j.unique_period.is_(None))
                 if returning:
-                    done += conn.scalars(sql_delete(self._jobs).where(held).returning(j.id))
+                    gone = list(conn.scalars(sql_delete(self._jobs).where(plain).returning(j.id)))
                 else:
-                    found = list(conn.scalars(select(j.id).where(held).with_for_update()))
-                    conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
-                    done += found
+                    gone = list(conn.scalars(select(j.id).where(plain).with_for_update()))
+                    conn.execute(sql_delete(self._jobs).where(j.id.in_(gone)))
+                done += gone
+                if now is None or len(gone) == len(chunk):
+                    continue
+                # Those left are not held, or hold their unique key for a period.
+                kept = conn.execute(
+                    select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                    .where(held)
+                    .with_for_update()
+                ).all()
+                if kept:
+                    conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
+                    done += [r.id for r in kept]
+                    _unique.hold(conn, dialect, _unique.completions(kept), now)
             return done
 
-        single = len(pairs) <= _CHUNK
+        single = len(pairs) <= _CHUNK and now is None
         return self._run(work, relaxed=True, single=single) if pairs else []
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
@@ -441,6 +470,24 @@ class SQLStorage(SQLSchedules):
 
         return self._run(work)
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        """Waiting jobs past ``expires_at`` -> dead with :data:`EXPIRED`; prunes unique keys.
+
+        Key rows whose completions no longer hold them are removed here too, in
+        a transaction of their own, so the unique table stays as small as the
+        keys in use (the runtime calls this every few seconds).
+        """
+        jobs, dialect = self._jobs, self._dialect
+
+        def work(conn: Connection) -> list[str]:
+            expired, damaged = _expiry.expire(conn, jobs, now, limit)
+            self._bury_damaged(conn, damaged)
+            return expired
+
+        expired = self._run(work) if limit > 0 else []
+        self._run(lambda conn: _unique.prune(conn, dialect, now), relaxed=True)
+        return expired
+
     # -- reading -----------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -455,37 +502,19 @@ class SQLStorage(SQLSchedules):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        if limit <= 0:
-            return []
-        j = self._jobs.c
-        stmt = select(self._jobs).order_by(j.seq).limit(limit)
-        if state is not None:
-            stmt = stmt.where(j.state == state)
-        if worker is not None:
-            stmt = stmt.where(j.worker == worker)
-        if after_seq is not None:
-            stmt = stmt.where(j.seq > after_seq)
-        rows = self._run(lambda conn: conn.execute(stmt).all(), read=True)
-        return [readable(r) for r in rows]
+        """Jobs in ``seq`` order; ``tag=(key, value)`` keeps those with ``meta[key] == value``.
+
+        See ``_listing.list_jobs`` for how the tag filter reads the stored meta.
+        """
+        return _listing.list_jobs(
+            self._runner, self._jobs, state=state, worker=worker, limit=limit,
+            after_seq=after_seq, tag=tag,
+        )  # fmt: skip
 
     def counts(self, now: float) -> dict[str, Counts]:
-        j = self._jobs.c
-        due = func.sum(case((j.run_at <= now, 1), else_=0))
-        stmt = select(j.worker, j.state, func.count(), due).group_by(j.worker, j.state)
-        tally: dict[str, dict[str, int]] = {}
-        for worker, state, total, runnable in self._run(
-            lambda conn: conn.execute(stmt).all(), read=True
-        ):
-            row = tally.setdefault(worker, {})
-            if state == WAITING:
-                row["waiting"] = int(runnable)
-                row["scheduled"] = int(total) - int(runnable)
-            else:
-                # An unknown state (a damaged row) is listed as dead, so counted so.
-                key = state if state == RUNNING else DEAD
-                row[key] = row.get(key, 0) + int(total)
-        return {worker: Counts(**row) for worker, row in tally.items()}
+        return _listing.counts(self._runner, self._jobs, now)
 
     # -- manual operations -------------------------------------------------------
 
@@ -519,7 +548,13 @@ class SQLStorage(SQLSchedules):
                     update(self._jobs)
                     .where(j.id == job_id)
                     .values(
-                        id=new_id, state=WAITING, attempt=0, run_at=now, errors="[]", error_count=0
+                        id=new_id,
+                        state=WAITING,
+                        attempt=0,
+                        run_at=now,
+                        errors="[]",
+                        error_count=0,
+                        expires_at=None,
                     )
                 )
             except IntegrityError as exc:
@@ -569,19 +604,3 @@ def _check_unique(jobs: Sequence[NewJob]) -> None:
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
-
-
-def _connection_of(transaction: object) -> Connection:
-    if isinstance(transaction, Connection):
-        return transaction
-    from sqlalchemy.engine import Transaction
-    from sqlalchemy.orm import Session
-
-    if isinstance(transaction, Session):
-        return transaction.connection()
-    if isinstance(transaction, Transaction):
-        return transaction.connection
-    raise TypeError(
-        "enqueue_in needs a SQLAlchemy Connection, Transaction or Session, "
-        f"not {type(transaction).__name__}"
-    )

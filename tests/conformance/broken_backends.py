@@ -23,6 +23,7 @@ from typing import Any
 from exqueue.storage import (
     DEAD,
     PERSISTENT,
+    PROTOCOL_2,
     RUNNING,
     SERVER_CLOCK,
     WAITING,
@@ -49,13 +50,13 @@ from exqueue_sql import SQLStorage
 class Wrapper:
     """A Storage that hands every call to ``inner``; subclasses bend one transition."""
 
-    capabilities: frozenset[str] = frozenset({WAKEUP})
+    capabilities: frozenset[str] = frozenset({WAKEUP}) | PROTOCOL_2
 
     def __init__(self, inner: MemoryStorage | None = None) -> None:
         self.inner = inner if inner is not None else MemoryStorage()
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        self.inner.enqueue(jobs)
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return self.inner.enqueue(jobs)
 
     def claim(
         self,
@@ -78,8 +79,8 @@ class Wrapper:
             serial=serial,
         )
 
-    def complete(self, job_id: str, token: str) -> bool:
-        return self.inner.complete(job_id, token)
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        return self.inner.complete(job_id, token, now=now)
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self.inner.schedule_retry(job_id, token, run_at=run_at, error=error)
@@ -96,6 +97,9 @@ class Wrapper:
     def recover(self, now: float, *, owner: str | None = None, error: str) -> Recovered:
         return self.inner.recover(now, owner=owner, error=error)
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        return self.inner.expire(now, limit=limit)
+
     def get(self, job_id: str) -> JobRecord | None:
         return self.inner.get(job_id)
 
@@ -106,8 +110,11 @@ class Wrapper:
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        return self.inner.list_jobs(state=state, worker=worker, limit=limit, after_seq=after_seq)
+        return self.inner.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=after_seq, tag=tag
+        )
 
     def delete(self, job_id: str) -> DeleteResult:
         return self.inner.delete(job_id)
@@ -169,11 +176,11 @@ class StealsRunning(Wrapper):
 class AcceptsStaleToken(Wrapper):
     """complete() checks that the job is running, but not who holds it."""
 
-    def complete(self, job_id: str, token: str) -> bool:
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
         job = self.inner.get(job_id)
         if job is None or job.state != RUNNING:
             return False
-        return self.inner.complete(job_id, job.lease_token or "")
+        return self.inner.complete(job_id, job.lease_token or "", now=now)
 
 
 class ReopenResetsAttempts(OnDisk):
@@ -225,9 +232,8 @@ class FifoById(Wrapper):
 class BatchNotAtomic(Wrapper):
     """Inserts a batch row by row: a duplicate fails the call after earlier rows landed."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        for job in jobs:
-            self.inner.enqueue([job])
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return [held for job in jobs for held in self.inner.enqueue([job])]
 
 
 class CountsScheduledOffByOne(Wrapper):
@@ -382,20 +388,20 @@ class TiesByEnqueuedAt(Wrapper):
 class SeqMaxPlusOne(MemoryStorage):
     """seq = MAX(seq) + 1 over the stored jobs: reused after the highest job is removed."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         with self._lock:
             self._seq = max((j.seq for j in self._jobs.values()), default=0)
-        super().enqueue(jobs)
+        return super().enqueue(jobs)
 
 
 class SeqReadOutsideLock(MemoryStorage):
     """Reads the next seq before taking the lock: two enqueues at once share values."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         start = self._seq
         time.sleep(0.001)  # the round trip between SELECT and INSERT
         self._seq = start
-        super().enqueue(jobs)
+        return super().enqueue(jobs)
 
 
 class ClaimCheckThenAct(Wrapper):
@@ -443,16 +449,25 @@ class ClaimCheckThenAct(Wrapper):
 class BatchSortedById(Wrapper):
     """Inserts a batch sorted by id (a bulk insert through a dict keyed by id)."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        self.inner.enqueue(sorted(jobs, key=lambda j: j.id))
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        stored = dict(
+            zip(
+                sorted(j.id for j in jobs),
+                self.inner.enqueue(sorted(jobs, key=lambda j: j.id)),
+                strict=True,
+            )
+        )
+        return [stored[j.id] for j in jobs]
 
 
 class BatchInChunks(Wrapper):
     """Splits a batch into transactions of 100: a late duplicate leaves earlier chunks stored."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        held: list[str] = []
         for start in range(0, len(jobs), 100):
-            self.inner.enqueue(jobs[start : start + 100])
+            held.extend(self.inner.enqueue(jobs[start : start + 100]))
+        return held
 
 
 # -- error history -------------------------------------------------------------------
@@ -558,8 +573,10 @@ class RequeueCuts64K(Wrapper):
 class CompleteManyFirst256(MemoryStorage):
     """complete_many() sends one chunk of 256 ids and forgets the rest."""
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
-        return super().complete_many(items[:256])
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
+        return super().complete_many(items[:256], now=now)
 
 
 # -- names ---------------------------------------------------------------------------
@@ -581,8 +598,9 @@ class ListWorkerLike(Wrapper):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        found = self.inner.list_jobs(state=state, limit=1_000_000, after_seq=after_seq)
+        found = self.inner.list_jobs(state=state, limit=1_000_000, after_seq=after_seq, tag=tag)
         return [j for j in found if worker is None or _like(worker, j.worker)][: max(limit, 0)]
 
 
@@ -662,15 +680,15 @@ class CountsSkipDeadOnly(Wrapper):
 class TimesInMilliseconds(Wrapper):
     """Stores run_at in whole milliseconds (a BIGINT of ms, or a DATETIME(3))."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        self.inner.enqueue([replace(j, run_at=round(j.run_at, 3)) for j in jobs])
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return self.inner.enqueue([replace(j, run_at=round(j.run_at, 3)) for j in jobs])
 
 
 class EnqueuedAtWholeSeconds(Wrapper):
     """Stores enqueued_at as an integer timestamp."""
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        self.inner.enqueue([replace(j, enqueued_at=float(int(j.enqueued_at))) for j in jobs])
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return self.inner.enqueue([replace(j, enqueued_at=float(int(j.enqueued_at))) for j in jobs])
 
 
 class RequeueKeepsRunAt(Wrapper):
@@ -797,12 +815,12 @@ class FencingForgetsRecovery(Wrapper):
             self.lost[job_id] = tokens[job_id]
         return got
 
-    def complete(self, job_id: str, token: str) -> bool:
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
         job = self.inner.get(job_id)
         if job is not None and job.state == WAITING and self.lost.get(job_id) == token:
             self.inner.delete(job_id)
             return True
-        return self.inner.complete(job_id, token)
+        return self.inner.complete(job_id, token, now=now)
 
 
 # -- views ---------------------------------------------------------------------------
@@ -853,8 +871,9 @@ class ListLimitFirst(Wrapper):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        page = self.inner.list_jobs(limit=limit, after_seq=after_seq)
+        page = self.inner.list_jobs(limit=limit, after_seq=after_seq, tag=tag)
         return [
             j for j in page if (state is None or j.state == state) and (worker in (None, j.worker))
         ]
@@ -870,9 +889,12 @@ class ListAfterSeqInclusive(Wrapper):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
         after = None if after_seq is None else after_seq - 1
-        return self.inner.list_jobs(state=state, worker=worker, limit=limit, after_seq=after)
+        return self.inner.list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=after, tag=tag
+        )
 
 
 class ListFiltersOr(Wrapper):
@@ -885,10 +907,13 @@ class ListFiltersOr(Wrapper):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
         if state is None or worker is None:
-            return super().list_jobs(state=state, worker=worker, limit=limit, after_seq=after_seq)
-        found = self.inner.list_jobs(limit=1_000_000, after_seq=after_seq)
+            return super().list_jobs(
+                state=state, worker=worker, limit=limit, after_seq=after_seq, tag=tag
+            )
+        found = self.inner.list_jobs(limit=1_000_000, after_seq=after_seq, tag=tag)
         return [j for j in found if j.state == state or j.worker == worker][: max(limit, 0)]
 
 

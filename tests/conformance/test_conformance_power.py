@@ -1,6 +1,7 @@
 """The conformance suite must fail on broken backends, every run: a test of the tests.
 
-Each backend of :data:`tests.conformance.broken_backends.BROKEN` is a correct
+Each backend of :data:`tests.conformance.broken_backends.BROKEN` (and of
+``broken_backends_v2.BROKEN_V2``, the protocol-2 rules) is a correct
 backend with one realistic contract violation. With the ``ci`` profile (the one
 a backend's CI runs, randomized as it is there) the suite must reject each;
 the targeted check named for it must reject it on its own, with a message that
@@ -23,7 +24,13 @@ from conformance import run_suite
 from conformance.base import RuleBroken
 from conformance.profiles import get_settings
 from exqueue.storage import Storage
-from tests.conformance.broken_backends import BROKEN, CORRECT, MODEL_FINDS
+from tests.conformance.broken_backends import BROKEN as BROKEN_V1
+from tests.conformance.broken_backends import CORRECT
+from tests.conformance.broken_backends import MODEL_FINDS as MODEL_FINDS_V1
+from tests.conformance.broken_backends_v2 import BROKEN_V2, MODEL_FINDS_V2
+
+BROKEN = {**BROKEN_V1, **BROKEN_V2}
+MODEL_FINDS = (*MODEL_FINDS_V1, *MODEL_FINDS_V2)
 
 CI = get_settings("ci")
 

@@ -16,6 +16,7 @@ import pytest
 from conformance import run_suite
 from exqueue.storage import (
     ERRORS_KEPT,
+    EXPIRED,
     DeleteResult,
     JobRecord,
     JobState,
@@ -80,6 +81,12 @@ class KeepsEveryError(Wrapper):
             self._add(job_id, error)
         return got
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        expired = super().expire(now, limit=limit)
+        for job_id in expired:
+            self._add(job_id, EXPIRED)
+        return expired
+
     def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
         result = super().requeue(job_id, new_id, now=now)
         if result == "requeued":
@@ -103,8 +110,11 @@ class KeepsEveryError(Wrapper):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
-        found = super().list_jobs(state=state, worker=worker, limit=limit, after_seq=after_seq)
+        found = super().list_jobs(
+            state=state, worker=worker, limit=limit, after_seq=after_seq, tag=tag
+        )
         return [self._shown(r) for r in found]
 
 

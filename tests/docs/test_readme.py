@@ -80,3 +80,27 @@ def test_periodic_jobs_example_runs_as_written(tmp_path: Path) -> None:
     listed = out.read_text().splitlines()
     assert listed[0].startswith("__main__.nightly_cleanup | 0 3 * * * | ")
     assert listed[1].startswith("report-eu | every 2s | ")
+
+
+def options_code() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Priorities, unique jobs, meta and expiry", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the priorities and unique jobs section has no python block"
+    return match.group(1)
+
+
+def test_priorities_and_unique_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "options.py").write_text(options_code())
+    result = subprocess.run(
+        [sys.executable, "options.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "resizing b.png",
+        "resizing a.png",
+        "resizing c.png",
+        "True True",
+        "syncing user 42 for signup",
+        "True True",
+    ]

@@ -8,8 +8,20 @@ from exqueue_memory import MemoryStorage
 
 
 def index_entries(storage: MemoryStorage) -> int:
-    heaps = [*storage._runnable.values(), *storage._order.values()]
-    return sum(len(heap) for heap in heaps) + len(storage._runnable) + len(storage._order)
+    # The claim heaps (scheduled, ready, lapsed) count as one index: together they
+    # hold each waiting job about once.
+    claim_heaps = [storage._scheduled, storage._ready, storage._lapsed]
+    by_worker: dict[str, int] = {}
+    for index in claim_heaps:
+        for worker, heap in index.items():
+            by_worker[worker] = by_worker.get(worker, 0) + len(heap)
+    order = storage._order
+    return (
+        sum(by_worker.values())
+        + sum(len(heap) for heap in order.values())
+        + len(by_worker)
+        + len(order)
+    )
 
 
 def cycle(storage: MemoryStorage, worker: str, number: int, serial: bool) -> None:

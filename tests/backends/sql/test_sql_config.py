@@ -117,7 +117,13 @@ def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
 
 
 def test_metadata_has_the_default_tables() -> None:
-    assert set(exqueue_sql.metadata.tables) == {"exqueue_jobs", "exqueue_meta", "exqueue_schedules"}
+    assert set(exqueue_sql.metadata.tables) == {
+        "exqueue_jobs",
+        "exqueue_meta",
+        "exqueue_unique",
+        "exqueue_unique_done",
+        "exqueue_schedules",
+    }
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(
         jobs.c.keys()
@@ -132,7 +138,13 @@ def test_tables_and_indexes_are_created(backend: BackendHandle) -> None:
     name = f"{storage.prefix}jobs"
     assert found.has_table(name) and found.has_table(f"{storage.prefix}meta")
     indexes = {tuple(ix["column_names"]) for ix in found.get_indexes(name)}
-    assert {("worker", "state", "run_at", "seq"), ("worker", "seq"), ("state", "seq")} <= indexes
+    assert {
+        ("worker", "state", "priority", "run_at", "seq"),
+        ("worker", "seq"),
+        ("state", "seq"),
+        ("worker", "unique_key"),
+        ("state", "expires_at"),
+    } <= indexes
     assert (WAKEUP in storage.capabilities) == (backend.name == "postgres")
     assert isinstance(storage, SupportsWakeup)
 

@@ -1,0 +1,158 @@
+"""Real races for unique enqueue: threads sharing one storage, and OS processes.
+
+Every racer enqueues a job with the same key at the same moment (a barrier);
+exactly one job may be stored, and every racer must get that job's id back. A
+round is a single job per racer or a small batch whose unique job sits among
+plain ones, so a backend that checks the key before its transaction (or per
+statement instead of per batch) is caught in the gap.
+
+Like :mod:`conformance.concurrency`, this imports no Hypothesis so that spawned
+children start quickly, and the process race needs a picklable factory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from exqueue.storage import NewJob, Storage, Unique
+
+StorageFactory = Callable[[], Storage]
+
+NOW = 1_700_000_000.0
+
+
+def _round_batch(worker: str, key: str, racer: int, round_no: int) -> list[NewJob]:
+    """Odd rounds: the keyed job between two plain ones; even rounds: it alone."""
+    keyed = NewJob(
+        id=f"uq-{key}-r{racer}",
+        worker=worker,
+        payload=b"",
+        run_at=NOW,
+        enqueued_at=NOW,
+        max_attempts=3,
+        unique=Unique(key),
+    )
+    if round_no % 2 == 0:
+        return [keyed]
+    plain = [NewJob(f"plain-{key}-r{racer}-{n}", worker, b"", NOW, NOW, 3) for n in range(2)]
+    return [plain[0], keyed, plain[1]]
+
+
+def _answer(batch: list[NewJob], result: object) -> str:
+    """The id ``enqueue`` returned for the keyed job of ``batch``."""
+    index = next(n for n, new in enumerate(batch) if new.unique is not None)
+    assert isinstance(result, list) and len(result) == len(batch), (
+        f"enqueue returned {result!r}, expected one id per job"
+    )
+    answer = result[index]
+    assert isinstance(answer, str), f"enqueue returned {answer!r} for a job, expected an id"
+    return answer
+
+
+def _verify(
+    storage: Storage, worker: str, key: str, round_no: int, answers: list[str], racers: int
+) -> None:
+    listed = storage.list_jobs(worker=worker, limit=10_000)
+    stored = [r for r in listed if r.unique_key == key]
+    assert len(stored) == 1, (
+        f"key {key!r}: {len(stored)} jobs stored by {racers} racing enqueuers, expected "
+        f"exactly one: {[r.id for r in stored]}"
+    )
+    holder = stored[0].id
+    wrong = [answer for answer in answers if answer != holder]
+    assert not wrong, f"key {key!r}: the stored job is {holder!r}, but enqueue returned {wrong}"
+    plain = [r for r in listed if r.id.startswith(f"plain-{key}-")]
+    expected = 2 * racers if round_no % 2 else 0
+    assert len(plain) == expected, (
+        f"key {key!r}: {len(plain)} plain jobs of the racing batches stored, expected {expected}"
+    )
+
+
+def _thread_round(storage: Storage, worker: str, key: str, round_no: int, threads: int) -> None:
+    start = threading.Barrier(threads)
+    answers: list[str] = []
+    problems: list[str] = []
+    lock = threading.Lock()
+
+    def racer(index: int) -> None:
+        batch = _round_batch(worker, key, index, round_no)
+        try:
+            start.wait(60)
+            answer = _answer(batch, storage.enqueue(batch))
+            with lock:
+                answers.append(answer)
+        except BaseException as exc:  # reported by the main thread
+            with lock:
+                problems.append(f"thread {index}: {exc!r}")
+
+    pool = [threading.Thread(target=racer, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in pool), "an enqueuer thread hung"
+    assert not problems, "\n".join(problems[:10])
+    _verify(storage, worker, key, round_no, answers, threads)
+
+
+def race_unique_threads(storage: Storage, *, threads: int = 8, rounds: int = 12) -> None:
+    """``threads`` threads share ``storage``; each round they enqueue one key at once."""
+    tag = uuid.uuid4().hex[:8]
+    worker = f"race.unique.{tag}"
+    for round_no in range(rounds):
+        _thread_round(storage, worker, f"{tag}-{round_no}", round_no, threads)
+
+
+def _process_racer(
+    factory: StorageFactory, worker: str, tag: str, rounds: int, index: int, start: Any, out: Any
+) -> None:
+    """Child process body: its own storage; each round, wait for the others, then enqueue."""
+    answers: list[str] = []
+    error = None
+    try:
+        storage = factory()
+        try:
+            for round_no in range(rounds):
+                batch = _round_batch(worker, f"{tag}-{round_no}", index, round_no)
+                start.wait(120)
+                answers.append(_answer(batch, storage.enqueue(batch)))
+        finally:
+            storage.close()
+    except BaseException as exc:
+        error = repr(exc)
+    out.put((index, answers, error))
+
+
+def race_unique_processes(factory: StorageFactory, *, processes: int = 4, rounds: int = 6) -> None:
+    """Separate OS processes (``spawn``), each with its own storage object, race per round."""
+    tag = uuid.uuid4().hex[:8]
+    worker = f"race.unique.processes.{tag}"
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes)
+    out = context.Queue()
+    children = [
+        context.Process(
+            target=_process_racer,
+            args=(factory, worker, tag, rounds, i, start, out),
+            daemon=True,
+        )
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    reports = [out.get(timeout=180) for _ in children]
+    for child in children:
+        child.join(30)
+    errors = [f"process {i}: {error}" for i, _, error in reports if error]
+    assert not errors, "an enqueuer process failed:\n" + "\n".join(errors)
+    storage = factory()
+    try:
+        for round_no in range(rounds):
+            answers = [answers[round_no] for _, answers, _ in reports]
+            _verify(storage, worker, f"{tag}-{round_no}", round_no, answers, processes)
+    finally:
+        storage.close()
