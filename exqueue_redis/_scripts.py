@@ -16,9 +16,7 @@ from exqueue.storage import ERRORS_KEPT
 # Helpers shared by every script. ``wmember`` builds the member of a waiting set:
 # the seq zero-padded to 16 digits, then the id. Equal scores (run_at) are ordered
 # by member bytes, so equal run_at comes out in seq order: FIFO.
-PRELUDE = (
-    f"local KEEP = {ERRORS_KEPT}\n"
-    + r"""
+PRELUDE = f"local KEEP = {ERRORS_KEPT}\n" + r"""
 local P = KEYS[1]
 local function jkey(id) return P .. 'job:' .. id end
 local function wmember(seq, id) return string.format('%016d', tonumber(seq)) .. id end
@@ -187,7 +185,6 @@ local function signal()
   end
 end
 """
-)
 
 # ARGV: n, then n times (id, worker, payload, run_at, enqueued_at, max_attempts).
 # Returns '' or the first duplicate id (then nothing was written).
