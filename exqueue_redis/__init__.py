@@ -4,36 +4,72 @@ Each transition (enqueue batch, claim batch, complete, retry, ...) is a single
 EVALSHA of a script in :mod:`exqueue_redis._scripts`: atomic on the server and
 one round trip. The backend holds no policy; it applies what the core decides.
 
-Key layout. ``ns`` is the namespace (default ``exqueue``); ``<w>`` a worker name
-and ``<id>`` a job id, both as UTF-8 bytes. Every key starts with the hash tag
-``{ns}``, so one namespace lives in one Redis Cluster slot and every script
-touches a single node.
+Key layout (version 2). ``ns`` is the namespace (default ``exqueue``); ``<w>`` a
+worker name, ``<id>`` a job id and ``<k>`` a unique key, all as UTF-8 bytes.
+Every key starts with the hash tag ``{ns}``, so one namespace (and so every
+worker's keys) lives in one Redis Cluster slot and every script touches a
+single node.
 
 =========================  ==========  ===============================================
 key                        type        holds
 =========================  ==========  ===============================================
-``{ns}:schema``            string      the layout version (``1``)
+``{ns}:schema``            string      the layout version (``2``; see ``_layout``)
+``{ns}:schema:log``        list        one line per in-place upgrade
 ``{ns}:seq``               string      the last sequence number handed out (INCR)
 ``{ns}:job:<id>``          hash        one job: ``id seq worker payload state attempt
-                                       max_attempts run_at enqueued_at errors`` (the
-                                       count of errors ever recorded), ``error:1``
-                                       and the last ERRORS_KEPT ``error:<i>``, up to
-                                       ``error:<errors>`` (oldest first) and, while
-                                       running, ``lease_owner lease_token
-                                       lease_expires started_at``
+                                       max_attempts run_at enqueued_at priority
+                                       errors`` (the count of errors ever recorded),
+                                       ``error:1`` and the last ERRORS_KEPT
+                                       ``error:<i>`` (oldest first); when set ``meta``
+                                       (JSON object of str), ``timeout expires_at
+                                       unique_key unique_period``; while running
+                                       ``lease_owner lease_token lease_expires
+                                       started_at``. An absent ``priority`` is 0.
 ``{ns}:workers``           set         names of the workers that have any job
 ``{ns}:all:<w>``           zset        every job of ``<w>``: member id, score seq
                                        (serial head, ``list_jobs`` order)
-``{ns}:waiting:<w>``       zset        waiting jobs: member ``%016d`` seq + id, score
-                                       run_at; equal run_at sorts by member = seq
+``{ns}:ready:<w>``         zset        waiting jobs already due: score priority,
+                                       member run_at (8 order-preserving bytes) +
+                                       ``%016d`` seq + id, so ZRANGE from 0 gives
+                                       ``(priority, run_at, seq)`` order
+``{ns}:sched:<w>``         zset        waiting jobs not yet promoted: member ``%016d``
+                                       seq + id, score run_at
+``{ns}:expiry``            zset        waiting jobs with ``expires_at``: member id,
+                                       score expires_at (``expire``)
 ``{ns}:running:<w>``       zset        running jobs: member id, score seq
 ``{ns}:dead:<w>``          zset        dead jobs: member id, score seq
 ``{ns}:leases``            zset        running jobs of all workers: member id, score
                                        lease_expires (``recover``)
+``{ns}:u:<n>:<w>:<k>``     set         ids of stored jobs of ``<w>`` with unique key
+                                       ``<k>`` (``<n>``: the length of ``<w>``, so no
+                                       two pairs share a name)
+``{ns}:ud:<n>:<w>:<k>``    hash        completion marker of that key: ``at`` (the
+                                       complete's ``now``), ``period`` (the one the
+                                       job was enqueued with), ``id``
+``{ns}:udone``             zset        marker key names, score ``at + period``: the
+                                       ones past it are deleted by later completes
+``{ns}:upgrade:lock``      string      held while a process upgrades the layout
 ``{ns}:armed``             string      set by an idle waiter; the next transition that
                                        makes a job runnable deletes it and publishes
 ``{ns}:wake``              channel     pub/sub channel of those wake-ups
 =========================  ==========  ===============================================
+
+Claims. A job due when enqueued (``run_at <= enqueued_at``, the usual case)
+goes straight into the ready set; a later one, and every job sent back to
+waiting (retry, release, recover, requeue), into the scheduled set. A claim
+first promotes up to ``PROMOTE_CHUNK`` (1000) due scheduled jobs (earliest
+run_at first) into the ready set, then takes the ready set from its start:
+O(log n) per job whatever the number waiting. A ready job found not yet due
+(a clock moved back) returns to the scheduled set; an expired one is skipped
+and left for ``expire``. Should more than PROMOTE_CHUNK scheduled jobs come due
+between two claims, the rest are promoted by the next claims, earliest first.
+A serial claim looks only at the head of ``all:<w>``.
+
+Unique keys. Enqueue checks, in its script, the ids in ``u:<n>:<w>:<k>`` (a
+holder in a counted state wins) and, with a period, the completion marker; the
+batch's own earlier jobs come first. Markers use the caller's ``now``, not the
+server's clock (so no PEXPIREAT): each ``complete`` drops up to 16 markers whose
+``at + period`` has passed.
 
 Floats (run_at, enqueued_at, lease_expires) are stored as Python ``repr``
 strings, which round-trip exactly; sorted-set scores are the same doubles.
@@ -51,8 +87,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
     COMPLETE_MANY,
+    EXPIRED,
     MULTI_PROCESS,
     PERSISTENT,
+    PROTOCOL_2,
     SCHEDULES,
     SERVER_CLOCK,
     WAKEUP,
@@ -80,8 +118,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f'pip install "exqueue[redis]"'
     ) from exc
 
-from exqueue_redis import _scripts
-from exqueue_redis._records import _count, _number, _readable, _record, _text
+from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._layout import LAYOUT_VERSION, open_layout
+from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
 from exqueue_redis._schedules import RedisSchedules
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -94,7 +134,8 @@ __all__ = ["RedisStorage"]
 
 log = logging.getLogger("exqueue")
 
-SCHEMA_VERSION = b"1"
+#: The key layout version this code writes (the ``{ns}:schema`` key).
+SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 
 #: Longest a blocked ``wait_for_jobs`` goes without checking whether the storage closed.
 _WAIT_SLICE = 0.2
@@ -113,7 +154,7 @@ class RedisStorage(RedisSchedules):
     """
 
     capabilities = frozenset(
-        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES}
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES} | PROTOCOL_2
     )
 
     def __init__(
@@ -152,29 +193,25 @@ class RedisStorage(RedisSchedules):
         self._idle: list[Any] = []
         self._held: list[Any] = []
         self._local = threading.local()
-        self._check_server()
         self._scripts = {
-            name: client.register_script(_scripts.PRELUDE + getattr(_scripts, name))
-            for name in (
-                "ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE", "EXTEND",
-                "RECOVER", "DELETE", "REQUEUE", "COUNTS", "LIST",
+            name: client.register_script(PRELUDE + getattr(module, name))
+            for module, names in (
+                (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
+                            "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
+                (_scripts_read, ("EXPIRE", "COUNTS", "LIST", "UPGRADE")),
             )
+            for name in names
         }  # fmt: skip
+        self._check_server()
 
     def _check_server(self) -> None:
         """Fail at once with one clear message when Redis does not answer."""
-        key = self._prefix + "schema"
         try:
             self._client.ping()
-            # Read first and write only into a new namespace: on a Redis at
-            # maxmemory a write is refused, yet reading and draining must work.
-            version = self._client.get(key)
-            if version is None:
-                try:
-                    self._client.set(key, SCHEMA_VERSION, nx=True)
-                    version = self._client.get(key)
-                except OutOfMemoryError:
-                    version = SCHEMA_VERSION  # nothing stored yet; enqueue will say "full"
+            open_layout(self._client, self._prefix, self.namespace, self._run)
+        except SchemaVersionError:
+            self.close()
+            raise
         except RedisConnectionError as exc:
             self.close()
             raise ConfigurationError(
@@ -183,12 +220,6 @@ class RedisStorage(RedisSchedules):
         except RedisError as exc:
             self.close()
             raise ConfigurationError(f"Redis at {_redact(self._url)} refused: {exc}") from None
-        if version != SCHEMA_VERSION:
-            self.close()
-            raise SchemaVersionError(
-                f"Redis namespace {self.namespace!r} has key layout version {version!r}; "
-                f"this exqueue uses {SCHEMA_VERSION.decode()}"
-            )
 
     def _run(self, name: str, *args: bytes | str | int | float) -> Any:
         script = self._scripts[name]
@@ -246,21 +277,18 @@ class RedisStorage(RedisSchedules):
 
     # -- transitions ---------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         if not jobs:
-            return
+            return []
         args: list[bytes | str | int | float] = [len(jobs)]
         for job in jobs:
-            args.extend((
-                job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
-                _number(job.enqueued_at, "enqueued_at"),
-                _count(job.max_attempts, "max_attempts", 1),
-            ))  # fmt: skip
-        duplicate = self._run("ENQUEUE", *args)
-        if duplicate:
+            args.extend(_enqueue_args(job))
+        outcome, found = self._run("ENQUEUE", *args)
+        if outcome == b"dup":
             raise ValueError(
-                f"duplicate job id {duplicate.decode()!r} in enqueue batch; nothing was enqueued"
+                f"duplicate job id {found.decode()!r} in enqueue batch; nothing was enqueued"
             )
+        return [holder.decode() for holder in found]
 
     def claim(
         self,
@@ -294,15 +322,19 @@ class RedisStorage(RedisSchedules):
                     log.error("job %s is dead: %s", _text(raw_id), reason)
         return records
 
-    def complete(self, job_id: str, token: str) -> bool:
-        return bool(self._run("COMPLETE", job_id, token))
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        when = "" if now is None else _number(now, "now")
+        return bool(self._run("COMPLETE", when, job_id, token))
 
-    def complete_many(self, items: Sequence[tuple[str, str]]) -> list[str]:
+    def complete_many(
+        self, items: Sequence[tuple[str, str]], *, now: float | None = None
+    ) -> list[str]:
         """``complete`` for every ``(job_id, token)`` pair in one script; the ids removed."""
         if not items:
             return []
+        when = "" if now is None else _number(now, "now")
         args = [part for pair in items for part in pair]
-        return [job_id.decode() for job_id in self._run("COMPLETE", *args)]
+        return [job_id.decode() for job_id in self._run("COMPLETE", when, *args)]
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         run_at_text = _number(run_at, "run_at")
@@ -333,6 +365,12 @@ class RedisStorage(RedisSchedules):
             dead=tuple(job_id.decode() for job_id in dead),
         )
 
+    def expire(self, now: float, *, limit: int = 1000) -> list[str]:
+        if _count(limit, "expire limit", 0) == 0:
+            return []
+        expired = self._run("EXPIRE", _number(now, "now"), limit, EXPIRED)
+        return [job_id.decode() for job_id in expired]
+
     def get(self, job_id: str) -> JobRecord | None:
         fields = self._client.hgetall(self._prefix + "job:" + job_id)
         return _readable(fields) if fields else None
@@ -344,6 +382,7 @@ class RedisStorage(RedisSchedules):
         worker: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> list[JobRecord]:
         if limit <= 0:
             return []
@@ -354,6 +393,8 @@ class RedisStorage(RedisSchedules):
             "0" if worker is None else "1",
             limit,
             "-inf" if after_seq is None else int(after_seq),
+            "0" if tag is None else "1",
+            *(("", "") if tag is None else tag),
         )
         return [_readable(dict(zip(row[::2], row[1::2], strict=True))) for row in rows]
 

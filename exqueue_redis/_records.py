@@ -1,16 +1,26 @@
-"""Reading RedisStorage's job hashes into records, and checking numbers before a script.
+"""Reading RedisStorage's job hashes into records, and checking values before a script.
 
 Numbers are checked in Python before they reach a Lua script (the scripts check
 them again, before their first write): a transition applies whole or not at all.
+``meta`` is stored as a JSON object of strings; one that does not read back as
+that is damage, handled like any other unreadable field.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from exqueue.storage import ERRORS_KEPT, JobRecord, JobState
+from exqueue.storage import (
+    ERRORS_KEPT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    JobRecord,
+    JobState,
+    NewJob,
+)
 
 
 def _record(flat: list[bytes]) -> JobRecord:
@@ -42,7 +52,75 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         lease_token=token.decode() if token is not None else None,
         lease_expires=float(expires) if expires is not None else None,
         started_at=float(started) if started is not None else None,
+        priority=_priority(f.get(b"priority", b"0")),
+        meta=_meta(f.get(b"meta")),
+        timeout=_optional_float(f.get(b"timeout")),
+        expires_at=_optional_float(f.get(b"expires_at")),
+        unique_key=_optional_text(f.get(b"unique_key")),
     )
+
+
+def _priority(raw: bytes) -> int:
+    value = int(raw)
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise ValueError(f"priority {value} is out of range")
+    return value
+
+
+def _meta(raw: bytes | None) -> dict[str, str]:
+    if raw is None:
+        return {}
+    meta = json.loads(raw)
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
+        raise ValueError("meta is not an object of strings")
+    return meta
+
+
+def _optional_float(raw: bytes | None) -> float | None:
+    if raw is None:
+        return None
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not finite")
+    return value
+
+
+def _optional_text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
+
+
+def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
+    """The 14 values of one job in an ENQUEUE call (see ``_scripts.ENQUEUE``)."""
+    unique = job.unique
+    return (
+        job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
+        _number(job.enqueued_at, "enqueued_at"), _count(job.max_attempts, "max_attempts", 1),
+        _priority_arg(job.priority), _meta_arg(job.meta),
+        "" if job.timeout is None else _number(job.timeout, "timeout"),
+        "" if job.expires_at is None else _number(job.expires_at, "expires_at"),
+        "0" if unique is None else "1",
+        "" if unique is None else unique.key,
+        "" if unique is None else "".join(s[0] for s in sorted(unique.states) if s != "waiting"),
+        "" if unique is None or unique.period is None else _number(unique.period, "period"),
+    )  # fmt: skip
+
+
+def _priority_arg(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"priority must be an integer, not {type(value).__name__}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise ValueError(f"priority must be from {PRIORITY_MIN} to {PRIORITY_MAX}, not {value}")
+    return str(value)
+
+
+def _meta_arg(meta: Mapping[str, str]) -> str:
+    if not meta:
+        return ""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise TypeError("meta must map str to str")
+    return json.dumps(dict(meta), ensure_ascii=False, separators=(",", ":"))
 
 
 def _readable(f: dict[bytes, bytes]) -> JobRecord:
@@ -84,6 +162,11 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
     job_id, seq, worker = field("id", _utf8, ""), field("seq", int, 0), field("worker", _utf8, "")
     attempt, max_attempts = field("attempt", int, 0), field("max_attempts", int, 0)
     run_at, enqueued_at = field("run_at", float, 0.0), field("enqueued_at", float, 0.0)
+    priority = field("priority", _priority, 0) if b"priority" in f else 0
+    meta = field("meta", _meta, {}) if b"meta" in f else {}
+    timeout = field("timeout", _optional_float, None) if b"timeout" in f else None
+    expires_at = field("expires_at", _optional_float, None) if b"expires_at" in f else None
+    unique_key = field("unique_key", _utf8, None) if b"unique_key" in f else None
     return JobRecord(
         id=job_id,
         seq=seq,
@@ -102,6 +185,11 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
         lease_token=_text(token) if token is not None else None,
         lease_expires=lease_expires,
         started_at=started_at,
+        priority=priority,
+        meta=meta,
+        timeout=timeout,
+        expires_at=expires_at,
+        unique_key=unique_key,
     )
 
 

@@ -23,10 +23,11 @@ from typing import Any
 
 from exqueue.storage import NewJob, ScheduleState
 from exqueue_redis import _scripts
-from exqueue_redis._records import _count, _number
+from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._records import _enqueue_args, _number
 
 # ARGV: name, tick, then ENQUEUE's arguments for one job.
-# Returns 1 (stored), 0 (an older tick, or paused) or the duplicate job id.
+# Returns 1 (stored), 0 (an older tick, or paused) or {'dup', id} (nothing written).
 _FIRE_HEAD = r"""
 local sname, stick = ARGV[1], ARGV[2]
 table.remove(ARGV, 1)
@@ -43,8 +44,8 @@ local function enqueue_job()
 _FIRE_TAIL = r"""
 end
 if not paused then
-  local duplicate = enqueue_job()
-  if duplicate ~= '' then return duplicate end
+  local outcome = enqueue_job()
+  if outcome[1] == 'dup' then return outcome end
 end
 redis.call('HSET', skey, 'last_tick', stick)
 redis.call('SADD', P .. 'schedules', sname)
@@ -85,25 +86,16 @@ class RedisSchedules:
     def _script(self, name: str) -> str:
         if name not in self._scripts:
             source = {"FIRE": FIRE, "SCHEDULES": SCHEDULES, "PAUSE": PAUSE}[name]
-            self._scripts[name] = self._client.register_script(_scripts.PRELUDE + source)
+            self._scripts[name] = self._client.register_script(PRELUDE + source)
         return name
 
     def fire(self, schedule: str, tick: float, job: NewJob) -> bool:
         result = self._run(
-            self._script("FIRE"),
-            schedule,
-            _number(tick, "tick"),
-            1,
-            job.id,
-            job.worker,
-            job.payload,
-            _number(job.run_at, "run_at"),
-            _number(job.enqueued_at, "enqueued_at"),
-            _count(job.max_attempts, "max_attempts", 1),
+            self._script("FIRE"), schedule, _number(tick, "tick"), 1, *_enqueue_args(job)
         )
-        if isinstance(result, bytes):
+        if isinstance(result, list):
             raise ValueError(
-                f"duplicate job id {result.decode()!r}; nothing was stored and no tick recorded"
+                f"duplicate job id {result[1].decode()!r}; nothing was stored and no tick recorded"
             )
         return bool(result)
 

@@ -1,9 +1,11 @@
-"""The Lua scripts of RedisStorage: one script per transition, each one atomic step.
+"""The Lua scripts of RedisStorage's transitions: one script each, one atomic step.
 
 Every script gets one key, ``KEYS[1]``: the namespace prefix ``{ns}:``. The braces
 are a Redis Cluster hash tag, so every key built from the prefix lives in the
 same slot as ``KEYS[1]`` and the whole script runs on one node. The key layout is
-documented in ``exqueue_redis/__init__.py``.
+documented in ``exqueue_redis/__init__.py``; the helpers the scripts share are in
+:mod:`exqueue_redis._prelude`, the read-side and upgrade scripts in
+:mod:`exqueue_redis._scripts_read`.
 
 Times and floats arrive as Python ``repr`` strings and are stored as given, so
 they round-trip exactly; Redis parses them itself for sorted-set scores.
@@ -11,314 +13,246 @@ they round-trip exactly; Redis parses them itself for sorted-set scores.
 
 from __future__ import annotations
 
-from exqueue.storage import ERRORS_KEPT
+#: Values per job in an ENQUEUE call (see ENQUEUE).
+ENQUEUE_FIELDS = 14
+#: The most due scheduled jobs one claim promotes into the ready set.
+PROMOTE_CHUNK = 1000
 
-# Helpers shared by every script. ``wmember`` builds the member of a waiting set:
-# the seq zero-padded to 16 digits, then the id. Equal scores (run_at) are ordered
-# by member bytes, so equal run_at comes out in seq order: FIFO.
-PRELUDE = f"local KEEP = {ERRORS_KEPT}\n" + r"""
-local P = KEYS[1]
-local function jkey(id) return P .. 'job:' .. id end
-local function wmember(seq, id) return string.format('%016d', tonumber(seq)) .. id end
-
--- Inputs and stored fields are checked before a script's first write, so a
--- script applies whole or not at all. Only what Python's float()/int() also
--- read back is accepted (Lua's tonumber takes 'nan', 'inf' and '0x10').
-local function num(s)
-  -- find() returns positions only: no string is made, which keeps this cheap.
-  if type(s) ~= 'string' or #s > 40 or s:find('[^%d%.eE%+%-]') then return nil end
-  local x = tonumber(s)
-  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
-  return x
-end
-local function int(s)
-  if type(s) ~= 'string' or #s > 16 or s:find('[^%d%-]') then return nil end
-  return tonumber(s)
-end
-local function refuse(msg) error({err = 'ERR exqueue: ' .. msg}) end
-local function need_num(s, what)
-  local x = num(s)
-  if x == nil then refuse(what .. ' must be a finite number, not ' .. tostring(s)) end
-  return x
-end
-local function need_int(s, what, low)
-  local x = int(s)
-  if x == nil or x < low then
-    refuse(what .. ' must be an integer of at least ' .. low .. ', not ' .. tostring(s))
-  end
-  return x
-end
-
-local FIELDS = {'id', 'worker', 'seq', 'attempt', 'max_attempts', 'run_at', 'enqueued_at',
-  'errors', 'payload', 'state'}
-local STATES = {waiting = true, running = true, dead = true}
-
--- Why the stored job cannot be read or moved (a corrupt or hostile hash), or nil,
--- given its fields by name (``m``).
-local function damage_of(id, m)
-  -- The fast path, taken by every sound job: no tables, no closures.
-  local seq, attempt, max, n = int(m.seq), int(m.attempt), int(m.max_attempts), int(m.errors)
-  if m.id == id and m.worker and m.worker ~= '' and seq and seq >= 0 and attempt
-      and attempt >= 0 and max and max >= 0 and n and num(m.run_at) and num(m.enqueued_at)
-      and m.payload and STATES[m.state]
-      and (n == 0 or (n > 0 and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 1)) then
-    return nil
-  end
-  local bad = {}
-  local function note(name, why)
-    local v = m[name]
-    if not v then v = '(missing)' elseif #v > 40 then v = v:sub(1, 40) .. '...' end
-    bad[#bad + 1] = name .. ' ' .. why .. ': ' .. v
-  end
-  if m.id ~= id then note('id', 'is not the job id') end
-  if not m.worker or m.worker == '' then note('worker', 'is empty') end
-  for _, name in ipairs({'seq', 'attempt', 'max_attempts', 'errors'}) do
-    if int(m[name]) == nil or int(m[name]) < 0 then note(name, 'is not a count') end
-  end
-  for _, name in ipairs({'run_at', 'enqueued_at'}) do
-    if num(m[name]) == nil then note(name, 'is not a finite number') end
-  end
-  if not m.payload then note('payload', 'is missing') end
-  if not STATES[m.state] then note('state', 'is unknown') end
-  if n ~= nil and n > 0 and redis.call('HEXISTS', jkey(id), 'error:' .. n) == 0 then
-    note('errors', 'does not match the stored errors')
-  end
-  if #bad == 0 then return nil end
-  return 'damaged stored job: ' .. table.concat(bad, '; ')
-end
-
-local function damage(id)
-  local f, m = redis.call('HMGET', jkey(id), unpack(FIELDS)), {}
-  for i, name in ipairs(FIELDS) do m[name] = f[i] or nil end
-  return damage_of(id, m)
-end
-
--- The job's {state, token, worker, seq} when it is running with this token.
-local function held(id, token)
-  local f = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'worker', 'seq')
-  if f[1] ~= 'running' or f[2] ~= token then return nil end
-  return f
-end
-
-local function unlease(id, worker)
-  redis.call('HDEL', jkey(id), 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
-  redis.call('ZREM', P .. 'leases', id)
-  redis.call('ZREM', P .. 'running:' .. worker, id)
-end
-
--- Delete the error fields numbered ``from`` to ``last``, going by the fields
--- there are (a hash written before the bound has every error).
-local function drop_errors(k, from, last)
-  for _, name in ipairs(redis.call('HKEYS', k)) do
-    local i = name:match('^error:(%d+)$')
-    if i and tonumber(i) >= from and tonumber(i) <= last then redis.call('HDEL', k, name) end
-  end
-end
-
--- Record an error: ``errors`` counts them all; the fields keep error:1 and the
--- last KEEP (error:n-KEEP+1 .. error:n). Bounded work, however many came before.
-local function add_error(id, err)
-  local k = jkey(id)
-  local n = redis.call('HINCRBY', k, 'errors', 1)
-  redis.call('HSET', k, 'error:' .. n, err)
-  local gone = n - KEEP
-  if gone >= 2 then
-    redis.call('HDEL', k, 'error:' .. gone)
-    if gone > 2 and redis.call('HEXISTS', k, 'error:' .. (gone - 1)) == 1 then
-      drop_errors(k, 2, gone - 1)  -- a hash from before the bound, trimmed once
-    end
-  end
-end
-
-local function to_waiting(id, worker, seq, run_at)
-  redis.call('HSET', jkey(id), 'state', 'waiting', 'run_at', run_at)
-  redis.call('ZADD', P .. 'waiting:' .. worker, run_at, wmember(seq, id))
-end
-
-local function to_dead(id, worker, seq)
-  redis.call('HSET', jkey(id), 'state', 'dead')
-  redis.call('ZADD', P .. 'dead:' .. worker, seq, id)
-end
-
--- A damaged job becomes dead alone, with the reason: unreadable fields are
--- reset to readable ones (the reason keeps what they held), so listing, show,
--- retry and delete work on it. ``seq`` and ``when`` are known-good fallbacks.
-local function bury_damaged(id, worker, seq, when, reason)
-  local k = jkey(id)
-  local f = redis.call('HMGET', k, unpack(FIELDS))
-  local hseq = int(f[3])
-  if hseq ~= nil and hseq >= 0 then seq = hseq end
-  redis.call('HDEL', k, 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
-  redis.call('ZREM', P .. 'leases', id)
-  if f[2] and f[2] ~= '' then redis.call('ZREM', P .. 'running:' .. f[2], id) end
-  redis.call('ZREM', P .. 'running:' .. worker, id)
-  redis.call('HSET', k, 'id', id, 'worker', worker, 'seq', seq, 'state', 'dead')
-  for i, default in pairs({[4] = '0', [5] = '1', [8] = '0'}) do
-    if int(f[i]) == nil or int(f[i]) < 0 then redis.call('HSET', k, FIELDS[i], default) end
-  end
-  for _, i in ipairs({6, 7}) do
-    if num(f[i]) == nil then redis.call('HSET', k, FIELDS[i], when) end
-  end
-  if not f[9] then redis.call('HSET', k, 'payload', '') end
-  local n = int(redis.call('HGET', k, 'errors'))
-  if n > 0 and redis.call('HEXISTS', k, 'error:' .. n) == 0 then
-    redis.call('HSET', k, 'errors', '0')
-  end
-  add_error(id, reason)
-  redis.call('ZADD', P .. 'dead:' .. worker, seq, id)
-  redis.call('ZADD', P .. 'all:' .. worker, seq, id)
-  redis.call('SADD', P .. 'workers', worker)
-end
-
--- Drop a removed job from its worker's index; forget the worker with its last job.
-local function forget(id, worker)
-  redis.call('ZREM', P .. 'all:' .. worker, id)
-  if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
-    redis.call('SREM', P .. 'workers', worker)
-  end
-end
-
--- Wake waiters: only when one armed the signal, so a busy queue publishes nothing.
-local function signal()
-  if redis.call('DEL', P .. 'armed') == 1 then
-    redis.call('PUBLISH', P .. 'wake', '1')
-  end
-end
-"""
-
-# ARGV: n, then n times (id, worker, payload, run_at, enqueued_at, max_attempts).
-# Returns '' or the first duplicate id (then nothing was written).
+# ARGV: n, then n times (id, worker, payload, run_at, enqueued_at, max_attempts,
+# priority, meta ('' none), timeout ('' none), expires_at ('' none), has_unique
+# ('1'/'0'), unique key, unique states ('r' running, 'd' dead), unique period ('' none)).
+# Returns {'dup', id} for a duplicate id (nothing written), else {'ok', holder ids}.
 ENQUEUE = r"""
+local K = 14
 local n = need_int(ARGV[1], 'batch size', 0)
-if #ARGV ~= 1 + 6 * n then refuse('enqueue needs 6 values per job') end
+if #ARGV ~= 1 + K * n then refuse('enqueue needs ' .. K .. ' values per job') end
 for i = 0, n - 1 do
-  local b = 2 + i * 6
+  local b = 2 + i * K
   if ARGV[b] == '' or ARGV[b + 1] == '' then refuse('job id and worker must be non-empty') end
   need_num(ARGV[b + 3], 'run_at')
   need_num(ARGV[b + 4], 'enqueued_at')
   need_int(ARGV[b + 5], 'max_attempts', 1)
-end
-local function store(id, worker, payload, run_at, enqueued_at, max_attempts, seq)
-  redis.call('HSET', jkey(id), 'id', id, 'seq', seq, 'worker', worker,
-    'payload', payload, 'state', 'waiting', 'attempt', '0',
-    'max_attempts', max_attempts, 'run_at', run_at, 'enqueued_at', enqueued_at, 'errors', '0')
-end
-if n == 1 then  -- the common case, without the batch's bookkeeping
-  local id, worker, run_at = ARGV[2], ARGV[3], ARGV[5]
-  if redis.call('EXISTS', jkey(id)) == 1 then return id end
-  -- Strings, not numbers, reach HSET and ZADD: Lua's number formatting is slow.
-  local seq = tostring(redis.call('INCR', P .. 'seq'))
-  store(id, worker, ARGV[4], run_at, ARGV[6], ARGV[7], seq)
-  redis.call('ZADD', P .. 'waiting:' .. worker, run_at, wmember(seq, id))
-  redis.call('ZADD', P .. 'all:' .. worker, seq, id)
-  redis.call('SADD', P .. 'workers', worker)
-  signal()
-  return ''
+  if not prio_ok(ARGV[b + 6]) then refuse('priority must be a 32-bit integer') end
+  if ARGV[b + 7] ~= '' and not meta_ok(ARGV[b + 7]) then refuse('meta must map str to str') end
+  if ARGV[b + 8] ~= '' then need_num(ARGV[b + 8], 'timeout') end
+  if ARGV[b + 9] ~= '' then need_num(ARGV[b + 9], 'expires_at') end
+  if ARGV[b + 13] ~= '' then need_num(ARGV[b + 13], 'unique period') end
 end
 local seen = {}
 for i = 0, n - 1 do
-  local id = ARGV[2 + i * 6]
-  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then return id end
+  local id = ARGV[2 + i * K]
+  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then return {'dup', id} end
   seen[id] = true
 end
--- A batch costs per job one HSET, plus per worker one ZADD per index: the
--- sorted-set entries are collected and added together, in chunks that stay
--- well inside Lua's limit on unpacked arguments.
-local first = redis.call('INCRBY', P .. 'seq', n) - n
-local waiting, all = {}, {}
-for i = 0, n - 1 do
-  local b = 2 + i * 6
-  local id, worker, run_at = ARGV[b], ARGV[b + 1], ARGV[b + 3]
-  local seq = first + i + 1
-  store(id, worker, ARGV[b + 2], run_at, ARGV[b + 4], ARGV[b + 5], seq)
-  if not waiting[worker] then waiting[worker], all[worker] = {}, {} end
-  local w, a = waiting[worker], all[worker]
-  w[#w + 1], w[#w + 2] = run_at, wmember(seq, id)
-  a[#a + 1], a[#a + 2] = seq, id
+-- The stored job holding (worker, key) for a job enqueued at ``enq`` that
+-- counts the states in ``states`` (waiting always) and looks back ``period``.
+local function holder(worker, key, states, period, enq)
+  local ids = redis.call('SMEMBERS', ukey(worker, key))
+  table.sort(ids)  -- the same answer on every replica and every run
+  for _, other in ipairs(ids) do
+    local state = redis.call('HGET', jkey(other), 'state')
+    if state == 'waiting' or (state == 'running' and states:find('r', 1, true))
+        or (state == 'dead' and states:find('d', 1, true)) then
+      return other
+    end
+  end
+  if period ~= '' then
+    -- A completion at T holds the key until T + the period its job was
+    -- enqueued with (the protocol's rule), for jobs that ask for a period.
+    local d = redis.call('HMGET', dkey(worker, key), 'at', 'period', 'id')
+    local at, held_for = num(d[1]), num(d[2])
+    if at and held_for and d[3] and at + held_for > enq then
+      return d[3]
+    end
+  end
+  return nil
 end
-local function zadd(key, pairs)
-  for s = 1, #pairs, 2000 do
-    redis.call('ZADD', key, unpack(pairs, s, math.min(s + 1999, #pairs)))
+local out, taken, stored = {}, {}, {}
+for i = 0, n - 1 do
+  local b = 2 + i * K
+  local id, worker = ARGV[b], ARGV[b + 1]
+  local found = nil
+  if ARGV[b + 10] == '1' then
+    local name = ukey(worker, ARGV[b + 11])
+    found = taken[name] or holder(worker, ARGV[b + 11], ARGV[b + 12], ARGV[b + 13],
+      tonumber(ARGV[b + 4]))
+    if not found then taken[name] = id end
+  end
+  out[#out + 1] = found or id
+  if not found then stored[#stored + 1] = b end
+end
+if #stored == 0 then return {'ok', out} end
+-- Per worker, the sorted-set entries are collected and added together, in
+-- chunks that stay well inside Lua's limit on unpacked arguments.
+local first = redis.call('INCRBY', P .. 'seq', #stored) - #stored
+local ready, sched, all, expiry = {}, {}, {}, {}
+local function push(t, key, score, member)
+  local list = t[key]
+  if not list then list = {} t[key] = list end
+  list[#list + 1], list[#list + 2] = score, member
+end
+for i, b in ipairs(stored) do
+  local id, worker, run_at, enq = ARGV[b], ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
+  -- Strings, not numbers, reach HSET and ZADD: Lua's number formatting is slow.
+  local seq = tostring(first + i)
+  local k = jkey(id)
+  redis.call('HSET', k, 'id', id, 'seq', seq, 'worker', worker,
+    'payload', ARGV[b + 2], 'state', 'waiting', 'attempt', '0',
+    'max_attempts', ARGV[b + 5], 'run_at', run_at, 'enqueued_at', enq, 'errors', '0',
+    'priority', ARGV[b + 6])
+  if ARGV[b + 7] ~= '' then redis.call('HSET', k, 'meta', ARGV[b + 7]) end
+  if ARGV[b + 8] ~= '' then redis.call('HSET', k, 'timeout', ARGV[b + 8]) end
+  if ARGV[b + 9] ~= '' then
+    redis.call('HSET', k, 'expires_at', ARGV[b + 9])
+    expiry[#expiry + 1], expiry[#expiry + 2] = ARGV[b + 9], id
+  end
+  if ARGV[b + 10] == '1' then
+    redis.call('HSET', k, 'unique_key', ARGV[b + 11])
+    if ARGV[b + 13] ~= '' then redis.call('HSET', k, 'unique_period', ARGV[b + 13]) end
+    redis.call('SADD', ukey(worker, ARGV[b + 11]), id)
+  end
+  -- Due when enqueued (the common case): straight into the ready set; later
+  -- ones wait in the scheduled set until a claim promotes them.
+  if tonumber(run_at) <= tonumber(enq) then
+    push(ready, P .. 'ready:' .. worker, ARGV[b + 6], rmember(run_at, seq, id))
+  else
+    push(sched, P .. 'sched:' .. worker, run_at, smember(seq, id))
+  end
+  push(all, worker, seq, id)
+end
+local function zadd(key, list)
+  for s = 1, #list, 2000 do
+    redis.call('ZADD', key, unpack(list, s, math.min(s + 1999, #list)))
   end
 end
-for worker, w in pairs(waiting) do
-  zadd(P .. 'waiting:' .. worker, w)
-  zadd(P .. 'all:' .. worker, all[worker])
+for key, list in pairs(ready) do zadd(key, list) end
+for key, list in pairs(sched) do zadd(key, list) end
+if #expiry > 0 then zadd(P .. 'expiry', expiry) end
+for worker, list in pairs(all) do
+  zadd(P .. 'all:' .. worker, list)
   redis.call('SADD', P .. 'workers', worker)
 end
-if n > 0 then signal() end
-return ''
+signal()
+return {'ok', out}
 """
 
 # ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
 # Returns {claimed jobs as HGETALL lists in claim order, {id, reason, ...}}: the
 # second list names damaged jobs that were picked and made dead instead.
-CLAIM = r"""
+CLAIM = (
+    f"local PROMOTE = {PROMOTE_CHUNK}\n"
+    + r"""
 local worker, limit, now = ARGV[1], need_int(ARGV[2], 'claim limit', 0), ARGV[3]
 local owner, token, lease_until = ARGV[4], ARGV[5], ARGV[6]
 local now_n = need_num(now, 'now')
 need_num(lease_until, 'lease_until')
-local wq = P .. 'waiting:' .. worker
-local picked = {}
-if ARGV[7] == '1' then
-  local head = redis.call('ZRANGE', P .. 'all:' .. worker, 0, 0, 'WITHSCORES')
-  if head[1] then
-    local f = redis.call('HMGET', jkey(head[1]), 'state', 'run_at')
-    if f[1] == 'waiting' and (num(f[2]) == nil or num(f[2]) <= now_n) then
-      picked[1] = string.format('%016d', tonumber(head[2])) .. head[1]
-    elseif f[1] == false then
-      -- An index entry whose job is gone would block the type for ever.
-      redis.call('ZREM', P .. 'all:' .. worker, head[1])
-    end
-  end
-elseif limit > 0 then
-  picked = redis.call('ZRANGEBYSCORE', wq, '-inf', now, 'LIMIT', 0, limit)
-end
--- Sort first, write second: a job that cannot be claimed is buried alone, a
--- member whose job is gone or no longer waiting is dropped, the rest are claimed.
-local good, damaged, stale = {}, {}, {}
-for _, member in ipairs(picked) do
-  local seq, id = int(string.sub(member, 1, 16)), string.sub(member, 17)
+local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
+-- Look first, write second: a job that cannot be claimed is buried alone, a
+-- member whose job is gone or no longer waiting is dropped, one not yet due
+-- goes back to the scheduled set, an expired one is left for expire().
+local good, damaged, stale, later = {}, {}, {}, {}
+local function consider(member, seq, id, from)
   -- The whole hash, read once: checked now, returned (patched) after the writes.
   local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
   for j = 1, #h, 2 do
     m[h[j]] = h[j + 1]
     if h[j] == 'attempt' then at = j + 1 end
   end
-  local state = m.state
-  if seq == nil or state == nil or state == 'running' or state == 'dead' then
-    stale[#stale + 1] = member
+  if seq == nil or m.state ~= 'waiting' or (int(m.seq) ~= nil and int(m.seq) ~= seq) then
+    stale[#stale + 1] = {from, member}
+    return
+  end
+  -- Only what would stop this script half-way or hand back another job's id
+  -- is checked here (a full check per job costs about as much as the claim's
+  -- writes); a field that fails to read back in Python is buried from there.
+  local why = nil
+  if m.id ~= id or int(m.attempt) == nil or int(m.seq) == nil or num(m.run_at) == nil
+      or not opt_num_ok(m.expires_at) or not prio_ok(m.priority) then
+    why = damage_of(id, m) or 'damaged stored job'
+  end
+  if why == nil and m.worker ~= worker then
+    why = 'damaged stored job: indexed under worker ' .. worker
+  end
+  if why then
+    damaged[#damaged + 1] = {from, member, id, seq, why}
+  elseif num(m.run_at) > now_n then
+    if from == rq then later[#later + 1] = {member, m.run_at, seq, id} end
+  elseif m.expires_at and num(m.expires_at) <= now_n then
+    return  -- never claimed; expire() makes it dead
   else
-    -- Only what would stop this script half-way (HINCRBY needs an integer) or
-    -- hand back another job's id is checked here; a field that fails to read
-    -- back in Python is buried from there.
-    -- A full check per job would cost about as much as the claim's writes.
-    local why = nil
-    if m.id ~= id or int(m.attempt) == nil then why = damage_of(id, m) end
-    if why == nil and m.worker ~= worker then
-      why = 'damaged stored job: indexed under worker ' .. worker
-    end
-    if why then damaged[#damaged + 1] = {member, id, seq, why}
-    else good[#good + 1] = {member, id, seq, h, at} end
+    good[#good + 1] = {from, member, id, seq, h, at, m}
   end
 end
-for _, member in ipairs(stale) do redis.call('ZREM', wq, member) end
+if ARGV[7] == '1' then
+  -- Serial: only the head (lowest seq in any state), whatever its priority.
+  local head = redis.call('ZRANGE', P .. 'all:' .. worker, 0, 0, 'WITHSCORES')
+  if head[1] then
+    local id = head[1]
+    local state = redis.call('HGET', jkey(id), 'state')
+    if state == false then
+      -- An index entry whose job is gone would block the type for ever.
+      redis.call('ZREM', P .. 'all:' .. worker, id)
+    elseif state == 'waiting' and limit > 0 then
+      consider(nil, tonumber(head[2]), id, 'serial')
+      stale = {}
+    end
+  end
+elseif limit > 0 then
+  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, PROMOTE)
+  for _, member in ipairs(due) do
+    local id = string.sub(member, 17)
+    local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
+    redis.call('ZREM', sq, member)
+    local seq = int(string.sub(member, 1, 16))
+    if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
+      -- A damaged priority or run_at sorts first, for the claim to bury it.
+      local prio, run_at = '-2147483648', '-1e308'
+      if prio_ok(f[2]) then prio = f[2] or '0' end
+      if num(f[3]) then run_at = f[3] end
+      redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
+    end
+  end
+  local offset, step = 0, limit + 16
+  while #good < limit do
+    local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
+    if #batch == 0 then break end
+    offset = offset + #batch
+    for _, member in ipairs(batch) do
+      consider(member, int(string.sub(member, 9, 24)), string.sub(member, 25), rq)
+      if #good >= limit then break end
+    end
+  end
+end
+for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
+for _, l in ipairs(later) do
+  redis.call('ZREM', rq, l[1])
+  redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
+end
 local gone = {}
 for _, d in ipairs(damaged) do
-  redis.call('ZREM', wq, d[1])
-  bury_damaged(d[2], worker, d[3], now, d[4])
-  gone[#gone + 1], gone[#gone + 2] = d[2], d[4]
+  if d[1] == 'serial' then
+    redis.call('ZREM', sq, smember(d[4], d[3]))
+  elseif d[1] then
+    redis.call('ZREM', d[1], d[2])
+  end
+  bury_damaged(d[3], worker, d[4], now, d[5])
+  gone[#gone + 1], gone[#gone + 2] = d[3], d[5]
 end
 local out = {}
 for i, g in ipairs(good) do
-  local id = g[2]
-  redis.call('ZREM', wq, g[1])
+  local id = g[3]
+  if g[1] == 'serial' then
+    unwait(id, worker, g[4], g[7].run_at)
+  else
+    redis.call('ZREM', rq, g[2])
+    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', id) end
+  end
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
-  local h = g[4]
-  h[g[5]] = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
+  local h = g[5]
+  h[g[6]] = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
   redis.call('ZADD', P .. 'leases', lease_until, id)
-  redis.call('ZADD', P .. 'running:' .. worker, g[3], id)
+  redis.call('ZADD', P .. 'running:' .. worker, g[4], id)
   -- Appended pairs win over earlier ones when the caller reads the list.
   local n = #h
   h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
@@ -329,22 +263,49 @@ for i, g in ipairs(good) do
 end
 return {out, gone}
 """
+)
 
-# ARGV: id, token, id, token, ... Returns the ids completed (removed), in order.
-# A success removes the job whole, so a damaged field does not matter here.
+# ARGV: now ('' for none), then id, token, id, token, ... Returns the ids
+# completed (removed), in order. A success removes the job whole, so a damaged
+# field does not matter here. A job enqueued with a unique period leaves a
+# completion marker for its key, kept until now + that period.
 COMPLETE = r"""
+local now = ARGV[1]
+if now ~= '' then need_num(now, 'now') end
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local f = held(id, ARGV[i + 1])
   if f then
+    local u = redis.call('HMGET', jkey(id), 'unique_key', 'unique_period')
     redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
     redis.call('ZREM', P .. 'leases', id)
     if f[3] then
       redis.call('ZREM', P .. 'running:' .. f[3], id)
       forget(id, f[3])
+      if u[1] then
+        unhold(id, f[3], u[1])
+        local period = num(u[2])
+        if now ~= '' and period then
+          local d = dkey(f[3], u[1])
+          -- The marker that holds the key longest is kept.
+          local m = redis.call('HMGET', d, 'at', 'period')
+          local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+          if until_before <= tonumber(now) + period then
+            redis.call('HSET', d, 'at', now, 'period', u[2], 'id', id)
+            redis.call('ZADD', P .. 'udone', tonumber(now) + period, d)
+          end
+        end
+      end
     end
     out[#out + 1] = id
+  end
+end
+if now ~= '' then
+  -- Markers whose period has passed are dropped a few at a time, as jobs complete.
+  for _, d in ipairs(redis.call('ZRANGEBYSCORE', P .. 'udone', '-inf', now, 'LIMIT', 0, 16)) do
+    redis.call('DEL', d)
+    redis.call('ZREM', P .. 'udone', d)
   end
 end
 return out
@@ -465,14 +426,13 @@ return {waiting, dead}
 # ARGV: id. Returns 'deleted', 'missing' or 'running'. Works on a damaged job too.
 DELETE = r"""
 local id = ARGV[1]
-local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq')
+local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq', 'run_at', 'unique_key')
 if not f[1] then return 'missing' end
 if f[1] == 'running' then return 'running' end
 if f[2] then
-  if int(f[3]) ~= nil and int(f[3]) >= 0 then
-    redis.call('ZREM', P .. 'waiting:' .. f[2], wmember(f[3], id))
-  end
+  unwait(id, f[2], f[3], f[4])
   redis.call('ZREM', P .. 'dead:' .. f[2], id)
+  unhold(id, f[2], f[5])
 end
 redis.call('DEL', jkey(id))
 if f[2] then forget(id, f[2]) end
@@ -480,10 +440,11 @@ return 'deleted'
 """
 
 # ARGV: id, new_id, now. Returns 'requeued', 'missing', 'not_dead' or 'exists'.
+# Priority, meta, timeout and the unique key stay; expires_at goes.
 REQUEUE = r"""
 local id, new, now = ARGV[1], ARGV[2], ARGV[3]
 need_num(now, 'now')
-local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq', 'errors')
+local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq', 'errors', 'unique_key')
 if not f[1] then return 'missing' end
 if f[1] ~= 'dead' then return 'not_dead' end
 if redis.call('EXISTS', jkey(new)) == 1 then return 'exists' end
@@ -493,62 +454,16 @@ local worker, seq = f[2], f[3]
 redis.call('RENAME', jkey(id), jkey(new))
 drop_errors(jkey(new), 1, math.huge)
 redis.call('HSET', jkey(new), 'id', new, 'attempt', 0, 'errors', 0)
+redis.call('HDEL', jkey(new), 'expires_at')
+redis.call('ZREM', P .. 'expiry', id)
 redis.call('ZREM', P .. 'dead:' .. worker, id)
 redis.call('ZREM', P .. 'all:' .. worker, id)
 redis.call('ZADD', P .. 'all:' .. worker, seq, new)
+if f[5] then
+  unhold(id, worker, f[5])
+  redis.call('SADD', ukey(worker, f[5]), new)
+end
 to_waiting(new, worker, seq, now)
 signal()
 return 'requeued'
-"""
-
-# ARGV: now. Returns {worker, waiting, scheduled, running, dead, worker, ...}.
-COUNTS = r"""
-local now = ARGV[1]
-local out = {}
-for _, w in ipairs(redis.call('SMEMBERS', P .. 'workers')) do
-  local wq = P .. 'waiting:' .. w
-  local runnable = redis.call('ZCOUNT', wq, '-inf', now)
-  out[#out + 1] = w
-  out[#out + 1] = runnable
-  out[#out + 1] = redis.call('ZCARD', wq) - runnable
-  out[#out + 1] = redis.call('ZCARD', P .. 'running:' .. w)
-  out[#out + 1] = redis.call('ZCARD', P .. 'dead:' .. w)
-end
-return out
-"""
-
-# ARGV: state ('' for any), worker, has_worker ('1' or '0'), limit, after_seq.
-# Returns up to limit jobs (HGETALL lists) with seq > after_seq, in seq order.
-LIST = r"""
-local state, limit, after = ARGV[1], tonumber(ARGV[4]), ARGV[5]
-local workers = {ARGV[2]}
-if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
-local found = {}
-for _, w in ipairs(workers) do
-  -- running and dead jobs have their own seq-ordered sets; waiting ones are
-  -- picked out of the worker's set of all jobs.
-  local source, filter = P .. 'all:' .. w, state
-  if state == 'running' or state == 'dead' then
-    source, filter = P .. state .. ':' .. w, ''
-  end
-  local taken, offset = 0, 0
-  while taken < limit do
-    local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
-      'WITHSCORES', 'LIMIT', offset, limit)
-    if #batch == 0 then break end
-    offset = offset + #batch / 2
-    for i = 1, #batch, 2 do
-      local id = batch[i]
-      if filter == '' or redis.call('HGET', jkey(id), 'state') == filter then
-        found[#found + 1] = {id = id, seq = tonumber(batch[i + 1])}
-        taken = taken + 1
-        if taken >= limit then break end
-      end
-    end
-  end
-end
-table.sort(found, function(a, b) return a.seq < b.seq end)
-local out = {}
-for i = 1, math.min(limit, #found) do out[i] = redis.call('HGETALL', jkey(found[i].id)) end
-return out
 """

@@ -1,0 +1,125 @@
+"""The Lua scripts of RedisStorage that read the store, expire jobs and upgrade a layout.
+
+As in :mod:`exqueue_redis._scripts`, every script gets the namespace prefix as
+``KEYS[1]`` and runs after :data:`exqueue_redis._prelude.PRELUDE`.
+"""
+
+from __future__ import annotations
+
+# ARGV: now, limit, error. Waiting jobs with expires_at <= now become dead with
+# the error (attempt unchanged). Returns their ids in seq order: the limit takes
+# the earliest expiries first.
+EXPIRE = r"""
+local now, err = ARGV[1], ARGV[3]
+local now_n = need_num(now, 'now')
+local limit = need_int(ARGV[2], 'expire limit', 0)
+if limit == 0 then return {} end
+local due = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, limit)
+local jobs = {}
+for _, id in ipairs(due) do
+  local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq', 'run_at', 'expires_at')
+  local at = num(f[5])
+  if f[1] ~= 'waiting' or at == nil or at > now_n or not f[2] then
+    redis.call('ZREM', P .. 'expiry', id)  -- stale: the job moved on or was changed
+  else
+    jobs[#jobs + 1] = {id = id, worker = f[2], seq = int(f[3]), run_at = f[4]}
+  end
+end
+table.sort(jobs, function(a, b) return (a.seq or -1) < (b.seq or -1) end)
+local out = {}
+for _, j in ipairs(jobs) do
+  unwait(j.id, j.worker, j.seq and tostring(j.seq), j.run_at)
+  local why = damage(j.id)
+  if why then
+    bury_damaged(j.id, j.worker, j.seq or 0, now, why .. '; then: ' .. err)
+  else
+    add_error(j.id, err)
+    to_dead(j.id, j.worker, j.seq)
+  end
+  out[#out + 1] = j.id
+end
+return out
+"""
+
+# ARGV: now. Returns {worker, waiting, scheduled, running, dead, worker, ...}.
+# The ready set holds jobs due when enqueued or promoted by a claim; the
+# scheduled set's due part is waiting too.
+COUNTS = r"""
+local now = ARGV[1]
+local out = {}
+for _, w in ipairs(redis.call('SMEMBERS', P .. 'workers')) do
+  local sq = P .. 'sched:' .. w
+  local due = redis.call('ZCOUNT', sq, '-inf', now)
+  out[#out + 1] = w
+  out[#out + 1] = due + redis.call('ZCARD', P .. 'ready:' .. w)
+  out[#out + 1] = redis.call('ZCARD', sq) - due
+  out[#out + 1] = redis.call('ZCARD', P .. 'running:' .. w)
+  out[#out + 1] = redis.call('ZCARD', P .. 'dead:' .. w)
+end
+return out
+"""
+
+# ARGV: state ('' for any), worker, has_worker ('1' or '0'), limit, after_seq,
+# has_tag ('1' or '0'), tag key, tag value.
+# Returns up to limit jobs (HGETALL lists) with seq > after_seq, in seq order.
+LIST = r"""
+local state, limit, after = ARGV[1], tonumber(ARGV[4]), ARGV[5]
+local tagged, tag_key, tag_value = ARGV[6] == '1', ARGV[7], ARGV[8]
+local workers = {ARGV[2]}
+if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
+local function wanted(id, filter)
+  if filter ~= '' and redis.call('HGET', jkey(id), 'state') ~= filter then return false end
+  if not tagged then return true end
+  local raw = redis.call('HGET', jkey(id), 'meta')
+  if not raw then return false end
+  local ok, meta = pcall(cjson.decode, raw)
+  return ok and type(meta) == 'table' and meta[tag_key] == tag_value
+end
+local found = {}
+for _, w in ipairs(workers) do
+  -- running and dead jobs have their own seq-ordered sets; waiting ones are
+  -- picked out of the worker's set of all jobs.
+  local source, filter = P .. 'all:' .. w, state
+  if state == 'running' or state == 'dead' then
+    source, filter = P .. state .. ':' .. w, ''
+  end
+  local taken, offset = 0, 0
+  while taken < limit do
+    local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
+      'WITHSCORES', 'LIMIT', offset, limit)
+    if #batch == 0 then break end
+    offset = offset + #batch / 2
+    for i = 1, #batch, 2 do
+      local id = batch[i]
+      if wanted(id, filter) then
+        found[#found + 1] = {id = id, seq = tonumber(batch[i + 1])}
+        taken = taken + 1
+        if taken >= limit then break end
+      end
+    end
+  end
+end
+table.sort(found, function(a, b) return a.seq < b.seq end)
+local out = {}
+for i = 1, math.min(limit, #found) do out[i] = redis.call('HGETALL', jkey(found[i].id)) end
+return out
+"""
+
+# ARGV: from version, to version, note. Upgrades layout 1 to 2 in one step: a
+# version-1 waiting set (score run_at, member seq + id) is exactly a version-2
+# scheduled set, so it is renamed, and claims promote its jobs as they come due
+# (a version-1 job has priority 0, so promotion in run_at order keeps the claim
+# order). Job hashes need nothing: an absent protocol-2 field reads as its
+# default. Returns the version found ('1' when this call upgraded).
+UPGRADE = r"""
+local found = redis.call('GET', P .. 'schema')
+if found ~= ARGV[1] then return found or '' end
+for _, w in ipairs(redis.call('SMEMBERS', P .. 'workers')) do
+  if redis.call('EXISTS', P .. 'waiting:' .. w) == 1 then
+    redis.call('RENAME', P .. 'waiting:' .. w, P .. 'sched:' .. w)
+  end
+end
+redis.call('SET', P .. 'schema', ARGV[2])
+redis.call('RPUSH', P .. 'schema:log', ARGV[3])
+return found
+"""
