@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,13 @@ from exqueue.schedules import (
     as_datetime,
     build_schedule,
 )
-from exqueue.storage import METADATA, SCHEDULES, NewJob, SupportsSchedules
+from exqueue.storage import (
+    META_ENTRIES_LIMIT,
+    METADATA,
+    SCHEDULES,
+    NewJob,
+    SupportsSchedules,
+)
 
 if TYPE_CHECKING:
     from exqueue.codec import Codec
@@ -87,6 +94,7 @@ class ScheduleMethods:
             kwargs=call.kwargs,
             tz=tz,
             missed=missed,
+            options=call.options,
         )
         if name in self._schedules:
             raise ConfigurationError(f"{label}: a schedule of that name is already registered")
@@ -97,8 +105,14 @@ class ScheduleMethods:
                 f"{label}: {type(self.storage).__name__} cannot record schedule ticks "
                 f"(it lacks the {SCHEDULES!r} capability)"
             )
-        # Encoded once now so arguments the codec refuses fail here, not at the first tick.
-        self._encode(built, 0)
+        # A job built now: arguments the codec refuses and options the store
+        # cannot honour fail here, not at the first tick.
+        sample = self._tick_job(built, 0.0, 0, self.clock())
+        if sample.unique is not None:
+            raise ConfigurationError(
+                f"{label}: its job is unique (an option or the worker's default); a "
+                "schedule stores exactly one job per tick and takes no unique option"
+            )
         self._schedules[name] = built
         return built
 
@@ -220,27 +234,22 @@ class ScheduleMethods:
             )
         return self._scheduler
 
-    def _encode(self, schedule: Schedule, missed: int) -> bytes:
+    def _tick_job(self, schedule: Schedule, tick: float, missed: int, now: float) -> NewJob:
+        """The job of one tick: the call's arguments and options, and the worker's defaults."""
         kwargs = dict(schedule.kwargs)
         if schedule.pass_missed:
             kwargs["missed"] = missed
-        return self.codec.encode(schedule.args, kwargs)
-
-    def _tick_job(self, schedule: Schedule, tick: float, missed: int, now: float) -> NewJob:
-        from exqueue.queue import new_job_id
-
-        worker = self.workers[schedule.worker]
-        meta: dict[str, str] = {}
-        if METADATA in self.storage.capabilities:
-            meta = {"exqueue.schedule": schedule.name, "exqueue.tick": repr(tick)}
-            if missed:
-                meta["exqueue.missed"] = str(missed)
-        return NewJob(
-            new_job_id(),
-            schedule.worker,
-            self._encode(schedule, missed),
-            now,
-            now,
-            worker.max_attempts,
-            meta=meta,
+        job: NewJob = self._new_job(  # type: ignore[attr-defined]
+            schedule.worker, schedule.args, kwargs, None, 0.0, now, False, schedule.options
         )
+        if METADATA not in self.storage.capabilities:
+            return job
+        tag = {"exqueue.schedule": schedule.name, "exqueue.tick": repr(tick)}
+        if missed:
+            tag["exqueue.missed"] = str(missed)
+        # The schedule's entries go in only where the job's own meta leaves room.
+        meta = dict(job.meta)
+        for key, value in tag.items():
+            if key not in meta and len(meta) < META_ENTRIES_LIMIT:
+                meta[key] = value
+        return replace(job, meta=meta)

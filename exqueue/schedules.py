@@ -59,6 +59,8 @@ class Schedule:
     every: float | None
     zone: ZoneInfo
     missed: Missed
+    #: The call's job options (``fn.options(...).call()``), applied to every tick's job.
+    options: Any = None
 
     @property
     def pass_missed(self) -> bool:
@@ -167,6 +169,7 @@ def build_schedule(
     kwargs: Mapping[str, Any],
     tz: str | ZoneInfo,
     missed: str,
+    options: Any = None,
 ) -> Schedule:
     """A checked :class:`Schedule`; every problem is a ``ConfigurationError`` naming it."""
     label = f"schedule {name!r}" if isinstance(name, str) else "a schedule"
@@ -217,7 +220,7 @@ def build_schedule(
         if "missed" in kwargs:
             raise bad("its call sets 'missed', which run_once passes to the job itself")
     policy: Missed = "run_once" if missed == "run_once" else "skip"
-    return Schedule(name, worker, tuple(args), dict(kwargs), cron, seconds, zone, policy)
+    return Schedule(name, worker, tuple(args), dict(kwargs), cron, seconds, zone, policy, options)
 
 
 def _zone(tz: str | ZoneInfo, bad: Callable[[str], ConfigurationError]) -> ZoneInfo:
