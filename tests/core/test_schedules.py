@@ -251,3 +251,36 @@ def test_a_node_can_opt_out() -> None:
     queue = Queue(MemoryStorage(), clock=clock, run_schedules=False)
     queue.periodic(every=1)(lambda: None)
     assert queue._node_config().scheduler is None
+
+
+def test_tick_jobs_carry_the_schedule_in_meta_and_the_worker_defaults() -> None:
+    clock = FakeClock(1_800_000_000.0)
+    queue = Queue(MemoryStorage(), clock=clock)
+
+    @queue.worker(priority=-5, meta={"team": "ops"})
+    def sweep(area: str) -> None:
+        pass
+
+    queue.schedule("sweep", dt.timedelta(seconds=1), sweep.call("north"))
+    queue.fire_schedules()
+    clock.advance(3)
+    (job_id,) = queue.fire_schedules()
+    job = queue.get(job_id)
+    assert job is not None and job.priority == -5 and tuple(job.args) == ("north",)
+    assert job.meta == {
+        "team": "ops",
+        "exqueue.schedule": "sweep",
+        "exqueue.tick": repr(1_800_000_003.0),
+        "exqueue.missed": "2",
+    }
+
+
+def test_a_unique_scheduled_job_is_refused() -> None:
+    queue = Queue(MemoryStorage())
+
+    @queue.worker(unique=True)
+    def once() -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match="schedule 'u': its job is unique"):
+        queue.schedule("u", "* * * * *", once.call())
