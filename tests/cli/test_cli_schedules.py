@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import exqueue
 from tests.support.cli import cli
@@ -87,3 +90,29 @@ def test_pause_and_resume_from_the_command_line(tmp_path: Path) -> None:
     unknown = cli("schedule-pause", "nope", "--storage", url)
     assert unknown.returncode == 1
     assert "no schedule named 'nope'" in unknown.stderr
+
+
+def test_worker_no_schedules_opts_the_node_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from exqueue.cli import main
+
+    url, env = _app(tmp_path)
+    monkeypatch.setenv("APP_URL", url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[bool] = []
+    # The worker's blocking run is replaced: this test only reads what it was given.
+    monkeypatch.setattr(
+        exqueue.Queue,
+        "run",
+        lambda self, stop_timeout=30.0: seen.append(self._node_config().scheduler is None),
+    )
+    try:
+        for flags, opted_out in (([], False), (["--no-schedules"], True)):
+            result = CliRunner().invoke(main, ["worker", "--app", "cronapp:queue", *flags])
+            assert result.exit_code == 0, result.output
+            assert seen.pop() is opted_out
+    finally:
+        sys.modules.pop("cronapp", None)
