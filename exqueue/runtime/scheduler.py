@@ -25,6 +25,9 @@ log = logging.getLogger("exqueue")
 #: The shortest sleep between two passes (a tick due "now" by a hair is fired next pass).
 MIN_WAIT = 0.005
 
+#: The longest pause between two passes while the store keeps failing.
+FAILURE_PAUSE = 5.0
+
 #: Builds the job of one tick: (schedule, tick, missed ticks, now) -> job.
 MakeJob = Callable[[Schedule, float, int, float], NewJob]
 
@@ -84,17 +87,31 @@ class Scheduler:
         wake: Callable[[], None],
         poll_interval: float,
     ) -> None:
-        """Run passes until ``stopping``; none while this node's clock is off (``skewed``)."""
+        """Run passes until ``stopping``; none while this node's clock is off (``skewed``).
+
+        A failing store is retried with a growing pause (up to ``FAILURE_PAUSE``),
+        logged once when it starts failing and once when it works again.
+        """
+        failures = 0
         while not stopping.is_set():
             wait = poll_interval
             if not skewed.is_set():
                 try:
                     fired, ahead = self.run_pass()
+                except Exception as exc:
+                    # The next pass tries again: a tick not recorded is still due then.
+                    if failures == 0:
+                        log.warning(
+                            "firing schedules failed (%s: %s); retrying", type(exc).__name__, exc
+                        )
+                    failures += 1
+                    wait = min(max(poll_interval, MIN_WAIT) * 2 ** min(failures, 10), FAILURE_PAUSE)
+                else:
+                    if failures:
+                        log.warning("firing schedules works again after %d failures", failures)
+                        failures = 0
                     if fired:
                         wake()
                     if ahead is not None:
                         wait = min(max(ahead - self.clock(), MIN_WAIT), poll_interval)
-                except Exception as exc:
-                    # The next pass tries again: a tick not recorded is still due then.
-                    log.warning("firing schedules failed (%s: %s)", type(exc).__name__, exc)
             stopping.wait(wait)
