@@ -13,18 +13,22 @@ backend; run with ``-s`` to see them printed.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from exqueue.storage import NewJob
 from tests.support import services
 from tests.support.procapp import wait_until
 
@@ -128,25 +132,44 @@ class Cluster:
                 proc.kill()
                 proc.wait()
 
-    def destroy(self) -> None:
+    def in_app(self, act: Callable[[Any], None]) -> None:
+        """Run ``act(queue)`` on the app's queue, imported in this process."""
         sys.path.insert(0, str(self.tmp_path))
         saved = dict(os.environ)
         os.environ.update(self.env)
         try:
-            import importlib
-
             import schedapp  # type: ignore[import-not-found]
 
             schedapp = importlib.reload(schedapp)
-            destroy = getattr(schedapp.queue.storage, "destroy", None)
-            if destroy is not None:
-                destroy()
-            schedapp.queue.storage.close()
+            try:
+                act(schedapp.queue)
+            finally:
+                schedapp.queue.storage.close()
         finally:
             os.environ.clear()
             os.environ.update(saved)
             sys.path.remove(str(self.tmp_path))
             sys.modules.pop("schedapp", None)
+
+    def record_first_tick(self) -> None:
+        """Record tick START as fired (its job for a worker nobody runs), as a running
+        cluster would have: every node then fires from START + 1 on, however long
+        it takes to start (a node's first look at a schedule with no stored tick
+        is not due)."""
+
+        def fire(queue: Any) -> None:
+            job = NewJob("first-tick", "nobody", b"", START, START, 1)
+            assert queue.storage.fire("beat", START, job)
+
+        self.in_app(fire)
+
+    def destroy(self) -> None:
+        def drop(queue: Any) -> None:
+            destroy = getattr(queue.storage, "destroy", None)
+            if destroy is not None:
+                destroy()
+
+        self.in_app(drop)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql", "redis"])
@@ -160,14 +183,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
 
 
 def test_four_processes_one_job_per_tick(cluster: Cluster) -> None:
+    cluster.record_first_tick()
     for n in range(PROCESSES):
         cluster.start(f"node-{n}")
-    # A node's first look at a schedule with no stored tick is its start: wait for
-    # every node to have looked (the first tick is recorded by one of them).
-    wait_until(lambda: all(p.poll() is None for p in cluster.procs), "the workers run")
-    import time
-
-    time.sleep(3)  # real time for four interpreters to import and start their schedulers
     for second in range(1, SECONDS + 1):
         cluster.set_time(START + second)
         wait_until(
@@ -177,6 +195,7 @@ def test_four_processes_one_job_per_tick(cluster: Cluster) -> None:
         )
     time.sleep(0.5)  # a duplicate fire of the last tick would show by now
     cluster.stop()
+    assert all(proc.returncode == 0 for proc in cluster.procs)
     found = Counter(cluster.ticks())
     expected = {START + s for s in range(1, SECONDS + 1)}
     backend = cluster.env["APP_BACKEND"]
@@ -187,10 +206,8 @@ def test_four_processes_one_job_per_tick(cluster: Cluster) -> None:
 
 
 def test_kill_9_between_recording_and_running_a_tick_loses_nothing(cluster: Cluster) -> None:
+    cluster.record_first_tick()
     victim = cluster.start("victim", APP_KILL_AFTER_FIRE="1")
-    import time
-
-    time.sleep(3)  # the victim's scheduler takes its first look at START
     cluster.set_time(START + 1)
     assert victim.wait(timeout=60) == -signal.SIGKILL
     assert cluster.ticks() == []  # recorded, not run
