@@ -222,6 +222,11 @@ def main() -> None:
     metavar="MB",
     help="Recycle a worker process once its resident memory passes MB (as --max-jobs).",
 )
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire the app's schedules on this node (other nodes fire them).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
 def worker(
     storage: str | None,
@@ -233,9 +238,10 @@ def worker(
     node: str | None,
     max_jobs: int | None,
     max_memory: int | None,
+    no_schedules: bool,
     verbose: bool,
 ) -> None:
-    """Run the application's workers until SIGINT or SIGTERM."""
+    """Run the application's workers (and fire its schedules) until SIGINT or SIGTERM."""
     if not app:
         fail("worker needs the application: --app package.module:queue (or EXQUEUE_APP)")
     source = click.get_current_context().get_parameter_source("storage")
@@ -257,6 +263,7 @@ def worker(
         extra = ["--verbose"] if verbose else []
         extra += ["--max-jobs", str(max_jobs)] if max_jobs else []
         extra += ["--max-memory", str(max_memory)] if max_memory else []
+        extra += ["--no-schedules"] if no_schedules else []
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
     queue = load_app(app)
     if not queue.workers:
@@ -271,6 +278,8 @@ def worker(
         )
     if node:
         queue.node = node
+    if no_schedules:
+        queue.run_schedules = False
     from exqueue.supervisor import RECYCLE_STATUS, Recycler
 
     recycler = Recycler(max_jobs, max_memory)
@@ -529,6 +538,10 @@ def stats(
         for row, name in zip(rows, counts, strict=True):
             row.append("yes" if counts[name].registered else "NO WORKER")
     click.echo(tabulate(rows, headers=headers))
+
+
+# The schedule commands register themselves on ``main``.
+import exqueue.cli_schedules  # noqa: E402, F401
 
 
 def run() -> None:

@@ -53,6 +53,7 @@ from exqueue.policy import (
     Backoff,
     Fixed,
 )
+from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
     DEAD,
@@ -101,7 +102,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue:
+class Queue(ScheduleMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
@@ -134,6 +135,7 @@ class Queue:
         poll_interval: float = 1.0,
         prefetch: int = 0,
         check_clock: bool | None = None,
+        run_schedules: bool = True,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -151,6 +153,9 @@ class Queue:
         self.workers: dict[str, WorkerType[Any, Any]] = {}
         self._reporters: list[DeadReporter] = []
         self._runtime: Runtime | None = None
+        self.run_schedules = run_schedules
+        self._schedules = {}
+        self._scheduler = None
 
     # -- registering -----------------------------------------------------------------
 
@@ -529,6 +534,7 @@ class Queue:
             clock=self.clock,
             report_dead=self._report_dead,
             check_clock=self.check_clock,
+            scheduler=self._get_scheduler() if self.run_schedules else None,
         )
 
     def _make_runtime(self) -> Runtime:

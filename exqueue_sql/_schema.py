@@ -33,6 +33,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue_sql._schedules import schedules_table
 
 #: Bump when the tables change. A store of an earlier version is upgraded in
 #: place (:func:`upgrade`); one of a later version is refused.
@@ -164,6 +165,7 @@ def tables(
         Index(f"{prefix}unique_done_until", "hold_until"),
         **options,
     )
+    schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
     return Tables(jobs, meta, unique, done)
 
 

@@ -34,6 +34,7 @@ from exqueue.errors import ConfigurationError
 from exqueue.storage import (
     DEAD,
     RUNNING,
+    SCHEDULES,
     WAITING,
     Counts,
     DeleteResult,
@@ -56,6 +57,7 @@ from exqueue_sql._records import (
     with_errors,
 )
 from exqueue_sql._runner import Runner, connection_of
+from exqueue_sql._schedules import SQLSchedules, create_schedules_table
 from exqueue_sql._schema import DEFAULT_PREFIX, open_tables
 from exqueue_sql._sqlite import SQLiteDialect
 from exqueue_sql._urls import build_engine, parse_url
@@ -74,7 +76,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage:
+class SQLStorage(SQLSchedules):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -119,7 +121,7 @@ class SQLStorage:
             self._tables = self._dialect.tables
             self._jobs = self._tables.jobs
             self._lock = self._dialect.lock
-            self.capabilities = self._dialect.capabilities
+            self.capabilities = self._dialect.capabilities | {SCHEDULES}
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -150,6 +152,7 @@ class SQLStorage:
             raise ConfigurationError(unusable)
         with self._schema_lock() as conn:
             self.upgraded_from = open_tables(conn, self._tables, self.prefix, create)
+            create_schedules_table(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:

@@ -130,6 +130,11 @@ class Runtime:
     def start(self) -> None:
         self._open(listen=True)
         self._spawn(self._dispatch_loop, "exqueue-dispatcher")
+        scheduler = self.config.scheduler
+        if scheduler is not None:
+            ledger, poll = self._ledger, self.config.poll_interval
+            loop = lambda: scheduler.loop(ledger.stopping, ledger.skewed, self.wake, poll)  # noqa: E731
+            self._spawn(loop, "exqueue-scheduler")
         log.info("exqueue node %s started: %s", self.config.node, ", ".join(self.config.workers))
 
     def hurry(self) -> None:

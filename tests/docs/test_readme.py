@@ -57,6 +57,31 @@ def test_demo_retries_one_job_to_success_and_leaves_one_dead(tmp_path: Path) -> 
     assert dead.returncode == 0 and "demo.send_report" in dead.stdout
 
 
+def test_periodic_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Periodic jobs", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the Periodic jobs section has no python block"
+    (tmp_path / "cron.py").write_text(match.group(1))
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "cron.py"], cwd=tmp_path, stdout=sink)
+        try:
+            deadline = time.monotonic() + 60
+            while "report for eu (0 missed ticks)" not in out.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+    listed = out.read_text().splitlines()
+    assert listed[0].startswith("__main__.nightly_cleanup | 0 3 * * * | ")
+    assert listed[1].startswith("report-eu | every 2s | ")
+
+
 def options_code() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Priorities, unique jobs, meta and expiry", 1)[1]
