@@ -218,10 +218,13 @@ def test_unique_enqueue_in_the_callers_transaction(sql: SQLStorage) -> None:
     sql.enqueue([job("held", unique=Unique("k"))])
     with sql.engine.connect() as conn:
         with conn.begin():
-            sql.enqueue_in(conn, [job("a", unique=Unique("k")), job("b", unique=Unique("n"))])
+            pair = [job("a", unique=Unique("k")), job("b", unique=Unique("n"))]
+            held = sql.enqueue_in(conn, pair)
+            plain = sql.enqueue_in(conn, [job("p")])
         with conn.begin() as rolled_back:
             sql.enqueue_in(conn, [job("c", unique=Unique("m"))])
             rolled_back.rollback()
+    assert held == ["held", "b"] and plain == ["p"]
     assert sql.get("a") is None and sql.get("c") is None
     stored = sql.get("b")
     assert stored is not None and stored.unique_key == "n"
