@@ -15,7 +15,8 @@ capabilities (:mod:`conformance.capabilities`), and protocol 2's priority
 (:mod:`conformance.priority`), unique jobs (:mod:`conformance.unique`), expiry
 (:mod:`conformance.expiry`) and metadata (:mod:`conformance.metadata`), each
 run only when the backend declares its capability; races
-(:mod:`conformance.races`, :mod:`conformance.unique_races`); and the
+(:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
+(:mod:`conformance.schedules`); and the
 model-based state machine (:mod:`conformance.machine`, with
 :mod:`conformance.machine_v2`) that explores how they interact.
 
@@ -42,6 +43,7 @@ from conformance import (
     persistence,
     priority,
     races,
+    schedules,
     unique,
 )
 from conformance.base import Check, RuleBroken, StorageFactory
@@ -80,6 +82,7 @@ CHECKS: dict[str, Check] = {
         Check("state_machine", None, check_state_machine, MODEL),
         *races.CHECKS,
         *unique.RACE_CHECKS,
+        *schedules.CHECKS,
     )
 }
 

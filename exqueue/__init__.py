@@ -10,6 +10,7 @@ from exqueue.errors import (
     ConfigurationError,
     ExqueueError,
     InvalidScheduleError,
+    JobExpiredError,
     JobNotDeadError,
     JobNotFoundError,
     JobRunningError,
@@ -17,9 +18,10 @@ from exqueue.errors import (
     SerializationError,
     UnknownWorkerError,
 )
-from exqueue.job import Call, Job, JobContext, current_job
+from exqueue.job import Call, DuplicateJobId, Job, JobContext, JobId, current_job
+from exqueue.options import JobOptions, Uniqueness
 from exqueue.policy import Backoff, Exponential, Fixed
-from exqueue.queue import Queue, WorkerStats, WorkerType
+from exqueue.queue import Queue, WithOptions, WorkerStats, WorkerType
 from exqueue.registry import connect
 from exqueue.storage import Counts, JobRecord, NewJob, Recovered, Storage
 
@@ -30,14 +32,18 @@ __all__ = [
     "ConfigurationError",
     "InvalidScheduleError",
     "Counts",
+    "DuplicateJobId",
     "Exponential",
     "ExqueueError",
     "Fixed",
     "JSONCodec",
     "Job",
     "JobContext",
+    "JobExpiredError",
+    "JobId",
     "JobNotDeadError",
     "JobNotFoundError",
+    "JobOptions",
     "JobRecord",
     "JobRunningError",
     "NewJob",
@@ -47,7 +53,9 @@ __all__ = [
     "SchemaVersionError",
     "SerializationError",
     "Storage",
+    "Uniqueness",
     "UnknownWorkerError",
+    "WithOptions",
     "WorkerStats",
     "WorkerType",
     "connect",

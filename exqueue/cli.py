@@ -222,6 +222,11 @@ def main() -> None:
     metavar="MB",
     help="Recycle a worker process once its resident memory passes MB (as --max-jobs).",
 )
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire the app's schedules on this node (other nodes fire them).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
 def worker(
     storage: str | None,
@@ -233,9 +238,10 @@ def worker(
     node: str | None,
     max_jobs: int | None,
     max_memory: int | None,
+    no_schedules: bool,
     verbose: bool,
 ) -> None:
-    """Run the application's workers until SIGINT or SIGTERM."""
+    """Run the application's workers (and fire its schedules) until SIGINT or SIGTERM."""
     if not app:
         fail("worker needs the application: --app package.module:queue (or EXQUEUE_APP)")
     source = click.get_current_context().get_parameter_source("storage")
@@ -257,6 +263,7 @@ def worker(
         extra = ["--verbose"] if verbose else []
         extra += ["--max-jobs", str(max_jobs)] if max_jobs else []
         extra += ["--max-memory", str(max_memory)] if max_memory else []
+        extra += ["--no-schedules"] if no_schedules else []
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
     queue = load_app(app)
     if not queue.workers:
@@ -271,6 +278,8 @@ def worker(
         )
     if node:
         queue.node = node
+    if no_schedules:
+        queue.run_schedules = False
     from exqueue.supervisor import RECYCLE_STATUS, Recycler
 
     recycler = Recycler(max_jobs, max_memory)
@@ -317,6 +326,11 @@ def bound_stop(queue: Queue, grace: float) -> None:
 @click.option("--state", type=click.Choice(["waiting", "running", "dead"]), help="Only this state.")
 @click.option("--worker", "worker_name", metavar="NAME", help="Only this worker type.")
 @click.option(
+    "--tag",
+    metavar="KEY=VALUE",
+    help="Only jobs whose meta has KEY set to VALUE.",
+)
+@click.option(
     "--limit",
     default=100,
     show_default=True,
@@ -331,12 +345,19 @@ def jobs(
     namespace: str | None,
     state: Any,
     worker_name: str | None,
+    tag: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """List stored jobs, oldest first."""
+    pair = None
+    if tag is not None:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            fail(f"--tag must look like KEY=VALUE, not {tag!r}")
+        pair = (key, value)
     queue = open_queue(storage, app, prefix, namespace, create=False)
-    found = queue.jobs(state=state, worker=worker_name, limit=limit)
+    found = queue.jobs(state=state, worker=worker_name, limit=limit, tag=pair)
     now = queue.clock()
     if as_json:
         echo_json([job_json(job, now) for job in found])
@@ -361,6 +382,11 @@ def jobs(
         headers[4:4] = ["node", "running for"]
         for row, job in zip(rows, found, strict=True):
             row[4:4] = [safe(job.node or ""), running_text(job, now)]
+    if any(job.priority for job in found):
+        # Only where it tells something: most stores never set a priority.
+        headers.insert(3, "priority")
+        for row, job in zip(rows, found, strict=True):
+            row.insert(3, str(job.priority))
     click.echo(tabulate(rows, headers=headers))
 
 
@@ -388,9 +414,14 @@ def show(
     fields = job.to_dict()
     errors = fields.pop("errors")
     fields.pop("last_error")
-    for key in ("payload_error", "node", "started_at"):
+    for key in ("payload_error", "node", "started_at", "timeout", "expires_at", "unique_key"):
         if fields[key] is None:
             fields.pop(key)
+    meta = fields.pop("meta")
+    if meta:
+        fields["meta"] = ", ".join(f"{key}={value}" for key, value in meta.items())
+    if job.timeout is not None:
+        fields["timeout"] = f"{job.timeout:g}s"
     if job.state == "running":
         fields["running for"] = running_text(job, now)
     rows = [[key, safe(value)] for key, value in fields.items()]
@@ -507,6 +538,10 @@ def stats(
         for row, name in zip(rows, counts, strict=True):
             row.append("yes" if counts[name].registered else "NO WORKER")
     click.echo(tabulate(rows, headers=headers))
+
+
+# The schedule commands register themselves on ``main``.
+import exqueue.cli_schedules  # noqa: E402, F401
 
 
 def run() -> None:

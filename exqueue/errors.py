@@ -35,5 +35,11 @@ class InvalidScheduleError(ExqueueError, ValueError):
     """A job's delay or start time is not a finite time within reach (nothing was stored)."""
 
 
+class JobExpiredError(ExqueueError):
+    """A job was not started before its ``expires_at``: it is dead, never run.
+
+    The dead reporters (``queue.on_dead``) get one for each expired job."""
+
+
 class SchemaVersionError(ConfigurationError):
     """The stored schema version does not match this version of exqueue."""

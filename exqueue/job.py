@@ -1,15 +1,20 @@
-"""Public job values: the ``Job`` a caller reads, a ``Call`` to enqueue, the current job."""
+"""Public job values: the ``Job`` a caller reads, a ``Call`` to enqueue, the id an
+enqueue returns (``JobId``), the current job."""
 
 from __future__ import annotations
 
 import contextvars
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exqueue.codec import Codec
 from exqueue.errors import SerializationError
 from exqueue.storage import JobRecord, JobState
+
+if TYPE_CHECKING:
+    from exqueue.options import JobOptions
 
 
 def _utc(timestamp: float) -> dt.datetime:
@@ -30,6 +35,11 @@ class Job:
     and ``kwargs`` are then empty); such a job dies when a worker picks it up.
     ``node`` is the node holding a running job's lease; ``started_at`` is when its
     running attempt was claimed, where the backend records it (else None).
+
+    Protocol 2: ``priority`` (lower runs first), ``meta`` (str -> str),
+    ``timeout`` (seconds one attempt may run, or None), ``expires_at`` (a job not
+    started by then is never run) and ``unique_key`` (None for a job that is not
+    unique).
     """
 
     id: str
@@ -46,6 +56,11 @@ class Job:
     node: str | None = None
     started_at: dt.datetime | None = None
     error_count: int = 0
+    priority: int = 0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    expires_at: dt.datetime | None = None
+    unique_key: str | None = None
 
     @property
     def last_error(self) -> str | None:
@@ -84,6 +99,11 @@ class Job:
             node=record.lease_owner if record.state == "running" else None,
             started_at=_utc(record.started_at) if record.started_at is not None else None,
             error_count=record.error_count,
+            priority=record.priority,
+            meta=dict(record.meta),
+            timeout=record.timeout,
+            expires_at=_utc(record.expires_at) if record.expires_at is not None else None,
+            unique_key=record.unique_key,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,15 +124,40 @@ class Job:
             "payload_error": self.payload_error,
             "node": self.node,
             "started_at": self.started_at.isoformat() if self.started_at else None,
+            "priority": self.priority,
+            "meta": dict(self.meta),
+            "timeout": self.timeout,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "unique_key": self.unique_key,
         }
+
+
+class JobId(str):
+    """A job id as ``enqueue`` returns it: a ``str``, and ``duplicate`` is False.
+
+    A unique job whose key was already held returns the holder's id as a
+    :class:`DuplicateJobId` (``duplicate`` True): nothing new was stored.
+    """
+
+    __slots__ = ()
+    duplicate: bool = False
+
+
+class DuplicateJobId(JobId):
+    """The id of the job that already held a unique key (``duplicate`` is True)."""
+
+    __slots__ = ()
+    duplicate: bool = True
 
 
 @dataclass(frozen=True)
 class Call:
     """One job to enqueue: a worker name with its arguments, optionally delayed.
 
-    ``fn.call(*args, **kwargs)`` builds one for a registered worker; build it by
-    hand to enqueue for a worker that lives in another process.
+    ``fn.call(*args, **kwargs)`` builds one for a registered worker
+    (``fn.options(...).call(...)`` with options); build it by hand to enqueue
+    for a worker that lives in another process. ``options`` is an
+    :class:`exqueue.JobOptions` (priority, unique, meta, timeout, expiry).
     """
 
     worker: str
@@ -120,16 +165,22 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0
     run_at: float | None = None
+    options: JobOptions | None = None
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running job may know about itself (``exqueue.current_job()``)."""
+    """What a running job may know about itself (``exqueue.current_job()``).
+
+    ``meta`` is the job's meta (trace context, tags), ``priority`` its priority.
+    """
 
     id: str
     worker: str
     attempt: int
     max_attempts: int
+    meta: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

@@ -3,24 +3,25 @@
 Retry decisions and defaults live in :mod:`exqueue.policy`; the queue keeps a
 worker type's settings, hears of each death (``on_dead``) and hands a
 :class:`~exqueue.runtime.NodeConfig` to the runtime that runs its workers.
+A registered function is a :class:`~exqueue.worker_type.WorkerType`; job
+options (priority, unique, meta, timeout, expiry) are checked and merged by
+:mod:`exqueue.options` before a job is stored.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from exqueue.codec import Codec, get_codec
 from exqueue.errors import (
     ConfigurationError,
-    InvalidScheduleError,
     JobNotDeadError,
     JobNotFoundError,
     JobRunningError,
@@ -36,7 +37,15 @@ from exqueue.guards import (
     check_worker_name,
     worker_name_problem,
 )
-from exqueue.job import Call, Job
+from exqueue.job import Call, DuplicateJobId, Job, JobId
+from exqueue.options import (
+    JobOptions,
+    Seconds,
+    UniqueOption,
+    check_default_capabilities,
+    resolve,
+    worker_defaults,
+)
 from exqueue.policy import (
     DEFAULT_LEASE,
     DEFAULT_MAX_RETRIES,
@@ -44,9 +53,11 @@ from exqueue.policy import (
     Backoff,
     Fixed,
 )
+from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
     DEAD,
+    METADATA,
     STATES,
     TRANSACTIONAL_ENQUEUE,
     JobState,
@@ -54,6 +65,9 @@ from exqueue.storage import (
     Storage,
     SupportsTransactionalEnqueue,
 )
+from exqueue.worker_type import WithOptions, WorkerType
+
+__all__ = ["DEFAULT_URL", "Queue", "WithOptions", "WorkerStats", "WorkerType", "new_job_id"]
 
 if TYPE_CHECKING:
     from exqueue.runtime import NodeConfig, Runtime
@@ -79,63 +93,6 @@ class WorkerStats:
     registered: bool
 
 
-class WorkerType(Generic[P, R]):
-    """A registered job function. Call it to run it inline; ``.enqueue`` to queue it."""
-
-    def __init__(
-        self,
-        queue: Queue,
-        fn: Callable[P, R],
-        *,
-        name: str,
-        concurrency: int,
-        max_retries: int,
-        backoff: Backoff,
-        serial: bool,
-    ) -> None:
-        self.queue = queue
-        self.fn = fn
-        self.name = name
-        self.concurrency = 1 if serial else concurrency
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.serial = serial
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
-
-    @property
-    def max_attempts(self) -> int:
-        return self.max_retries + 1
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
-
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
-        """A :class:`Call` for ``queue.enqueue_many``."""
-        return Call(self.name, args, dict(kwargs))
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Persist a job to run as soon as possible; returns its id."""
-        return self.queue._enqueue_one(self.name, args, kwargs, None, 0.0)
-
-    def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Persist a job to run ``seconds`` from now."""
-        return self.queue._enqueue_one(self.name, args, kwargs, None, check_delay(seconds))
-
-    def enqueue_at(self, when: dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str:
-        """Persist a job to run at ``when`` (a naive datetime is local time)."""
-        if not isinstance(when, dt.datetime):
-            raise TypeError(f"enqueue_at needs a datetime, not {when!r}")
-        try:
-            run_at = when.timestamp()
-        except (OverflowError, ValueError, OSError) as exc:  # datetime.max in local time
-            raise InvalidScheduleError(f"enqueue_at({when!r}) is out of range: {exc}") from None
-        return self.queue._enqueue_one(self.name, args, kwargs, run_at, 0.0)
-
-    def __repr__(self) -> str:
-        return f"<exqueue worker {self.name!r} concurrency={self.concurrency}>"
-
-
 def new_job_id() -> str:
     """A random 128-bit id as 32 hex digits (like ``uuid4().hex``, cheaper to make)."""
     return os.urandom(16).hex()
@@ -145,7 +102,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue:
+class Queue(ScheduleMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
@@ -178,6 +135,7 @@ class Queue:
         poll_interval: float = 1.0,
         prefetch: int = 0,
         check_clock: bool | None = None,
+        run_schedules: bool = True,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -195,6 +153,9 @@ class Queue:
         self.workers: dict[str, WorkerType[Any, Any]] = {}
         self._reporters: list[DeadReporter] = []
         self._runtime: Runtime | None = None
+        self.run_schedules = run_schedules
+        self._schedules = {}
+        self._scheduler = None
 
     # -- registering -----------------------------------------------------------------
 
@@ -214,6 +175,11 @@ class Queue:
         backoff: Backoff | None = ...,
         serial: bool = ...,
         name: str | None = ...,
+        priority: int | None = ...,
+        unique: UniqueOption = ...,
+        meta: Mapping[str, str] | None = ...,
+        timeout: Seconds | None = ...,
+        expires_in: Seconds | None = ...,
     ) -> Callable[[Callable[P, R]], WorkerType[P, R]]: ...
 
     def worker(
@@ -226,8 +192,18 @@ class Queue:
         backoff: Backoff | None = None,
         serial: bool = False,
         name: str | None = None,
+        priority: int | None = None,
+        unique: UniqueOption = None,
+        meta: Mapping[str, str] | None = None,
+        timeout: Seconds | None = None,
+        expires_in: Seconds | None = None,
     ) -> WorkerType[P, R] | Callable[[Callable[P, R]], WorkerType[P, R]]:
-        """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``."""
+        """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``.
+
+        ``priority``, ``unique``, ``meta``, ``timeout`` and ``expires_in`` are the
+        worker type's default job options (see :class:`exqueue.JobOptions`); one
+        enqueue changes them with ``fn.options(...)``.
+        """
         check_count("concurrency", concurrency, low=1)
         check_count("max_retries", max_retries, low=0, high=MAX_RETRIES)
 
@@ -236,6 +212,17 @@ class Queue:
             worker_name = check_worker_name(name or f"{func.__module__}.{func.__qualname__}")
             if worker_name in self.workers:
                 raise ConfigurationError(f"a worker named {worker_name!r} is already registered")
+            defaults = worker_defaults(
+                func,
+                worker_name,
+                priority=priority,
+                unique=unique,
+                meta=meta,
+                timeout=timeout,
+                expires_in=expires_in,
+            )
+            if defaults is not None:
+                check_default_capabilities(defaults, self.storage)
             worker_type = WorkerType(
                 self,
                 func,
@@ -244,6 +231,7 @@ class Queue:
                 max_retries=max_retries,
                 backoff=backoff or Fixed(DEFAULT_RETRY_DELAY),
                 serial=serial,
+                defaults=defaults,
             )
             self.workers[worker_name] = worker_type
             return worker_type
@@ -261,7 +249,7 @@ class Queue:
 
     # -- enqueueing ------------------------------------------------------------------
 
-    def enqueue(self, worker: str, /, *args: Any, **kwargs: Any) -> str:
+    def enqueue(self, worker: str, /, *args: Any, **kwargs: Any) -> JobId:
         """Enqueue by worker name (must be registered on this queue); returns the id."""
         return self._enqueue_one(worker, args, kwargs, None, 0.0)
 
@@ -272,12 +260,15 @@ class Queue:
         kwargs: dict[str, Any],
         run_at: float | None,
         delay: float,
-    ) -> str:
+        options: JobOptions | None = None,
+    ) -> JobId:
         # enqueue_many for one job, without building a Call and lists around it:
         # a single enqueue is the producers' hot path.
-        job = self._new_job(worker, args, kwargs, run_at, delay, self.clock(), False)
-        self._persist((job,), None)
-        return job.id
+        job = self._new_job(worker, args, kwargs, run_at, delay, self.clock(), False, options)
+        held = self._persist((job,), None)
+        if held is None or held[0] == job.id:  # None: a version-1 backend stored it
+            return JobId(job.id)
+        return DuplicateJobId(held[0])
 
     def _new_job(
         self,
@@ -288,6 +279,7 @@ class Queue:
         delay: float,
         now: float,
         allow_unknown: bool,
+        options: JobOptions | None = None,
     ) -> NewJob:
         worker_type = self.workers.get(worker)
         if worker_type is None:
@@ -298,6 +290,11 @@ class Queue:
                 raise ValueError(f"{problem}; nothing was stored")
             if not allow_unknown:
                 raise UnknownWorkerError(self._unknown_message(worker))
+        defaults = worker_type.defaults if worker_type is not None else None
+        if options is not None or defaults is not None:
+            return self._new_job_with_options(
+                worker_type, worker, args, kwargs, run_at, delay, now, options, defaults
+            )
         return NewJob(
             new_job_id(),
             worker,
@@ -316,30 +313,92 @@ class Queue:
             worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1,
         )
 
+    def _new_job_with_options(
+        self,
+        worker_type: WorkerType[Any, Any] | None,
+        worker: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_at: float | None,
+        delay: float,
+        now: float,
+        options: JobOptions | None,
+        defaults: JobOptions | None,
+    ) -> NewJob:
+        chosen = defaults.merged(options) if defaults is not None else options
+        assert chosen is not None
+        args = args if type(args) is tuple else tuple(args)
+        kwargs = kwargs if type(kwargs) is dict else dict(kwargs)
+        decided = resolve(
+            chosen,
+            fn=worker_type.fn if worker_type is not None else None,
+            worker=worker,
+            args=args,
+            kwargs=kwargs,
+            run_at=run_at,
+            delay=delay,
+            now=now,
+            storage=self.storage,
+        )
+        return NewJob(
+            new_job_id(),
+            worker,
+            self.codec.encode(args, kwargs),
+            decided.run_at,
+            now,
+            worker_type.max_attempts if worker_type else DEFAULT_MAX_RETRIES + 1,
+            priority=decided.priority,
+            meta=decided.meta,
+            timeout=decided.timeout,
+            expires_at=decided.expires_at,
+            unique=decided.unique,
+        )
+
     def enqueue_many(
         self,
         calls: Iterable[Call],
         *,
         transaction: object | None = None,
         allow_unknown: bool = False,
-    ) -> list[str]:
+    ) -> list[JobId]:
         """Persist several jobs at once, all or nothing; returns their ids in order.
 
-        ``allow_unknown=True`` lets a producer enqueue for workers registered only
-        in other processes (they get the default of 5 retries). ``transaction``
+        A unique job whose key is held (by a stored job or an earlier one of the
+        batch) stores nothing and gives the holder's id (``.duplicate`` True);
+        the rest are stored. ``allow_unknown=True`` lets a producer enqueue for
+        workers registered only in other processes (they get the default of 5
+        retries). ``transaction``
         enqueues through the caller's open database transaction, on backends that
         support it, so the jobs commit or roll back with the caller's data.
         """
         now = self.clock()
         new_jobs = [
-            self._new_job(c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown)
+            self._new_job(
+                c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown, c.options
+            )
             for c in calls
         ]
-        self._persist(new_jobs, transaction)
-        return [job.id for job in new_jobs]
+        held = self._persist(new_jobs, transaction)
+        ids = [job.id for job in new_jobs]
+        # None: a version-1 backend, every job was stored. Equal lists: no duplicate.
+        if held is None or held == ids:
+            return list(map(JobId, ids))
+        if len(held) != len(new_jobs):
+            raise RuntimeError(
+                f"{type(self.storage).__name__}.enqueue returned {len(held)} ids for "
+                f"{len(new_jobs)} jobs (the protocol asks for one per job)"
+            )
+        return [
+            JobId(holder) if holder == own else DuplicateJobId(holder)
+            for own, holder in zip(ids, held, strict=True)
+        ]
 
-    def _persist(self, new_jobs: Sequence[NewJob], transaction: object | None) -> None:
-        """Store new jobs (through the caller's transaction if given); wake this node."""
+    def _persist(self, new_jobs: Sequence[NewJob], transaction: object | None) -> list[str] | None:
+        """Store new jobs (through the caller's transaction if given); wake this node.
+
+        Returns each job's holder id, or None from a backend that does not say
+        (a version-1 backend, a transactional enqueue that does not: all stored).
+        """
         if transaction is not None:
             if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
                 self.storage, SupportsTransactionalEnqueue
@@ -347,12 +406,13 @@ class Queue:
                 raise ConfigurationError(
                     f"{type(self.storage).__name__} does not support transactional enqueue"
                 )
-            self.storage.enqueue_in(transaction, new_jobs)
+            held: list[str] | None = self.storage.enqueue_in(transaction, new_jobs)
         else:
-            self.storage.enqueue(new_jobs)
+            held = self.storage.enqueue(new_jobs)
         runtime = self._runtime
         if runtime is not None:
             runtime.wake()
+        return held
 
     def _unknown_message(self, name: str) -> str:
         known = ", ".join(sorted(self.workers)) or "none"
@@ -364,12 +424,34 @@ class Queue:
     # -- inspecting and managing -----------------------------------------------------
 
     def jobs(
-        self, state: JobState | None = None, worker: str | None = None, limit: int = 100
+        self,
+        state: JobState | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+        *,
+        tag: tuple[str, str] | None = None,
     ) -> list[Job]:
-        """Stored jobs, oldest first, filtered by state and worker name."""
+        """Stored jobs, oldest first, filtered by state, worker name and a meta entry.
+
+        ``tag=(key, value)`` keeps jobs whose ``meta[key] == value``.
+        """
         if state is not None and state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-        records = self.storage.list_jobs(state=state, worker=worker, limit=limit)
+        if tag is None:
+            records = self.storage.list_jobs(state=state, worker=worker, limit=limit)
+        else:
+            if (
+                not isinstance(tag, tuple)
+                or len(tag) != 2
+                or not all(isinstance(part, str) for part in tag)
+            ):
+                raise ValueError(f"tag must be a (key, value) pair of strings, not {tag!r}")
+            if METADATA not in self.storage.capabilities:
+                raise ConfigurationError(
+                    f"filtering by tag needs the storage capability {METADATA!r}, which "
+                    f"{type(self.storage).__name__} does not declare"
+                )
+            records = self.storage.list_jobs(state=state, worker=worker, limit=limit, tag=tag)
         return [Job.from_record(record, self.codec) for record in records]
 
     def get(self, job_id: str) -> Job | None:
@@ -452,6 +534,7 @@ class Queue:
             clock=self.clock,
             report_dead=self._report_dead,
             check_clock=self.check_clock,
+            scheduler=self._get_scheduler() if self.run_schedules else None,
         )
 
     def _make_runtime(self) -> Runtime:

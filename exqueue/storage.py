@@ -289,8 +289,8 @@ class Storage(Protocol):
         """Remove a ``running`` job held with ``token``. False when not held.
 
         ``now`` is when it completed: a job enqueued with a unique ``period``
-        keeps holding its key until ``now + period`` (the core always passes it;
-        without it no period is kept).
+        keeps holding its key until ``now + period`` (the core passes it to every
+        backend that declares :data:`UNIQUE`; without it no period is kept).
         """
         ...
 
@@ -400,8 +400,11 @@ class SupportsWakeup(Protocol):
 class SupportsTransactionalEnqueue(Protocol):
     """Optional capability :data:`TRANSACTIONAL_ENQUEUE`: enqueue in the caller's transaction."""
 
-    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
-        """Persist ``jobs`` through the caller's open transaction (commits with it)."""
+    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> list[str] | None:
+        """Persist ``jobs`` through the caller's open transaction (commits with it).
+
+        Returns the holder ids as :meth:`Storage.enqueue` does; None (as a
+        version-1 backend returns) means every job was stored."""
         ...
 
 
@@ -432,4 +435,57 @@ class SupportsServerClock(Protocol):
 
     def server_time(self) -> float:
         """The server's clock now, in seconds since the epoch (a float)."""
+        ...
+
+
+# -- schedules (issue 14) -------------------------------------------------------------
+
+#: Implements :class:`SupportsSchedules`: records a schedule's tick atomically with its job.
+SCHEDULES = "schedules"
+#: The most UTF-8 bytes of a schedule name.
+SCHEDULE_NAME_LIMIT: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What a store keeps of one schedule: the last tick recorded and whether it is paused.
+
+    ``last_tick`` is None until a tick is recorded (a schedule paused before its
+    first tick has a state too).
+    """
+
+    name: str
+    last_tick: float | None = None
+    paused: bool = False
+
+
+@runtime_checkable
+class SupportsSchedules(Protocol):
+    """Optional capability :data:`SCHEDULES`: periodic jobs fired exactly once per tick.
+
+    A schedule is a name; its ticks are epoch seconds the core computes from the
+    schedule's cron expression or interval. Every node may try to fire the same
+    tick; the store lets one through. Ticks only move forward: a tick at or
+    before the recorded one records nothing. The job is stored in the same
+    atomic (and durable) step as the tick, so a process killed right after
+    ``fire`` returned loses neither, and one killed before recorded neither.
+    """
+
+    def fire(self, schedule: str, tick: float, job: NewJob) -> bool:
+        """Store ``job`` and record ``tick`` as the schedule's last tick, atomically.
+
+        Only when ``tick`` is later than the recorded last tick (or none is
+        recorded). A paused schedule records the tick but stores no job (its
+        ticks pass, so a resume fires only later ticks). True when the job was
+        stored; False when nothing was stored (an older or equal tick, or
+        paused). A job id already stored raises ``ValueError`` and records nothing.
+        """
+        ...
+
+    def schedules(self) -> list[ScheduleState]:
+        """Every stored schedule state, ordered by name."""
+        ...
+
+    def pause_schedule(self, schedule: str, paused: bool) -> None:
+        """Set whether ``schedule`` is paused (its state is created when missing)."""
         ...

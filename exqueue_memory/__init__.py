@@ -31,6 +31,7 @@ from exqueue.storage import (
     EXPIRED,
     PROTOCOL_2,
     RUNNING,
+    SCHEDULES,
     WAITING,
     WAKEUP,
     Counts,
@@ -42,6 +43,7 @@ from exqueue.storage import (
     RequeueResult,
     add_error,
 )
+from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
 
 __all__ = ["MemoryStorage"]
@@ -50,10 +52,10 @@ __all__ = ["MemoryStorage"]
 _SLACK = 64
 
 
-class MemoryStorage:
+class MemoryStorage(MemorySchedules):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY}) | PROTOCOL_2
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES}) | PROTOCOL_2
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()

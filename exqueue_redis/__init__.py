@@ -91,6 +91,7 @@ from exqueue.storage import (
     MULTI_PROCESS,
     PERSISTENT,
     PROTOCOL_2,
+    SCHEDULES,
     SERVER_CLOCK,
     WAKEUP,
     Counts,
@@ -120,6 +121,7 @@ from exqueue_redis._client import connect, decodes_responses, glob_escape, quiet
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
+from exqueue_redis._schedules import RedisSchedules
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -138,7 +140,7 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 _WAIT_SLICE = 0.2
 
 
-class RedisStorage:
+class RedisStorage(RedisSchedules):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -149,7 +151,7 @@ class RedisStorage:
     """
 
     capabilities = frozenset(
-        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK} | PROTOCOL_2
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES} | PROTOCOL_2
     )
 
     def __init__(

@@ -26,12 +26,14 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue_sql._schedules import schedules_table
 
 #: Bump when the tables change. A store of an earlier version is upgraded in
 #: place (:func:`upgrade`); one of a later version is refused.
@@ -111,10 +113,23 @@ def tables(
         # run_at, seq) order, so LIMIT n reads about n index entries however many
         # rows wait (jobs scheduled for later are passed over, per priority).
         Index(f"{prefix}jobs_claim", "worker", "state", "priority", "run_at", "seq"),
-        # Unique enqueue: the jobs of a worker holding a key.
-        Index(f"{prefix}jobs_unique", "worker", "unique_key"),
-        # expire(): waiting jobs with expires_at <= now, a range scan.
-        Index(f"{prefix}jobs_expiry", "state", "expires_at"),
+        # Unique enqueue: the jobs of a worker holding a key. expire(): waiting
+        # jobs with expires_at <= now, a range scan. Partial where the database
+        # has it, so a job without a key or an expiry costs neither index.
+        Index(
+            f"{prefix}jobs_unique",
+            "worker",
+            "unique_key",
+            postgresql_where=text("unique_key IS NOT NULL"),
+            sqlite_where=text("unique_key IS NOT NULL"),
+        ),
+        Index(
+            f"{prefix}jobs_expiry",
+            "state",
+            "expires_at",
+            postgresql_where=text("expires_at IS NOT NULL"),
+            sqlite_where=text("expires_at IS NOT NULL"),
+        ),
         # Serial head: the lowest seq of a worker in any state.
         Index(f"{prefix}jobs_head", "worker", "seq"),
         # Recovery (state = 'running': few rows, bounded by total concurrency) and
@@ -150,6 +165,7 @@ def tables(
         Index(f"{prefix}unique_done_until", "hold_until"),
         **options,
     )
+    schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
     return Tables(jobs, meta, unique, done)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.storage import JobRecord, SupportsCompleteMany
+from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
     from exqueue.queue import WorkerType
@@ -41,8 +41,16 @@ class Recorder:
         self.storage = config.storage
         self.ledger = ledger
         self.wake = ledger.wake
+        # When a job completed matters only to a unique key's period; a version-1
+        # backend's complete() takes no ``now``.
+        self.pass_now = UNIQUE in self.storage.capabilities
 
     def success(self, job_id: str, token: str) -> bool:
+        if self.pass_now:
+            clock = self.config.clock
+            return self.record(
+                job_id, "success", lambda: self.storage.complete(job_id, token, now=clock())
+            )
         return self.record(job_id, "success", lambda: self.storage.complete(job_id, token))
 
     def release(self, job_id: str, token: str) -> bool:
@@ -92,7 +100,10 @@ class Recorder:
         done: set[str] = set()
 
         def write() -> bool:
-            done.update(storage.complete_many(batch))
+            if self.pass_now:
+                done.update(storage.complete_many(batch, now=self.config.clock()))
+            else:
+                done.update(storage.complete_many(batch))
             return True
 
         written = self.record(

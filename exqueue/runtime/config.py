@@ -17,6 +17,7 @@ from exqueue.storage import Storage
 
 if TYPE_CHECKING:
     from exqueue.queue import WorkerType
+    from exqueue.runtime.scheduler import Scheduler
 
 #: Called once when a job dies: its id and the exception of its last attempt
 #: (None when its worker was lost).
@@ -38,6 +39,8 @@ class NodeConfig:
     report_dead: ReportDead
     #: Compare ``clock`` with the storage server's (``SERVER_CLOCK``); see ``.leases``.
     check_clock: bool = False
+    #: Fires the queue's schedules (None: none registered, or this node opted out).
+    scheduler: Scheduler | None = None
 
 
 @dataclass

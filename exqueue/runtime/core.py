@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import SerializationError
@@ -48,6 +49,7 @@ CLAIM_GRACE = 5.0
 #: How long past its timeout a stop goes on handing back held jobs: a release
 #: takes milliseconds on a healthy store, so this only bounds a failing one.
 RELEASE_GRACE = 2.0
+_NO_META: Mapping[str, str] = MappingProxyType({})
 
 
 class Runtime:
@@ -100,11 +102,13 @@ class Runtime:
             self._leases.check_clock()
             if not self._ledger.skewed.is_set():
                 self._leases.recover(owner=self.config.node)
+                self._leases.expire()
         except Exception as exc:
             # The node goes on: the heartbeat recovers again, and claims retry.
             log.error(
-                "checking the clock or recovering the jobs of a previous run of node %s "
-                "failed (%s: %s); starting anyway, both are retried on the heartbeat",
+                "checking the clock, recovering the jobs of a previous run of node %s or "
+                "burying expired jobs failed (%s: %s); starting anyway, all are retried "
+                "on the heartbeat",
                 self.config.node,
                 type(exc).__name__,
                 exc,
@@ -126,6 +130,11 @@ class Runtime:
     def start(self) -> None:
         self._open(listen=True)
         self._spawn(self._dispatch_loop, "exqueue-dispatcher")
+        scheduler = self.config.scheduler
+        if scheduler is not None:
+            ledger, poll = self._ledger, self.config.poll_interval
+            loop = lambda: scheduler.loop(ledger.stopping, ledger.skewed, self.wake, poll)  # noqa: E731
+            self._spawn(loop, "exqueue-scheduler")
         log.info("exqueue node %s started: %s", self.config.node, ", ".join(self.config.workers))
 
     def hurry(self) -> None:
@@ -230,11 +239,20 @@ class Runtime:
                 with ledger.lock:
                     settled = ledger.progress == progress_before
                 if settled and not self._busy():
+                    self._expire_quietly()  # jobs that expired while the drain ran
                     break
                 self._wake.wait(0.5)
         finally:
             self.stop(timeout=0 if deadline is None else max(deadline - time.monotonic(), 0))
         return ledger.finished
+
+    def _expire_quietly(self) -> None:
+        if self._ledger.skewed.is_set():
+            return
+        try:
+            self._leases.expire()
+        except Exception as exc:
+            log.warning("burying expired jobs failed (%s: %s)", type(exc).__name__, exc)
 
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():
@@ -327,7 +345,15 @@ class Runtime:
                 log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
                 self.config.report_dead(record.id, exc)
             return False
-        context = JobContext(record.id, record.worker, record.attempt, record.max_attempts)
+        context = JobContext(
+            record.id,
+            record.worker,
+            record.attempt,
+            record.max_attempts,
+            # Read-only: a job must not edit what a backend may keep.
+            MappingProxyType(record.meta) if record.meta else _NO_META,
+            record.priority,
+        )
         reset = _current.set(context)
         try:
             check_result(worker.fn(*args, **kwargs))

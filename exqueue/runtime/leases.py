@@ -1,8 +1,12 @@
-"""Heartbeat and recovery: keeping this node's leases, handing back lost workers' jobs.
+"""Heartbeat, recovery and expiry: keeping this node's leases, handing back lost
+workers' jobs, burying jobs not started before their ``expires_at``.
 
 The heartbeat extends the lease of every job this node holds, every third of
 a lease, and now and then recovers jobs whose lease ran out on any node
-(``Storage.recover`` applies :func:`exqueue.policy.attempts_left` atomically).
+(``Storage.recover`` applies :func:`exqueue.policy.attempts_left` atomically)
+and, on backends with ``EXPIRY``, moves expired waiting jobs to dead
+(``Storage.expire``), telling the dead reporters of each. A backend never
+claims an expired job, so expiry only has to be timely for the report.
 
 Leases are compared with each node's own ``now``. Where the storage has a
 clock of its own (``SERVER_CLOCK``), the node compares its clock with it at
@@ -17,8 +21,9 @@ from __future__ import annotations
 import logging
 import time
 
+from exqueue.errors import JobExpiredError
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.storage import SERVER_CLOCK, WORKER_LOST, SupportsServerClock
+from exqueue.storage import EXPIRED, EXPIRY, SERVER_CLOCK, WORKER_LOST, SupportsServerClock
 
 log = logging.getLogger("exqueue")
 
@@ -27,6 +32,10 @@ log = logging.getLogger("exqueue")
 #: lease has at least two thirds of a lease left: a quarter keeps a wide margin
 #: for the time a heartbeat takes.
 MAX_SKEW = 0.25
+#: Expired jobs buried per ``Storage.expire`` call, and calls per round at most
+#: (the rest wait for the next round, so a backlog never stalls the heartbeat).
+EXPIRE_BATCH = 500
+EXPIRE_CALLS = 10
 
 
 class Leases:
@@ -50,6 +59,7 @@ class Leases:
                 if time.monotonic() - last_recovery >= self.config.lease / 2:
                     last_recovery = time.monotonic()
                     self.recover()
+                    self.expire()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); retrying in %.1fs", exc, interval)
 
@@ -112,3 +122,20 @@ class Leases:
         for job_id in recovered.dead:
             log.error("job %s is dead: its worker was lost on its last attempt", job_id)
             config.report_dead(job_id, None)
+
+    def expire(self) -> int:
+        """Bury waiting jobs past their ``expires_at`` and report each; how many."""
+        config = self.config
+        storage = config.storage
+        if EXPIRY not in storage.capabilities:
+            return 0
+        total = 0
+        for _ in range(EXPIRE_CALLS):
+            expired = storage.expire(config.clock(), limit=EXPIRE_BATCH)
+            for job_id in expired:
+                log.error("job %s is dead: %s", job_id, EXPIRED)
+                config.report_dead(job_id, JobExpiredError(f"job {job_id} {EXPIRED}"))
+            total += len(expired)
+            if len(expired) < EXPIRE_BATCH:
+                break
+        return total

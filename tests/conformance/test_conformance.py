@@ -39,3 +39,4 @@ class TestConformance(StorageConformance):
     @pytest.fixture
     def make_storage(self, location: StorageFactory) -> StorageFactory:
         return location
+

@@ -141,9 +141,9 @@ def test_a_node_holds_a_bounded_number_of_unrecorded_successes(
     class SlowCommits(base):  # type: ignore[misc, valid-type]
         """A store whose success commits are slow, as a busy disk makes them."""
 
-        def complete_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+        def complete_many(self, jobs: Sequence[tuple[str, str]], **now: float) -> list[str]:
             time.sleep(0.2)
-            done: list[str] = super().complete_many(jobs)
+            done: list[str] = super().complete_many(jobs, **now)
             completed.update(done)
             return done
 
@@ -175,8 +175,8 @@ def test_a_node_holds_a_bounded_number_of_unrecorded_successes(
 class SlowAfterComplete(MemoryStorage):
     """Success is stored at once, but the call returns late: a heartbeat lands between."""
 
-    def complete(self, job_id: str, token: str) -> bool:
-        done = super().complete(job_id, token)
+    def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
+        done = super().complete(job_id, token, now=now)
         time.sleep(0.5)
         return done
 
@@ -185,8 +185,8 @@ def slow_after_complete_many_sqlite(path: Path) -> exqueue.Storage:
     base = sqlite_storage_class()
 
     class SlowAfterCompleteMany(base):  # type: ignore[misc, valid-type]
-        def complete_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
-            done: list[str] = super().complete_many(jobs)
+        def complete_many(self, jobs: Sequence[tuple[str, str]], **now: float) -> list[str]:
+            done: list[str] = super().complete_many(jobs, **now)
             time.sleep(0.5)
             return done
 

@@ -36,6 +36,6 @@ def test_wrong_calls_are_reported(tmp_path: Path) -> None:
         if "# type: ignore[" in line
     ]
     out = _mypy(stripped)
-    assert len(expected) == 4
+    assert len(expected) == 5
     for n, code in expected:
         assert f"check_worker_types.py:{n}: error:" in out and f"[{code}]" in out, (n, out)

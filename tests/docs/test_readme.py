@@ -55,3 +55,52 @@ def test_demo_retries_one_job_to_success_and_leaves_one_dead(tmp_path: Path) -> 
         timeout=60,
     )
     assert dead.returncode == 0 and "demo.send_report" in dead.stdout
+
+
+def test_periodic_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Periodic jobs", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the Periodic jobs section has no python block"
+    (tmp_path / "cron.py").write_text(match.group(1))
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "cron.py"], cwd=tmp_path, stdout=sink)
+        try:
+            deadline = time.monotonic() + 60
+            while "report for eu (0 missed ticks)" not in out.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+    listed = out.read_text().splitlines()
+    assert listed[0].startswith("__main__.nightly_cleanup | 0 3 * * * | ")
+    assert listed[1].startswith("report-eu | every 2s | ")
+
+
+def options_code() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Priorities, unique jobs, meta and expiry", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the priorities and unique jobs section has no python block"
+    return match.group(1)
+
+
+def test_priorities_and_unique_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "options.py").write_text(options_code())
+    result = subprocess.run(
+        [sys.executable, "options.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "resizing b.png",
+        "resizing a.png",
+        "resizing c.png",
+        "True True",
+        "syncing user 42 for signup",
+        "True True",
+    ]

@@ -122,6 +122,7 @@ def test_metadata_has_the_default_tables() -> None:
         "exqueue_meta",
         "exqueue_unique",
         "exqueue_unique_done",
+        "exqueue_schedules",
     }
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(

@@ -1,0 +1,79 @@
+"""The ``exqueue schedules``, ``schedule-pause`` and ``schedule-resume`` commands.
+
+With ``--app`` the registered schedules are shown with their expression, zone
+and next fire; with ``--storage`` alone only what the store keeps (name, last
+tick, paused), since the expressions live in the application's code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from exqueue.cli import echo_json, local_time, main, open_queue, safe, storage_options
+
+
+@main.command()
+@storage_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def schedules(
+    storage: str | None, app: str | None, prefix: str | None, namespace: str | None, as_json: bool
+) -> None:
+    """Schedules: expression, zone, next fire, last tick, paused (registered ones need --app)."""
+    queue = open_queue(storage, app, prefix, namespace, create=False)
+    found = queue.schedules()
+    if as_json:
+        echo_json([info.to_dict() for info in found])
+        return
+    if not found:
+        click.echo("no schedules")
+        return
+    rows: list[list[Any]] = [
+        [
+            safe(info.name),
+            safe(info.expression or ""),
+            info.zone or "",
+            local_time(info.next_fire) if info.next_fire else "",
+            local_time(info.last_tick) if info.last_tick else "never",
+            "PAUSED" if info.paused else "no",
+            "yes" if info.registered else ("NOT IN APP" if app else "?"),
+        ]
+        for info in found
+    ]
+    headers = ["name", "expression", "zone", "next fire", "last tick", "paused", "registered"]
+    click.echo(tabulate(rows, headers=headers))
+    if not app:
+        click.echo("(expressions, zones and next fires need --app)")
+
+
+def _pause(paused: bool) -> Any:
+    @storage_options
+    @click.argument("names", nargs=-1, required=True)
+    def command(
+        storage: str | None,
+        app: str | None,
+        prefix: str | None,
+        namespace: str | None,
+        names: tuple[str, ...],
+    ) -> None:
+        queue = open_queue(storage, app, prefix, namespace, create=False)
+        for name in names:
+            if paused:
+                queue.pause_schedule(name)
+            else:
+                queue.resume_schedule(name)
+            click.echo(f"{'paused' if paused else 'resumed'} {safe(name)}")
+
+    return command
+
+
+main.command(
+    "schedule-pause",
+    help="Pause schedules on every node: their ticks pass without jobs until resumed.",
+)(_pause(True))
+main.command(
+    "schedule-resume",
+    help="Resume paused schedules: the next tick fires (paused ticks are not run).",
+)(_pause(False))
