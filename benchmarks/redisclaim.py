@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 import redis
-from tests.test_redis_servers import RedisServer
 
 from exqueue.storage import NewJob
 from exqueue_redis import RedisStorage
+from tests.support.redis_servers import RedisServer
 
 
 def one_round(url: str, jobs: int, batch: int) -> tuple[float, float, float]:

@@ -4,14 +4,16 @@ Any storage backend, ours or a third party's, runs the same checks: for every
 rule of the protocol a targeted check that always exercises its edge (explicit
 examples, plus a small property), one module per area (``enqueue_order``,
 ``claims``, ``failures``, ``dead_jobs``, ``listing``, ``persistence``,
-``capabilities``, ``races``); a Hypothesis state machine that drives the backend
+``capabilities``, ``races``, and protocol 2's ``priority``, ``unique``,
+``expiry``, ``metadata``); a Hypothesis state machine that drives the backend
 and an executable reference model side by side (enqueue, claim, succeed, fail,
 release, extend, clock advance, lease expiry, recover, stale holders, delete,
 retry-dead, close-and-reopen) and compares every observable result after every
 step; and real races between threads and between processes. A failing check
 says which rule was broken, in words. Checks that need a capability
 (``persistent``, ``multi_process``, ``wakeup``, ``transactional_enqueue``,
-``complete_many``) run when the backend declares it in ``capabilities`` and are
+``complete_many``, ``server_clock``, ``priority``, ``unique``, ``expiry``,
+``metadata``) run when the backend declares it in ``capabilities`` and are
 skipped otherwise.
 
 Install with ``pip install "exqueue[conformance]"`` and write, in your tests::

@@ -3,10 +3,13 @@
 Each rule applies one storage operation to both the real backend and
 :class:`~conformance.model.Model`, with a fake clock (plain floats, mostly on a 0.5 s
 grid so equal ``run_at`` values are common, with microsecond steps too), and compares
-what the call returned. After every step :meth:`StorageMachine.observe` compares
-everything a caller can see: ``list_jobs`` (all, by state, by worker), ``counts(now)``
-and ``get`` of every live or just-touched id, field by field; ``seq`` values must sort
-like the model's and never change for a job (a requeued job keeps its old one).
+what the call returned. After every step :meth:`StorageMachine.observe`
+(:mod:`conformance.observation`) compares everything a caller can see:
+``list_jobs`` (all, by state, by worker), ``counts(now)`` and ``get`` of every
+live or just-touched id, field by field; ``seq`` values must sort like the
+model's and never change for a job (a requeued job keeps its old one). The
+protocol-2 fields are drawn by :mod:`conformance.machine_v2`, and the shared
+location and clock live in :mod:`conformance.session`.
 
 All examples of one test share one storage location (opening a fresh SQL schema
 or Redis namespace per example would dominate the run time); the storage is
@@ -35,10 +38,10 @@ from hypothesis.stateful import (
 from conformance.error_history import fail_often
 from conformance.machine_v2 import ProtocolTwoRules
 from conformance.model import Model, ModelJob
+from conformance.observation import observe
 from conformance.records import check_types
 from conformance.session import (
     ALL_WORKERS,
-    LIST_ALL,
     OWNERS,
     SERIAL_WORKERS,
     T0,
@@ -532,56 +535,7 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
 
     @invariant()
     def observe(self) -> None:
-        expected_ids = [job.id for job in self.model.ordered()]
-        everything = self.storage.list_jobs(limit=LIST_ALL)
-        assert [r.id for r in everything] == expected_ids, (
-            f"list_jobs() returned {[r.id for r in everything]}, expected {expected_ids} "
-            "(every stored job, in seq order)"
-        )
-        for record in everything:
-            self._check(record)
-        seqs = [r.seq for r in everything]
-        assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (
-            f"seq values are not strictly increasing in list order: {seqs}"
-        )
-        # The filtered listings take turns (one state and one worker per step, plus
-        # the random list_page rule): list_jobs() above already compared every
-        # field of every job, and a query per filter per step would triple the
-        # cost of the suite on a networked backend for little extra power.
-        self.observed += 1
-        state = STATES[self.observed % len(STATES)]
-        worker = ALL_WORKERS[self.observed % len(ALL_WORKERS)]
-        for got, want, call in (
-            (
-                self.storage.list_jobs(state=state, limit=LIST_ALL),
-                self.model.list_jobs(state=state, limit=LIST_ALL),
-                f"list_jobs(state={state!r})",
-            ),
-            (
-                self.storage.list_jobs(worker=worker, limit=LIST_ALL),
-                self.model.list_jobs(worker=worker, limit=LIST_ALL),
-                f"list_jobs(worker={worker!r})",
-            ),
-        ):
-            got_ids = [r.id for r in got]
-            assert got_ids == want, f"{call} returned {got_ids}, expected {want}"
-        counts = self.storage.counts(self.now)
-        want_counts = self.model.counts(self.now)
-        assert counts == want_counts, (
-            f"counts(now={self.now}) returned {counts}, expected {want_counts}"
-        )
-        # get() of every id this step touched (removed ones must be gone); every
-        # stored job's full record was compared through list_jobs() above, and a
-        # reopen marks every id as touched. A get per stored job per step doubled
-        # the cost on PostgreSQL and MariaDB without finding anything more.
-        for job_id in sorted(self.touched):
-            found = self.storage.get(job_id)
-            if job_id in self.model.jobs:
-                assert found is not None, f"get({job_id!r}) returned None; the job exists"
-                self._check(found)
-            else:
-                assert found is None, f"get({job_id!r}) returned a job; it should be gone"
-        self.touched.clear()
+        observe(self)
 
 
 def run_state_machine(factory: StorageFactory, settings: Settings) -> None:

@@ -13,6 +13,7 @@ children start quickly, and the process race needs a picklable factory.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 import uuid
 from collections.abc import Callable
@@ -129,6 +130,15 @@ def _process_racer(
 
 def race_unique_processes(factory: StorageFactory, *, processes: int = 4, rounds: int = 6) -> None:
     """Separate OS processes (``spawn``), each with its own storage object, race per round."""
+    try:
+        pickle.dumps(factory)
+    except Exception as exc:
+        raise AssertionError(
+            "the backend declares MULTI_PROCESS, so the suite starts enqueuers in new "
+            "processes and needs a picklable storage factory: return a module-level "
+            "function, the storage class, or functools.partial(MyStorage, location) "
+            f"from make_storage ({exc!r})"
+        ) from exc
     tag = uuid.uuid4().hex[:8]
     worker = f"race.unique.processes.{tag}"
     context = multiprocessing.get_context("spawn")

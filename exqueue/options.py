@@ -268,13 +268,20 @@ def derive_key(
     bound.apply_defaults()
     values = bound.arguments
     if uniqueness.args is not None:
-        missing = [name for name in uniqueness.args if name not in values]
+        # A name that is no parameter may be a keyword caught by ``**kwargs``
+        # (absent: None, so the key still has one shape).
+        extra = _var_keyword(bound.signature)
+        caught = values.get(extra, {}) if extra is not None else None
+        missing = [n for n in uniqueness.args if n not in values and caught is None]
         if missing:
             raise ConfigurationError(
                 f"the unique key of {worker} names {', '.join(map(repr, missing))}, "
                 f"which is not a parameter of it (parameters: {', '.join(values) or 'none'})"
             )
-        values = {name: values[name] for name in uniqueness.args}
+        values = {
+            name: values[name] if name in values else (caught or {}).get(name)
+            for name in uniqueness.args
+        }
     try:
         text = _encode(dict(values))
     except (TypeError, ValueError) as exc:
@@ -288,6 +295,14 @@ def derive_key(
     return text
 
 
+def _var_keyword(signature: inspect.Signature) -> str | None:
+    """The name of the ``**kwargs`` parameter, if any."""
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            return parameter.name
+    return None
+
+
 def check_unique_args(fn: Callable[..., Any], worker: str, uniqueness: Uniqueness) -> None:
     """At registration: every name in ``Uniqueness(args=...)`` is a parameter of ``fn``."""
     if uniqueness.args is None:
@@ -296,6 +311,8 @@ def check_unique_args(fn: Callable[..., Any], worker: str, uniqueness: Uniquenes
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return  # no signature to read: checked when a job is enqueued
+    if _var_keyword(inspect.signature(fn)) is not None:
+        return  # any name may come through **kwargs
     missing = [name for name in uniqueness.args if name not in parameters]
     if missing:
         raise ConfigurationError(
@@ -411,6 +428,13 @@ def worker_defaults(
     defaults = JobOptions(
         priority=priority, unique=unique, meta=meta, timeout=timeout, expires_in=expires_in
     )
+    # What equals no default keeps the worker type on the fast path.
+    if defaults.priority == 0:
+        object.__setattr__(defaults, "priority", None)
+    if defaults.unique is False:
+        object.__setattr__(defaults, "unique", None)
+    if defaults.meta is not None and not defaults.meta:
+        object.__setattr__(defaults, "meta", None)
     if isinstance(defaults.unique, Uniqueness):
         check_unique_args(fn, worker, defaults.unique)
     return None if defaults.is_empty() else defaults

@@ -3,6 +3,9 @@
 Retry decisions and defaults live in :mod:`exqueue.policy`; the queue keeps a
 worker type's settings, hears of each death (``on_dead``) and hands a
 :class:`~exqueue.runtime.NodeConfig` to the runtime that runs its workers.
+A registered function is a :class:`~exqueue.worker_type.WorkerType`; job
+options (priority, unique, meta, timeout, expiry) are checked and merged by
+:mod:`exqueue.options` before a job is stored.
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ class MemoryStorage(MemorySchedules):
                         timeout=job.timeout,
                         expires_at=job.expires_at,
                         unique_key=key,
-                    )
+                    ),
+                    job.enqueued_at,
                 )
             if jobs:
                 self._notify()
@@ -183,12 +184,19 @@ class MemoryStorage(MemorySchedules):
                 claimed.append(updated)
             return claimed
 
-    def _store(self, job: JobRecord) -> None:
-        """Save ``job`` (lock held), indexing it when it is waiting."""
+    def _store(self, job: JobRecord, now: float | None = None) -> None:
+        """Save ``job`` (lock held), indexing it when it is waiting.
+
+        A job due by ``now`` (the caller's clock: the enqueue's or the
+        transition's) or by the latest claim goes straight to the ready heap, so
+        a claim after a million enqueues does not promote a million entries; a
+        claim with an earlier clock moves it back (see ``_pop_runnable``).
+        """
         self._jobs[job.id] = job
         if job.state == WAITING:
             worker = job.worker
-            if job.run_at <= self._now_seen:
+            due_by = self._now_seen if now is None or now < self._now_seen else now
+            if job.run_at <= due_by:
                 ready = self._ready.setdefault(worker, [])
                 heapq.heappush(ready, (job.priority, job.run_at, job.seq, job.id))
             else:
@@ -372,7 +380,8 @@ class MemoryStorage(MemorySchedules):
                 errors, count = add_error(job, error)
                 if job.attempt < job.max_attempts:
                     self._store(
-                        _unleased(job, state=WAITING, run_at=now, errors=errors, error_count=count)
+                        _unleased(job, state=WAITING, run_at=now, errors=errors, error_count=count),
+                        now,
                     )
                     waiting.append(job.id)
                 else:
@@ -469,7 +478,8 @@ class MemoryStorage(MemorySchedules):
                     errors=(),
                     error_count=0,
                     expires_at=None,
-                )
+                ),
+                now,
             )
             self._notify()
             return "requeued"

@@ -34,8 +34,8 @@ key                        type        holds
                                        ``(priority, run_at, seq)`` order
 ``{ns}:sched:<w>``         zset        waiting jobs not yet promoted: member ``%016d``
                                        seq + id, score run_at
-``{ns}:expiry``            zset        waiting jobs with ``expires_at``: member id,
-                                       score expires_at (``expire``)
+``{ns}:expiry``            zset        waiting jobs with ``expires_at``: member
+                                       ``%016d`` seq + id, score expires_at
 ``{ns}:running:<w>``       zset        running jobs: member id, score seq
 ``{ns}:dead:<w>``          zset        dead jobs: member id, score seq
 ``{ns}:leases``            zset        running jobs of all workers: member id, score
@@ -47,7 +47,7 @@ key                        type        holds
                                        complete's ``now``), ``period`` (the one the
                                        job was enqueued with), ``id``
 ``{ns}:udone``             zset        marker key names, score ``at + period``: the
-                                       ones past it are deleted by later completes
+                                       ones past it are deleted as markers are written
 ``{ns}:upgrade:lock``      string      held while a process upgrades the layout
 ``{ns}:armed``             string      set by an idle waiter; the next transition that
                                        makes a job runnable deletes it and publishes
@@ -68,8 +68,8 @@ A serial claim looks only at the head of ``all:<w>``.
 Unique keys. Enqueue checks, in its script, the ids in ``u:<n>:<w>:<k>`` (a
 holder in a counted state wins) and, with a period, the completion marker; the
 batch's own earlier jobs come first. Markers use the caller's ``now``, not the
-server's clock (so no PEXPIREAT): each ``complete`` drops up to 16 markers whose
-``at + period`` has passed.
+server's clock (so no PEXPIREAT): each marker written drops up to 16 markers
+whose ``at + period`` has passed.
 
 Floats (run_at, enqueued_at, lease_expires) are stored as Python ``repr``
 strings, which round-trip exactly; sorted-set scores are the same doubles.
@@ -77,12 +77,12 @@ strings, which round-trip exactly; sorted-set scores are the same doubles.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
@@ -106,12 +106,10 @@ from exqueue.storage import (
 
 try:
     import redis
-    from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigurationError(
         f"the Redis backend needs the redis package ({exc}); install it with: "
@@ -119,8 +117,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
 from exqueue_redis._schedules import RedisSchedules
 
@@ -139,8 +138,6 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 
 #: Longest a blocked ``wait_for_jobs`` goes without checking whether the storage closed.
 _WAIT_SLICE = 0.2
-
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 class RedisStorage(RedisSchedules):
@@ -176,8 +173,8 @@ class RedisStorage(RedisSchedules):
         self._owns_client = client is None
         self._url = url
         if client is None:
-            client = _connect(url, cluster, socket_timeout, connect_timeout)
-        elif _decodes_responses(client):
+            client = connect(url, cluster, socket_timeout, connect_timeout)
+        elif decodes_responses(client):
             raise ConfigurationError(
                 "RedisStorage needs a client with decode_responses=False: payloads are bytes"
             )
@@ -194,7 +191,7 @@ class RedisStorage(RedisSchedules):
         self._held: list[Any] = []
         self._local = threading.local()
         self._scripts = {
-            name: client.register_script(PRELUDE + getattr(module, name))
+            name: client.register_script(_with_prelude(getattr(module, name)))
             for module, names in (
                 (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
                             "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
@@ -215,11 +212,11 @@ class RedisStorage(RedisSchedules):
         except RedisConnectionError as exc:
             self.close()
             raise ConfigurationError(
-                f"cannot reach Redis at {_redact(self._url)}: {exc}; is the server running?"
+                f"cannot reach Redis at {redact(self._url)}: {exc}; is the server running?"
             ) from None
         except RedisError as exc:
             self.close()
-            raise ConfigurationError(f"Redis at {_redact(self._url)} refused: {exc}") from None
+            raise ConfigurationError(f"Redis at {redact(self._url)} refused: {exc}") from None
 
     def _run(self, name: str, *args: bytes | str | int | float) -> Any:
         script = self._scripts[name]
@@ -529,7 +526,7 @@ class RedisStorage(RedisSchedules):
             self._local.pubsub = None
             self._local.listening = False
             self._local.rearm = False
-        _quietly_close(pubsub)
+        quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -550,7 +547,7 @@ class RedisStorage(RedisSchedules):
             for pubsub in idle:
                 del self._pubsubs[pubsub]
         for pubsub in idle:
-            _quietly_close(pubsub)
+            quietly_close(pubsub)
         for conn in self._held:
             self._client.connection_pool.release(conn)
         self._held, self._idle = [], []
@@ -559,7 +556,7 @@ class RedisStorage(RedisSchedules):
 
     def destroy(self) -> None:
         """Delete every key of this namespace (tests, teardown). Jobs are lost."""
-        pattern = _glob_escape(self._prefix) + "*"
+        pattern = glob_escape(self._prefix) + "*"
         batch: list[bytes] = []
         for key in self._client.scan_iter(match=pattern, count=1000):
             batch.append(key)
@@ -570,44 +567,6 @@ class RedisStorage(RedisSchedules):
             self._client.delete(*batch)
 
 
-def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: float) -> Any:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = cluster or any(k == "cluster" and v.lower() in _TRUTHY for k, v in query)
-    url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"])))
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    # No client-side retries: a retried script whose first reply was lost would
-    # apply twice (e.g. enqueue, then fail as a duplicate). The pool already
-    # replaces connections that the server closed, so a restart causes no error
-    # once the server is back.
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
-
-
-def _decodes_responses(client: Any) -> bool:
-    kwargs = getattr(client, "get_connection_kwargs", None)
-    return bool(kwargs and kwargs().get("decode_responses"))
-
-
-def _quietly_close(pubsub: Any) -> None:
-    try:
-        pubsub.close()
-    except (RedisError, OSError):
-        pass  # closing a connection that is already broken
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+@functools.cache
+def _with_prelude(body: str) -> str:
+    return prelude_for(body) + body

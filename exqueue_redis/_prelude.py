@@ -8,6 +8,8 @@ documented in ``exqueue_redis/__init__.py``.
 
 from __future__ import annotations
 
+import re
+
 from exqueue.storage import ERRORS_KEPT
 
 # ``smember`` builds the member of a scheduled set: the seq zero-padded to 16
@@ -25,12 +27,11 @@ local function smember(seq, id) return string.format('%016d', tonumber(seq)) .. 
 -- A double as 8 bytes whose byte order is the numbers' order: IEEE 754 big
 -- endian with the sign bit flipped for positives and every bit for negatives.
 local function enc_time(x)
-  local b = {string.byte(struct.pack('>d', x), 1, 8)}
-  if b[1] >= 128 then
-    for i = 1, 8 do b[i] = 255 - b[i] end
-  else
-    b[1] = b[1] + 128
-  end
+  local s = struct.pack('>d', x)
+  local first = string.byte(s, 1)
+  if first < 128 then return string.char(first + 128) .. string.sub(s, 2) end
+  local b = {string.byte(s, 1, 8)}
+  for i = 1, 8 do b[i] = 255 - b[i] end
   return string.char(unpack(b))
 end
 local function rmember(run_at, seq, id)
@@ -134,9 +135,11 @@ local function damage(id)
   return damage_of(id, m)
 end
 
--- The job's {state, token, worker, seq} when it is running with this token.
+-- The job's {state, token, worker, seq, unique_key, unique_period} when it is
+-- running with this token.
 local function held(id, token)
-  local f = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'worker', 'seq')
+  local f = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'worker', 'seq',
+    'unique_key', 'unique_period')
   if f[1] ~= 'running' or f[2] ~= token then return nil end
   return f
 end
@@ -177,7 +180,7 @@ local function to_waiting(id, worker, seq, run_at)
   redis.call('HSET', jkey(id), 'state', 'waiting', 'run_at', run_at)
   redis.call('ZADD', P .. 'sched:' .. worker, run_at, smember(seq, id))
   local expires = redis.call('HGET', jkey(id), 'expires_at')
-  if expires then redis.call('ZADD', P .. 'expiry', expires, id) end
+  if expires then redis.call('ZADD', P .. 'expiry', expires, smember(seq, id)) end
 end
 
 local function to_dead(id, worker, seq)
@@ -188,13 +191,14 @@ end
 -- Take a waiting job out of every waiting index (a member that cannot be
 -- built from damaged fields is left for the claims to drop as stale).
 local function unwait(id, worker, seq, run_at)
+  if type(seq) == 'number' then seq = string.format('%d', seq) end
   if int(seq) ~= nil and int(seq) >= 0 then
     redis.call('ZREM', P .. 'sched:' .. worker, smember(seq, id))
     if num(run_at) ~= nil then
       redis.call('ZREM', P .. 'ready:' .. worker, rmember(run_at, seq, id))
     end
+    redis.call('ZREM', P .. 'expiry', smember(seq, id))
   end
-  redis.call('ZREM', P .. 'expiry', id)
 end
 
 -- A damaged job becomes dead alone, with the reason: unreadable fields are
@@ -207,7 +211,7 @@ local function bury_damaged(id, worker, seq, when, reason)
   if hseq ~= nil and hseq >= 0 then seq = hseq end
   redis.call('HDEL', k, 'lease_owner', 'lease_token', 'lease_expires', 'started_at')
   redis.call('ZREM', P .. 'leases', id)
-  redis.call('ZREM', P .. 'expiry', id)
+  if hseq ~= nil and hseq >= 0 then redis.call('ZREM', P .. 'expiry', smember(hseq, id)) end
   if f[2] and f[2] ~= '' then redis.call('ZREM', P .. 'running:' .. f[2], id) end
   redis.call('ZREM', P .. 'running:' .. worker, id)
   redis.call('HSET', k, 'id', id, 'worker', worker, 'seq', seq, 'state', 'dead')
@@ -254,3 +258,54 @@ local function signal()
 end
 """
 )
+
+_DEFINES = re.compile(r"^local (?:function (\w+)|([\w, ]+?) =)", re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _chunks(prelude: str) -> list[tuple[set[str], set[str], str]]:
+    """The prelude's top-level statements: (names defined, names used, text), in order.
+
+    A statement starts at a column-0 ``local``, with the comment lines above it.
+    """
+    chunks: list[list[str]] = []
+    pending: list[str] = []
+    for line in prelude.splitlines(keepends=True):
+        if line.startswith("local "):
+            chunks.append([*pending, line])
+            pending = []
+        elif line.startswith("--") or not line.strip() or not chunks:
+            pending.append(line)
+        else:
+            chunks[-1].extend([*pending, line])
+            pending = []
+    out = []
+    for lines in chunks:
+        text = "".join(lines)
+        head = next(line for line in lines if line.startswith("local "))
+        match = _DEFINES.match(head)
+        assert match is not None, head
+        names = (
+            {match.group(1)} if match.group(1) else set(match.group(2).replace(" ", "").split(","))
+        )
+        out.append((names, set(_NAME.findall(text)), text))
+    return out
+
+
+def prelude_for(body: str, prelude: str = PRELUDE) -> str:
+    """The statements of ``prelude`` that ``body`` needs (directly or through them).
+
+    Redis runs a script's whole text on every call, and defining every helper
+    for every script costs about as much as a small script's own work; each
+    script gets only its own helpers.
+    """
+    chunks = _chunks(prelude)
+    wanted = set(_NAME.findall(body))
+    changed = True
+    while changed:
+        changed = False
+        for names, uses, _ in chunks:
+            if names & wanted and not uses <= wanted:
+                wanted |= uses
+                changed = True
+    return "".join(text for names, _, text in chunks if names & wanted)

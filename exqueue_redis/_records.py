@@ -92,19 +92,26 @@ def _optional_text(raw: bytes | None) -> str | None:
 
 
 def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
-    """The 14 values of one job in an ENQUEUE call (see ``_scripts.ENQUEUE``)."""
-    unique = job.unique
-    return (
+    """The 7 values of one job in an ENQUEUE call (see ``_scripts.ENQUEUE``)."""
+    base = (
         job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
         _number(job.enqueued_at, "enqueued_at"), _count(job.max_attempts, "max_attempts", 1),
-        _priority_arg(job.priority), _meta_arg(job.meta),
+    )  # fmt: skip
+    unique = job.unique
+    priority = _priority_arg(job.priority)
+    if priority == "0" and not job.meta and job.timeout is None and job.expires_at is None:
+        if unique is None:
+            return (*base, "")  # the common case: no options to encode or decode
+    options = [
+        priority, _meta_arg(job.meta),
         "" if job.timeout is None else _number(job.timeout, "timeout"),
         "" if job.expires_at is None else _number(job.expires_at, "expires_at"),
         "0" if unique is None else "1",
         "" if unique is None else unique.key,
         "" if unique is None else "".join(s[0] for s in sorted(unique.states) if s != "waiting"),
         "" if unique is None or unique.period is None else _number(unique.period, "period"),
-    )  # fmt: skip
+    ]  # fmt: skip
+    return (*base, json.dumps(options, ensure_ascii=False, separators=(",", ":")))
 
 
 def _priority_arg(value: int) -> str:

@@ -14,29 +14,59 @@ they round-trip exactly; Redis parses them itself for sorted-set scores.
 from __future__ import annotations
 
 #: Values per job in an ENQUEUE call (see ENQUEUE).
-ENQUEUE_FIELDS = 14
+ENQUEUE_FIELDS = 7
 #: The most due scheduled jobs one claim promotes into the ready set.
 PROMOTE_CHUNK = 1000
 
 # ARGV: n, then n times (id, worker, payload, run_at, enqueued_at, max_attempts,
-# priority, meta ('' none), timeout ('' none), expires_at ('' none), has_unique
-# ('1'/'0'), unique key, unique states ('r' running, 'd' dead), unique period ('' none)).
-# Returns {'dup', id} for a duplicate id (nothing written), else {'ok', holder ids}.
+# options): options is '' for a job with every protocol-2 default, else a JSON
+# array of 8 strings ('' for none): priority, meta (JSON), timeout, expires_at,
+# has_unique ('1'/'0'), unique key, unique states ('r' running, 'd' dead),
+# unique period. Returns {'dup', id} for a duplicate id (nothing written), else
+# {'ok', holder ids}.
 ENQUEUE = r"""
-local K = 14
+local K = 7
 local n = need_int(ARGV[1], 'batch size', 0)
 if #ARGV ~= 1 + K * n then refuse('enqueue needs ' .. K .. ' values per job') end
+local opts = {}
 for i = 0, n - 1 do
   local b = 2 + i * K
   if ARGV[b] == '' or ARGV[b + 1] == '' then refuse('job id and worker must be non-empty') end
   need_num(ARGV[b + 3], 'run_at')
   need_num(ARGV[b + 4], 'enqueued_at')
   need_int(ARGV[b + 5], 'max_attempts', 1)
-  if not prio_ok(ARGV[b + 6]) then refuse('priority must be a 32-bit integer') end
-  if ARGV[b + 7] ~= '' and not meta_ok(ARGV[b + 7]) then refuse('meta must map str to str') end
-  if ARGV[b + 8] ~= '' then need_num(ARGV[b + 8], 'timeout') end
-  if ARGV[b + 9] ~= '' then need_num(ARGV[b + 9], 'expires_at') end
-  if ARGV[b + 13] ~= '' then need_num(ARGV[b + 13], 'unique period') end
+  if ARGV[b + 6] ~= '' then
+    local ok, o = pcall(cjson.decode, ARGV[b + 6])
+    if not ok or type(o) ~= 'table' or #o ~= 8 then refuse('job options must be 8 values') end
+    for j = 1, 8 do
+      if type(o[j]) ~= 'string' then refuse('job options must be 8 strings') end
+    end
+    if not prio_ok(o[1]) then refuse('priority must be a 32-bit integer') end
+    if o[2] ~= '' and not meta_ok(o[2]) then refuse('meta must be a JSON object of strings') end
+    if o[3] ~= '' then need_num(o[3], 'timeout') end
+    if o[4] ~= '' then need_num(o[4], 'expires_at') end
+    if o[8] ~= '' then need_num(o[8], 'unique period') end
+    opts[b] = o
+  end
+end
+if n == 1 and ARGV[8] == '' then  -- the common case, without the batch's bookkeeping
+  local id, worker, run_at, enq = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+  local k = jkey(id)
+  if redis.call('EXISTS', k) == 1 then return {'dup', id} end
+  -- Strings, not numbers, reach HSET and ZADD: Lua's number formatting is slow.
+  local seq = tostring(redis.call('INCR', P .. 'seq'))
+  redis.call('HSET', k, 'id', id, 'seq', seq, 'worker', worker, 'payload', ARGV[4],
+    'state', 'waiting', 'attempt', '0', 'max_attempts', ARGV[7], 'run_at', run_at,
+    'enqueued_at', enq, 'errors', '0')
+  if tonumber(run_at) <= tonumber(enq) then
+    redis.call('ZADD', P .. 'ready:' .. worker, '0', rmember(run_at, seq, id))
+  else
+    redis.call('ZADD', P .. 'sched:' .. worker, run_at, smember(seq, id))
+  end
+  redis.call('ZADD', P .. 'all:' .. worker, seq, id)
+  redis.call('SADD', P .. 'workers', worker)
+  signal()
+  return {'ok', {id}}
 end
 local seen = {}
 for i = 0, n - 1 do
@@ -45,7 +75,7 @@ for i = 0, n - 1 do
   seen[id] = true
 end
 -- The stored job holding (worker, key) for a job enqueued at ``enq`` that
--- counts the states in ``states`` (waiting always) and looks back ``period``.
+-- counts the states in ``states`` (waiting always) and has a period or not.
 local function holder(worker, key, states, period, enq)
   local ids = redis.call('SMEMBERS', ukey(worker, key))
   table.sort(ids)  -- the same answer on every replica and every run
@@ -70,12 +100,10 @@ end
 local out, taken, stored = {}, {}, {}
 for i = 0, n - 1 do
   local b = 2 + i * K
-  local id, worker = ARGV[b], ARGV[b + 1]
-  local found = nil
-  if ARGV[b + 10] == '1' then
-    local name = ukey(worker, ARGV[b + 11])
-    found = taken[name] or holder(worker, ARGV[b + 11], ARGV[b + 12], ARGV[b + 13],
-      tonumber(ARGV[b + 4]))
+  local id, o, found = ARGV[b], opts[b], nil
+  if o and o[5] == '1' then
+    local name = ukey(ARGV[b + 1], o[6])
+    found = taken[name] or holder(ARGV[b + 1], o[6], o[7], o[8], tonumber(ARGV[b + 4]))
     if not found then taken[name] = id end
   end
   out[#out + 1] = found or id
@@ -98,23 +126,28 @@ for i, b in ipairs(stored) do
   local k = jkey(id)
   redis.call('HSET', k, 'id', id, 'seq', seq, 'worker', worker,
     'payload', ARGV[b + 2], 'state', 'waiting', 'attempt', '0',
-    'max_attempts', ARGV[b + 5], 'run_at', run_at, 'enqueued_at', enq, 'errors', '0',
-    'priority', ARGV[b + 6])
-  if ARGV[b + 7] ~= '' then redis.call('HSET', k, 'meta', ARGV[b + 7]) end
-  if ARGV[b + 8] ~= '' then redis.call('HSET', k, 'timeout', ARGV[b + 8]) end
-  if ARGV[b + 9] ~= '' then
-    redis.call('HSET', k, 'expires_at', ARGV[b + 9])
-    expiry[#expiry + 1], expiry[#expiry + 2] = ARGV[b + 9], id
-  end
-  if ARGV[b + 10] == '1' then
-    redis.call('HSET', k, 'unique_key', ARGV[b + 11])
-    if ARGV[b + 13] ~= '' then redis.call('HSET', k, 'unique_period', ARGV[b + 13]) end
-    redis.call('SADD', ukey(worker, ARGV[b + 11]), id)
+    'max_attempts', ARGV[b + 5], 'run_at', run_at, 'enqueued_at', enq, 'errors', '0')
+  local o, priority = opts[b], '0'
+  if o then
+    -- Fields at their default are not stored: an absent one reads as its default.
+    priority = o[1]
+    if priority ~= '0' then redis.call('HSET', k, 'priority', priority) end
+    if o[2] ~= '' then redis.call('HSET', k, 'meta', o[2]) end
+    if o[3] ~= '' then redis.call('HSET', k, 'timeout', o[3]) end
+    if o[4] ~= '' then
+      redis.call('HSET', k, 'expires_at', o[4])
+      expiry[#expiry + 1], expiry[#expiry + 2] = o[4], smember(seq, id)
+    end
+    if o[5] == '1' then
+      redis.call('HSET', k, 'unique_key', o[6])
+      if o[8] ~= '' then redis.call('HSET', k, 'unique_period', o[8]) end
+      redis.call('SADD', ukey(worker, o[6]), id)
+    end
   end
   -- Due when enqueued (the common case): straight into the ready set; later
   -- ones wait in the scheduled set until a claim promotes them.
   if tonumber(run_at) <= tonumber(enq) then
-    push(ready, P .. 'ready:' .. worker, ARGV[b + 6], rmember(run_at, seq, id))
+    push(ready, P .. 'ready:' .. worker, priority, rmember(run_at, seq, id))
   else
     push(sched, P .. 'sched:' .. worker, run_at, smember(seq, id))
   end
@@ -158,16 +191,19 @@ local function consider(member, seq, id, from)
     m[h[j]] = h[j + 1]
     if h[j] == 'attempt' then at = j + 1 end
   end
-  if seq == nil or m.state ~= 'waiting' or (int(m.seq) ~= nil and int(m.seq) ~= seq) then
+  local hseq = int(m.seq)
+  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = {from, member}
     return
   end
   -- Only what would stop this script half-way or hand back another job's id
-  -- is checked here (a full check per job costs about as much as the claim's
-  -- writes); a field that fails to read back in Python is buried from there.
+  -- is checked here, with tonumber rather than the stricter num()/int() (a
+  -- full check per job costs about as much as the claim's writes); a field
+  -- that fails to read back in Python is buried from there.
+  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
   local why = nil
-  if m.id ~= id or int(m.attempt) == nil or int(m.seq) == nil or num(m.run_at) == nil
-      or not opt_num_ok(m.expires_at) or not prio_ok(m.priority) then
+  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
+      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
     why = damage_of(id, m) or 'damaged stored job'
   end
   if why == nil and m.worker ~= worker then
@@ -175,9 +211,9 @@ local function consider(member, seq, id, from)
   end
   if why then
     damaged[#damaged + 1] = {from, member, id, seq, why}
-  elseif num(m.run_at) > now_n then
+  elseif r > now_n then
     if from == rq then later[#later + 1] = {member, m.run_at, seq, id} end
-  elseif m.expires_at and num(m.expires_at) <= now_n then
+  elseif e and e <= now_n then
     return  -- never claimed; expire() makes it dead
   else
     good[#good + 1] = {from, member, id, seq, h, at, m}
@@ -212,13 +248,13 @@ elseif limit > 0 then
       redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
     end
   end
-  local offset, step = 0, limit + 16
+  local offset, step = 0, limit
   while #good < limit do
     local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
     if #batch == 0 then break end
     offset = offset + #batch
     for _, member in ipairs(batch) do
-      consider(member, int(string.sub(member, 9, 24)), string.sub(member, 25), rq)
+      consider(member, tonumber(string.sub(member, 9, 24)), string.sub(member, 25), rq)
       if #good >= limit then break end
     end
   end
@@ -245,7 +281,7 @@ for i, g in ipairs(good) do
     unwait(id, worker, g[4], g[7].run_at)
   else
     redis.call('ZREM', rq, g[2])
-    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', id) end
+    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', smember(g[4], id)) end
   end
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
@@ -272,28 +308,28 @@ return {out, gone}
 COMPLETE = r"""
 local now = ARGV[1]
 if now ~= '' then need_num(now, 'now') end
-local out = {}
+local out, marked = {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local f = held(id, ARGV[i + 1])
   if f then
-    local u = redis.call('HMGET', jkey(id), 'unique_key', 'unique_period')
     redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
     redis.call('ZREM', P .. 'leases', id)
     if f[3] then
       redis.call('ZREM', P .. 'running:' .. f[3], id)
       forget(id, f[3])
-      if u[1] then
-        unhold(id, f[3], u[1])
-        local period = num(u[2])
+      if f[5] then
+        unhold(id, f[3], f[5])
+        local period = num(f[6])
         if now ~= '' and period then
-          local d = dkey(f[3], u[1])
           -- The marker that holds the key longest is kept.
+          local d = dkey(f[3], f[5])
           local m = redis.call('HMGET', d, 'at', 'period')
           local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
           if until_before <= tonumber(now) + period then
-            redis.call('HSET', d, 'at', now, 'period', u[2], 'id', id)
+            redis.call('HSET', d, 'at', now, 'period', f[6], 'id', id)
             redis.call('ZADD', P .. 'udone', tonumber(now) + period, d)
+            marked = true
           end
         end
       end
@@ -301,8 +337,9 @@ for i = 2, #ARGV, 2 do
     out[#out + 1] = id
   end
 end
-if now ~= '' then
-  -- Markers whose period has passed are dropped a few at a time, as jobs complete.
+if marked then
+  -- Each marker written drops up to 16 whose period has passed, so the
+  -- markers kept stay about as many as are live.
   for _, d in ipairs(redis.call('ZRANGEBYSCORE', P .. 'udone', '-inf', now, 'LIMIT', 0, 16)) do
     redis.call('DEL', d)
     redis.call('ZREM', P .. 'udone', d)
@@ -455,7 +492,7 @@ redis.call('RENAME', jkey(id), jkey(new))
 drop_errors(jkey(new), 1, math.huge)
 redis.call('HSET', jkey(new), 'id', new, 'attempt', 0, 'errors', 0)
 redis.call('HDEL', jkey(new), 'expires_at')
-redis.call('ZREM', P .. 'expiry', id)
+redis.call('ZREM', P .. 'expiry', smember(seq, id))
 redis.call('ZREM', P .. 'dead:' .. worker, id)
 redis.call('ZREM', P .. 'all:' .. worker, id)
 redis.call('ZADD', P .. 'all:' .. worker, seq, new)

@@ -8,30 +8,34 @@ from __future__ import annotations
 
 # ARGV: now, limit, error. Waiting jobs with expires_at <= now become dead with
 # the error (attempt unchanged). Returns their ids in seq order: the limit takes
-# the earliest expiries first.
+# the oldest seq first. Members of the expiry set are seq + id, so the due ones
+# are put in seq order by their bytes, without reading their jobs.
 EXPIRE = r"""
 local now, err = ARGV[1], ARGV[3]
 local now_n = need_num(now, 'now')
 local limit = need_int(ARGV[2], 'expire limit', 0)
 if limit == 0 then return {} end
-local due = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now)
+table.sort(due)
 local jobs = {}
-for _, id in ipairs(due) do
+for _, member in ipairs(due) do
+  if #jobs >= limit then break end
+  local seq, id = int(string.sub(member, 1, 16)), string.sub(member, 17)
   local f = redis.call('HMGET', jkey(id), 'state', 'worker', 'seq', 'run_at', 'expires_at')
   local at = num(f[5])
-  if f[1] ~= 'waiting' or at == nil or at > now_n or not f[2] then
-    redis.call('ZREM', P .. 'expiry', id)  -- stale: the job moved on or was changed
+  if seq == nil or f[1] ~= 'waiting' or at == nil or at > now_n or not f[2]
+      or int(f[3]) ~= seq then
+    redis.call('ZREM', P .. 'expiry', member)  -- stale: the job moved on or was changed
   else
-    jobs[#jobs + 1] = {id = id, worker = f[2], seq = int(f[3]), run_at = f[4]}
+    jobs[#jobs + 1] = {id = id, worker = f[2], seq = f[3], run_at = f[4]}
   end
 end
-table.sort(jobs, function(a, b) return (a.seq or -1) < (b.seq or -1) end)
 local out = {}
 for _, j in ipairs(jobs) do
-  unwait(j.id, j.worker, j.seq and tostring(j.seq), j.run_at)
+  unwait(j.id, j.worker, j.seq, j.run_at)
   local why = damage(j.id)
   if why then
-    bury_damaged(j.id, j.worker, j.seq or 0, now, why .. '; then: ' .. err)
+    bury_damaged(j.id, j.worker, int(j.seq), now, why .. '; then: ' .. err)
   else
     add_error(j.id, err)
     to_dead(j.id, j.worker, j.seq)

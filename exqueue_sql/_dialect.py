@@ -16,7 +16,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    and_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.errors import ExqueueError
@@ -105,6 +115,9 @@ class Dialect:
     #: Whether every write transaction holds the whole database (SQLite), so
     #: unique key rows need not be added ahead of the transaction that locks them.
     serializes_writes: ClassVar[bool] = False
+    #: Whether ``complete_marking`` deletes held jobs and leaves their completion
+    #: markers in one statement (else the storage uses a transaction).
+    marks_in_one_statement: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
@@ -194,21 +207,29 @@ class Dialect:
         applied to them in Python, three round trips in all.
         """
         j = self.jobs.c
-        picked = [
-            parse(r)
-            for r in conn.execute(
-                select(self.jobs)
-                .where(runnable(self.jobs, worker, now))
-                .order_by(j.priority, j.run_at, j.seq)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ]
+        pick = (
+            select(self.jobs)
+            .where(runnable(self.jobs, worker, now))
+            .order_by(j.priority, j.run_at, j.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        picked = [parse(r) for r in conn.execute(self.claim_index(pick))]
         if not picked:
             return []
         seqs = [r.seq for r in picked]
         conn.execute(update(self.jobs).where(j.seq.in_(seqs)).values(**lease.values(self.jobs)))
         return [lease.apply(r) for r in picked]
+
+    def complete_marking(
+        self, conn: Connection, held: ColumnElement[bool], now: float
+    ) -> list[str]:
+        """Delete the jobs ``held`` selects, leaving completion markers; the ids deleted."""
+        raise NotImplementedError
+
+    def claim_index(self, pick: Select[Any]) -> Select[Any]:
+        """``pick`` (the claim's SELECT) told to read the claim index, where a planner needs it."""
+        return pick
 
     def wait_for_jobs(self, timeout: float) -> bool:
         raise NotImplementedError("wait_for_jobs needs PostgreSQL (LISTEN/NOTIFY)")

@@ -17,7 +17,19 @@ import time
 from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
@@ -37,6 +49,7 @@ _QUERY_CANCELED = "57014"  # what statement_timeout raises
 
 class PostgresDialect(Dialect):
     claim_is_one_statement = True
+    marks_in_one_statement = True
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         super().__init__(engine, prefix, timeouts)
@@ -111,6 +124,30 @@ class PostgresDialect(Dialect):
             sql = self._insert_many
         params["channel"] = self._channel
         conn.exec_driver_sql(sql, params)
+
+    def complete_marking(
+        self, conn: Connection, held: ColumnElement[bool], now: float
+    ) -> list[str]:
+        """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
+        j, done = self.jobs.c, self.tables.done
+        gone = (
+            delete(self.jobs)
+            .where(held)
+            .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+            .cte("gone")
+        )
+        g = gone.c
+        marks = (
+            insert(done)
+            .from_select(
+                ["worker", "unique_key", "seq", "job_id", "hold_until"],
+                select(g.worker, g.unique_key, g.seq, g.id, literal(now) + g.unique_period).where(
+                    g.unique_key.is_not(None), g.unique_period.is_not(None)
+                ),
+            )
+            .cte("marks")
+        )
+        return list(conn.scalars(select(g.id).add_cte(marks)))
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         u = self.tables.unique

@@ -26,6 +26,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import mysql
@@ -112,10 +113,23 @@ def tables(
         # run_at, seq) order, so LIMIT n reads about n index entries however many
         # rows wait (jobs scheduled for later are passed over, per priority).
         Index(f"{prefix}jobs_claim", "worker", "state", "priority", "run_at", "seq"),
-        # Unique enqueue: the jobs of a worker holding a key.
-        Index(f"{prefix}jobs_unique", "worker", "unique_key"),
-        # expire(): waiting jobs with expires_at <= now, a range scan.
-        Index(f"{prefix}jobs_expiry", "state", "expires_at"),
+        # Unique enqueue: the jobs of a worker holding a key. expire(): waiting
+        # jobs with expires_at <= now, a range scan. Partial where the database
+        # has it, so a job without a key or an expiry costs neither index.
+        Index(
+            f"{prefix}jobs_unique",
+            "worker",
+            "unique_key",
+            postgresql_where=text("unique_key IS NOT NULL"),
+            sqlite_where=text("unique_key IS NOT NULL"),
+        ),
+        Index(
+            f"{prefix}jobs_expiry",
+            "state",
+            "expires_at",
+            postgresql_where=text("expires_at IS NOT NULL"),
+            sqlite_where=text("expires_at IS NOT NULL"),
+        ),
         # Serial head: the lowest seq of a worker in any state.
         Index(f"{prefix}jobs_head", "worker", "seq"),
         # Recovery (state = 'running': few rows, bounded by total concurrency) and

@@ -287,31 +287,7 @@ class SQLStorage(SQLSchedules):
     # -- transitions of a held job -----------------------------------------------
 
     def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
-        j = self._jobs.c
-        held = self._held(job_id, token)
-        # Most jobs leave nothing behind: one statement, as in version 1.
-        plain = held if now is None else and_(held, j.unique_period.is_(None))
-        stmt = sql_delete(self._jobs).where(plain)
-        if self._run(lambda conn: conn.execute(stmt).rowcount == 1, relaxed=True, single=True):
-            return True
-        if now is None:
-            return False
-        dialect = self._dialect
-
-        def keeping(conn: Connection) -> bool:
-            # A job whose completion holds its unique key for a period (or not held).
-            found = conn.execute(
-                select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
-                .where(held)
-                .with_for_update()
-            ).all()
-            if not found:
-                return False
-            conn.execute(sql_delete(self._jobs).where(held))
-            _unique.hold(conn, dialect, _unique.completions(found), now)
-            return True
-
-        return self._run(keeping, relaxed=True)
+        return bool(self._complete([self._held(job_id, token)], 1, now))
 
     def complete_many(
         self, items: Sequence[tuple[str, str]], *, now: float | None = None
@@ -319,37 +295,62 @@ class SQLStorage(SQLSchedules):
         """Many successes in one transaction: one commit (one fsync) for the batch."""
         pairs = list(dict.fromkeys(items))
         j = self._jobs.c
-        returning = self.engine.dialect.delete_returning
-        dialect = self._dialect
+        helds = [
+            and_(tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]), j.state == RUNNING)
+            for start in range(0, len(pairs), _CHUNK)
+        ]
+        return self._complete(helds, len(pairs), now) if pairs else []
 
-        def work(conn: Connection) -> list[str]:
-            done: list[str] = []
-            for start in range(0, len(pairs), _CHUNK):
-                chunk = pairs[start : start + _CHUNK]
-                held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
-                plain = held if now is None else and_(held, j.unique_period.is_(None))
-                if returning:
-                    gone = list(conn.scalars(sql_delete(self._jobs).where(plain).returning(j.id)))
-                else:
-                    gone = list(conn.scalars(select(j.id).where(plain).with_for_update()))
-                    conn.execute(sql_delete(self._jobs).where(j.id.in_(gone)))
-                done += gone
-                if now is None or len(gone) == len(chunk):
-                    continue
-                # Those left are not held, or hold their unique key for a period.
-                kept = conn.execute(
+    def _complete(self, helds: list[Any], count: int, now: float | None) -> list[str]:
+        """Delete the jobs each of ``helds`` selects (``count`` at most); the ids deleted.
+
+        With ``now``, a job enqueued with a unique period leaves a completion
+        marker in the same atomic step as its deletion (``_unique``).
+        PostgreSQL does both in one statement; elsewhere the jobs that leave
+        none (most) go in one statement as in version 1, and the others in a
+        transaction of their own.
+        """
+        j = self._jobs.c
+        dialect = self._dialect
+        single = len(helds) == 1
+        if now is not None and dialect.marks_in_one_statement:
+
+            def marking(conn: Connection) -> list[str]:
+                return [i for held in helds for i in dialect.complete_marking(conn, held, now)]
+
+            return self._run(marking, relaxed=True, single=single)
+        plain = helds if now is None else [and_(h, j.unique_period.is_(None)) for h in helds]
+
+        def deleting(conn: Connection) -> list[str]:
+            return [i for where in plain for i in self._delete(conn, where)]
+
+        done = self._run(deleting, relaxed=True, single=single)
+        if now is None or len(done) == count:
+            return done
+
+        def keeping(conn: Connection) -> list[str]:
+            # Jobs whose completion holds their unique key, and jobs not held.
+            kept: list[Any] = []
+            for held in helds:
+                kept += conn.execute(
                     select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
                     .where(held)
                     .with_for_update()
                 ).all()
-                if kept:
-                    conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
-                    done += [r.id for r in kept]
-                    _unique.hold(conn, dialect, _unique.completions(kept), now)
-            return done
+            if kept:
+                conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
+                _unique.hold(conn, dialect, _unique.completions(kept), now)
+            return [r.id for r in kept]
 
-        single = len(pairs) <= _CHUNK and now is None
-        return self._run(work, relaxed=True, single=single) if pairs else []
+        return done + self._run(keeping, relaxed=True)
+
+    def _delete(self, conn: Connection, where: Any) -> list[str]:
+        j = self._jobs.c
+        if self.engine.dialect.delete_returning:
+            return list(conn.scalars(sql_delete(self._jobs).where(where).returning(j.id)))
+        found = list(conn.scalars(select(j.id).where(where).with_for_update()))
+        conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
+        return found
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self._fail(job_id, token, error, state=WAITING, run_at=run_at)

@@ -12,8 +12,9 @@ every enqueue that committed before. On SQLite every write transaction holds
 the database's write lock from BEGIN.
 
 A completed job that was enqueued with a unique period leaves a completion
-marker in ``{prefix}unique_done``, in the transaction that deletes it, under its
-key lock: ``hold_until = completed_at + period`` (its own period). Markers whose
+marker in ``{prefix}unique_done``, in the same atomic step that deletes it (on
+PostgreSQL one statement, ``_postgres``): ``hold_until = completed_at + period``
+(its own period). Markers whose
 hold has passed, and the key rows (locks only), are removed by :func:`prune`
 (``SQLStorage.expire`` calls it).
 """
@@ -124,11 +125,13 @@ class Completed(NamedTuple):
 def hold(conn: Connection, dialect: Dialect, done: Sequence[Completed], now: float) -> None:
     """Leave a completion marker for each of ``done``, completed at ``now``.
 
-    Called in the transaction that deletes those jobs, under their key locks.
+    Called in the transaction that deletes those jobs. No key lock is needed:
+    an enqueuer reads the jobs, then the markers, each read seeing what has
+    committed, and the deletion and its marker commit together, so it sees the
+    job or the marker (or both), never neither.
     """
     if not done:
         return
-    lock(conn, dialect, sorted({(c.worker, c.unique_key) for c in done}))
     conn.execute(
         insert(dialect.tables.done),
         [

@@ -41,3 +41,16 @@ def test_queue_enqueue_and_enqueue_many_accept_worker_keyword() -> None:
     assert queue.drain(timeout=10) == 2
     assert {"worker": "inner", "seconds": 1} in received
     assert {"worker": "many", "calls": 2} in received
+
+
+def test_option_names_stay_job_keywords() -> None:
+    queue, received = _queue()
+    fn = queue.workers["kw.record"]
+    plain = fn.enqueue(priority=9, unique="u", meta="m", timeout=0, expires_in=-1)
+    optioned = fn.options(priority=1).enqueue(priority=2, delay=-5)
+    [many] = queue.enqueue_many([fn.options(priority=3).call(options="o", priority=4)])
+    assert [queue.get(i).priority for i in (plain, optioned, many)] == [0, 1, 3]  # type: ignore[union-attr]
+    assert queue.drain(timeout=10) == 3
+    assert {"priority": 9, "unique": "u", "meta": "m", "timeout": 0, "expires_in": -1} in received
+    assert {"priority": 2, "delay": -5} in received
+    assert {"options": "o", "priority": 4} in received

@@ -224,3 +224,26 @@ def test_a_version_one_backend_returning_none_gives_the_new_ids() -> None:
     assert isinstance(job_id, exqueue.JobId) and not job_id.duplicate
     assert [job.id for job in queue.jobs()] == [job_id, *ids]
     assert queue.drain(timeout=10) == 3
+
+
+def test_neutral_worker_defaults_are_no_defaults() -> None:
+    queue = make_queue(VersionOneMemory())
+
+    @queue.worker(name="opt.neutral", priority=0, unique=False, meta={})
+    def neutral() -> None: ...
+
+    assert neutral.defaults is None
+    assert not neutral.enqueue().duplicate
+
+
+def test_unique_args_may_name_keywords_caught_by_var_keyword() -> None:
+    queue = make_queue()
+
+    @queue.worker(name="opt.kw", unique=Uniqueness(args=["tenant", "n"]))
+    def kw(n: int, **extra: str) -> None: ...
+
+    first = kw.enqueue(1, tenant="a", note="x")
+    assert kw.enqueue(n=1, tenant="a", note="y").duplicate
+    assert not kw.enqueue(1, tenant="b").duplicate
+    assert not kw.enqueue(1).duplicate  # no tenant: a key of its own
+    assert queue.get(first).unique_key == '{"n":1,"tenant":"a"}'  # type: ignore[union-attr]

@@ -164,7 +164,7 @@ def test_expire_takes_only_waiting_jobs(storage: Storage) -> None:
     assert claim(storage, now=15.0, token="t2") == ["soon"]  # not yet expired at 15
     assert storage.release("soon", "t2")
     assert claim(storage, now=50.0, token="t3") == []  # expired: never claimed
-    assert storage.expire(50.0, limit=1) == ["soon"]
+    assert storage.expire(50.0, limit=1) == ["soon"]  # oldest seq first
     assert storage.expire(50.0) == ["sched"]
     assert storage.expire(50.0) == []
     dead = storage.get("sched")
@@ -201,8 +201,8 @@ def test_completion_markers_use_the_jobs_own_period(storage: Storage) -> None:
 def test_markers_past_their_period_are_dropped(storage: Storage, backend: BackendHandle) -> None:
     assert isinstance(storage, RedisStorage)
     storage.enqueue([job(f"m{i}", unique=Unique(f"k{i}", period=5.0)) for i in range(3)])
-    storage.enqueue([job("other")])
-    assert claim(storage) == ["m0", "m1", "m2", "other"]
+    storage.enqueue([job("other", unique=Unique("k-other", period=5.0)), job("plain")])
+    assert claim(storage) == ["m0", "m1", "m2", "other", "plain"]
     assert storage.complete_many([("m0", "t1"), ("m1", "t1")], now=100.0) == ["m0", "m1"]
     client = storage._client
     prefix = storage._prefix
@@ -210,9 +210,12 @@ def test_markers_past_their_period_are_dropped(storage: Storage, backend: Backen
     assert storage.complete("m2", "t1", now=200.0)  # drops the two older ones
     assert client.zcard(prefix + "udone") == 1
     assert client.exists(prefix + "ud:1:w:k0") == 0
+    assert storage.complete("plain", "t1", now=300.0)  # writes no marker, prunes none
+    assert client.zcard(prefix + "udone") == 1
     assert storage.complete("other", "t1", now=300.0)
-    assert client.zcard(prefix + "udone") == 0
-    assert not [k for k in client.scan_iter(match=prefix.replace("{", "\\{") + "u*")]
+    assert client.zrange(prefix + "udone", 0, -1) == [(prefix + "ud:1:w:k-other").encode()]
+    assert client.exists(prefix + "ud:1:w:k2") == 0
+    assert not [k for k in client.scan_iter(match=prefix + "u:*")]
 
 
 def test_complete_without_now_keeps_no_marker(storage: Storage) -> None:
@@ -284,8 +287,8 @@ def test_unique_enqueue_is_refused_whole_on_bad_input() -> None:
     storage = RedisStorage(services.require("redis"), namespace=f"t{uuid.uuid4().hex[:8]}")
     try:
         with pytest.raises(redis.ResponseError, match="expires_at must be"):
-            storage._run("ENQUEUE", 1, "a", "w", "p", "0.0", "0.0", 3, "0", "", "", "x",
-                         "1", "k", "", "")  # fmt: skip
+            storage._run("ENQUEUE", 1, "a", "w", "p", "0.0", "0.0", 3,
+                         '["0", "", "", "x", "1", "k", "", ""]')  # fmt: skip
         assert storage.list_jobs() == [] and storage.enqueue([job("a", unique=Unique("k"))])
     finally:
         storage.destroy()

@@ -212,3 +212,16 @@ def test_meta_is_stored_as_sorted_ascii_json(sql: SQLStorage) -> None:
     with sql.engine.connect() as conn:
         stored = conn.execute(text(f"SELECT meta FROM {table}")).scalar_one()
     assert stored == '{"a":"1","b":"\\u00fc"}' and json.loads(stored) == {"a": "1", "b": "ü"}
+
+
+def test_unique_enqueue_in_the_callers_transaction(sql: SQLStorage) -> None:
+    sql.enqueue([job("held", unique=Unique("k"))])
+    with sql.engine.connect() as conn:
+        with conn.begin():
+            sql.enqueue_in(conn, [job("a", unique=Unique("k")), job("b", unique=Unique("n"))])
+        with conn.begin() as rolled_back:
+            sql.enqueue_in(conn, [job("c", unique=Unique("m"))])
+            rolled_back.rollback()
+    assert sql.get("a") is None and sql.get("c") is None
+    stored = sql.get("b")
+    assert stored is not None and stored.unique_key == "n"
