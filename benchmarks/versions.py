@@ -10,7 +10,9 @@ process with ``PYTHONPATH`` at that version's tree, so both versions run the
 same script, the same job body (no-op), the same concurrency and the same
 server, on a store of their own. Runs interleave (before, after, before, ...)
 so a machine getting busier weighs on both; the table shows medians with the
-min-max of each figure and the after/before ratio of the medians.
+min-max of each figure and the after/before ratio of the medians. Each figure
+comes twice: per wall second, and per CPU second of the measuring process
+(``_cpu``), which a loaded machine disturbs far less.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ BACKENDS = {
     "mysql": MYSQL_URL,
     "redis": REDIS_URL,
 }
-FIGURES = ("enqueue", "enqueue_many", "drain")
+FIGURES = (
+    "enqueue",
+    "enqueue_many",
+    "drain",
+    "enqueue_cpu",
+    "enqueue_many_cpu",
+    "drain_cpu",
+)
 
 
 def export(revision: str, into: str) -> str:
@@ -86,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n{args.jobs} jobs, concurrency {args.concurrency}, {args.repeat} interleaved runs; "
-        f"before = {args.before}, after = {args.after}; jobs/s, median (min-max)\n"
+        f"before = {args.before}, after = {args.after}; jobs per second (wall, or CPU "
+        "for _cpu), median (min-max)\n"
     )
     print("| backend | figure | before | after | after/before |")
     print("| --- | --- | --- | --- | --- |")
