@@ -61,6 +61,9 @@ INSERT_COLUMNS = (
     "unique_key",
     "unique_period",
 )
+#: The columns a job with every protocol-2 default needs: the rest take their
+#: column defaults, so the common insert sends no more than version 1 did.
+PLAIN_COLUMNS = INSERT_COLUMNS[:6]
 _FRESH = (WAITING, 0, "[]")  # state, attempt and errors of a new job
 
 
@@ -132,7 +135,8 @@ class Dialect:
         self.capabilities = frozenset(
             {TRANSACTIONAL_ENQUEUE, COMPLETE_MANY, PERSISTENT, MULTI_PROCESS} | PROTOCOL_2
         )
-        self.insert_sql = _insert_sql(engine, self.jobs.name)
+        self.insert_sql = _insert_sql(engine, self.jobs.name, INSERT_COLUMNS)
+        self.plain_insert_sql = _insert_sql(engine, self.jobs.name, PLAIN_COLUMNS)
 
     def make_tables(self) -> Tables:
         return tables(self.prefix)
@@ -180,9 +184,18 @@ class Dialect:
 
     def insert(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
         """Insert waiting jobs with hand-written SQL: enqueue is the producers' hot path."""
-        rows = insert_rows(jobs)
+        sql, rows = self.insert_statement(jobs)
         # executemany inserts in list order, so seq follows the batch order.
-        conn.exec_driver_sql(self.insert_sql, rows[0] if len(rows) == 1 else rows)
+        conn.exec_driver_sql(sql, rows[0] if len(rows) == 1 else rows)
+
+    def insert_statement(self, jobs: Sequence[NewJob]) -> tuple[str, list[tuple[Any, ...]]]:
+        """The INSERT for ``jobs`` and its parameters: the short one when every job is plain."""
+        if all(is_plain(j) for j in jobs):
+            return self.plain_insert_sql, [
+                (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at, *_FRESH)
+                for j in jobs
+            ]
+        return self.insert_sql, insert_rows(jobs)
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         """Insert the ``(worker, unique_key)`` rows of ``keys`` that are missing.
@@ -272,12 +285,23 @@ def column_values(job: NewJob) -> tuple[Any, ...]:
     )
 
 
+def is_plain(job: NewJob) -> bool:
+    """Whether ``job`` has every protocol-2 field at its default (stored by column defaults)."""
+    return (
+        job.priority == 0
+        and not job.meta
+        and job.timeout is None
+        and job.expires_at is None
+        and job.unique is None
+    )
+
+
 def insert_rows(jobs: Sequence[NewJob]) -> list[tuple[Any, ...]]:
     """Parameters for ``Dialect.insert_sql``, one tuple per job."""
     return [column_values(j) + _FRESH for j in jobs]
 
 
-def _insert_sql(engine: Engine, table: str) -> str:
+def _insert_sql(engine: Engine, table: str, given: Sequence[str]) -> str:
     """INSERT of one waiting job in the driver's own placeholder style.
 
     Placeholders only, constants too, so a driver that turns an executemany into
@@ -285,5 +309,5 @@ def _insert_sql(engine: Engine, table: str) -> str:
     """
     mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
     name = engine.dialect.identifier_preparer.quote(table)
-    columns = (*INSERT_COLUMNS, "state", "attempt", "errors")
+    columns = (*given, "state", "attempt", "errors")
     return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"

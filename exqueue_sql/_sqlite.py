@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import MULTI_PROCESS, PERSISTENT, NewJob
-from exqueue_sql._dialect import Dialect, Timeouts, insert_rows
+from exqueue_sql._dialect import Dialect, Timeouts
 from exqueue_sql._runner import Attempt, Runner
 from exqueue_sql._urls import is_memory
 
@@ -135,7 +135,7 @@ class SQLiteDialect(Dialect):
         fifth of an enqueue, so the hot path goes around it; errors are wrapped
         as SQLAlchemy's, so the runner retries a busy database as it does elsewhere.
         """
-        sql, rows = self.insert_sql, insert_rows(jobs)
+        sql, rows = self.insert_statement(jobs)
 
         def once(attempt: Attempt) -> None:
             with self.lock:
