@@ -19,6 +19,7 @@ from exqueue.errors import (
     UnknownWorkerError,
 )
 from exqueue.job import Call, DuplicateJobId, Job, JobContext, JobId, current_job
+from exqueue.middleware import Middleware
 from exqueue.options import JobOptions, Uniqueness
 from exqueue.policy import Backoff, Exponential, Fixed
 from exqueue.queue import Queue, WithOptions, WorkerStats, WorkerType
@@ -46,6 +47,7 @@ __all__ = [
     "JobOptions",
     "JobRecord",
     "JobRunningError",
+    "Middleware",
     "NewJob",
     "PickleCodec",
     "Queue",

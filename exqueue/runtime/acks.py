@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from exqueue.middleware import job_extra
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
@@ -57,7 +58,12 @@ class Recorder:
         return self.record(job_id, "release", lambda: self.storage.release(job_id, token), 5)
 
     def failure(
-        self, worker: WorkerType[Any, Any], record: JobRecord, token: str, exc: BaseException
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        exc: BaseException,
+        duration: float = 0.0,
     ) -> None:
         error = format_error(exc)
         retry = after_failure(
@@ -71,6 +77,7 @@ class Recorder:
                     record.worker,
                     record.attempt,
                     exc_info=exc,
+                    extra=job_extra(record),
                 )
                 self.config.report_dead(record.id, exc)
             return
@@ -88,7 +95,10 @@ class Recorder:
                 retry.delay,
                 type(exc).__name__,
                 exc,
+                extra=job_extra(record),
             )
+            if self.config.hooks:
+                self.config.hooks.failed(record, exc, duration, retry.run_at)
 
     def bury(self, record: JobRecord, token: str, error: str) -> bool:
         return self.record(

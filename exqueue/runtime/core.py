@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from exqueue.errors import SerializationError
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
+from exqueue.middleware import job_extra
 from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
@@ -79,6 +80,7 @@ class Runtime:
         self._wake.set()
 
     def _open(self, listen: bool) -> None:
+        self.config.hooks.process_started(self.config.node)
         caps = self.storage.capabilities
         # Batching pays for a durable commit per success; an in-process store
         # records one faster than the acker thread can be handed it.
@@ -165,6 +167,10 @@ class Runtime:
                 for record, _ in unstarted:
                     ledger.held.pop(record.id, None)
             self._hand_back([(record.id, token) for record, token in unstarted], end, False)
+            hooks = self.config.hooks
+            if hooks:
+                for record, _ in unstarted:
+                    hooks.released(record)
         while self._busy() and time.monotonic() < end and not self._hurry.is_set():
             self._wake.wait(min(0.05, max(end - time.monotonic(), 0.0)))
             self._wake.clear()
@@ -179,6 +185,7 @@ class Runtime:
         self._hand_back(unfinished, end, True)
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
+        self.config.hooks.process_stopped(self.config.node)
 
     def _hand_back(self, items: list[tuple[str, str]], end: float, running: bool) -> None:
         """Release ``items`` once each, until the deadline or the first storage error."""
@@ -205,7 +212,24 @@ class Runtime:
                 )
                 return
             if released and running:
-                log.warning("job %s did not finish within the stop timeout; released", job_id)
+                log.warning(
+                    "job %s did not finish within the stop timeout; released",
+                    job_id,
+                    extra={"job_id": job_id},
+                )
+                self._report_released(job_id)
+
+    def _report_released(self, job_id: str) -> None:
+        hooks = self.config.hooks
+        if not hooks:
+            return
+        try:
+            record = self.storage.get(job_id)
+        except Exception as exc:
+            log.warning("reading released job %s for the middlewares failed (%s)", job_id, exc)
+            return
+        if record is not None:
+            hooks.released(record)
 
     def _await_claims(self, patience: float) -> None:
         """Wait for claims in flight: one that returns now releases its jobs (lane closed)."""
@@ -332,7 +356,9 @@ class Runtime:
         try:
             return self._run(worker, record, token)
         except Exception:
-            log.exception("internal error while handling job %s", record.id)
+            log.exception(
+                "internal error while handling job %s", record.id, extra=job_extra(record)
+            )
             return False
 
     def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
@@ -342,7 +368,13 @@ class Runtime:
             reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
             error = f"payload could not be decoded: {reason}"
             if self._recorder.bury(record, token, error):
-                log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
+                log.error(
+                    "job %s (%s) is dead: %s",
+                    record.id,
+                    record.worker,
+                    error,
+                    extra=job_extra(record),
+                )
                 self.config.report_dead(record.id, exc)
             return False
         context = JobContext(
@@ -354,16 +386,25 @@ class Runtime:
             MappingProxyType(record.meta) if record.meta else _NO_META,
             record.priority,
         )
+        hooks = self.config.hooks
+        if hooks:
+            hooks.started(record)
         reset = _current.set(context)
+        began = time.monotonic()
         try:
             check_result(worker.fn(*args, **kwargs))
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            self._recorder.failure(worker, record, token, exc)
-            return False
-        finally:
             _current.reset(reset)
+            self._recorder.failure(worker, record, token, exc, time.monotonic() - began)
+            return False
+        _current.reset(reset)
+        duration = time.monotonic() - began
         if self._acker is not None:
             self._acker.submit(record.id, token)
+            if hooks:
+                hooks.succeeded(record, duration)
             return True
         self._recorder.success(record.id, token)
+        if hooks:
+            hooks.succeeded(record, duration)
         return False
