@@ -89,7 +89,9 @@ from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
     COMPLETE_MANY,
     EXPIRED,
+    HISTORY,
     MULTI_PROCESS,
+    NODES,
     PERSISTENT,
     PROTOCOL_2,
     SCHEDULES,
@@ -121,6 +123,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from exqueue_redis import _scripts, _scripts_read
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
+from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
 from exqueue_redis._schedules import RedisSchedules
@@ -144,7 +147,7 @@ _WAIT_SLICE = 0.2
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
-class RedisStorage(RedisSchedules):
+class RedisStorage(RedisSchedules, RedisObserve):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -155,7 +158,8 @@ class RedisStorage(RedisSchedules):
     """
 
     capabilities = frozenset(
-        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES} | PROTOCOL_2
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
+        | PROTOCOL_2
     )
 
     def __init__(
