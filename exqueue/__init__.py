@@ -24,7 +24,15 @@ from exqueue.options import JobOptions, Uniqueness
 from exqueue.policy import Backoff, Exponential, Fixed
 from exqueue.queue import Queue, WithOptions, WorkerStats, WorkerType
 from exqueue.registry import connect
-from exqueue.storage import Counts, JobRecord, NewJob, Recovered, Storage
+from exqueue.storage import (
+    Counts,
+    HistoryCount,
+    JobRecord,
+    NewJob,
+    NodeInfo,
+    Recovered,
+    Storage,
+)
 
 __all__ = [
     "Backoff",
@@ -47,6 +55,8 @@ __all__ = [
     "JobOptions",
     "JobRecord",
     "JobRunningError",
+    "HistoryCount",
+    "NodeInfo",
     "Middleware",
     "NewJob",
     "PickleCodec",

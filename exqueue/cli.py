@@ -504,11 +504,31 @@ def delete(
 @main.command()
 @storage_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--history",
+    "history_minutes",
+    type=click.IntRange(min=1, max=24 * 60),
+    is_flag=False,
+    flag_value=60,
+    default=None,
+    metavar="[MINUTES]",
+    help="Outcomes per worker type over the last MINUTES (default 60; kept 24 h).",
+)
 def stats(
-    storage: str | None, app: str | None, prefix: str | None, namespace: str | None, as_json: bool
+    storage: str | None,
+    app: str | None,
+    prefix: str | None,
+    namespace: str | None,
+    as_json: bool,
+    history_minutes: int | None,
 ) -> None:
     """Counts per worker type: waiting (runnable), scheduled, running, dead."""
     queue = open_queue(storage, app, prefix, namespace, create=False)
+    if history_minutes is not None:
+        from exqueue.cli_observe import show_history
+
+        show_history(queue, history_minutes, as_json)
+        return
     counts = queue.stats()
     with_app = bool(app)
     if as_json:
@@ -541,6 +561,7 @@ def stats(
 
 
 # The schedule commands register themselves on ``main``.
+import exqueue.cli_observe  # noqa: E402, F401
 import exqueue.cli_schedules  # noqa: E402, F401
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from exqueue.middleware import job_extra
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.runtime.observe import DEAD, FAILED, Tally
 from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class Recorder:
         # When a job completed matters only to a unique key's period; a version-1
         # backend's complete() takes no ``now``.
         self.pass_now = UNIQUE in self.storage.capabilities
+        #: Outcome counts for the store's history (None: the store keeps none).
+        self.tally: Tally | None = None
 
     def success(self, job_id: str, token: str) -> bool:
         if self.pass_now:
@@ -71,6 +74,8 @@ class Recorder:
         )
         if retry is None:
             if self.bury(record, token, error):
+                if self.tally is not None:
+                    self.tally.add(record.worker, DEAD, duration)
                 log.error(
                     "job %s (%s) is dead after %d attempts",
                     record.id,
@@ -97,6 +102,8 @@ class Recorder:
                 exc,
                 extra=job_extra(record),
             )
+            if self.tally is not None:
+                self.tally.add(record.worker, FAILED, duration)
             if self.config.hooks:
                 self.config.hooks.failed(record, exc, duration, retry.run_at)
 

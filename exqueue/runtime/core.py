@@ -28,6 +28,7 @@ from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
+from exqueue.runtime.observe import DEAD, SUCCEEDED, Observer
 from exqueue.storage import (
     COMPLETE_MANY,
     PERSISTENT,
@@ -68,6 +69,9 @@ class Runtime:
         self._recorder = Recorder(config, ledger)
         self._claimer = Claimer(config, ledger, self._lanes, self._recorder.release)
         self._leases = Leases(config, ledger)
+        self._observer = observer = Observer(config, ledger)
+        self._tally = self._recorder.tally = observer.tally
+        self._leases.observer = observer
         self._threads: list[threading.Thread] = []
         self._acker: Acker | None = None
         self._listening = False  # a listener thread turns storage wake-ups into _wake
@@ -116,6 +120,8 @@ class Runtime:
                 exc,
             )
         self._spawn(self._leases.loop, "exqueue-heartbeat")
+        if self._observer.active:
+            self._spawn(self._observer.loop, "exqueue-observe")
         self._listening = (
             listen
             and WAKEUP in self.storage.capabilities
@@ -185,6 +191,7 @@ class Runtime:
         self._hand_back(unfinished, end, True)
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
+        self._observer.close()
         self.config.hooks.process_stopped(self.config.node)
 
     def _hand_back(self, items: list[tuple[str, str]], end: float, running: bool) -> None:
@@ -368,6 +375,8 @@ class Runtime:
             reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
             error = f"payload could not be decoded: {reason}"
             if self._recorder.bury(record, token, error):
+                if self._tally is not None:
+                    self._tally.add(record.worker, DEAD, 0.0)
                 log.error(
                     "job %s (%s) is dead: %s",
                     record.id,
@@ -399,6 +408,8 @@ class Runtime:
             return False
         _current.reset(reset)
         duration = time.monotonic() - began
+        if self._tally is not None:
+            self._tally.add(record.worker, SUCCEEDED, duration)
         if self._acker is not None:
             self._acker.submit(record.id, token)
             if hooks:
