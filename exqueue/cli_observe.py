@@ -3,6 +3,10 @@ processes and per-minute outcome counts, read from the store."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import time
 from datetime import datetime
 from typing import Any
@@ -10,7 +14,17 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from exqueue.cli import duration, echo_json, local_time, main, open_queue, safe, storage_options
+from exqueue.cli import (
+    duration,
+    echo_json,
+    fail,
+    load_app,
+    local_time,
+    main,
+    open_queue,
+    safe,
+    storage_options,
+)
 from exqueue.queue import Queue
 
 
@@ -102,3 +116,36 @@ def show_history(queue: Queue, minutes: int, as_json: bool) -> None:
     headers = ["worker", "succeeded", "failed (retried)", "dead", "mean run"]
     click.echo(f"last {minutes} minutes:")
     click.echo(tabulate(table, headers=headers))
+
+
+def _prometheus() -> Any:
+    try:
+        import exqueue.prometheus as module
+    except ImportError:
+        fail("--metrics-port needs the Prometheus client: pip install 'exqueue[prometheus]'")
+    return module
+
+
+def add_metrics(queue: Queue, port: int | None) -> None:
+    """Metrics for one worker process: served on ``port``, or (a supervised child,
+    ``port`` None) written to the supervisor's multiprocess directory."""
+    prometheus = _prometheus()
+    if port is None:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            fail("--metrics-child is for workers started by --processes with --metrics-port")
+        queue.add_middleware(prometheus.PrometheusMiddleware(queue, gauges=False))
+        return
+    queue.add_middleware(prometheus.PrometheusMiddleware(queue))
+    prometheus.serve(port)
+
+
+def serve_children_metrics(app: str, port: int) -> list[str]:
+    """The supervisor's side: a fresh multiprocess directory for the children, one
+    endpoint summing them; returns the children's extra arguments."""
+    directory = tempfile.mkdtemp(prefix="exqueue-metrics-")
+    atexit.register(shutil.rmtree, directory, True)
+    # Set before prometheus_client is imported here or in any child (it reads it at import).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    prometheus = _prometheus()
+    prometheus.serve_children(port, load_app(app))
+    return ["--metrics-child"]
