@@ -28,7 +28,7 @@ from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
-from exqueue.runtime.observe import DEAD, SUCCEEDED, Observer
+from exqueue.runtime.observe import DEAD, Observer
 from exqueue.storage import (
     COMPLETE_MANY,
     PERSISTENT,
@@ -301,6 +301,7 @@ class Runtime:
         wake = self._wake
         ledger = self._ledger
         claim_here = self._claimer.claim_here
+        own = self._tally.own() if self._tally is not None else None
         with ready:
             while True:
                 while not lane.buffer and not lane.closing:
@@ -314,7 +315,7 @@ class Runtime:
                 started = time.monotonic()
                 deferred = False
                 try:
-                    deferred = self._execute(lane.worker, record, token)
+                    deferred = self._execute(lane.worker, record, token, own)
                 finally:
                     # Count the job as finished before the lane looks idle, so a
                     # drain that sees an idle lane also sees this job's completion.
@@ -358,17 +359,29 @@ class Runtime:
 
     # -- running one job -------------------------------------------------------------
 
-    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _execute(
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        own: dict[str, list[float]] | None = None,
+    ) -> bool:
         """Run one job; True when its success was queued for the acker."""
         try:
-            return self._run(worker, record, token)
+            return self._run(worker, record, token, own)
         except Exception:
             log.exception(
                 "internal error while handling job %s", record.id, extra=job_extra(record)
             )
             return False
 
-    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _run(
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        own: dict[str, list[float]] | None,
+    ) -> bool:
         try:
             args, kwargs = self.config.codec.decode(record.payload)
         except BaseException as exc:  # whatever a decoder raises, no retry can read it
@@ -408,8 +421,13 @@ class Runtime:
             return False
         _current.reset(reset)
         duration = time.monotonic() - began
-        if self._tally is not None:
-            self._tally.add(record.worker, SUCCEEDED, duration)
+        if own is not None:  # this thread's success counter (see runtime.observe.Tally)
+            counted = own.get(record.worker)
+            if counted is None:
+                own[record.worker] = [1, duration]
+            else:
+                counted[0] += 1
+                counted[1] += duration
         if self._acker is not None:
             self._acker.submit(record.id, token)
             if hooks:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from exqueue.runtime.config import Ledger, NodeConfig
@@ -50,12 +51,32 @@ def minute_of(now: float) -> int:
 
 
 class Tally:
-    """Outcome counts not yet written: ``(worker, minute) -> [succeeded, failed, dead, secs]``."""
+    """Outcome counts not yet written (see the module docstring).
+
+    Successes, the hot path, go to counters each job thread owns
+    (:meth:`own`: worker type -> ``[count, seconds]``), written by that thread
+    alone, without a lock; :meth:`take` reads them (a dict copy is atomic in
+    CPython) and keeps what it has seen, so each success is taken once.
+    They are put under the minute of the previous take, which the observer
+    makes at every minute's start. Failures and deaths, rare, are added under
+    a lock with their own minute.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.lock = threading.Lock()
         self.rows: dict[tuple[str, int], list[float]] = {}
+        self.owned: list[dict[str, list[float]]] = []
+        self.seen: list[dict[str, tuple[float, float]]] = []
+        self.since = clock()  # when successes were last taken
+
+    def own(self) -> dict[str, list[float]]:
+        """A counter for the calling job thread alone: ``own[worker] = [count, seconds]``."""
+        mine: dict[str, list[float]] = {}
+        with self.lock:
+            self.owned.append(mine)
+            self.seen.append({})
+        return mine
 
     def add(self, worker: str, outcome: int, duration: float) -> None:
         key = (worker, int(self.clock() // 60) * 60)
@@ -67,7 +88,18 @@ class Tally:
             row[3] += duration
 
     def take(self) -> list[HistoryCount]:
+        now = self.clock()
         with self.lock:
+            minute = minute_of(self.since)
+            self.since = now
+            for mine, seen in zip(self.owned, self.seen, strict=True):
+                for worker, (count, seconds) in list(mine.items()):
+                    before = seen.get(worker, (0, 0.0))
+                    if count != before[0]:
+                        row = self.rows.setdefault((worker, minute), [0, 0, 0, 0.0])
+                        row[SUCCEEDED] += count - before[0]
+                        row[3] += seconds - before[1]
+                        seen[worker] = (count, seconds)
             rows, self.rows = self.rows, {}
         return [
             HistoryCount(worker, minute, int(s), int(f), int(d), float(t))
@@ -118,14 +150,18 @@ class Observer:
 
     def loop(self) -> None:
         beat_every = self.config.lease / 3
-        waited = 0.0
-        step = min(FLUSH_EVERY, beat_every)
+        clock = self.config.clock
+        next_beat = time.monotonic() + beat_every
         self.beat()
-        while not self.ledger.stopping.wait(step):
-            waited += step
+        while True:
+            # Wake at the next minute's start too, so successes land in their minute.
+            to_minute = 60 - clock() % 60
+            step = min(FLUSH_EVERY, to_minute + 0.001, max(next_beat - time.monotonic(), 0.0))
+            if self.ledger.stopping.wait(step):
+                return
             self.flush()
-            if waited >= beat_every:
-                waited = 0.0
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
                 self.beat()
 
     def beat(self) -> None:
