@@ -113,11 +113,12 @@ class Hooks:
     def __bool__(self) -> bool:
         return bool(self.chain)
 
-    def _each(self, hook: str, extra: dict[str, Any] | None, *args: Any) -> None:
+    def _each(self, hook: str, job: JobRecord | NewJob | None, *args: Any) -> None:
         for middleware in self.chain:
             try:
                 getattr(middleware, hook)(*args)
             except Exception:
+                extra = job_extra(job) if job is not None else None
                 log.exception("middleware %r raised in %s", middleware, hook, extra=extra)
 
     def enqueue(self, job: NewJob) -> NewJob:
@@ -139,33 +140,33 @@ class Hooks:
         return job
 
     def enqueued(self, job: NewJob, holder: str) -> None:
-        self._each("enqueued", job_extra(job), job, holder)
+        self._each("enqueued", job, job, holder)
 
     def started(self, job: JobRecord) -> None:
-        self._each("started", job_extra(job), job)
+        self._each("started", job, job)
 
     def succeeded(self, job: JobRecord, duration: float) -> None:
-        self._each("succeeded", job_extra(job), job, duration)
+        self._each("succeeded", job, job, duration)
 
     def failed(
         self, job: JobRecord, error: BaseException, duration: float, retry_at: float
     ) -> None:
-        self._each("failed", job_extra(job), job, error, duration, retry_at)
+        self._each("failed", job, job, error, duration, retry_at)
 
     def dead(self, job: JobRecord, error: BaseException | None) -> None:
-        self._each("dead", job_extra(job), job, error)
+        self._each("dead", job, job, error)
 
     def released(self, job: JobRecord) -> None:
-        self._each("released", job_extra(job), job)
+        self._each("released", job, job)
 
     def cancelled(self, job: JobRecord) -> None:
-        self._each("cancelled", job_extra(job), job)
+        self._each("cancelled", job, job)
 
     def timed_out(self, job: JobRecord, duration: float) -> None:
-        self._each("timed_out", job_extra(job), job, duration)
+        self._each("timed_out", job, job, duration)
 
     def snoozed(self, job: JobRecord, run_at: float) -> None:
-        self._each("snoozed", job_extra(job), job, run_at)
+        self._each("snoozed", job, job, run_at)
 
     def process_started(self, node: str) -> None:
         self._each("process_started", None, node)

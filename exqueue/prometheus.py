@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -47,6 +47,16 @@ log = logging.getLogger("exqueue")
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600)
 #: Queue-latency buckets: from a millisecond to an hour.
 LATENCY_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class _Series(NamedTuple):
+    enqueued: Any
+    succeeded: Any
+    failed: Any
+    retried: Any
+    dead: Any
+    duration: Any
+    latency: Any
 
 
 class PrometheusMiddleware(Middleware):
@@ -92,41 +102,60 @@ class PrometheusMiddleware(Middleware):
             registry=registry,
         )
         self._attempt = threading.local()
+        self._series: dict[str, _Series] = {}
         self.gauges: StorageGauges | None = None
         if queue is not None and gauges:
             self.gauges = StorageGauges(queue, cache_seconds)
             registry.register(self.gauges)
 
+    def _of(self, worker: str) -> _Series:
+        # ``labels()`` costs a lock and a tuple per call: each worker's series are kept.
+        series = self._series.get(worker)
+        if series is None:
+            series = self._series[worker] = _Series(
+                self.enqueued_total.labels(worker),
+                self.succeeded_total.labels(worker),
+                self.failed_total.labels(worker),
+                self.retried_total.labels(worker),
+                self.dead_total.labels(worker),
+                self.duration.labels(worker),
+                self.latency.labels(worker),
+            )
+        return series
+
     def enqueued(self, job: NewJob, holder: str) -> None:
         if holder == job.id:
-            self.enqueued_total.labels(job.worker).inc()
+            self._of(job.worker).enqueued.inc()
 
     def started(self, job: JobRecord) -> None:
-        self.latency.labels(job.worker).observe(max(self.clock() - job.run_at, 0.0))
+        self._of(job.worker).latency.observe(max(self.clock() - job.run_at, 0.0))
         # A death is told without the attempt's run time, on the attempt's thread.
         self._attempt.job, self._attempt.began = job.id, time.monotonic()
 
     def succeeded(self, job: JobRecord, duration: float) -> None:
-        self.succeeded_total.labels(job.worker).inc()
-        self.duration.labels(job.worker).observe(duration)
+        series = self._of(job.worker)
+        series.succeeded.inc()
+        series.duration.observe(duration)
 
     def failed(
         self, job: JobRecord, error: BaseException, duration: float, retry_at: float
     ) -> None:
-        self.failed_total.labels(job.worker).inc()
-        self.retried_total.labels(job.worker).inc()
-        self.duration.labels(job.worker).observe(duration)
+        series = self._of(job.worker)
+        series.failed.inc()
+        series.retried.inc()
+        series.duration.observe(duration)
 
     def dead(self, job: JobRecord, error: BaseException | None) -> None:
+        series = self._of(job.worker)
         if error is not None:  # an attempt that failed; a lost worker's attempt did not end
-            self.failed_total.labels(job.worker).inc()
+            series.failed.inc()
             if getattr(self._attempt, "job", None) == job.id:
-                self.duration.labels(job.worker).observe(time.monotonic() - self._attempt.began)
+                series.duration.observe(time.monotonic() - self._attempt.began)
                 self._attempt.job = None
-        self.dead_total.labels(job.worker).inc()
+        series.dead.inc()
 
     def timed_out(self, job: JobRecord, duration: float) -> None:
-        self.duration.labels(job.worker).observe(duration)
+        self._of(job.worker).duration.observe(duration)
 
 
 class StorageGauges(Collector):
