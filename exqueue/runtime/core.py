@@ -191,7 +191,8 @@ class Runtime:
         self._hand_back(unfinished, end, True)
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
-        self._observer.close()
+        if not self._unreachable:  # a store that failed releases would make each write wait
+            self._observer.close()
         self.config.hooks.process_stopped(self.config.node)
 
     def _hand_back(self, items: list[tuple[str, str]], end: float, running: bool) -> None:
