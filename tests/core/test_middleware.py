@@ -177,3 +177,17 @@ def test_log_records_about_a_job_carry_its_fields(caplog: pytest.LogCaptureFixtu
         ("INFO", "mw.logs", 1),
         ("ERROR", "mw.logs", 2),
     ]
+
+
+def test_a_scheduled_tick_goes_through_the_enqueue_hook() -> None:
+    clock = FakeClock()
+    events: list[tuple[Any, ...]] = []
+    queue = exqueue.Queue("memory://", clock=clock, middleware=[Recording("a", events)])
+    tick = queue.worker(name="mw.tick")(lambda: None)
+    queue.schedule("every-minute", every=60, call=tick.call())
+    queue.fire_schedules()  # the first pass only notes when it first looked
+    clock.advance(61)
+    [job_id] = queue.fire_schedules()
+    record = queue.storage.get(job_id)
+    assert record is not None and record.meta["a"] == "seen"
+    assert ("a", "enqueue", "mw.tick") in events
