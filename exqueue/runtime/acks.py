@@ -149,6 +149,8 @@ class Recorder:
         storage stayed unreachable: then the lease expires and the job runs again.
         """
         give_up = time.monotonic() + (patience if patience is not None else 2 * self.config.lease)
+        # ``job_id`` names a batch ("3 jobs") when successes are written together.
+        extra = None if " " in job_id else {"job_id": job_id}
         pause = 0.05
         while True:
             try:
@@ -161,6 +163,7 @@ class Recorder:
                         what,
                         job_id,
                         exc,
+                        extra=extra,
                     )
                     return False
                 log.warning(
@@ -169,6 +172,7 @@ class Recorder:
                     job_id,
                     exc,
                     pause,
+                    extra=extra,
                 )
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -179,6 +183,7 @@ class Recorder:
                     "handed it back (it runs again unless that was its last attempt)",
                     job_id,
                     what,
+                    extra=extra,
                 )
             return ok
 
