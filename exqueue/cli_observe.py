@@ -130,6 +130,11 @@ def add_metrics(queue: Queue, port: int | None) -> None:
     """Metrics for one worker process: served on ``port``, or (a supervised child,
     ``port`` None) written to the supervisor's multiprocess directory."""
     prometheus = _prometheus()
+    if any(isinstance(m, prometheus.PrometheusMiddleware) for m in queue.hooks.chain):
+        # The app added its own (on the default registry, which serve() exposes).
+        if port is not None:
+            prometheus.serve(port)
+        return
     if port is None:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             fail("--metrics-child is for workers started by --processes with --metrics-port")
