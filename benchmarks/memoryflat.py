@@ -20,8 +20,8 @@ from exqueue_memory import MemoryStorage
 
 
 def index_entries(storage: MemoryStorage) -> int:
-    runnable = sum(len(heap) for heap in storage._runnable.values())
-    return runnable + sum(len(heap) for heap in storage._order.values())
+    heaps = [storage._scheduled, storage._ready, storage._lapsed, storage._order]
+    return sum(len(heap) for index in heaps for heap in index.values()) + len(storage._expiry)
 
 
 def main() -> None:

@@ -118,13 +118,10 @@ def check_unique_per_worker(factory: StorageFactory, settings: Settings) -> None
     """UNIQUE: keys never collide across worker types, and match exactly (255 UTF-8 bytes)."""
     with opened(factory) as (_, storage):
         worker, other = unique("uq-a"), unique("uq-b")
-        # 255 UTF-8 bytes of non-ASCII, and keys that differ only in the last character.
-        long_key = ("ключ-" + unique("k") + "-") * 20
-        while len(long_key.encode()) > UNIQUE_KEY_LIMIT - 2:
-            long_key = long_key[:-1]
-        long_key = long_key + "ж" if len(long_key.encode()) == UNIQUE_KEY_LIMIT - 2 else long_key
-        while len(long_key.encode()) < UNIQUE_KEY_LIMIT:
-            long_key += "x"
+        # 255 UTF-8 bytes, mostly two-byte letters, and a key differing only at its end.
+        head = unique("k") + "-"
+        room = UNIQUE_KEY_LIMIT - len(head.encode())
+        long_key = head + "ж" * (room // 2) + "x" * (room % 2)
         assert len(long_key.encode()) == UNIQUE_KEY_LIMIT
         near = long_key[:-1] + ("y" if long_key[-1] != "y" else "z")
         base = unique("key")

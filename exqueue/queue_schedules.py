@@ -154,11 +154,14 @@ class ScheduleMethods:
             if schedule is None:
                 infos.append(
                     ScheduleInfo(
-                        name,
-                        *(None, None, None, None),
-                        as_datetime(last),
-                        bool(state and state.paused),
-                        False,
+                        name=name,
+                        expression=None,
+                        zone=None,
+                        missed=None,
+                        next_fire=None,
+                        last_tick=as_datetime(last),
+                        paused=bool(state and state.paused),
+                        registered=False,
                     )
                 )
                 continue

@@ -83,7 +83,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
@@ -109,12 +108,10 @@ from exqueue.storage import (
 
 try:
     import redis
-    from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigurationError(
         f"the Redis backend needs the redis package ({exc}); install it with: "
@@ -122,6 +119,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
@@ -143,8 +141,6 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 
 #: Longest a blocked ``wait_for_jobs`` goes without checking whether the storage closed.
 _WAIT_SLICE = 0.2
-
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 class RedisStorage(RedisSchedules, RedisObserve):
@@ -181,8 +177,8 @@ class RedisStorage(RedisSchedules, RedisObserve):
         self._owns_client = client is None
         self._url = url
         if client is None:
-            client = _connect(url, cluster, socket_timeout, connect_timeout)
-        elif _decodes_responses(client):
+            client = connect(url, cluster, socket_timeout, connect_timeout)
+        elif decodes_responses(client):
             raise ConfigurationError(
                 "RedisStorage needs a client with decode_responses=False: payloads are bytes"
             )
@@ -220,11 +216,11 @@ class RedisStorage(RedisSchedules, RedisObserve):
         except RedisConnectionError as exc:
             self.close()
             raise ConfigurationError(
-                f"cannot reach Redis at {_redact(self._url)}: {exc}; is the server running?"
+                f"cannot reach Redis at {redact(self._url)}: {exc}; is the server running?"
             ) from None
         except RedisError as exc:
             self.close()
-            raise ConfigurationError(f"Redis at {_redact(self._url)} refused: {exc}") from None
+            raise ConfigurationError(f"Redis at {redact(self._url)} refused: {exc}") from None
 
     def _run(self, name: str, *args: bytes | str | int | float) -> Any:
         script = self._scripts[name]
@@ -534,7 +530,7 @@ class RedisStorage(RedisSchedules, RedisObserve):
             self._local.pubsub = None
             self._local.listening = False
             self._local.rearm = False
-        _quietly_close(pubsub)
+        quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -555,7 +551,7 @@ class RedisStorage(RedisSchedules, RedisObserve):
             for pubsub in idle:
                 del self._pubsubs[pubsub]
         for pubsub in idle:
-            _quietly_close(pubsub)
+            quietly_close(pubsub)
         for conn in self._held:
             self._client.connection_pool.release(conn)
         self._held, self._idle = [], []
@@ -564,7 +560,7 @@ class RedisStorage(RedisSchedules, RedisObserve):
 
     def destroy(self) -> None:
         """Delete every key of this namespace (tests, teardown). Jobs are lost."""
-        pattern = _glob_escape(self._prefix) + "*"
+        pattern = glob_escape(self._prefix) + "*"
         batch: list[bytes] = []
         for key in self._client.scan_iter(match=pattern, count=1000):
             batch.append(key)
@@ -578,46 +574,3 @@ class RedisStorage(RedisSchedules, RedisObserve):
 @functools.cache
 def _with_prelude(body: str) -> str:
     return prelude_for(body) + body
-
-
-def _connect(url: str, cluster: bool, socket_timeout: float, connect_timeout: float) -> Any:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = cluster or any(k == "cluster" and v.lower() in _TRUTHY for k, v in query)
-    url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "cluster"])))
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    # No client-side retries: a retried script whose first reply was lost would
-    # apply twice (e.g. enqueue, then fail as a duplicate). The pool already
-    # replaces connections that the server closed, so a restart causes no error
-    # once the server is back.
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
-
-
-def _decodes_responses(client: Any) -> bool:
-    kwargs = getattr(client, "get_connection_kwargs", None)
-    return bool(kwargs and kwargs().get("decode_responses"))
-
-
-def _quietly_close(pubsub: Any) -> None:
-    try:
-        pubsub.close()
-    except (RedisError, OSError):
-        pass  # closing a connection that is already broken
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))

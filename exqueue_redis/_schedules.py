@@ -23,7 +23,7 @@ from typing import Any
 
 from exqueue.storage import NewJob, ScheduleState
 from exqueue_redis import _scripts
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _enqueue_args, _number
 
 # ARGV: name, tick, then ENQUEUE's arguments for one job.
@@ -86,7 +86,7 @@ class RedisSchedules:
     def _script(self, name: str) -> str:
         if name not in self._scripts:
             source = {"FIRE": FIRE, "SCHEDULES": SCHEDULES, "PAUSE": PAUSE}[name]
-            self._scripts[name] = self._client.register_script(PRELUDE + source)
+            self._scripts[name] = self._client.register_script(prelude_for(source) + source)
         return name
 
     def fire(self, schedule: str, tick: float, job: NewJob) -> bool:

@@ -191,16 +191,19 @@ local function consider(member, seq, id, from)
     m[h[j]] = h[j + 1]
     if h[j] == 'attempt' then at = j + 1 end
   end
-  if seq == nil or m.state ~= 'waiting' or (int(m.seq) ~= nil and int(m.seq) ~= seq) then
+  local hseq = int(m.seq)
+  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = {from, member}
     return
   end
   -- Only what would stop this script half-way or hand back another job's id
-  -- is checked here (a full check per job costs about as much as the claim's
-  -- writes); a field that fails to read back in Python is buried from there.
+  -- is checked here, with tonumber rather than the stricter num()/int() (a
+  -- full check per job costs about as much as the claim's writes); a field
+  -- that fails to read back in Python is buried from there.
+  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
   local why = nil
-  if m.id ~= id or int(m.attempt) == nil or int(m.seq) == nil or num(m.run_at) == nil
-      or not opt_num_ok(m.expires_at) or not prio_ok(m.priority) then
+  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
+      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
     why = damage_of(id, m) or 'damaged stored job'
   end
   if why == nil and m.worker ~= worker then
@@ -208,9 +211,9 @@ local function consider(member, seq, id, from)
   end
   if why then
     damaged[#damaged + 1] = {from, member, id, seq, why}
-  elseif num(m.run_at) > now_n then
+  elseif r > now_n then
     if from == rq then later[#later + 1] = {member, m.run_at, seq, id} end
-  elseif m.expires_at and num(m.expires_at) <= now_n then
+  elseif e and e <= now_n then
     return  -- never claimed; expire() makes it dead
   else
     good[#good + 1] = {from, member, id, seq, h, at, m}
@@ -251,7 +254,7 @@ elseif limit > 0 then
     if #batch == 0 then break end
     offset = offset + #batch
     for _, member in ipairs(batch) do
-      consider(member, int(string.sub(member, 9, 24)), string.sub(member, 25), rq)
+      consider(member, tonumber(string.sub(member, 9, 24)), string.sub(member, 25), rq)
       if #good >= limit then break end
     end
   end

@@ -129,6 +129,7 @@ _RESETS: dict[str, Any] = {
     "meta": "{}",
     "timeout": None,
     "expires_at": None,
+    "unique_key": None,
 }
 
 

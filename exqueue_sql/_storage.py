@@ -194,7 +194,7 @@ class SQLStorage(SQLSchedules, SQLObserve):
         except IntegrityError as exc:
             raise ValueError(_DUPLICATE) from exc
 
-    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> None:
+    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> list[str]:
         """Insert ``jobs`` through the caller's ``Connection``, ``Session`` or ``Transaction``.
 
         They commit or roll back with it. A duplicate id raises ``ValueError``
@@ -208,11 +208,10 @@ class SQLStorage(SQLSchedules, SQLObserve):
             )
         _check_unique(jobs)
         if not jobs:
-            return
+            return []
         if _unique.keys_of(jobs):
             # The key rows are locked in the caller's transaction (see _unique).
-            _unique.enqueue(conn, self._dialect, jobs)
-            return
+            return _unique.enqueue(conn, self._dialect, jobs)
         j = self._jobs.c
         for chunk in _chunks([job.id for job in jobs]):
             if conn.execute(select(j.id).where(j.id.in_(chunk)).limit(1)).first():
@@ -221,6 +220,7 @@ class SQLStorage(SQLSchedules, SQLObserve):
             self._dialect.insert(conn, jobs)
         except IntegrityError as exc:
             raise ValueError(_DUPLICATE) from exc
+        return [job.id for job in jobs]
 
     # -- claim -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from tests.support.clock import FakeClock
 from tests.support.procapp import wait_until
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql", "redis"])
 def v2_backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
     handle = BackendHandle(request.param, backend_factory(request.param, tmp_path))
     storage = handle.open()

@@ -20,7 +20,7 @@ from exqueue.storage import PROTOCOL_2, UNIQUE_KEY_LIMIT
 from tests.support.backends import BackendHandle, backend_factory
 from tests.support.clock import FakeClock
 
-V2_BACKENDS = ["memory", "sqlite"]
+V2_BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
 
 
 @pytest.fixture(params=V2_BACKENDS)

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, insert, select
 from sqlalchemy.orm import Session
 
+import exqueue
 from exqueue.errors import ConfigurationError
 from exqueue.storage import TRANSACTIONAL_ENQUEUE, NewJob, SupportsTransactionalEnqueue
 from exqueue_sql import SQLStorage
@@ -87,8 +88,6 @@ def test_wrong_kind_of_transaction(backend: BackendHandle) -> None:
 def test_queue_enqueue_many_in_a_session_commits_runs_and_rolls_back(
     backend: BackendHandle,
 ) -> None:
-    import exqueue
-
     storage = _sql(backend)
     queue = exqueue.Queue(storage)
     ran: list[int] = []
@@ -102,3 +101,18 @@ def test_queue_enqueue_many_in_a_session_commits_runs_and_rolls_back(
     assert queue.get(kept) is not None and queue.get(dropped) is None
     assert queue.drain() == 1
     assert ran == [1]
+
+
+def test_a_unique_duplicate_through_the_transaction_says_so(backend: BackendHandle) -> None:
+    storage = _sql(backend)
+    queue = exqueue.Queue(storage, check_clock=False)
+
+    @queue.worker(name="app.sync", unique=True)
+    def sync(account: int) -> None: ...
+
+    first = sync.enqueue(7)
+    with storage.engine.begin() as conn:
+        again, other = queue.enqueue_many([sync.call(7), sync.call(8)], transaction=conn)
+    assert again == first and again.duplicate
+    assert not other.duplicate and storage.get(other) is not None
+    assert len(storage.list_jobs()) == 2

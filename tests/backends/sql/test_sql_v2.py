@@ -218,10 +218,28 @@ def test_unique_enqueue_in_the_callers_transaction(sql: SQLStorage) -> None:
     sql.enqueue([job("held", unique=Unique("k"))])
     with sql.engine.connect() as conn:
         with conn.begin():
-            sql.enqueue_in(conn, [job("a", unique=Unique("k")), job("b", unique=Unique("n"))])
+            pair = [job("a", unique=Unique("k")), job("b", unique=Unique("n"))]
+            held = sql.enqueue_in(conn, pair)
+            plain = sql.enqueue_in(conn, [job("p")])
         with conn.begin() as rolled_back:
             sql.enqueue_in(conn, [job("c", unique=Unique("m"))])
             rolled_back.rollback()
+    assert held == ["held", "b"] and plain == ["p"]
     assert sql.get("a") is None and sql.get("c") is None
     stored = sql.get("b")
     assert stored is not None and stored.unique_key == "n"
+
+
+@pytest.mark.parametrize("column", ["priority", "expires_at", "timeout", "unique_key"])
+def test_other_damaged_v2_columns_die_alone(sql: SQLStorage, column: str) -> None:
+    if sql.engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite stores text in a number column, or a number in a text one")
+    sql.enqueue([job("bad", priority=-1, unique=Unique("k")), job("good")])
+    table = sql.engine.dialect.identifier_preparer.quote(f"{sql.prefix}jobs")
+    bad_value: object = b"k" if column == "unique_key" else "x"
+    with sql.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE id = 'bad'"), {"v": bad_value})
+    assert claim(sql) == ["good"]
+    dead = sql.get("bad")
+    assert dead is not None and dead.state == DEAD
+    assert dead.errors == (f"damaged stored job: {column}={bad_value!r}",)
