@@ -16,7 +16,8 @@ capabilities (:mod:`conformance.capabilities`), and protocol 2's priority
 (:mod:`conformance.expiry`) and metadata (:mod:`conformance.metadata`), each
 run only when the backend declares its capability; races
 (:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
-(:mod:`conformance.schedules`); and the
+(:mod:`conformance.schedules`); live nodes and outcome history
+(:mod:`conformance.observe`); and the
 model-based state machine (:mod:`conformance.machine`, with
 :mod:`conformance.machine_v2`) that explores how they interact.
 
@@ -40,6 +41,7 @@ from conformance import (
     failures,
     listing,
     metadata,
+    observe,
     persistence,
     priority,
     races,
@@ -83,6 +85,7 @@ CHECKS: dict[str, Check] = {
         *races.CHECKS,
         *unique.RACE_CHECKS,
         *schedules.CHECKS,
+        *observe.CHECKS,
     )
 }
 

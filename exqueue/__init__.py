@@ -19,11 +19,20 @@ from exqueue.errors import (
     UnknownWorkerError,
 )
 from exqueue.job import Call, DuplicateJobId, Job, JobContext, JobId, current_job
+from exqueue.middleware import Middleware
 from exqueue.options import JobOptions, Uniqueness
 from exqueue.policy import Backoff, Exponential, Fixed
 from exqueue.queue import Queue, WithOptions, WorkerStats, WorkerType
 from exqueue.registry import connect
-from exqueue.storage import Counts, JobRecord, NewJob, Recovered, Storage
+from exqueue.storage import (
+    Counts,
+    HistoryCount,
+    JobRecord,
+    NewJob,
+    NodeInfo,
+    Recovered,
+    Storage,
+)
 
 __all__ = [
     "Backoff",
@@ -46,6 +55,9 @@ __all__ = [
     "JobOptions",
     "JobRecord",
     "JobRunningError",
+    "HistoryCount",
+    "NodeInfo",
+    "Middleware",
     "NewJob",
     "PickleCodec",
     "Queue",

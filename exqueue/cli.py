@@ -227,6 +227,14 @@ def main() -> None:
     is_flag=True,
     help="Do not fire the app's schedules on this node (other nodes fire them).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on PORT (needs exqueue[prometheus]); under "
+    "--processes one endpoint sums every child.",
+)
+@click.option("--metrics-child", is_flag=True, hidden=True)
 @click.option("-v", "--verbose", is_flag=True, help="Log every job (INFO).")
 def worker(
     storage: str | None,
@@ -239,6 +247,8 @@ def worker(
     max_jobs: int | None,
     max_memory: int | None,
     no_schedules: bool,
+    metrics_port: int | None,
+    metrics_child: bool,
     verbose: bool,
 ) -> None:
     """Run the application's workers (and fire its schedules) until SIGINT or SIGTERM."""
@@ -264,6 +274,10 @@ def worker(
         extra += ["--max-jobs", str(max_jobs)] if max_jobs else []
         extra += ["--max-memory", str(max_memory)] if max_memory else []
         extra += ["--no-schedules"] if no_schedules else []
+        if metrics_port is not None:
+            from exqueue.cli_observe import serve_children_metrics
+
+            extra += serve_children_metrics(app, metrics_port)
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
     queue = load_app(app)
     if not queue.workers:
@@ -280,6 +294,10 @@ def worker(
         queue.node = node
     if no_schedules:
         queue.run_schedules = False
+    if metrics_port is not None or metrics_child:
+        from exqueue.cli_observe import add_metrics
+
+        add_metrics(queue, None if metrics_child else metrics_port)
     from exqueue.supervisor import RECYCLE_STATUS, Recycler
 
     recycler = Recycler(max_jobs, max_memory)
@@ -504,11 +522,31 @@ def delete(
 @main.command()
 @storage_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--history",
+    "history_minutes",
+    type=click.IntRange(min=1, max=24 * 60),
+    is_flag=False,
+    flag_value=60,
+    default=None,
+    metavar="[MINUTES]",
+    help="Outcomes per worker type over the last MINUTES (default 60; kept 24 h).",
+)
 def stats(
-    storage: str | None, app: str | None, prefix: str | None, namespace: str | None, as_json: bool
+    storage: str | None,
+    app: str | None,
+    prefix: str | None,
+    namespace: str | None,
+    as_json: bool,
+    history_minutes: int | None,
 ) -> None:
     """Counts per worker type: waiting (runnable), scheduled, running, dead."""
     queue = open_queue(storage, app, prefix, namespace, create=False)
+    if history_minutes is not None:
+        from exqueue.cli_observe import show_history
+
+        show_history(queue, history_minutes, as_json)
+        return
     counts = queue.stats()
     with_app = bool(app)
     if as_json:
@@ -541,6 +579,7 @@ def stats(
 
 
 # The schedule commands register themselves on ``main``.
+import exqueue.cli_observe  # noqa: E402, F401
 import exqueue.cli_schedules  # noqa: E402, F401
 
 

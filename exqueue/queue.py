@@ -38,6 +38,7 @@ from exqueue.guards import (
     worker_name_problem,
 )
 from exqueue.job import Call, DuplicateJobId, Job, JobId
+from exqueue.middleware import DeadCallback, Hooks, Middleware
 from exqueue.options import (
     JobOptions,
     Seconds,
@@ -53,6 +54,7 @@ from exqueue.policy import (
     Backoff,
     Fixed,
 )
+from exqueue.queue_observe import ObserveMethods
 from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
@@ -60,6 +62,7 @@ from exqueue.storage import (
     METADATA,
     STATES,
     TRANSACTIONAL_ENQUEUE,
+    JobRecord,
     JobState,
     NewJob,
     Storage,
@@ -102,7 +105,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue(ScheduleMethods):
+class Queue(ScheduleMethods, ObserveMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
@@ -136,6 +139,7 @@ class Queue(ScheduleMethods):
         prefetch: int = 0,
         check_clock: bool | None = None,
         run_schedules: bool = True,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -151,7 +155,7 @@ class Queue(ScheduleMethods):
         self.poll_interval = poll_interval
         self.prefetch = prefetch
         self.workers: dict[str, WorkerType[Any, Any]] = {}
-        self._reporters: list[DeadReporter] = []
+        self.hooks = Hooks(middleware)
         self._runtime: Runtime | None = None
         self.run_schedules = run_schedules
         self._schedules = {}
@@ -244,8 +248,16 @@ class Queue(ScheduleMethods):
         The callback gets the dead :class:`Job` and the exception of its last
         attempt (None when the worker was lost or the payload was unreadable).
         """
-        self._reporters.append(callback)
+        self.hooks.add(DeadCallback(callback, self._to_job))
         return callback
+
+    def add_middleware(self, middleware: Middleware) -> Middleware:
+        """Add a middleware after those already added (see :mod:`exqueue.middleware`)."""
+        self.hooks.add(middleware)
+        return middleware
+
+    def _to_job(self, record: JobRecord) -> Job:
+        return Job.from_record(record, self.codec)
 
     # -- enqueueing ------------------------------------------------------------------
 
@@ -399,6 +411,9 @@ class Queue(ScheduleMethods):
         Returns each job's holder id, or None from a backend that does not say
         (a version-1 backend, a transactional enqueue that does not: all stored).
         """
+        hooks = self.hooks
+        if hooks:
+            new_jobs = [hooks.enqueue(job) for job in new_jobs]
         if transaction is not None:
             if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
                 self.storage, SupportsTransactionalEnqueue
@@ -412,6 +427,9 @@ class Queue(ScheduleMethods):
         runtime = self._runtime
         if runtime is not None:
             runtime.wake()
+        if hooks:
+            for index, job in enumerate(new_jobs):
+                hooks.enqueued(job, held[index] if held is not None else job.id)
         return held
 
     def _unknown_message(self, name: str) -> str:
@@ -533,6 +551,7 @@ class Queue(ScheduleMethods):
             prefetch=self.prefetch,
             clock=self.clock,
             report_dead=self._report_dead,
+            hooks=self.hooks,
             check_clock=self.check_clock,
             scheduler=self._get_scheduler() if self.run_schedules else None,
         )
@@ -597,13 +616,9 @@ class Queue(ScheduleMethods):
         self.close()
 
     def _report_dead(self, job_id: str, exc: BaseException | None) -> None:
-        if not self._reporters:
+        if not self.hooks:
             return
-        job = self.get(job_id)
-        if job is None:
+        record = self.storage.get(job_id)
+        if record is None:
             return
-        for reporter in self._reporters:
-            try:
-                reporter(job, exc)
-            except Exception:
-                log.exception("on_dead reporter %r raised", reporter)
+        self.hooks.dead(record, exc)

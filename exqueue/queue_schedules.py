@@ -245,6 +245,9 @@ class ScheduleMethods:
         job: NewJob = self._new_job(  # type: ignore[attr-defined]
             schedule.worker, schedule.args, kwargs, None, 0.0, now, False, schedule.options
         )
+        hooks = getattr(self, "hooks", None)
+        if hooks:  # the middlewares' enqueue hook (tracing context); see exqueue.middleware
+            job = hooks.enqueue(job)
         if METADATA not in self.storage.capabilities:
             return job
         tag = {"exqueue.schedule": schedule.name, "exqueue.tick": repr(tick)}

@@ -489,3 +489,130 @@ class SupportsSchedules(Protocol):
     def pause_schedule(self, schedule: str, paused: bool) -> None:
         """Set whether ``schedule`` is paused (its state is created when missing)."""
         ...
+
+
+# -- live nodes and outcome history (issue 17) -----------------------------------------
+
+#: Implements :class:`SupportsNodes`: worker processes register with a heartbeat.
+NODES = "nodes"
+#: Implements :class:`SupportsHistory`: per-minute outcome counts per worker type.
+HISTORY = "history"
+#: The most UTF-8 bytes of a node name (and of its host).
+NODE_NAME_LIMIT: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One worker process as it last told the store (``beat_node``).
+
+    ``workers`` maps each worker type it runs to its concurrency; ``running``
+    is how many jobs it held at ``seen_at`` (the ``now`` of its last beat).
+    """
+
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    workers: Mapping[str, int] = field(default_factory=dict)
+    running: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCount:
+    """Outcomes of one worker type in one minute: ``minute`` is the epoch second
+    it starts at (a multiple of 60); ``run_time`` sums the attempts' seconds."""
+
+    worker: str
+    minute: int
+    succeeded: int = 0
+    failed: int = 0
+    dead: int = 0
+    run_time: float = 0.0
+
+
+def node_problem(node: NodeInfo) -> str | None:
+    """Why a store must refuse ``node`` (None: it is valid). Backends share this check."""
+    if not isinstance(node.name, str) or not node.name:
+        return "a node name must be a non-empty string"
+    if len(node.name.encode("utf-8", "surrogatepass")) > NODE_NAME_LIMIT:
+        return f"a node name takes at most {NODE_NAME_LIMIT} UTF-8 bytes"
+    if not isinstance(node.host, str) or len(node.host.encode("utf-8", "surrogatepass")) > 255:
+        return "a node's host must be a string of at most 255 UTF-8 bytes"
+    if isinstance(node.pid, bool) or not isinstance(node.pid, int) or node.pid < 0:
+        return "a node's pid must be a non-negative int"
+    if isinstance(node.running, bool) or not isinstance(node.running, int) or node.running < 0:
+        return "a node's running count must be a non-negative int"
+    for worker, concurrency in node.workers.items():
+        if not isinstance(worker, str) or not worker:
+            return "a node's worker names must be non-empty strings"
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0:
+            return f"worker {worker!r}: concurrency must be a non-negative int"
+    for value in (node.started_at, node.seen_at):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return "a node's started_at and seen_at must be numbers"
+    return None
+
+
+def history_problem(count: HistoryCount) -> str | None:
+    """Why a store must refuse ``count`` (None: it is valid). Backends share this check."""
+    if not isinstance(count.worker, str) or not count.worker:
+        return "a history count needs a non-empty worker name"
+    if isinstance(count.minute, bool) or not isinstance(count.minute, int) or count.minute % 60:
+        return f"minute must be an int multiple of 60 (epoch seconds), not {count.minute!r}"
+    for name in ("succeeded", "failed", "dead"):
+        value = getattr(count, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name} must be a non-negative int, not {value!r}"
+    run_time = count.run_time
+    if isinstance(run_time, bool) or not isinstance(run_time, int | float) or not run_time >= 0:
+        return f"run_time must be a non-negative number, not {run_time!r}"
+    return None
+
+
+@runtime_checkable
+class SupportsNodes(Protocol):
+    """Optional capability :data:`NODES`: the live worker processes, from the store.
+
+    Nodes register and heartbeat with :meth:`beat_node`; the core decides when
+    one is stale (its ``seen_at`` too old) and drops it with :meth:`drop_nodes`.
+    An invalid node (:func:`node_problem`) raises ``ValueError`` and stores nothing.
+    """
+
+    def beat_node(self, node: NodeInfo) -> None:
+        """Store ``node``, replacing every field of a stored node of the same name."""
+        ...
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every stored node, ordered by name."""
+        ...
+
+    def drop_nodes(self, *, before: float | None = None, name: str | None = None) -> list[str]:
+        """Remove the nodes with ``seen_at < before``, and the node ``name``; the names removed.
+
+        With neither argument nothing is removed."""
+        ...
+
+
+@runtime_checkable
+class SupportsHistory(Protocol):
+    """Optional capability :data:`HISTORY`: per worker type and minute, outcome counts.
+
+    Counts only grow: :meth:`add_history` adds to what is stored, atomically,
+    so nodes writing the same minute never lose one another's counts. An
+    invalid count (:func:`history_problem`) raises ``ValueError`` and the
+    whole batch stores nothing.
+    """
+
+    def add_history(self, counts: Sequence[HistoryCount]) -> None:
+        """Add each count's numbers to its ``(worker, minute)`` row (made when missing), all
+        or nothing."""
+        ...
+
+    def history(self, *, since: int, worker: str | None = None) -> list[HistoryCount]:
+        """Rows with ``minute >= since`` (of ``worker`` if given), by ``(minute, worker)``."""
+        ...
+
+    def prune_history(self, before: int) -> int:
+        """Remove the rows with ``minute < before``; how many were removed."""
+        ...

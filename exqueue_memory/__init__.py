@@ -31,6 +31,8 @@ from exqueue.storage import (
     COMPLETE_MANY,
     DEAD,
     EXPIRED,
+    HISTORY,
+    NODES,
     PROTOCOL_2,
     RUNNING,
     SCHEDULES,
@@ -45,6 +47,7 @@ from exqueue.storage import (
     RequeueResult,
     add_error,
 )
+from exqueue_memory._observe import MemoryObserve
 from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
 
@@ -56,10 +59,10 @@ _SLACK = 64
 _NO_META: Mapping[str, str] = MappingProxyType({})
 
 
-class MemoryStorage(MemorySchedules):
+class MemoryStorage(MemorySchedules, MemoryObserve):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES}) | PROTOCOL_2
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY}) | PROTOCOL_2
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()

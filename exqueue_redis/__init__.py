@@ -88,7 +88,9 @@ from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
     COMPLETE_MANY,
     EXPIRED,
+    HISTORY,
     MULTI_PROCESS,
+    NODES,
     PERSISTENT,
     PROTOCOL_2,
     SCHEDULES,
@@ -119,6 +121,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from exqueue_redis import _scripts, _scripts_read
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
+from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
 from exqueue_redis._schedules import RedisSchedules
@@ -140,7 +143,7 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 _WAIT_SLICE = 0.2
 
 
-class RedisStorage(RedisSchedules):
+class RedisStorage(RedisSchedules, RedisObserve):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -151,7 +154,8 @@ class RedisStorage(RedisSchedules):
     """
 
     capabilities = frozenset(
-        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES} | PROTOCOL_2
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
+        | PROTOCOL_2
     )
 
     def __init__(

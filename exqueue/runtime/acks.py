@@ -15,8 +15,10 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from exqueue.middleware import job_extra
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.runtime.observe import DEAD, FAILED, Tally
 from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class Recorder:
         # When a job completed matters only to a unique key's period; a version-1
         # backend's complete() takes no ``now``.
         self.pass_now = UNIQUE in self.storage.capabilities
+        #: Outcome counts for the store's history (None: the store keeps none).
+        self.tally: Tally | None = None
 
     def success(self, job_id: str, token: str) -> bool:
         if self.pass_now:
@@ -57,7 +61,12 @@ class Recorder:
         return self.record(job_id, "release", lambda: self.storage.release(job_id, token), 5)
 
     def failure(
-        self, worker: WorkerType[Any, Any], record: JobRecord, token: str, exc: BaseException
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        exc: BaseException,
+        duration: float = 0.0,
     ) -> None:
         error = format_error(exc)
         retry = after_failure(
@@ -65,12 +74,15 @@ class Recorder:
         )
         if retry is None:
             if self.bury(record, token, error):
+                if self.tally is not None:
+                    self.tally.add(record.worker, DEAD, duration)
                 log.error(
                     "job %s (%s) is dead after %d attempts",
                     record.id,
                     record.worker,
                     record.attempt,
                     exc_info=exc,
+                    extra=job_extra(record),
                 )
                 self.config.report_dead(record.id, exc)
             return
@@ -88,7 +100,12 @@ class Recorder:
                 retry.delay,
                 type(exc).__name__,
                 exc,
+                extra=job_extra(record),
             )
+            if self.tally is not None:
+                self.tally.add(record.worker, FAILED, duration)
+            if self.config.hooks:
+                self.config.hooks.failed(record, exc, duration, retry.run_at)
 
     def bury(self, record: JobRecord, token: str, error: str) -> bool:
         return self.record(
@@ -132,6 +149,8 @@ class Recorder:
         storage stayed unreachable: then the lease expires and the job runs again.
         """
         give_up = time.monotonic() + (patience if patience is not None else 2 * self.config.lease)
+        # ``job_id`` names a batch ("3 jobs") when successes are written together.
+        extra = None if " " in job_id else {"job_id": job_id}
         pause = 0.05
         while True:
             try:
@@ -144,6 +163,7 @@ class Recorder:
                         what,
                         job_id,
                         exc,
+                        extra=extra,
                     )
                     return False
                 log.warning(
@@ -152,6 +172,7 @@ class Recorder:
                     job_id,
                     exc,
                     pause,
+                    extra=extra,
                 )
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -162,6 +183,7 @@ class Recorder:
                     "handed it back (it runs again unless that was its last attempt)",
                     job_id,
                     what,
+                    extra=extra,
                 )
             return ok
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exqueue.codec import Codec
+from exqueue.middleware import Hooks
 from exqueue.storage import Storage
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class NodeConfig:
     check_clock: bool = False
     #: Fires the queue's schedules (None: none registered, or this node opted out).
     scheduler: Scheduler | None = None
+    #: The queue's middlewares (see :mod:`exqueue.middleware`).
+    hooks: Hooks = field(default_factory=Hooks)
 
 
 @dataclass

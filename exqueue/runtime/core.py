@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from exqueue.errors import SerializationError
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
+from exqueue.middleware import job_extra
 from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
+from exqueue.runtime.observe import DEAD, Observer
 from exqueue.storage import (
     COMPLETE_MANY,
     PERSISTENT,
@@ -67,6 +69,9 @@ class Runtime:
         self._recorder = Recorder(config, ledger)
         self._claimer = Claimer(config, ledger, self._lanes, self._recorder.release)
         self._leases = Leases(config, ledger)
+        self._observer = observer = Observer(config, ledger)
+        self._tally = self._recorder.tally = observer.tally
+        self._leases.observer = observer
         self._threads: list[threading.Thread] = []
         self._acker: Acker | None = None
         self._listening = False  # a listener thread turns storage wake-ups into _wake
@@ -79,6 +84,7 @@ class Runtime:
         self._wake.set()
 
     def _open(self, listen: bool) -> None:
+        self.config.hooks.process_started(self.config.node)
         caps = self.storage.capabilities
         # Batching pays for a durable commit per success; an in-process store
         # records one faster than the acker thread can be handed it.
@@ -114,6 +120,8 @@ class Runtime:
                 exc,
             )
         self._spawn(self._leases.loop, "exqueue-heartbeat")
+        if self._observer.active:
+            self._spawn(self._observer.loop, "exqueue-observe")
         self._listening = (
             listen
             and WAKEUP in self.storage.capabilities
@@ -165,6 +173,10 @@ class Runtime:
                 for record, _ in unstarted:
                     ledger.held.pop(record.id, None)
             self._hand_back([(record.id, token) for record, token in unstarted], end, False)
+            hooks = self.config.hooks
+            if hooks:
+                for record, _ in unstarted:
+                    hooks.released(record)
         while self._busy() and time.monotonic() < end and not self._hurry.is_set():
             self._wake.wait(min(0.05, max(end - time.monotonic(), 0.0)))
             self._wake.clear()
@@ -179,6 +191,9 @@ class Runtime:
         self._hand_back(unfinished, end, True)
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
+        if not self._unreachable:  # a store that failed releases would make each write wait
+            self._observer.close()
+        self.config.hooks.process_stopped(self.config.node)
 
     def _hand_back(self, items: list[tuple[str, str]], end: float, running: bool) -> None:
         """Release ``items`` once each, until the deadline or the first storage error."""
@@ -205,7 +220,24 @@ class Runtime:
                 )
                 return
             if released and running:
-                log.warning("job %s did not finish within the stop timeout; released", job_id)
+                log.warning(
+                    "job %s did not finish within the stop timeout; released",
+                    job_id,
+                    extra={"job_id": job_id},
+                )
+                self._report_released(job_id)
+
+    def _report_released(self, job_id: str) -> None:
+        hooks = self.config.hooks
+        if not hooks:
+            return
+        try:
+            record = self.storage.get(job_id)
+        except Exception as exc:
+            log.warning("reading released job %s for the middlewares failed (%s)", job_id, exc)
+            return
+        if record is not None:
+            hooks.released(record)
 
     def _await_claims(self, patience: float) -> None:
         """Wait for claims in flight: one that returns now releases its jobs (lane closed)."""
@@ -270,6 +302,7 @@ class Runtime:
         wake = self._wake
         ledger = self._ledger
         claim_here = self._claimer.claim_here
+        own = self._tally.own() if self._tally is not None else None
         with ready:
             while True:
                 while not lane.buffer and not lane.closing:
@@ -283,7 +316,7 @@ class Runtime:
                 started = time.monotonic()
                 deferred = False
                 try:
-                    deferred = self._execute(lane.worker, record, token)
+                    deferred = self._execute(lane.worker, record, token, own)
                 finally:
                     # Count the job as finished before the lane looks idle, so a
                     # drain that sees an idle lane also sees this job's completion.
@@ -327,22 +360,44 @@ class Runtime:
 
     # -- running one job -------------------------------------------------------------
 
-    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _execute(
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        own: dict[str, list[float]] | None = None,
+    ) -> bool:
         """Run one job; True when its success was queued for the acker."""
         try:
-            return self._run(worker, record, token)
+            return self._run(worker, record, token, own)
         except Exception:
-            log.exception("internal error while handling job %s", record.id)
+            log.exception(
+                "internal error while handling job %s", record.id, extra=job_extra(record)
+            )
             return False
 
-    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _run(
+        self,
+        worker: WorkerType[Any, Any],
+        record: JobRecord,
+        token: str,
+        own: dict[str, list[float]] | None,
+    ) -> bool:
         try:
             args, kwargs = self.config.codec.decode(record.payload)
         except BaseException as exc:  # whatever a decoder raises, no retry can read it
             reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
             error = f"payload could not be decoded: {reason}"
             if self._recorder.bury(record, token, error):
-                log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
+                if self._tally is not None:
+                    self._tally.add(record.worker, DEAD, 0.0)
+                log.error(
+                    "job %s (%s) is dead: %s",
+                    record.id,
+                    record.worker,
+                    error,
+                    extra=job_extra(record),
+                )
                 self.config.report_dead(record.id, exc)
             return False
         context = JobContext(
@@ -354,16 +409,32 @@ class Runtime:
             MappingProxyType(record.meta) if record.meta else _NO_META,
             record.priority,
         )
+        hooks = self.config.hooks
+        if hooks:
+            hooks.started(record)
         reset = _current.set(context)
+        began = time.monotonic()
         try:
             check_result(worker.fn(*args, **kwargs))
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            self._recorder.failure(worker, record, token, exc)
-            return False
-        finally:
             _current.reset(reset)
+            self._recorder.failure(worker, record, token, exc, time.monotonic() - began)
+            return False
+        _current.reset(reset)
+        duration = time.monotonic() - began
+        if own is not None:  # this thread's success counter (see runtime.observe.Tally)
+            counted = own.get(record.worker)
+            if counted is None:
+                own[record.worker] = [1, duration]
+            else:
+                counted[0] += 1
+                counted[1] += duration
         if self._acker is not None:
             self._acker.submit(record.id, token)
+            if hooks:
+                hooks.succeeded(record, duration)
             return True
         self._recorder.success(record.id, token)
+        if hooks:
+            hooks.succeeded(record, duration)
         return False

@@ -23,6 +23,7 @@ import time
 
 from exqueue.errors import JobExpiredError
 from exqueue.runtime.config import Ledger, NodeConfig
+from exqueue.runtime.observe import Observer
 from exqueue.storage import EXPIRED, EXPIRY, SERVER_CLOCK, WORKER_LOST, SupportsServerClock
 
 log = logging.getLogger("exqueue")
@@ -46,6 +47,8 @@ class Leases:
         self.ledger = ledger
         self.wake = ledger.wake
         self.stopping = ledger.stopping
+        #: Counts the deaths this node records for the store's history (set by the runtime).
+        self.observer: Observer | None = None
 
     def loop(self) -> None:
         interval = self.config.lease / 3
@@ -120,7 +123,13 @@ class Leases:
             log.warning("recovered %d jobs of lost workers", len(recovered.waiting))
             self.wake.set()
         for job_id in recovered.dead:
-            log.error("job %s is dead: its worker was lost on its last attempt", job_id)
+            log.error(
+                "job %s is dead: its worker was lost on its last attempt",
+                job_id,
+                extra={"job_id": job_id},
+            )
+            if self.observer is not None:
+                self.observer.dead_by_id(job_id)
             config.report_dead(job_id, None)
 
     def expire(self) -> int:
@@ -133,7 +142,9 @@ class Leases:
         for _ in range(EXPIRE_CALLS):
             expired = storage.expire(config.clock(), limit=EXPIRE_BATCH)
             for job_id in expired:
-                log.error("job %s is dead: %s", job_id, EXPIRED)
+                log.error("job %s is dead: %s", job_id, EXPIRED, extra={"job_id": job_id})
+                if self.observer is not None:
+                    self.observer.dead_by_id(job_id)
                 config.report_dead(job_id, JobExpiredError(f"job {job_id} {EXPIRED}"))
             total += len(expired)
             if len(expired) < EXPIRE_BATCH:

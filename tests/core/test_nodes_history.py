@@ -1,0 +1,65 @@
+"""Live nodes and outcome history through the public Queue, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+import exqueue
+from exqueue.runtime.observe import minute_of
+from tests.support.clock import FakeClock
+from tests.support.procapp import wait_until
+
+
+def test_drain_writes_outcome_history(storage: exqueue.Storage) -> None:
+    clock = FakeClock()
+    queue = exqueue.Queue(storage, clock=clock, node="hist-node")
+
+    @queue.worker(name="hist.ok")
+    def ok() -> None: ...
+
+    @queue.worker(name="hist.bad", max_retries=1, backoff=exqueue.Fixed(1))
+    def bad() -> None:
+        raise ValueError("no")
+
+    for _ in range(5):
+        ok.enqueue()
+    bad.enqueue()
+    queue.drain()
+    clock.advance(61)
+    queue.drain()
+    rows = {(row.worker, row.minute): row for row in queue.history(minutes=5)}
+    first, second = minute_of(clock.now - 61), minute_of(clock.now)
+    assert (rows[("hist.ok", first)].succeeded, rows[("hist.ok", first)].failed) == (5, 0)
+    assert rows[("hist.ok", first)].run_time >= 0
+    assert (rows[("hist.bad", first)].failed, rows[("hist.bad", first)].dead) == (1, 0)
+    assert (rows[("hist.bad", second)].failed, rows[("hist.bad", second)].dead) == (0, 1)
+    assert [row.worker for row in queue.history(worker="hist.ok")] == ["hist.ok"]
+    with pytest.raises(ValueError, match="minutes"):
+        queue.history(minutes=0)
+
+
+def test_a_started_node_is_listed_and_leaves_at_stop(storage: exqueue.Storage) -> None:
+    queue = exqueue.Queue(storage, node="live-node", lease=3.0, poll_interval=0.05)
+
+    @queue.worker(name="nodes.w", concurrency=3)
+    def w() -> None: ...
+
+    queue.start()
+    try:
+        wait_until(lambda: any(n.name == "live-node" for n in queue.nodes()), "the node is listed")
+        node = next(n for n in queue.nodes() if n.name == "live-node")
+        assert node.workers == {"nodes.w": 3}
+        assert node.pid > 0 and node.host
+    finally:
+        queue.stop()
+    assert all(n.name != "live-node" for n in queue.nodes())
+
+
+def test_stale_nodes_are_not_live(storage: exqueue.Storage) -> None:
+    clock = FakeClock()
+    queue = exqueue.Queue(storage, clock=clock, lease=30.0)
+    assert isinstance(storage, exqueue.storage.SupportsNodes)
+    storage.beat_node(exqueue.NodeInfo("old-node", "h", 1, clock.now, clock.now - 31))
+    storage.beat_node(exqueue.NodeInfo("new-node", "h", 2, clock.now, clock.now - 29))
+    names = [n.name for n in queue.nodes()]
+    assert "new-node" in names and "old-node" not in names
