@@ -43,3 +43,7 @@ class JobExpiredError(ExqueueError):
 
 class SchemaVersionError(ConfigurationError):
     """The stored schema version does not match this version of exqueue."""
+
+
+class JobTimeout(ExqueueError):
+    """Raised in a job (task cancelled, or raised in its thread) that ran past its timeout."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import logging
 import os
 import resource
@@ -191,18 +192,32 @@ class Recycler:
             thread.start()
 
     def _counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self._count()
+
+            return run_async
+
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             finally:
-                with self._lock:
-                    self._done += 1
-                    done = self._done
-                if self.max_jobs is not None and done == self.max_jobs:
-                    self._recycle(f"ran {done} jobs (--max-jobs {self.max_jobs})")
+                self._count()
 
         return run
+
+    def _count(self) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        if self.max_jobs is not None and done == self.max_jobs:
+            self._recycle(f"ran {done} jobs (--max-jobs {self.max_jobs})")
 
     def _watch_memory(self) -> None:
         assert self.max_memory_mb is not None

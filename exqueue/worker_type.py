@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 
 from exqueue.errors import InvalidScheduleError
-from exqueue.guards import check_delay
+from exqueue.guards import check_delay, is_async_function
 from exqueue.job import Call, JobId
 from exqueue.options import JobOptions, Seconds, UniqueOption, When
 from exqueue.policy import Backoff
@@ -50,6 +50,8 @@ class WorkerType(Generic[P, R]):
         self.backoff = backoff
         self.serial = serial
         self.defaults = defaults
+        #: An ``async def`` function: its jobs run as coroutines on the worker's event loop.
+        self.is_async = is_async_function(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 

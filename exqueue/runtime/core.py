@@ -8,7 +8,9 @@ acker thread where the backend can. A heartbeat thread (:mod:`.leases`) extends
 the leases of held jobs and recovers jobs whose lease expired on any node. On
 backends with a wake-up signal a listener thread turns it into a local event,
 so idle workers block instead of polling; elsewhere the dispatcher polls with a
-back-off up to ``poll_interval``.
+back-off up to ``poll_interval``. Async worker types run as coroutines on an
+event loop thread (:mod:`.aio`); thread jobs past their timeout are stopped or
+abandoned by a watchdog (:mod:`.timeouts`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
 
-from exqueue.errors import SerializationError
+from exqueue.errors import JobTimeout, SerializationError
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
 from exqueue.runtime.acks import Acker, Recorder
+from exqueue.runtime.aio import AsyncRunner, Prepared, Undecodable, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
+from exqueue.runtime.timeouts import DEFAULT_GRACE, Watch, Watchdog
 from exqueue.storage import (
     COMPLETE_MANY,
     PERSISTENT,
@@ -35,9 +38,6 @@ from exqueue.storage import (
     SupportsCompleteMany,
     SupportsWakeup,
 )
-
-if TYPE_CHECKING:
-    from exqueue.queue import WorkerType
 
 log = logging.getLogger("exqueue")
 
@@ -50,6 +50,10 @@ CLAIM_GRACE = 5.0
 #: takes milliseconds on a healthy store, so this only bounds a failing one.
 RELEASE_GRACE = 2.0
 _NO_META: Mapping[str, str] = MappingProxyType({})
+
+
+class _Abandoned(BaseException):
+    """A job thread whose job the watchdog abandoned: it ends, recording nothing."""
 
 
 class Runtime:
@@ -72,6 +76,12 @@ class Runtime:
         self._listening = False  # a listener thread turns storage wake-ups into _wake
         self._hurry = threading.Event()  # stop at once: running jobs are released
         self._unreachable = False  # a release failed while stopping: try no more
+        self._aio: AsyncRunner | None = None
+        self._watchdog = Watchdog(DEFAULT_GRACE, self._abandon, ledger.stopping)
+        #: Job threads abandoned past their timeout (they may still be stuck in C).
+        self.abandoned = 0
+        #: Called with ``abandoned`` after each abandonment (the CLI recycles the process).
+        self.on_abandoned: Callable[[int], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -91,13 +101,19 @@ class Runtime:
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
             self._acker = Acker(self._recorder, self.storage, bound)
-        for name, lane in self._lanes.items():
-            for number in range(lane.worker.concurrency):
-                thread = threading.Thread(
-                    target=self._lane_loop, args=(lane,), name=f"exqueue-{name}-{number}"
-                )
-                thread.daemon = True
-                thread.start()
+        for lane in self._lanes.values():
+            if not lane.worker.is_async:
+                for _ in range(lane.worker.concurrency):
+                    self._lane_thread(lane)
+        async_lanes = [lane for lane in self._lanes.values() if lane.worker.is_async]
+        if async_lanes:
+            self._aio = AsyncRunner(
+                async_lanes,
+                prepare=self._prepare,
+                conclude=self._conclude,
+                finished=self._async_finished,
+                claim_here=self._claimer.claim_here,
+            )
         try:
             self._leases.check_clock()
             if not self._ledger.skewed.is_set():
@@ -121,6 +137,12 @@ class Runtime:
         )
         if self._listening:
             self._spawn(self._listen_loop, "exqueue-listener")
+
+    def _lane_thread(self, lane: Lane) -> None:
+        thread = threading.Thread(
+            target=self._lane_loop, args=(lane,), name=f"exqueue-{lane.worker.name}", daemon=True
+        )
+        thread.start()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -177,6 +199,8 @@ class Runtime:
             unfinished = [item for item in ledger.held.items() if item[0] not in unwritten]
             ledger.held.clear()
         self._hand_back(unfinished, end, True)
+        if self._aio is not None:
+            self._aio.close(timeout=max(end + RELEASE_GRACE - time.monotonic(), 0.1))
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
 
@@ -283,7 +307,10 @@ class Runtime:
                 started = time.monotonic()
                 deferred = False
                 try:
-                    deferred = self._execute(lane.worker, record, token)
+                    deferred = self._execute(lane, record, token)
+                except _Abandoned:
+                    ready.acquire()  # the ``with`` releases it
+                    return  # the watchdog recorded the job and started a fresh thread
                 finally:
                     # Count the job as finished before the lane looks idle, so a
                     # drain that sees an idle lane also sees this job's completion.
@@ -327,24 +354,22 @@ class Runtime:
 
     # -- running one job -------------------------------------------------------------
 
-    def _execute(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _execute(self, lane: Lane, record: JobRecord, token: str) -> bool:
         """Run one job; True when its success was queued for the acker."""
         try:
-            return self._run(worker, record, token)
+            return self._run(lane, record, token)
+        except _Abandoned:
+            raise
         except Exception:
             log.exception("internal error while handling job %s", record.id)
             return False
 
-    def _run(self, worker: WorkerType[Any, Any], record: JobRecord, token: str) -> bool:
+    def _prepare(self, record: JobRecord) -> Prepared:
+        """The job's arguments and context; :class:`Undecodable` when its payload is bad."""
         try:
             args, kwargs = self.config.codec.decode(record.payload)
         except BaseException as exc:  # whatever a decoder raises, no retry can read it
-            reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
-            error = f"payload could not be decoded: {reason}"
-            if self._recorder.bury(record, token, error):
-                log.error("job %s (%s) is dead: %s", record.id, record.worker, error)
-                self.config.report_dead(record.id, exc)
-            return False
+            raise Undecodable(exc) from exc
         context = JobContext(
             record.id,
             record.worker,
@@ -354,16 +379,110 @@ class Runtime:
             MappingProxyType(record.meta) if record.meta else _NO_META,
             record.priority,
         )
+        return args, kwargs, context
+
+    def _run(self, lane: Lane, record: JobRecord, token: str) -> bool:
+        try:
+            args, kwargs, context = self._prepare(record)
+        except Undecodable as bad:
+            return self._conclude(lane, record, token, bad)
+        watch = None if record.timeout is None else self._watchdog.watch(record, token, lane)
+        error: BaseException | None = None
         reset = _current.set(context)
         try:
-            check_result(worker.fn(*args, **kwargs))
+            check_result(lane.worker.fn(*args, **kwargs))
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            self._recorder.failure(worker, record, token, exc)
-            return False
+            error = exc
         finally:
             _current.reset(reset)
+        if watch is not None:
+            error = self._settle(watch, error)
+        return self._conclude(lane, record, token, error)
+
+    def _settle(self, watch: Watch, error: BaseException | None) -> BaseException | None:
+        """Claim the outcome from the watchdog; the error to record."""
+        while True:
+            try:
+                owned = self._watchdog.settle(watch)
+                break
+            except JobTimeout as stray:  # raised as the job returned: it timed out
+                error = error if error is not None else stray
+        if not owned:
+            raise _Abandoned
+        if watch.fired and isinstance(error, JobTimeout) and not error.args:
+            assert watch.record.timeout is not None
+            return timed_out(watch.record.timeout)
+        return error
+
+    def _conclude(
+        self, lane: Lane, record: JobRecord, token: str, error: BaseException | None
+    ) -> bool:
+        """Record an attempt's outcome; True when its success was queued for the acker."""
+        if isinstance(error, Undecodable):
+            cause = error.cause
+            reason = (
+                cause
+                if isinstance(cause, SerializationError)
+                else f"{type(cause).__name__}: {cause}"
+            )
+            text = f"payload could not be decoded: {reason}"
+            if self._recorder.bury(record, token, text):
+                log.error("job %s (%s) is dead: %s", record.id, record.worker, text)
+                self.config.report_dead(record.id, cause)
+            return False
+        if error is not None:
+            self._recorder.failure(lane.worker, record, token, error)
+            return False
         if self._acker is not None:
             self._acker.submit(record.id, token)
             return True
         self._recorder.success(record.id, token)
         return False
+
+    def _async_finished(
+        self, lane: Lane, record: JobRecord, deferred: bool, started: float
+    ) -> None:
+        """An async job's outcome is recorded: free its slot (on a finisher thread)."""
+        ledger = self._ledger
+        with ledger.lock:
+            if not deferred:
+                ledger.held.pop(record.id, None)
+            ledger.finished += 1
+            ledger.progress += 1
+        with lane.ready:
+            lane.executing -= 1
+            lane.observe(time.monotonic() - started)
+            lane.ready.notify()
+            wanted = not lane.more_waiting and lane.wanted()
+        if wanted and not self._wake.is_set():
+            self._wake.set()
+
+    def _abandon(self, watch: Watch) -> None:
+        """A thread job did not stop after its timeout: record it failed, free its slot."""
+        record, lane = watch.record, watch.lane
+        assert record.timeout is not None
+        log.error(
+            "job %s (%s) did not stop %gs after its timeout; its thread is abandoned",
+            record.id,
+            record.worker,
+            self._watchdog.grace,
+        )
+        try:
+            self._recorder.failure(lane.worker, record, watch.token, timed_out(record.timeout))
+        except Exception:
+            log.exception("recording the timeout of job %s failed", record.id)
+        ledger = self._ledger
+        with ledger.lock:
+            ledger.held.pop(record.id, None)
+            ledger.finished += 1
+            ledger.progress += 1
+            self.abandoned += 1
+            abandoned = self.abandoned
+        with lane.ready:
+            lane.executing -= 1
+            closing = lane.closing
+        if not closing:
+            self._lane_thread(lane)
+        self._wake.set()
+        if self.on_abandoned is not None:
+            self.on_abandoned(abandoned)

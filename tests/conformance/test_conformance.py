@@ -39,4 +39,3 @@ class TestConformance(StorageConformance):
     @pytest.fixture
     def make_storage(self, location: StorageFactory) -> StorageFactory:
         return location
-
