@@ -53,6 +53,7 @@ from exqueue.policy import (
     Backoff,
     Fixed,
 )
+from exqueue.queue_async import AsyncMethods
 from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
@@ -102,7 +103,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue(ScheduleMethods):
+class Queue(ScheduleMethods, AsyncMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file

@@ -74,6 +74,16 @@ class WorkerType(Generic[P, R]):
         """
         return self.queue._enqueue_one(self.name, args, kwargs, None, 0.0)
 
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue` without blocking the event loop (for async web handlers)."""
+        call = self.call(*args, **kwargs)
+        return (await self.queue.aenqueue_many([call]))[0]
+
+    async def aenqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue_in` without blocking the event loop."""
+        call = Call(self.name, args, dict(kwargs), delay=check_delay(seconds))
+        return (await self.queue.aenqueue_many([call]))[0]
+
     def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> JobId:
         """Persist a job to run ``seconds`` from now."""
         return self.queue._enqueue_one(self.name, args, kwargs, None, check_delay(seconds))
@@ -135,6 +145,10 @@ class WithOptions(Generic[P, R]):
         """Persist a job with these options; returns its id (or a unique holder's)."""
         worker = self.worker
         return worker.queue._enqueue_one(worker.name, args, kwargs, None, 0.0, self.job_options)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue` without blocking the event loop."""
+        return (await self.worker.queue.aenqueue_many([self.call(*args, **kwargs)]))[0]
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
         """A :class:`Call` carrying these options, for ``queue.enqueue_many``."""
