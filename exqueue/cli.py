@@ -284,6 +284,7 @@ def worker(
 
     recycler = Recycler(max_jobs, max_memory)
     recycler.watch(queue.workers)
+    queue.on_abandoned = recycler.abandoned
     bound_stop(queue, STOP_GRACE)
     queue.run(stop_timeout=stop_timeout)
     if recycler.reason is not None:

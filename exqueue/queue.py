@@ -123,6 +123,10 @@ class Queue(ScheduleMethods, AsyncMethods):
     quarter of the lease (see docs/reliability.md). By default only the real
     clock (``time.time``) is checked: a clock a test moves by hand is not a wall
     clock; pass True to check an injected one too.
+
+    ``timeout_grace``: seconds a plain (thread) job past its timeout gets, after
+    :class:`exqueue.JobTimeout` is raised in its thread, before it is abandoned
+    (see docs/async.md).
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class Queue(ScheduleMethods, AsyncMethods):
         prefetch: int = 0,
         check_clock: bool | None = None,
         run_schedules: bool = True,
+        timeout_grace: float = 5.0,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -155,6 +160,10 @@ class Queue(ScheduleMethods, AsyncMethods):
         self._reporters: list[DeadReporter] = []
         self._runtime: Runtime | None = None
         self.run_schedules = run_schedules
+        self.timeout_grace = check_seconds("timeout_grace", timeout_grace)
+        #: Called with the number of job threads abandoned so far, after each one
+        #: (``exqueue worker`` replaces its process once they pile up).
+        self.on_abandoned: Callable[[int], None] | None = None
         self._schedules = {}
         self._scheduler = None
 
@@ -536,12 +545,15 @@ class Queue(ScheduleMethods, AsyncMethods):
             report_dead=self._report_dead,
             check_clock=self.check_clock,
             scheduler=self._get_scheduler() if self.run_schedules else None,
+            timeout_grace=self.timeout_grace,
         )
 
     def _make_runtime(self) -> Runtime:
         from exqueue.runtime import Runtime
 
-        return Runtime(self._node_config())
+        runtime = Runtime(self._node_config())
+        runtime.on_abandoned = self.on_abandoned
+        return runtime
 
     def start(self) -> None:
         """Recover, then run the workers in background threads until :meth:`stop`."""

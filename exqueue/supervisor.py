@@ -162,6 +162,10 @@ def supervise(app: str, processes: int, base: str, stop_timeout: float, extra: l
     return status
 
 
+#: Job threads abandoned past their timeout after which a worker process is replaced.
+MAX_ABANDONED = 4
+
+
 class Recycler:
     """Stops this worker process gracefully once it has run ``max_jobs`` jobs or its
     resident memory passed ``max_memory_mb``, then tells its caller to exit with
@@ -211,6 +215,12 @@ class Recycler:
                 self._count()
 
         return run
+
+    def abandoned(self, count: int) -> None:
+        """Job threads stuck past their timeout hold memory and sockets: past
+        ``MAX_ABANDONED`` the process is replaced (they cannot be killed otherwise)."""
+        if count >= MAX_ABANDONED:
+            self._recycle(f"abandoned {count} job threads stuck past their timeout")
 
     def _count(self) -> None:
         with self._lock:

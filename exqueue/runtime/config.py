@@ -41,6 +41,8 @@ class NodeConfig:
     check_clock: bool = False
     #: Fires the queue's schedules (None: none registered, or this node opted out).
     scheduler: Scheduler | None = None
+    #: Seconds a thread job past its timeout gets to stop before it is abandoned.
+    timeout_grace: float = 5.0
 
 
 @dataclass

@@ -29,7 +29,7 @@ from exqueue.runtime.aio import AsyncRunner, Prepared, Undecodable, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
-from exqueue.runtime.timeouts import DEFAULT_GRACE, Watch, Watchdog
+from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
     COMPLETE_MANY,
     PERSISTENT,
@@ -77,7 +77,7 @@ class Runtime:
         self._hurry = threading.Event()  # stop at once: running jobs are released
         self._unreachable = False  # a release failed while stopping: try no more
         self._aio: AsyncRunner | None = None
-        self._watchdog = Watchdog(DEFAULT_GRACE, self._abandon, ledger.stopping)
+        self._watchdog = Watchdog(config.timeout_grace, self._abandon, ledger.stopping)
         #: Job threads abandoned past their timeout (they may still be stuck in C).
         self.abandoned = 0
         #: Called with ``abandoned`` after each abandonment (the CLI recycles the process).
