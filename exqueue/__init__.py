@@ -10,6 +10,7 @@ from exqueue.errors import (
     ConfigurationError,
     ExqueueError,
     InvalidScheduleError,
+    JobCancelled,
     JobExpiredError,
     JobNotDeadError,
     JobNotFoundError,
@@ -17,6 +18,7 @@ from exqueue.errors import (
     JobTimeout,
     SchemaVersionError,
     SerializationError,
+    Snooze,
     UnknownWorkerError,
 )
 from exqueue.job import Call, DuplicateJobId, Job, JobContext, JobId, current_job
@@ -46,6 +48,7 @@ __all__ = [
     "JobNotFoundError",
     "JobOptions",
     "JobRecord",
+    "JobCancelled",
     "JobRunningError",
     "JobTimeout",
     "NewJob",
@@ -54,6 +57,7 @@ __all__ = [
     "Recovered",
     "SchemaVersionError",
     "SerializationError",
+    "Snooze",
     "Storage",
     "Uniqueness",
     "UnknownWorkerError",

@@ -57,13 +57,17 @@ from exqueue.queue_async import AsyncMethods
 from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
+    CANCEL,
     DEAD,
     METADATA,
     STATES,
     TRANSACTIONAL_ENQUEUE,
+    CancelRequest,
+    CancelResult,
     JobState,
     NewJob,
     Storage,
+    SupportsCancel,
     SupportsTransactionalEnqueue,
 )
 from exqueue.worker_type import WithOptions, WorkerType
@@ -142,6 +146,7 @@ class Queue(ScheduleMethods, AsyncMethods):
         check_clock: bool | None = None,
         run_schedules: bool = True,
         timeout_grace: float = 5.0,
+        max_snoozes: int = 100,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -161,6 +166,7 @@ class Queue(ScheduleMethods, AsyncMethods):
         self._runtime: Runtime | None = None
         self.run_schedules = run_schedules
         self.timeout_grace = check_seconds("timeout_grace", timeout_grace)
+        self.max_snoozes = check_count("max_snoozes", max_snoozes, low=0)
         #: Called with the number of job threads abandoned so far, after each one
         #: (``exqueue worker`` replaces its process once they pile up).
         self.on_abandoned: Callable[[int], None] | None = None
@@ -512,6 +518,28 @@ class Queue(ScheduleMethods, AsyncMethods):
             )
         return outcome == "deleted"
 
+    def cancel(self, job_id: str, *, delete: bool = False) -> CancelResult:
+        """Cancel a job: a waiting one at once, a running one through its lease.
+
+        A waiting job becomes dead with the error "cancelled" (``"cancelled"``),
+        or is removed with ``delete=True`` (``"deleted"``). A running job is
+        marked (``"requested"``): its worker sees the mark at its next heartbeat
+        (a third of the lease) and stops it (its task is cancelled, or
+        :class:`exqueue.JobCancelled` is raised in its thread), and it is kept
+        dead as "cancelled". A dead job is left as it is (``"finished"``; with
+        ``delete=True`` it is removed). Raises :class:`JobNotFoundError` when
+        there is no such job.
+        """
+        storage = self.storage
+        if CANCEL not in storage.capabilities or not isinstance(storage, SupportsCancel):
+            raise ConfigurationError(f"{type(storage).__name__} cannot cancel jobs (no CANCEL)")
+        outcome = storage.cancel(CancelRequest(job_id, delete=bool(delete)))
+        if outcome == "missing":
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        if outcome == "requested" and self._runtime is not None:
+            self._runtime.interrupt(job_id)  # held here: no need to wait for the heartbeat
+        return outcome
+
     def stats(self) -> dict[str, WorkerStats]:
         """Per worker type: waiting (runnable now), scheduled, running, dead."""
         counts = self.storage.counts(self.clock())
@@ -546,6 +574,7 @@ class Queue(ScheduleMethods, AsyncMethods):
             check_clock=self.check_clock,
             scheduler=self._get_scheduler() if self.run_schedules else None,
             timeout_grace=self.timeout_grace,
+            max_snoozes=self.max_snoozes,
         )
 
     def _make_runtime(self) -> Runtime:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from exqueue.job import Call, Job, JobId
     from exqueue.queue import Queue, WorkerStats
-    from exqueue.storage import JobState
+    from exqueue.storage import CancelResult, JobState
 
 
 class AsyncMethods:
@@ -53,6 +53,10 @@ class AsyncMethods:
     async def adelete(self, job_id: str) -> bool:
         queue: Queue = self  # type: ignore[assignment]
         return await asyncio.to_thread(queue.delete, job_id)
+
+    async def acancel(self, job_id: str, *, delete: bool = False) -> CancelResult:
+        queue: Queue = self  # type: ignore[assignment]
+        return await asyncio.to_thread(queue.cancel, job_id, delete=delete)
 
     async def astats(self) -> dict[str, WorkerStats]:
         queue: Queue = self  # type: ignore[assignment]

@@ -26,12 +26,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from exqueue.storage import (
+    CANCEL,
     COMPLETE_MANY,
     DEAD,
     EXPIRED,
     PROTOCOL_2,
     RUNNING,
     SCHEDULES,
+    SNOOZE,
     WAITING,
     WAKEUP,
     Counts,
@@ -43,6 +45,7 @@ from exqueue.storage import (
     RequeueResult,
     add_error,
 )
+from exqueue_memory._control import MemoryControl
 from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
 
@@ -52,10 +55,10 @@ __all__ = ["MemoryStorage"]
 _SLACK = 64
 
 
-class MemoryStorage(MemorySchedules):
+class MemoryStorage(MemorySchedules, MemoryControl):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES}) | PROTOCOL_2
+    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, CANCEL, SNOOZE}) | PROTOCOL_2
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()

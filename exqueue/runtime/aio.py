@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from exqueue.errors import JobTimeout
+from exqueue.errors import JobCancelled, JobTimeout, Snooze
 from exqueue.job import JobContext, _current
 from exqueue.runtime.lanes import Lane
 from exqueue.storage import JobRecord
@@ -75,6 +75,7 @@ class AsyncRunner:
         self._threads: list[threading.Thread] = []
         #: Tasks by job id, so a cancellation request can reach a running coroutine.
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
         self._spawn(self._run_loop, "exqueue-loop")
         for number in range(FINISHERS):
             self._spawn(self._finish_loop, f"exqueue-finisher-{number}")
@@ -131,9 +132,13 @@ class AsyncRunner:
         except asyncio.CancelledError:
             if self._closed:
                 return  # the node stopped: its held jobs were handed back
-            error = asyncio.CancelledError("the job's task was cancelled")
+            if record.id in self._cancelled:
+                error = JobCancelled(record.id)
+            else:
+                error = asyncio.CancelledError("the job's task was cancelled")
         finally:
             self.running.pop(record.id, None)
+            self._cancelled.discard(record.id)
         self._outcomes.put((lane, record, token, error, started))
 
     async def _attempt(self, lane: Lane, record: JobRecord) -> BaseException | None:
@@ -151,17 +156,17 @@ class AsyncRunner:
                     "not an awaitable: its job was not run"
                 )
             if record.timeout is None:
-                await work
-                return None
-            limit = asyncio.timeout(record.timeout)
-            try:
-                async with limit:
-                    await work
-            except TimeoutError:
-                if limit.expired():
-                    return timed_out(record.timeout)
-                raise
-            return None
+                result = await work
+            else:
+                limit = asyncio.timeout(record.timeout)
+                try:
+                    async with limit:
+                        result = await work
+                except TimeoutError:
+                    if limit.expired():
+                        return timed_out(record.timeout)
+                    raise
+            return result if isinstance(result, Snooze) else None
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
@@ -187,6 +192,7 @@ class AsyncRunner:
         task = self.running.get(job_id)
         if task is None:
             return False
+        self._cancelled.add(job_id)
         self.loop.call_soon_threadsafe(task.cancel)
         return True
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from exqueue.errors import JobTimeout, SerializationError
+from exqueue.errors import JobCancelled, JobTimeout, SerializationError, Snooze
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
 from exqueue.runtime.acks import Acker, Recorder
@@ -31,11 +31,16 @@ from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
 from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
+    CANCEL,
+    CANCELLED,
     COMPLETE_MANY,
     PERSISTENT,
+    SNOOZE,
     WAKEUP,
     JobRecord,
+    SnoozeRequest,
     SupportsCompleteMany,
+    SupportsSnooze,
     SupportsWakeup,
 )
 
@@ -82,6 +87,9 @@ class Runtime:
         self.abandoned = 0
         #: Called with ``abandoned`` after each abandonment (the CLI recycles the process).
         self.on_abandoned: Callable[[int], None] | None = None
+        # Every thread job is watched where a running job can be cancelled.
+        self._watch_all = CANCEL in self.storage.capabilities
+        self._leases.on_cancel = self.interrupt
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -386,11 +394,16 @@ class Runtime:
             args, kwargs, context = self._prepare(record)
         except Undecodable as bad:
             return self._conclude(lane, record, token, bad)
-        watch = None if record.timeout is None else self._watchdog.watch(record, token, lane)
+        watch = None
+        if record.timeout is not None or self._watch_all:
+            watch = self._watchdog.watch(record, token, lane)
         error: BaseException | None = None
         reset = _current.set(context)
         try:
-            check_result(lane.worker.fn(*args, **kwargs))
+            result = lane.worker.fn(*args, **kwargs)
+            check_result(result)
+            if isinstance(result, Snooze):
+                error = result
         except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
             error = exc
         finally:
@@ -405,10 +418,12 @@ class Runtime:
             try:
                 owned = self._watchdog.settle(watch)
                 break
-            except JobTimeout as stray:  # raised as the job returned: it timed out
+            except (JobTimeout, JobCancelled) as stray:  # raised as the job returned
                 error = error if error is not None else stray
         if not owned:
             raise _Abandoned
+        if watch.cancelled and isinstance(error, JobCancelled):
+            return error
         if watch.fired and isinstance(error, JobTimeout) and not error.args:
             assert watch.record.timeout is not None
             return timed_out(watch.record.timeout)
@@ -430,6 +445,14 @@ class Runtime:
                 log.error("job %s (%s) is dead: %s", record.id, record.worker, text)
                 self.config.report_dead(record.id, cause)
             return False
+        if isinstance(error, JobCancelled):
+            if self._recorder.bury(record, token, CANCELLED):
+                log.info("job %s (%s) was cancelled while running", record.id, record.worker)
+            return False
+        if isinstance(error, Snooze):
+            error = self._snooze(record, token, error)
+            if error is None:
+                return False
         if error is not None:
             self._recorder.failure(lane.worker, record, token, error)
             return False
@@ -438,6 +461,29 @@ class Runtime:
             return True
         self._recorder.success(record.id, token)
         return False
+
+    def _snooze(self, record: JobRecord, token: str, snooze: Snooze) -> BaseException | None:
+        """Put the job back for later, attempt unspent; the failure to record instead, if any."""
+        storage = self.storage
+        if SNOOZE not in storage.capabilities or not isinstance(storage, SupportsSnooze):
+            return RuntimeError(f"{type(storage).__name__} cannot snooze jobs (no SNOOZE)")
+        limit = self.config.max_snoozes
+        request = SnoozeRequest(record.id, token, self.config.clock() + snooze.seconds, limit)
+        outcome: list[str] = []
+
+        def call() -> bool:
+            outcome.append(storage.snooze(request))
+            return outcome[-1] != "lost"
+
+        if not self._recorder.record(record.id, "snooze", call) or outcome[-1] == "snoozed":
+            return None
+        return RuntimeError(f"the job snoozed {limit} times, the most a job may (max_snoozes)")
+
+    def interrupt(self, job_id: str) -> bool:
+        """Stop the running job ``job_id`` (cancelled): cancel its task or raise in its thread."""
+        if self._aio is not None and self._aio.cancel(job_id):
+            return True
+        return self._watchdog.interrupt(job_id)
 
     def _async_finished(
         self, lane: Lane, record: JobRecord, deferred: bool, started: float

@@ -20,12 +20,13 @@ still running, under the same lock.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from exqueue.errors import JobTimeout
+from exqueue.errors import JobCancelled, JobTimeout
 from exqueue.storage import JobRecord
 
 #: Seconds a thread job gets, after the exception raised in it, before it is abandoned.
@@ -44,7 +45,7 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
 class Watch:
     """One running thread job with a timeout."""
 
-    __slots__ = ("record", "token", "lane", "ident", "deadline", "state", "fired")
+    __slots__ = ("record", "token", "lane", "ident", "deadline", "state", "fired", "cancelled")
 
     def __init__(self, record: JobRecord, token: str, lane: Any, deadline: float) -> None:
         self.record = record
@@ -54,6 +55,7 @@ class Watch:
         self.deadline = deadline
         self.state = "running"  # then "done" (the thread records) or "abandoned"
         self.fired = False  # JobTimeout was raised in the thread
+        self.cancelled = False  # JobCancelled was raised in the thread
 
 
 class Watchdog:
@@ -66,14 +68,17 @@ class Watchdog:
         self._abandon = abandon
         self._stopping = stopping
         self._cond = threading.Condition()
-        self._watches: set[Watch] = set()
+        self._watches: dict[str, Watch] = {}
         self._thread: threading.Thread | None = None
 
     def watch(self, record: JobRecord, token: str, lane: Any) -> Watch:
-        assert record.timeout is not None
-        entry = Watch(record, token, lane, time.monotonic() + record.timeout)
+        """Watch the calling thread's job (a job without a timeout can still be cancelled)."""
+        limit = record.timeout
+        entry = Watch(record, token, lane, math.inf if limit is None else time.monotonic() + limit)
         with self._cond:
-            self._watches.add(entry)
+            self._watches[record.id] = entry
+            if limit is None:
+                return entry
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="exqueue-watchdog", daemon=True
@@ -90,23 +95,34 @@ class Watchdog:
         with self._cond:
             if entry.state == "running":
                 entry.state = "done"
-                self._watches.discard(entry)
-                if entry.fired:
+                if self._watches.get(entry.record.id) is entry:
+                    del self._watches[entry.record.id]
+                if entry.fired or entry.cancelled:
                     _raise_in(entry.ident, None)  # one raised but not yet delivered
             return entry.state == "done"
+
+    def interrupt(self, job_id: str) -> bool:
+        """Raise :class:`JobCancelled` in the thread running ``job_id``; False when none."""
+        with self._cond:
+            entry = self._watches.get(job_id)
+            if entry is None or entry.state != "running" or entry.fired or entry.cancelled:
+                return False
+            entry.cancelled = True
+            _raise_in(entry.ident, JobCancelled)
+            return True
 
     def _loop(self) -> None:
         with self._cond:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 nearest = now + 1.0
-                for entry in list(self._watches):
+                for entry in list(self._watches.values()):
                     if not entry.fired and now >= entry.deadline:
                         entry.fired = True
                         _raise_in(entry.ident, JobTimeout)
                     elif entry.fired and now >= entry.deadline + self.grace:
                         entry.state = "abandoned"
-                        self._watches.discard(entry)
+                        del self._watches[entry.record.id]
                         self._cond.release()
                         try:
                             self._abandon(entry)
