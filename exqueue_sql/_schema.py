@@ -33,6 +33,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue_sql._control import control_table
 from exqueue_sql._schedules import schedules_table
 
 #: Bump when the tables change. A store of an earlier version is upgraded in
@@ -166,6 +167,7 @@ def tables(
         **options,
     )
     schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
+    control_table(prefix, md, options)  # {prefix}job_control: see _control
     return Tables(jobs, meta, unique, done)
 
 

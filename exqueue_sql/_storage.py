@@ -32,9 +32,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError
 from exqueue.storage import (
+    CANCEL,
     DEAD,
     RUNNING,
     SCHEDULES,
+    SNOOZE,
     WAITING,
     Counts,
     DeleteResult,
@@ -45,6 +47,7 @@ from exqueue.storage import (
     RequeueResult,
 )
 from exqueue_sql import _expiry, _listing, _unique
+from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._postgres import PostgresDialect
@@ -76,7 +79,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules):
+class SQLStorage(SQLSchedules, SQLControl):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -121,7 +124,7 @@ class SQLStorage(SQLSchedules):
             self._tables = self._dialect.tables
             self._jobs = self._tables.jobs
             self._lock = self._dialect.lock
-            self.capabilities = self._dialect.capabilities | {SCHEDULES}
+            self.capabilities = self._dialect.capabilities | {SCHEDULES, CANCEL, SNOOZE}
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -153,6 +156,7 @@ class SQLStorage(SQLSchedules):
         with self._schema_lock() as conn:
             self.upgraded_from = open_tables(conn, self._tables, self.prefix, create)
             create_schedules_table(conn, self._jobs.metadata, self.prefix)
+            create_control_table(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
