@@ -123,6 +123,7 @@ def test_metadata_has_the_default_tables() -> None:
         "exqueue_unique",
         "exqueue_unique_done",
         "exqueue_schedules",
+        "exqueue_job_control",
     }
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(
