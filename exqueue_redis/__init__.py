@@ -87,6 +87,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
+    CANCEL,
     COMPLETE_MANY,
     EXPIRED,
     MULTI_PROCESS,
@@ -94,6 +95,7 @@ from exqueue.storage import (
     PROTOCOL_2,
     SCHEDULES,
     SERVER_CLOCK,
+    SNOOZE,
     WAKEUP,
     Counts,
     DeleteResult,
@@ -120,6 +122,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._control import RedisControl
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
@@ -144,7 +147,7 @@ _WAIT_SLICE = 0.2
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
-class RedisStorage(RedisSchedules):
+class RedisStorage(RedisSchedules, RedisControl):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -155,7 +158,9 @@ class RedisStorage(RedisSchedules):
     """
 
     capabilities = frozenset(
-        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES} | PROTOCOL_2
+        {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES}
+        | {CANCEL, SNOOZE}
+        | PROTOCOL_2
     )
 
     def __init__(
