@@ -16,7 +16,8 @@ capabilities (:mod:`conformance.capabilities`), and protocol 2's priority
 (:mod:`conformance.expiry`) and metadata (:mod:`conformance.metadata`), each
 run only when the backend declares its capability; races
 (:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
-(:mod:`conformance.schedules`); and the
+(:mod:`conformance.schedules`); cancellation and snooze
+(:mod:`conformance.control`); and the
 model-based state machine (:mod:`conformance.machine`, with
 :mod:`conformance.machine_v2`) that explores how they interact.
 
@@ -33,6 +34,7 @@ from hypothesis import settings as Settings
 from conformance import (
     capabilities,
     claims,
+    control,
     dead_jobs,
     enqueue_order,
     error_history,
@@ -83,6 +85,7 @@ CHECKS: dict[str, Check] = {
         *races.CHECKS,
         *unique.RACE_CHECKS,
         *schedules.CHECKS,
+        *control.CHECKS,
     )
 }
 
