@@ -33,6 +33,17 @@ log = logging.getLogger("exqueue")
 
 #: Threads recording outcomes of async jobs: a store's round trips overlap.
 FINISHERS = 4
+#: A feeder claims for itself once this share of its lane's slots is free (at
+#: most ``MAX_CLAIM_BATCH`` slots): a thousand coroutines finishing one by one
+#: would otherwise cost a claim round trip each.
+CLAIM_SHARE = 0.05
+MAX_CLAIM_BATCH = 100
+
+
+def claim_batch(concurrency: int) -> int:
+    """Free slots an async lane waits for before it claims more (1 for small lanes)."""
+    return max(1, min(int(concurrency * CLAIM_SHARE), MAX_CLAIM_BATCH))
+
 
 Prepared = tuple[tuple[Any, ...], dict[str, Any], JobContext]
 #: (lane, record, token, the attempt's exception or None, when it started)
@@ -99,10 +110,11 @@ class AsyncRunner:
     def _feed(self, lane: Lane) -> None:
         ready = lane.ready
         limit = lane.worker.concurrency
+        batch = claim_batch(limit)
         with ready:
             while True:
                 while not lane.closing and (not lane.buffer or lane.executing >= limit):
-                    if lane.executing < limit and self._claim_here(lane):
+                    if limit - lane.executing >= batch and self._claim_here(lane):
                         continue
                     ready.wait()
                 if lane.closing:

@@ -25,7 +25,7 @@ from exqueue.errors import JobCancelled, JobTimeout, SerializationError, Snooze
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
 from exqueue.runtime.acks import Acker, Recorder
-from exqueue.runtime.aio import AsyncRunner, Prepared, Undecodable, timed_out
+from exqueue.runtime.aio import AsyncRunner, Prepared, Undecodable, claim_batch, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
@@ -498,7 +498,10 @@ class Runtime:
         with lane.ready:
             lane.executing -= 1
             lane.observe(time.monotonic() - started)
-            lane.ready.notify()
+            free = lane.worker.concurrency - lane.executing
+            # Wake the feeder only when it has work: a buffered job, or a claim's worth of slots.
+            if lane.buffer or free >= claim_batch(lane.worker.concurrency) or not lane.executing:
+                lane.ready.notify()
             wanted = not lane.more_waiting and lane.wanted()
         if wanted and not self._wake.is_set():
             self._wake.set()
