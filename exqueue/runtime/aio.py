@@ -110,11 +110,11 @@ class AsyncRunner:
     def _feed(self, lane: Lane) -> None:
         ready = lane.ready
         limit = lane.worker.concurrency
-        batch = claim_batch(limit)
+        enough = claim_batch(limit)
         with ready:
             while True:
                 while not lane.closing and (not lane.buffer or lane.executing >= limit):
-                    if limit - lane.executing >= batch and self._claim_here(lane):
+                    if limit - lane.executing >= enough and self._claim_here(lane):
                         continue
                     ready.wait()
                 if lane.closing:
