@@ -485,24 +485,35 @@ class Runtime:
             return True
         return self._watchdog.interrupt(job_id)
 
-    def _async_finished(
-        self, lane: Lane, record: JobRecord, deferred: bool, started: float
-    ) -> None:
-        """An async job's outcome is recorded: free its slot (on a finisher thread)."""
+    def _async_finished(self, done: list[tuple[Lane, JobRecord, bool, float]]) -> None:
+        """Async jobs' outcomes are recorded: free their slots (on a finisher thread)."""
+        if not done:
+            return
         ledger = self._ledger
         with ledger.lock:
-            if not deferred:
-                ledger.held.pop(record.id, None)
-            ledger.finished += 1
+            for _, record, deferred, _ in done:
+                if not deferred:  # a queued success keeps its lease until written
+                    ledger.held.pop(record.id, None)
+            ledger.finished += len(done)
             ledger.progress += 1
-        with lane.ready:
-            lane.executing -= 1
-            lane.observe(time.monotonic() - started)
-            free = lane.worker.concurrency - lane.executing
-            # Wake the feeder only when it has work: a buffered job, or a claim's worth of slots.
-            if lane.buffer or free >= claim_batch(lane.worker.concurrency) or not lane.executing:
-                lane.ready.notify()
-            wanted = not lane.more_waiting and lane.wanted()
+        now = time.monotonic()
+        wanted = 0
+        for lane in {id(lane): lane for lane, _, _, _ in done}.values():
+            mine = [started for other, _, _, started in done if other is lane]
+            with lane.ready:
+                lane.executing -= len(mine)
+                for started in mine:
+                    lane.observe(now - started)
+                free = lane.worker.concurrency - lane.executing
+                # Wake the feeder only when it has work: buffered jobs or a claim's worth of slots.
+                if (
+                    lane.buffer
+                    or free >= claim_batch(lane.worker.concurrency)
+                    or not lane.executing
+                ):
+                    lane.ready.notify()
+                if not lane.more_waiting:
+                    wanted += lane.wanted()
         if wanted and not self._wake.is_set():
             self._wake.set()
 
