@@ -16,6 +16,7 @@ import time
 import exqueue
 from exqueue import Fixed
 from tests.support.backends import BackendHandle
+from tests.support.procapp import wait_until
 
 
 def make_queue(backend: BackendHandle) -> exqueue.Queue:
@@ -89,6 +90,8 @@ def test_a_thread_stuck_in_c_is_abandoned_and_others_finish(backend: BackendHand
         time.sleep(0.01)
         done.append(n)
 
+    abandoned: list[int] = []
+    queue.on_abandoned = abandoned.append  # exqueue worker replaces its process from here
     job_id = reads.enqueue()
     for n in range(5):
         sleeps_in_c.enqueue(n)
@@ -97,5 +100,7 @@ def test_a_thread_stuck_in_c_is_abandoned_and_others_finish(backend: BackendHand
     assert record is not None and record.state == "dead" and record.attempt == 2
     assert all("timed out after 0.3 s" in error for error in record.errors)
     assert sorted(done) == list(range(5))
+    # One thread per attempt, each stuck in recv (told just after the drain may end).
+    wait_until(lambda: abandoned == [1, 2], "both threads are reported abandoned", 10)
     server.close()
     queue.close()
