@@ -171,6 +171,10 @@ def check_snooze(factory: StorageFactory, settings: Settings) -> None:
         expect(got(storage, "s1").attempt == 1, "the snoozed job's next run is attempt 1")
         storage.schedule_retry("s1", token, run_at=NOW + 60, error="boom")
         expect(store.snoozes("s1") == 1, "the count survives a retry", store.snoozes("s1"))
+        token = run_to(storage, "s1", worker, now=NOW + 60)
+        storage.bury("s1", token, error="boom")
+        expect(storage.requeue("s1", "s1-again", now=NOW + 60) == "requeued", "requeue applies")
+        expect(store.snoozes("s1-again") == 0, "a requeued job starts with no snoozes")
 
 
 def check_snooze_cap(factory: StorageFactory, settings: Settings) -> None:
