@@ -6,9 +6,12 @@ finds the mark with ``cancel_requested`` (only under its own token) and records
 the outcome, fenced. A mark belongs to one attempt. A snooze is a fenced
 ``running -> waiting`` at a later ``run_at`` that gives the attempt back and
 counts, refused (``capped``, nothing changed) once the count reaches the cap.
+``aenqueue`` (capability ``ASYNC_ENQUEUE``) is ``enqueue`` awaited.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from hypothesis import settings as Settings
 
@@ -26,6 +29,7 @@ from conformance.base import (
     unique,
 )
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
     CANCEL,
     CANCELLED,
     DEAD,
@@ -35,6 +39,7 @@ from exqueue.storage import (
     CancelRequest,
     SnoozeRequest,
     Storage,
+    SupportsAsyncEnqueue,
     SupportsCancel,
     SupportsSnooze,
 )
@@ -198,6 +203,33 @@ def check_snooze_cap(factory: StorageFactory, settings: Settings) -> None:
         expect(store.snoozes("c1") == 2, "a capped snooze is not counted", store.snoozes("c1"))
 
 
+def check_async_enqueue(factory: StorageFactory, settings: Settings) -> None:
+    """``aenqueue`` is ``enqueue`` awaited: same ids, same records, same duplicate refusal."""
+    with opened(factory) as (_, storage):
+        expect(
+            isinstance(storage, SupportsAsyncEnqueue),
+            "a backend declaring 'async_enqueue' implements aenqueue",
+            type(storage).__name__,
+        )
+        assert isinstance(storage, SupportsAsyncEnqueue)
+        worker = unique("aenqueue")
+
+        async def twice() -> tuple[list[str], str]:
+            got = await storage.aenqueue([job("a1", worker), job("a2", worker, priority=0)])
+            try:
+                await storage.aenqueue([job("a3", worker), job("a1", worker)])
+            except ValueError:
+                return got, "refused"
+            return got, "stored"
+
+        got, dup = asyncio.run(twice())
+        expect(got == ["a1", "a2"], "aenqueue returns each job's id in order", got)
+        expect(dup == "refused", "aenqueue of a duplicate id raises ValueError", dup)
+        expect(storage.get("a3") is None, "a refused aenqueue batch stores nothing")
+        taken = claim(storage, worker, 5)
+        expect(ids(taken) == ["a1", "a2"], "jobs from aenqueue are claimed like any", ids(taken))
+
+
 CHECKS = [
     Check("cancel_waiting", CANCEL, check_cancel_waiting, AREA),
     Check("cancel_delete", CANCEL, check_cancel_delete, AREA),
@@ -205,4 +237,5 @@ CHECKS = [
     Check("cancel_mark_per_attempt", CANCEL, check_cancel_mark_per_attempt, AREA),
     Check("snooze", SNOOZE, check_snooze, AREA),
     Check("snooze_cap", SNOOZE, check_snooze_cap, AREA),
+    Check("async_enqueue", ASYNC_ENQUEUE, check_async_enqueue, AREA),
 ]

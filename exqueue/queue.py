@@ -387,14 +387,20 @@ class Queue(ScheduleMethods, AsyncMethods):
         enqueues through the caller's open database transaction, on backends that
         support it, so the jobs commit or roll back with the caller's data.
         """
+        new_jobs = self._new_jobs(calls, allow_unknown)
+        return self._job_ids(new_jobs, self._persist(new_jobs, transaction))
+
+    def _new_jobs(self, calls: Iterable[Call], allow_unknown: bool) -> list[NewJob]:
         now = self.clock()
-        new_jobs = [
+        return [
             self._new_job(
                 c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown, c.options
             )
             for c in calls
         ]
-        held = self._persist(new_jobs, transaction)
+
+    def _job_ids(self, new_jobs: Sequence[NewJob], held: list[str] | None) -> list[JobId]:
+        """The ids an enqueue returns, from the holders the backend named."""
         ids = [job.id for job in new_jobs]
         # None: a version-1 backend, every job was stored. Equal lists: no duplicate.
         if held is None or held == ids:

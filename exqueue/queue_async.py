@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from exqueue.storage import ASYNC_ENQUEUE, SupportsAsyncEnqueue
+
 if TYPE_CHECKING:
     from exqueue.job import Call, Job, JobId
     from exqueue.queue import Queue, WorkerStats
@@ -28,8 +30,18 @@ class AsyncMethods:
     ) -> list[JobId]:
         """:meth:`Queue.enqueue_many` without blocking the event loop."""
         queue: Queue = self  # type: ignore[assignment]
-        batch = list(calls)  # a generator is consumed here, not on another thread
-        return await asyncio.to_thread(queue.enqueue_many, batch, allow_unknown=allow_unknown)
+        storage = queue.storage
+        if ASYNC_ENQUEUE not in storage.capabilities or not isinstance(
+            storage, SupportsAsyncEnqueue
+        ):
+            batch = list(calls)  # a generator is consumed here, not on another thread
+            return await asyncio.to_thread(queue.enqueue_many, batch, allow_unknown=allow_unknown)
+        new_jobs = queue._new_jobs(calls, allow_unknown)
+        held = await storage.aenqueue(new_jobs)
+        runtime = queue._runtime
+        if runtime is not None:
+            runtime.wake()
+        return queue._job_ids(new_jobs, held)
 
     async def aget(self, job_id: str) -> Job | None:
         queue: Queue = self  # type: ignore[assignment]

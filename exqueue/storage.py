@@ -567,3 +567,21 @@ class SupportsSnooze(Protocol):
     def snoozes(self, job_id: str) -> int:
         """How many times the job was snoozed (0 for a missing job)."""
         ...
+
+
+#: Implements :class:`SupportsAsyncEnqueue`: enqueue through a native async driver.
+ASYNC_ENQUEUE = "async_enqueue"
+
+
+@runtime_checkable
+class SupportsAsyncEnqueue(Protocol):
+    """Optional capability :data:`ASYNC_ENQUEUE`: ``enqueue`` as a coroutine.
+
+    The same transition as :meth:`Storage.enqueue` (same result, same errors),
+    awaited on the caller's event loop through the backend's own async driver,
+    so an async web handler enqueues without a thread hop.
+    """
+
+    async def aenqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        """:meth:`Storage.enqueue`, awaitable."""
+        ...

@@ -87,6 +87,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
     CANCEL,
     COMPLETE_MANY,
     EXPIRED,
@@ -122,6 +123,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._control import RedisControl
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._prelude import prelude_for
@@ -147,7 +149,7 @@ _WAIT_SLICE = 0.2
 _TRUTHY = {"1", "true", "yes", "on"}
 
 
-class RedisStorage(RedisSchedules, RedisControl):
+class RedisStorage(RedisSchedules, RedisControl, RedisAsyncEnqueue):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -159,7 +161,7 @@ class RedisStorage(RedisSchedules, RedisControl):
 
     capabilities = frozenset(
         {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES}
-        | {CANCEL, SNOOZE}
+        | {CANCEL, SNOOZE, ASYNC_ENQUEUE}
         | PROTOCOL_2
     )
 

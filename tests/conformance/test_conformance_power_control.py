@@ -7,6 +7,7 @@ must pass every check of the area.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -15,10 +16,12 @@ from conformance import run_suite
 from conformance.control import CHECKS
 from conformance.profiles import get_settings
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
     RUNNING,
     WAITING,
     CancelRequest,
     CancelResult,
+    NewJob,
     SnoozeRequest,
     SnoozeResult,
 )
@@ -93,6 +96,25 @@ class SnoozeUncapped(MemoryStorage):
         return super().snooze(replace(request, max_snoozes=10**9))
 
 
+class AsyncMemory(MemoryStorage):
+    """Memory with a (thread-free) aenqueue: the correct reference for the async check."""
+
+    capabilities = MemoryStorage.capabilities | {ASYNC_ENQUEUE}
+
+    async def aenqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        return self.enqueue(jobs)
+
+
+class AsyncEnqueuePartial(AsyncMemory):
+    """Stores a batch job by job: a duplicate id leaves the jobs before it stored."""
+
+    async def aenqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        out = []
+        for one in jobs:
+            out += self.enqueue([one])
+        return out
+
+
 @pytest.mark.parametrize(
     ("broken", "caught_by"),
     [
@@ -102,6 +124,7 @@ class SnoozeUncapped(MemoryStorage):
         (SnoozeSpendsAttempt, "snooze"),
         (SnoozeUnfenced, "snooze"),
         (SnoozeUncapped, "snooze_cap"),
+        (AsyncEnqueuePartial, "async_enqueue"),
     ],
 )
 def test_broken_control_is_caught(broken: type[MemoryStorage], caught_by: str) -> None:
@@ -110,5 +133,6 @@ def test_broken_control_is_caught(broken: type[MemoryStorage], caught_by: str) -
     assert str(failures[caught_by]).startswith("rule broken: ")
 
 
-def test_memory_backend_passes() -> None:
-    assert run_suite(MemoryStorage, SETTINGS, only=NAMES) == {}
+@pytest.mark.parametrize("backend", [MemoryStorage, AsyncMemory])
+def test_memory_backend_passes(backend: type[MemoryStorage]) -> None:
+    assert run_suite(backend, SETTINGS, only=NAMES) == {}
