@@ -400,14 +400,17 @@ class Runtime:
         error: BaseException | None = None
         reset = _current.set(context)
         try:
-            result = lane.worker.fn(*args, **kwargs)
-            check_result(result)
-            if isinstance(result, Snooze):
-                error = result
-        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            error = exc
-        finally:
-            _current.reset(reset)
+            try:
+                result = lane.worker.fn(*args, **kwargs)
+                check_result(result)
+                if isinstance(result, Snooze):
+                    error = result
+            except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+                error = exc
+            finally:
+                _current.reset(reset)
+        except (JobTimeout, JobCancelled) as stray:  # raised in the watchdog's race, above
+            error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
         return self._conclude(lane, record, token, error)
