@@ -35,7 +35,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conformance import machine_control
 from conformance.error_history import fail_often
 from conformance.machine_v2 import ProtocolTwoRules
 from conformance.model import Model, ModelJob
@@ -51,14 +50,12 @@ from conformance.session import (
     _diff,
 )
 from exqueue.storage import (
-    CANCEL,
     COMPLETE_MANY,
     DEAD,
     ERRORS_KEPT,
     EXPIRY,
     PERSISTENT,
     RUNNING,
-    SNOOZE,
     STATES,
     UNIQUE,
     WAITING,
@@ -300,9 +297,7 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        outcome=st.sampled_from(
-            ("succeed", "fail and retry", "fail into dead", "release", "snooze")
-        ),
+        outcome=st.sampled_from(("succeed", "fail and retry", "fail into dead", "release")),
         delay=delays,
     )
     def finish(self, data: st.DataObject, outcome: str, delay: float) -> None:
@@ -313,8 +308,6 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
         """
         if not self.issued:
             return
-        if outcome == "snooze" and SNOOZE not in self.capabilities:
-            outcome = "release"
         job_id, token = self._holder(data)
         if self.model.held(job_id, token) is not None:
             # A zombie first: an earlier holder of this job (or a made-up token)
@@ -355,9 +348,6 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             error = self._error(job_id)
             expected = self.model.bury(job_id, token, error=error)
             got = self.storage.bury(job_id, token, error=error)
-        elif outcome == "snooze":
-            machine_control.report_snooze(self, job_id, token, delay)
-            return
         else:
             expected = self.model.release(job_id, token)
             got = self.storage.release(job_id, token)
@@ -472,18 +462,14 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
 
     # -- manual operations ------------------------------------------------------------
 
-    @rule(data=st.data(), pick=st.integers(0, 4))
+    @rule(data=st.data(), pick=st.integers(0, 2))
     def by_hand(self, data: st.DataObject, pick: int) -> None:
-        """A person deletes a job, retries a dead one (it keeps its seq), or cancels one.
+        """A person deletes a job, or retries a dead one (it keeps its seq).
 
         The job is drawn evenly by kind (waiting, running, dead, removed, never
         stored); a dead one is mostly retried, any other mostly deleted.
         """
         job_id = self._pick_job(data, "job")
-        if pick >= 3 and CANCEL in self.capabilities:
-            machine_control.cancel_by_hand(self, job_id, delete=pick == 4)
-            return
-        pick = min(pick, 2)
         job = self.model.jobs.get(job_id)
         dead = job is not None and job.state == DEAD
         if dead == (pick == 0):
