@@ -28,6 +28,8 @@ from exqueue.job import Call
 
 class ExqueueAdapter(common.Adapter):
     library = "exqueue"
+    #: More environment for the worker process.
+    extra_env: dict[str, str] = {}
     batch = True
     url: ClassVar[str] = ""
 
@@ -81,7 +83,7 @@ class ExqueueAdapter(common.Adapter):
             return
         self.spawn(
             config.argv,
-            env={**config.env(jobs), "EXQ_BENCH_URL": self.resolved_url()},
+            env={**config.env(jobs), "EXQ_BENCH_URL": self.resolved_url(), **self.extra_env},
             stop_signal=config.library.stop_signal,
         )
 
@@ -141,4 +143,24 @@ class Redis(ExqueueAdapter):
     notes = "pub/sub wake-up"
 
 
-ADAPTERS: list[type[ExqueueAdapter]] = [Memory, SQLite, Postgres, MariaDB, Redis]
+class RedisAsync(Redis):
+    """The job as an ``async def`` worker type: coroutines on the worker's event loop."""
+
+    backend = "redis-asyncio"
+    extra_env = {"EXQ_BENCH_ASYNC": "1"}
+
+
+class PostgresAsync(Postgres):
+    backend = "postgres-asyncio"
+    extra_env = {"EXQ_BENCH_ASYNC": "1"}
+
+
+ADAPTERS: list[type[ExqueueAdapter]] = [
+    Memory,
+    SQLite,
+    Postgres,
+    MariaDB,
+    Redis,
+    RedisAsync,
+    PostgresAsync,
+]

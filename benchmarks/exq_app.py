@@ -4,7 +4,8 @@
 location (its own Redis database and namespace, its own SQL databases). Imported
 as an app by a worker process (``exqueue worker --app benchmarks.exq_app:queue``),
 it builds ``queue`` from ``$EXQ_BENCH_URL`` and ``$EXQ_BENCH_CONCURRENCY``; the job
-runs the body named by ``$EXQ_BENCH_BODY`` (``benchmarks.bodies``; no-op by default).
+runs the body named by ``$EXQ_BENCH_BODY`` (``benchmarks.bodies``; no-op by default),
+as an ``async def`` worker type when ``$EXQ_BENCH_ASYNC`` is set.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def make_storage(url: str) -> Any:
 
 def make_queue(storage: Any, concurrency: int = 8, **options: Any) -> exqueue.Queue:
     queue = exqueue.Queue(storage, **options)
+
+    if os.environ.get("EXQ_BENCH_ASYNC"):
+
+        @queue.worker(name=JOB, concurrency=concurrency, max_retries=0)
+        async def anoop(n: int) -> None:
+            await bodies.arun(n)
+
+        return queue
 
     @queue.worker(name=JOB, concurrency=concurrency, max_retries=0)
     def noop(n: int) -> None:

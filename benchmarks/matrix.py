@@ -84,6 +84,8 @@ _RQ_ONLY_ONE = (
 
 LIBRARIES: tuple[Library, ...] = (
     Library("exqueue", "redis", "threads", _EXQ),
+    Library("exqueue", "redis-asyncio", "asyncio", _EXQ),
+    Library("exqueue", "postgres-asyncio", "asyncio", _EXQ),
     Library("exqueue", "postgres", "threads", _EXQ),
     Library("exqueue", "sqlite", "threads", _EXQ),
     Library("exqueue", "mariadb", "threads", _EXQ),

@@ -269,7 +269,8 @@ def ratio_rows(
             lib = peer.library
             if (peer.concurrency, peer.body) != (c, body) or lib.library == "exqueue":
                 continue
-            if lib.backend != backend and not lib.floor:
+            # An asyncio variant ("redis-asyncio") is compared with its store's peers.
+            if lib.backend != backend.split("-")[0] and not lib.floor:
                 continue
             name = f"exqueue-{backend} / {lib.key}"
             if peer.skip:

@@ -17,7 +17,8 @@ capabilities (:mod:`conformance.capabilities`), and protocol 2's priority
 run only when the backend declares its capability; races
 (:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
 (:mod:`conformance.schedules`); live nodes and outcome history
-(:mod:`conformance.observe`); and the
+(:mod:`conformance.observe`); cancellation and snooze
+(:mod:`conformance.control`); and the
 model-based state machine (:mod:`conformance.machine`, with
 :mod:`conformance.machine_v2`) that explores how they interact.
 
@@ -34,6 +35,7 @@ from hypothesis import settings as Settings
 from conformance import (
     capabilities,
     claims,
+    control,
     dead_jobs,
     enqueue_order,
     error_history,
@@ -86,6 +88,7 @@ CHECKS: dict[str, Check] = {
         *unique.RACE_CHECKS,
         *schedules.CHECKS,
         *observe.CHECKS,
+        *control.CHECKS,
     )
 }
 

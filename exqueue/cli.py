@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from tabulate import tabulate
 
-from exqueue.errors import ExqueueError
+from exqueue.errors import ExqueueError, JobNotFoundError
 from exqueue.job import Job
 from exqueue.queue import DEFAULT_URL, Queue
 from exqueue.registry import connect
@@ -302,6 +302,7 @@ def worker(
 
     recycler = Recycler(max_jobs, max_memory)
     recycler.watch(queue.workers)
+    queue.on_abandoned = recycler.abandoned
     bound_stop(queue, STOP_GRACE)
     queue.run(stop_timeout=stop_timeout)
     if recycler.reason is not None:
@@ -517,6 +518,40 @@ def delete(
         return f"deleted {safe(job_id)}" if queue.delete(job_id) else None
 
     for_each_job(job_ids, delete_one)
+
+
+@main.command()
+@storage_options
+@click.option(
+    "--delete", "remove", is_flag=True, help="Remove a waiting job instead of keeping it."
+)
+@click.argument("job_ids", nargs=-1, required=True)
+def cancel(
+    storage: str | None,
+    app: str | None,
+    prefix: str | None,
+    namespace: str | None,
+    remove: bool,
+    job_ids: tuple[str, ...],
+) -> None:
+    """Cancel jobs: a waiting one at once (kept dead as "cancelled" unless --delete),
+    a running one at its worker's next heartbeat."""
+    queue = open_queue(storage, app, prefix, namespace)
+    said = {
+        "cancelled": "cancelled {} (kept as dead)",
+        "deleted": "cancelled and deleted {}",
+        "requested": "cancel requested for running job {}: its worker stops it",
+        "finished": "{} is already dead; nothing to cancel",
+    }
+
+    def cancel_one(job_id: str) -> str | None:
+        try:
+            outcome = queue.cancel(job_id, delete=remove)
+        except JobNotFoundError:
+            return None
+        return said[outcome].format(safe(job_id))
+
+    for_each_job(job_ids, cancel_one)
 
 
 @main.command()

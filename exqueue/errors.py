@@ -43,3 +43,25 @@ class JobExpiredError(ExqueueError):
 
 class SchemaVersionError(ConfigurationError):
     """The stored schema version does not match this version of exqueue."""
+
+
+class JobCancelled(ExqueueError):
+    """Raised in a running job (task cancelled, or raised in its thread) that was cancelled."""
+
+
+class Snooze(ExqueueError):
+    """Raise (or return) it from a job to run the job again ``seconds`` from now.
+
+    The attempt is not spent; a job may snooze ``max_snoozes`` times (a Queue
+    option), after which a snooze counts as a failure.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        from exqueue.guards import check_seconds
+
+        self.seconds = check_seconds("Snooze seconds", seconds)
+        super().__init__(f"snoozed for {self.seconds:g} s")
+
+
+class JobTimeout(ExqueueError):
+    """Raised in a job (task cancelled, or raised in its thread) that ran past its timeout."""

@@ -2,8 +2,8 @@
 
 Bad values are refused where they enter (construction, registration, enqueue)
 with a clear error, so that nothing absurd is stored and no worker later trips
-over it. Jobs run synchronously in threads, so coroutine and generator
-functions are refused until exqueue has asyncio jobs.
+over it. Jobs run in threads, or as coroutines on the worker's event loop for
+``async def`` functions; generator functions are refused (calling one runs nothing).
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ def check_worker_name(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
+ASYNC_KIND = "an async (coroutine) function"
+
+
 def _not_sync(fn: object) -> str | None:
     """What kind of non-plain function ``fn`` is, or None for an ordinary one."""
     # inspect's checks see through functools.partial and bound methods; a
@@ -121,7 +124,7 @@ def _not_sync(fn: object) -> str | None:
             targets.append(type(last).__call__)
     for target in targets:
         if inspect.iscoroutinefunction(target):
-            return "an async (coroutine) function"
+            return ASYNC_KIND
         if inspect.isasyncgenfunction(target):
             return "an async generator function"
         if inspect.isgeneratorfunction(target):
@@ -129,26 +132,33 @@ def _not_sync(fn: object) -> str | None:
     return None
 
 
+def is_async_function(fn: object) -> bool:
+    """True for a coroutine function (seen through partials, bound methods and ``__call__``)."""
+    return _not_sync(fn) == ASYNC_KIND
+
+
 def check_worker_function(fn: object) -> None:
     """Refuse job functions whose body would not run when the worker calls them."""
     kind = _not_sync(fn)
-    if kind is not None:
+    if kind is not None and kind != ASYNC_KIND:
         raise ConfigurationError(
-            f"{fn!r} is {kind}: calling it would not run its body, and exqueue runs jobs "
-            "synchronously; register a plain function (asyncio jobs are not supported yet)"
+            f"{fn!r} is {kind}: calling it would not run its body; register a plain "
+            "function or an async def (coroutine) function"
         )
 
 
 def check_result(result: Any) -> None:
-    """Fail an attempt whose function returned work it did not do (a coroutine, a generator).
+    """Fail an attempt of a plain function that returned work it did not do.
 
-    Counting it a success would drop the job with its body never run.
+    A coroutine, an awaitable or a generator returned by a worker type registered
+    as a plain function would be counted a success with its body never run.
     """
     if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
         kind = type(result).__name__
         if inspect.iscoroutine(result) or inspect.isgenerator(result):
             result.close()  # never started: closing it avoids the "never awaited" warning
         raise TypeError(
-            f"the job function returned a {kind} instead of running its work: "
-            "exqueue runs jobs synchronously and does not await or iterate results"
+            f"the job function returned a {kind} instead of running its work: a worker "
+            "type registered as a plain function is not awaited; register an async def "
+            "function to run it on the worker's event loop"
         )

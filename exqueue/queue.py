@@ -54,18 +54,23 @@ from exqueue.policy import (
     Backoff,
     Fixed,
 )
+from exqueue.queue_async import AsyncMethods
 from exqueue.queue_observe import ObserveMethods
 from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
 from exqueue.storage import (
+    CANCEL,
     DEAD,
     METADATA,
     STATES,
     TRANSACTIONAL_ENQUEUE,
+    CancelRequest,
+    CancelResult,
     JobRecord,
     JobState,
     NewJob,
     Storage,
+    SupportsCancel,
     SupportsTransactionalEnqueue,
 )
 from exqueue.worker_type import WithOptions, WorkerType
@@ -105,7 +110,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue(ScheduleMethods, ObserveMethods):
+class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
@@ -125,6 +130,10 @@ class Queue(ScheduleMethods, ObserveMethods):
     quarter of the lease (see docs/reliability.md). By default only the real
     clock (``time.time``) is checked: a clock a test moves by hand is not a wall
     clock; pass True to check an injected one too.
+
+    ``timeout_grace``: seconds a plain (thread) job past its timeout gets, after
+    :class:`exqueue.JobTimeout` is raised in its thread, before it is abandoned
+    (see docs/async.md).
     """
 
     def __init__(
@@ -140,6 +149,8 @@ class Queue(ScheduleMethods, ObserveMethods):
         check_clock: bool | None = None,
         run_schedules: bool = True,
         middleware: Sequence[Middleware] = (),
+        timeout_grace: float = 5.0,
+        max_snoozes: int = 100,
     ) -> None:
         check_seconds("lease", lease, positive=True)
         check_seconds("poll_interval", poll_interval, positive=True)
@@ -158,6 +169,11 @@ class Queue(ScheduleMethods, ObserveMethods):
         self.hooks = Hooks(middleware)
         self._runtime: Runtime | None = None
         self.run_schedules = run_schedules
+        self.timeout_grace = check_seconds("timeout_grace", timeout_grace)
+        self.max_snoozes = check_count("max_snoozes", max_snoozes, low=0)
+        #: Called with the number of job threads abandoned so far, after each one
+        #: (``exqueue worker`` replaces its process once they pile up).
+        self.on_abandoned: Callable[[int], None] | None = None
         self._schedules = {}
         self._scheduler = None
 
@@ -383,14 +399,20 @@ class Queue(ScheduleMethods, ObserveMethods):
         enqueues through the caller's open database transaction, on backends that
         support it, so the jobs commit or roll back with the caller's data.
         """
+        new_jobs = self._new_jobs(calls, allow_unknown)
+        return self._job_ids(new_jobs, self._persist(new_jobs, transaction))
+
+    def _new_jobs(self, calls: Iterable[Call], allow_unknown: bool) -> list[NewJob]:
         now = self.clock()
-        new_jobs = [
+        return [
             self._new_job(
                 c.worker, c.args, c.kwargs, c.run_at, c.delay, now, allow_unknown, c.options
             )
             for c in calls
         ]
-        held = self._persist(new_jobs, transaction)
+
+    def _job_ids(self, new_jobs: Sequence[NewJob], held: list[str] | None) -> list[JobId]:
+        """The ids an enqueue returns, from the holders the backend named."""
         ids = [job.id for job in new_jobs]
         # None: a version-1 backend, every job was stored. Equal lists: no duplicate.
         if held is None or held == ids:
@@ -520,6 +542,28 @@ class Queue(ScheduleMethods, ObserveMethods):
             )
         return outcome == "deleted"
 
+    def cancel(self, job_id: str, *, delete: bool = False) -> CancelResult:
+        """Cancel a job: a waiting one at once, a running one through its lease.
+
+        A waiting job becomes dead with the error "cancelled" (``"cancelled"``),
+        or is removed with ``delete=True`` (``"deleted"``). A running job is
+        marked (``"requested"``): its worker sees the mark at its next heartbeat
+        (a third of the lease) and stops it (its task is cancelled, or
+        :class:`exqueue.JobCancelled` is raised in its thread), and it is kept
+        dead as "cancelled". A dead job is left as it is (``"finished"``; with
+        ``delete=True`` it is removed). Raises :class:`JobNotFoundError` when
+        there is no such job.
+        """
+        storage = self.storage
+        if CANCEL not in storage.capabilities or not isinstance(storage, SupportsCancel):
+            raise ConfigurationError(f"{type(storage).__name__} cannot cancel jobs (no CANCEL)")
+        outcome = storage.cancel(CancelRequest(job_id, delete=bool(delete)))
+        if outcome == "missing":
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        if outcome == "requested" and self._runtime is not None:
+            self._runtime.interrupt(job_id)  # held here: no need to wait for the heartbeat
+        return outcome
+
     def stats(self) -> dict[str, WorkerStats]:
         """Per worker type: waiting (runnable now), scheduled, running, dead."""
         counts = self.storage.counts(self.clock())
@@ -554,12 +598,16 @@ class Queue(ScheduleMethods, ObserveMethods):
             hooks=self.hooks,
             check_clock=self.check_clock,
             scheduler=self._get_scheduler() if self.run_schedules else None,
+            timeout_grace=self.timeout_grace,
+            max_snoozes=self.max_snoozes,
         )
 
     def _make_runtime(self) -> Runtime:
         from exqueue.runtime import Runtime
 
-        return Runtime(self._node_config())
+        runtime = Runtime(self._node_config())
+        runtime.on_abandoned = self.on_abandoned
+        return runtime
 
     def start(self) -> None:
         """Recover, then run the workers in background threads until :meth:`stop`."""

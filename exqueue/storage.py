@@ -616,3 +616,99 @@ class SupportsHistory(Protocol):
     def prune_history(self, before: int) -> int:
         """Remove the rows with ``minute < before``; how many were removed."""
         ...
+
+
+# -- cancellation and snooze (issue 16) -----------------------------------------------
+
+#: Implements :class:`SupportsCancel`: waiting jobs cancelled, running ones asked to stop.
+CANCEL = "cancel"
+#: Implements :class:`SupportsSnooze`: a held job put back for later, attempt not spent.
+SNOOZE = "snooze"
+#: The error text a cancelled job is kept (dead) with.
+CANCELLED = "cancelled"
+
+CancelResult = Literal["cancelled", "deleted", "requested", "missing", "finished"]
+SnoozeResult = Literal["snoozed", "capped", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Cancel ``job_id``; ``delete``: remove a waiting job instead of keeping it dead."""
+
+    job_id: str
+    delete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SnoozeRequest:
+    """Put ``job_id`` (held with ``token``) back to ``waiting`` at ``run_at``.
+
+    ``max_snoozes``: how many snoozes the job may have had before this one is refused.
+    """
+
+    job_id: str
+    token: str
+    run_at: float
+    max_snoozes: int
+
+
+@runtime_checkable
+class SupportsCancel(Protocol):
+    """Optional capability :data:`CANCEL`.
+
+    A waiting job is cancelled at once: it becomes ``dead`` with the error
+    :data:`CANCELLED` (recorded as ``bury`` does, attempt left as it was) or,
+    with ``delete``, is removed (as :meth:`Storage.delete`). A running job is
+    only marked: it stays ``running`` under its lease, and its holder, which
+    asks :meth:`cancel_requested` at each heartbeat, stops it and records the
+    outcome with its token (fenced like every transition). A dead job is left
+    as it was (``finished``; with ``delete`` it is removed, ``deleted``).
+    A mark dies with the attempt: once the job leaves ``running`` (any
+    transition, recovery included) it is no longer marked.
+    """
+
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        """``cancelled`` / ``deleted`` / ``requested`` (running) / ``finished`` / ``missing``."""
+        ...
+
+    def cancel_requested(self, token: str, job_ids: Sequence[str]) -> list[str]:
+        """Of ``job_ids`` running with ``token``, those marked for cancellation."""
+        ...
+
+
+@runtime_checkable
+class SupportsSnooze(Protocol):
+    """Optional capability :data:`SNOOZE`: run a held job again later, attempt not spent.
+
+    A stored per-job count of snoozes (``snoozes`` on :class:`JobRecord` where the
+    backend reports it through :meth:`snoozes`) survives retries; ``requeue``
+    makes a new job with none.
+    """
+
+    def snooze(self, request: SnoozeRequest) -> SnoozeResult:
+        """``running`` (held with ``token``) -> ``waiting`` at ``run_at``, ``attempt -= 1``,
+        lease cleared, the job's snooze count + 1: ``snoozed``. ``capped`` (nothing
+        changed) when the count is already ``max_snoozes``; ``lost`` when not held."""
+        ...
+
+    def snoozes(self, job_id: str) -> int:
+        """How many times the job was snoozed (0 for a missing job)."""
+        ...
+
+
+#: Implements :class:`SupportsAsyncEnqueue`: enqueue through a native async driver.
+ASYNC_ENQUEUE = "async_enqueue"
+
+
+@runtime_checkable
+class SupportsAsyncEnqueue(Protocol):
+    """Optional capability :data:`ASYNC_ENQUEUE`: ``enqueue`` as a coroutine.
+
+    The same transition as :meth:`Storage.enqueue` (same result, same errors),
+    awaited on the caller's event loop through the backend's own async driver,
+    so an async web handler enqueues without a thread hop.
+    """
+
+    async def aenqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        """:meth:`Storage.enqueue`, awaitable."""
+        ...

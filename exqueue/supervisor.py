@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import logging
 import os
 import resource
@@ -161,6 +162,10 @@ def supervise(app: str, processes: int, base: str, stop_timeout: float, extra: l
     return status
 
 
+#: Job threads abandoned past their timeout after which a worker process is replaced.
+MAX_ABANDONED = 4
+
+
 class Recycler:
     """Stops this worker process gracefully once it has run ``max_jobs`` jobs or its
     resident memory passed ``max_memory_mb``, then tells its caller to exit with
@@ -191,18 +196,38 @@ class Recycler:
             thread.start()
 
     def _counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self._count()
+
+            return run_async
+
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             finally:
-                with self._lock:
-                    self._done += 1
-                    done = self._done
-                if self.max_jobs is not None and done == self.max_jobs:
-                    self._recycle(f"ran {done} jobs (--max-jobs {self.max_jobs})")
+                self._count()
 
         return run
+
+    def abandoned(self, count: int) -> None:
+        """Job threads stuck past their timeout hold memory and sockets: past
+        ``MAX_ABANDONED`` the process is replaced (they cannot be killed otherwise)."""
+        if count >= MAX_ABANDONED:
+            self._recycle(f"abandoned {count} job threads stuck past their timeout")
+
+    def _count(self) -> None:
+        with self._lock:
+            self._done += 1
+            done = self._done
+        if self.max_jobs is not None and done == self.max_jobs:
+            self._recycle(f"ran {done} jobs (--max-jobs {self.max_jobs})")
 
     def _watch_memory(self) -> None:
         assert self.max_memory_mb is not None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 
 from exqueue.errors import InvalidScheduleError
-from exqueue.guards import check_delay
+from exqueue.guards import check_delay, is_async_function
 from exqueue.job import Call, JobId
 from exqueue.options import JobOptions, Seconds, UniqueOption, When
 from exqueue.policy import Backoff
@@ -50,6 +50,8 @@ class WorkerType(Generic[P, R]):
         self.backoff = backoff
         self.serial = serial
         self.defaults = defaults
+        #: An ``async def`` function: its jobs run as coroutines on the worker's event loop.
+        self.is_async = is_async_function(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -71,6 +73,16 @@ class WorkerType(Generic[P, R]):
         ``.duplicate`` True (nothing was stored).
         """
         return self.queue._enqueue_one(self.name, args, kwargs, None, 0.0)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue` without blocking the event loop (for async web handlers)."""
+        call = self.call(*args, **kwargs)
+        return (await self.queue.aenqueue_many([call]))[0]
+
+    async def aenqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue_in` without blocking the event loop."""
+        call = Call(self.name, args, dict(kwargs), delay=check_delay(seconds))
+        return (await self.queue.aenqueue_many([call]))[0]
 
     def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> JobId:
         """Persist a job to run ``seconds`` from now."""
@@ -133,6 +145,10 @@ class WithOptions(Generic[P, R]):
         """Persist a job with these options; returns its id (or a unique holder's)."""
         worker = self.worker
         return worker.queue._enqueue_one(worker.name, args, kwargs, None, 0.0, self.job_options)
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobId:
+        """:meth:`enqueue` without blocking the event loop."""
+        return (await self.worker.queue.aenqueue_many([self.call(*args, **kwargs)]))[0]
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> Call:
         """A :class:`Call` carrying these options, for ``queue.enqueue_many``."""

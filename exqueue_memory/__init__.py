@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from exqueue.storage import (
+    CANCEL,
     COMPLETE_MANY,
     DEAD,
     EXPIRED,
@@ -36,6 +37,7 @@ from exqueue.storage import (
     PROTOCOL_2,
     RUNNING,
     SCHEDULES,
+    SNOOZE,
     WAITING,
     WAKEUP,
     Counts,
@@ -47,6 +49,7 @@ from exqueue.storage import (
     RequeueResult,
     add_error,
 )
+from exqueue_memory._control import MemoryControl
 from exqueue_memory._observe import MemoryObserve
 from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
@@ -59,10 +62,12 @@ _SLACK = 64
 _NO_META: Mapping[str, str] = MappingProxyType({})
 
 
-class MemoryStorage(MemorySchedules, MemoryObserve):
+class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
-    capabilities = frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY}) | PROTOCOL_2
+    capabilities = (
+        frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE}) | PROTOCOL_2
+    )
 
     def __init__(self, url: str | None = None) -> None:
         self._lock = threading.Lock()

@@ -86,6 +86,8 @@ from typing import Any, cast
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
+    CANCEL,
     COMPLETE_MANY,
     EXPIRED,
     HISTORY,
@@ -95,6 +97,7 @@ from exqueue.storage import (
     PROTOCOL_2,
     SCHEDULES,
     SERVER_CLOCK,
+    SNOOZE,
     WAKEUP,
     Counts,
     DeleteResult,
@@ -119,7 +122,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
+from exqueue_redis._control import RedisControl
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
@@ -143,7 +148,7 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 _WAIT_SLICE = 0.2
 
 
-class RedisStorage(RedisSchedules, RedisObserve):
+class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -155,6 +160,7 @@ class RedisStorage(RedisSchedules, RedisObserve):
 
     capabilities = frozenset(
         {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
+        | {CANCEL, SNOOZE, ASYNC_ENQUEUE}
         | PROTOCOL_2
     )
 

@@ -491,7 +491,8 @@ local worker, seq = f[2], f[3]
 redis.call('RENAME', jkey(id), jkey(new))
 drop_errors(jkey(new), 1, math.huge)
 redis.call('HSET', jkey(new), 'id', new, 'attempt', 0, 'errors', 0)
-redis.call('HDEL', jkey(new), 'expires_at')
+-- A new job: no expiry, and no snooze count or cancel mark (see _control).
+redis.call('HDEL', jkey(new), 'expires_at', 'snoozes', 'cancel_token')
 redis.call('ZREM', P .. 'expiry', smember(seq, id))
 redis.call('ZREM', P .. 'dead:' .. worker, id)
 redis.call('ZREM', P .. 'all:' .. worker, id)

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateColumn
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
+from exqueue_sql._control import control_table
 from exqueue_sql._observe import observe_tables
 from exqueue_sql._schedules import schedules_table
 
@@ -168,6 +169,7 @@ def tables(
     )
     schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
     observe_tables(prefix, md, options)  # {prefix}nodes, {prefix}history: see _observe
+    control_table(prefix, md, options)  # {prefix}job_control: see _control
     return Tables(jobs, meta, unique, done)
 
 

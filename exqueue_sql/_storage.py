@@ -32,11 +32,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError
 from exqueue.storage import (
+    CANCEL,
     DEAD,
     HISTORY,
     NODES,
     RUNNING,
     SCHEDULES,
+    SNOOZE,
     WAITING,
     Counts,
     DeleteResult,
@@ -47,6 +49,7 @@ from exqueue.storage import (
     RequeueResult,
 )
 from exqueue_sql import _expiry, _listing, _unique
+from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._observe import SQLObserve, create_observe_tables
@@ -79,7 +82,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules, SQLObserve):
+class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -124,7 +127,13 @@ class SQLStorage(SQLSchedules, SQLObserve):
             self._tables = self._dialect.tables
             self._jobs = self._tables.jobs
             self._lock = self._dialect.lock
-            self.capabilities = self._dialect.capabilities | {SCHEDULES, NODES, HISTORY}
+            self.capabilities = self._dialect.capabilities | {
+                SCHEDULES,
+                NODES,
+                HISTORY,
+                CANCEL,
+                SNOOZE,
+            }
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -157,6 +166,7 @@ class SQLStorage(SQLSchedules, SQLObserve):
             self.upgraded_from = open_tables(conn, self._tables, self.prefix, create)
             create_schedules_table(conn, self._jobs.metadata, self.prefix)
             create_observe_tables(conn, self._jobs.metadata, self.prefix)
+            create_control_table(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:

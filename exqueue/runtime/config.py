@@ -44,6 +44,10 @@ class NodeConfig:
     scheduler: Scheduler | None = None
     #: The queue's middlewares (see :mod:`exqueue.middleware`).
     hooks: Hooks = field(default_factory=Hooks)
+    #: Seconds a thread job past its timeout gets to stop before it is abandoned.
+    timeout_grace: float = 5.0
+    #: How many times one job may snooze (``exqueue.Snooze``) before a snooze is a failure.
+    max_snoozes: int = 100
 
 
 @dataclass

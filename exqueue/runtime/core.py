@@ -8,7 +8,9 @@ acker thread where the backend can. A heartbeat thread (:mod:`.leases`) extends
 the leases of held jobs and recovers jobs whose lease expired on any node. On
 backends with a wake-up signal a listener thread turns it into a local event,
 so idle workers block instead of polling; elsewhere the dispatcher polls with a
-back-off up to ``poll_interval``.
+back-off up to ``poll_interval``. Async worker types run as coroutines on an
+event loop thread (:mod:`.aio`); thread jobs past their timeout are stopped or
+abandoned by a watchdog (:mod:`.timeouts`).
 """
 
 from __future__ import annotations
@@ -18,28 +20,31 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
 
-from exqueue.errors import SerializationError
+from exqueue.errors import JobCancelled, JobTimeout, SerializationError, Snooze
 from exqueue.guards import check_result
 from exqueue.job import JobContext, _current
 from exqueue.middleware import job_extra
 from exqueue.runtime.acks import Acker, Recorder
+from exqueue.runtime.aio import AsyncRunner, Prepared, Undecodable, claim_batch, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
-from exqueue.runtime.observe import DEAD, Observer
+from exqueue.runtime.observe import DEAD, SUCCEEDED, Observer
+from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
+    CANCEL,
+    CANCELLED,
     COMPLETE_MANY,
     PERSISTENT,
+    SNOOZE,
     WAKEUP,
     JobRecord,
+    SnoozeRequest,
     SupportsCompleteMany,
+    SupportsSnooze,
     SupportsWakeup,
 )
-
-if TYPE_CHECKING:
-    from exqueue.queue import WorkerType
 
 log = logging.getLogger("exqueue")
 
@@ -52,6 +57,10 @@ CLAIM_GRACE = 5.0
 #: takes milliseconds on a healthy store, so this only bounds a failing one.
 RELEASE_GRACE = 2.0
 _NO_META: Mapping[str, str] = MappingProxyType({})
+
+
+class _Abandoned(BaseException):
+    """A job thread whose job the watchdog abandoned: it ends, recording nothing."""
 
 
 class Runtime:
@@ -77,6 +86,15 @@ class Runtime:
         self._listening = False  # a listener thread turns storage wake-ups into _wake
         self._hurry = threading.Event()  # stop at once: running jobs are released
         self._unreachable = False  # a release failed while stopping: try no more
+        self._aio: AsyncRunner | None = None
+        self._watchdog = Watchdog(config.timeout_grace, self._abandon, ledger.stopping)
+        #: Job threads abandoned past their timeout (they may still be stuck in C).
+        self.abandoned = 0
+        #: Called with ``abandoned`` after each abandonment (the CLI recycles the process).
+        self.on_abandoned: Callable[[int], None] | None = None
+        # Every thread job is watched where a running job can be cancelled.
+        self._watch_all = CANCEL in self.storage.capabilities
+        self._leases.on_cancel = self.interrupt
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -97,13 +115,19 @@ class Runtime:
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
             self._acker = Acker(self._recorder, self.storage, bound)
-        for name, lane in self._lanes.items():
-            for number in range(lane.worker.concurrency):
-                thread = threading.Thread(
-                    target=self._lane_loop, args=(lane,), name=f"exqueue-{name}-{number}"
-                )
-                thread.daemon = True
-                thread.start()
+        for lane in self._lanes.values():
+            if not lane.worker.is_async:
+                for _ in range(lane.worker.concurrency):
+                    self._lane_thread(lane)
+        async_lanes = [lane for lane in self._lanes.values() if lane.worker.is_async]
+        if async_lanes:
+            self._aio = AsyncRunner(
+                async_lanes,
+                prepare=self._prepare,
+                conclude=self._conclude,
+                finished=self._async_finished,
+                claim_here=self._claimer.claim_here,
+            )
         try:
             self._leases.check_clock()
             if not self._ledger.skewed.is_set():
@@ -129,6 +153,12 @@ class Runtime:
         )
         if self._listening:
             self._spawn(self._listen_loop, "exqueue-listener")
+
+    def _lane_thread(self, lane: Lane) -> None:
+        thread = threading.Thread(
+            target=self._lane_loop, args=(lane,), name=f"exqueue-{lane.worker.name}", daemon=True
+        )
+        thread.start()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -189,6 +219,8 @@ class Runtime:
             unfinished = [item for item in ledger.held.items() if item[0] not in unwritten]
             ledger.held.clear()
         self._hand_back(unfinished, end, True)
+        if self._aio is not None:
+            self._aio.close(timeout=max(end + RELEASE_GRACE - time.monotonic(), 0.1))
         for thread in self._threads:
             thread.join(timeout=min(2.0, max(end + RELEASE_GRACE - time.monotonic(), 0.1)))
         if not self._unreachable:  # a store that failed releases would make each write wait
@@ -316,7 +348,10 @@ class Runtime:
                 started = time.monotonic()
                 deferred = False
                 try:
-                    deferred = self._execute(lane.worker, record, token, own)
+                    deferred = self._execute(lane, record, token, own)
+                except _Abandoned:
+                    ready.acquire()  # the ``with`` releases it
+                    return  # the watchdog recorded the job and started a fresh thread
                 finally:
                     # Count the job as finished before the lane looks idle, so a
                     # drain that sees an idle lane also sees this job's completion.
@@ -362,44 +397,28 @@ class Runtime:
 
     def _execute(
         self,
-        worker: WorkerType[Any, Any],
+        lane: Lane,
         record: JobRecord,
         token: str,
         own: dict[str, list[float]] | None = None,
     ) -> bool:
         """Run one job; True when its success was queued for the acker."""
         try:
-            return self._run(worker, record, token, own)
+            return self._run(lane, record, token, own)
+        except _Abandoned:
+            raise
         except Exception:
             log.exception(
                 "internal error while handling job %s", record.id, extra=job_extra(record)
             )
             return False
 
-    def _run(
-        self,
-        worker: WorkerType[Any, Any],
-        record: JobRecord,
-        token: str,
-        own: dict[str, list[float]] | None,
-    ) -> bool:
+    def _prepare(self, record: JobRecord) -> Prepared:
+        """The job's arguments and context; :class:`Undecodable` when its payload is bad."""
         try:
             args, kwargs = self.config.codec.decode(record.payload)
         except BaseException as exc:  # whatever a decoder raises, no retry can read it
-            reason = exc if isinstance(exc, SerializationError) else f"{type(exc).__name__}: {exc}"
-            error = f"payload could not be decoded: {reason}"
-            if self._recorder.bury(record, token, error):
-                if self._tally is not None:
-                    self._tally.add(record.worker, DEAD, 0.0)
-                log.error(
-                    "job %s (%s) is dead: %s",
-                    record.id,
-                    record.worker,
-                    error,
-                    extra=job_extra(record),
-                )
-                self.config.report_dead(record.id, exc)
-            return False
+            raise Undecodable(exc) from exc
         context = JobContext(
             record.id,
             record.worker,
@@ -412,23 +431,105 @@ class Runtime:
         hooks = self.config.hooks
         if hooks:
             hooks.started(record)
-        reset = _current.set(context)
-        began = time.monotonic()
+        return args, kwargs, context
+
+    def _run(
+        self, lane: Lane, record: JobRecord, token: str, own: dict[str, list[float]] | None
+    ) -> bool:
         try:
-            check_result(worker.fn(*args, **kwargs))
-        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            _current.reset(reset)
-            self._recorder.failure(worker, record, token, exc, time.monotonic() - began)
+            args, kwargs, context = self._prepare(record)
+        except Undecodable as bad:
+            return self._conclude(lane, record, token, bad)
+        began = time.monotonic()
+        watch = None
+        if record.timeout is not None or self._watch_all:
+            watch = self._watchdog.watch(record, token, lane)
+        error: BaseException | None = None
+        reset = _current.set(context)
+        try:
+            try:
+                result = lane.worker.fn(*args, **kwargs)
+                check_result(result)
+                if isinstance(result, Snooze):
+                    error = result
+            except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+                error = exc
+            finally:
+                _current.reset(reset)
+        except (JobTimeout, JobCancelled) as stray:  # raised in the watchdog's race, above
+            error = error if error is not None else stray
+        if watch is not None:
+            error = self._settle(watch, error)
+        return self._conclude(lane, record, token, error, time.monotonic() - began, own)
+
+    def _settle(self, watch: Watch, error: BaseException | None) -> BaseException | None:
+        """Claim the outcome from the watchdog; the error to record."""
+        while True:
+            try:
+                owned = self._watchdog.settle(watch)
+                break
+            except (JobTimeout, JobCancelled) as stray:  # raised as the job returned
+                error = error if error is not None else stray
+        if not owned:
+            raise _Abandoned
+        if watch.cancelled and isinstance(error, JobCancelled):
+            return error
+        if watch.fired and isinstance(error, JobTimeout) and not error.args:
+            assert watch.record.timeout is not None
+            return timed_out(watch.record.timeout)
+        return error
+
+    def _conclude(
+        self,
+        lane: Lane,
+        record: JobRecord,
+        token: str,
+        error: BaseException | None,
+        duration: float | None = None,
+        own: dict[str, list[float]] | None = None,
+    ) -> bool:
+        """Record an attempt's outcome; True when its success was queued for the acker.
+
+        ``duration`` is the attempt's run time; an async job's is taken from its
+        claim (``started_at``). ``own`` is the calling thread's success counter
+        (see ``runtime.observe.Tally``); without one, successes go to the shared tally.
+        """
+        if duration is None:
+            started = record.started_at
+            duration = max(self.config.clock() - started, 0.0) if started is not None else 0.0
+        if isinstance(error, Undecodable):
+            cause = error.cause
+            reason = (
+                cause
+                if isinstance(cause, SerializationError)
+                else f"{type(cause).__name__}: {cause}"
+            )
+            text = f"payload could not be decoded: {reason}"
+            if self._recorder.bury(record, token, text):
+                if self._tally is not None:
+                    self._tally.add(record.worker, DEAD, 0.0)
+                log.error(
+                    "job %s (%s) is dead: %s",
+                    record.id,
+                    record.worker,
+                    text,
+                    extra=job_extra(record),
+                )
+                self.config.report_dead(record.id, cause)
             return False
-        _current.reset(reset)
-        duration = time.monotonic() - began
-        if own is not None:  # this thread's success counter (see runtime.observe.Tally)
-            counted = own.get(record.worker)
-            if counted is None:
-                own[record.worker] = [1, duration]
-            else:
-                counted[0] += 1
-                counted[1] += duration
+        if isinstance(error, JobCancelled):
+            if self._recorder.bury(record, token, CANCELLED):
+                log.info("job %s (%s) was cancelled while running", record.id, record.worker)
+            return False
+        if isinstance(error, Snooze):
+            error = self._snooze(record, token, error)
+            if error is None:
+                return False
+        if error is not None:
+            self._recorder.failure(lane.worker, record, token, error, duration)
+            return False
+        self._count_success(record, duration, own)
+        hooks = self.config.hooks
         if self._acker is not None:
             self._acker.submit(record.id, token)
             if hooks:
@@ -438,3 +539,102 @@ class Runtime:
         if hooks:
             hooks.succeeded(record, duration)
         return False
+
+    def _count_success(
+        self, record: JobRecord, duration: float, own: dict[str, list[float]] | None
+    ) -> None:
+        """Count a success for the history: in the thread's own counter, lock-free, if any."""
+        if own is not None:
+            counted = own.get(record.worker)
+            if counted is None:
+                own[record.worker] = [1, duration]
+            else:
+                counted[0] += 1
+                counted[1] += duration
+        elif self._tally is not None:
+            self._tally.add(record.worker, SUCCEEDED, duration)
+
+    def _snooze(self, record: JobRecord, token: str, snooze: Snooze) -> BaseException | None:
+        """Put the job back for later, attempt unspent; the failure to record instead, if any."""
+        storage = self.storage
+        if SNOOZE not in storage.capabilities or not isinstance(storage, SupportsSnooze):
+            return RuntimeError(f"{type(storage).__name__} cannot snooze jobs (no SNOOZE)")
+        limit = self.config.max_snoozes
+        request = SnoozeRequest(record.id, token, self.config.clock() + snooze.seconds, limit)
+        outcome: list[str] = []
+
+        def call() -> bool:
+            outcome.append(storage.snooze(request))
+            return outcome[-1] != "lost"
+
+        if not self._recorder.record(record.id, "snooze", call) or outcome[-1] == "snoozed":
+            return None
+        return RuntimeError(f"the job snoozed {limit} times, the most a job may (max_snoozes)")
+
+    def interrupt(self, job_id: str) -> bool:
+        """Stop the running job ``job_id`` (cancelled): cancel its task or raise in its thread."""
+        if self._aio is not None and self._aio.cancel(job_id):
+            return True
+        return self._watchdog.interrupt(job_id)
+
+    def _async_finished(self, done: list[tuple[Lane, JobRecord, bool, float]]) -> None:
+        """Async jobs' outcomes are recorded: free their slots (on a finisher thread)."""
+        if not done:
+            return
+        ledger = self._ledger
+        with ledger.lock:
+            for _, record, deferred, _ in done:
+                if not deferred:  # a queued success keeps its lease until written
+                    ledger.held.pop(record.id, None)
+            ledger.finished += len(done)
+            ledger.progress += 1
+        now = time.monotonic()
+        wanted = 0
+        for lane in {id(lane): lane for lane, _, _, _ in done}.values():
+            mine = [started for other, _, _, started in done if other is lane]
+            with lane.ready:
+                lane.executing -= len(mine)
+                for started in mine:
+                    lane.observe(now - started)
+                free = lane.worker.concurrency - lane.executing
+                # Wake the feeder only when it has work: buffered jobs or a claim's worth of slots.
+                if (
+                    lane.buffer
+                    or free >= claim_batch(lane.worker.concurrency)
+                    or not lane.executing
+                ):
+                    lane.ready.notify()
+                if not lane.more_waiting:
+                    wanted += lane.wanted()
+        if wanted and not self._wake.is_set():
+            self._wake.set()
+
+    def _abandon(self, watch: Watch) -> None:
+        """A thread job did not stop after its timeout: record it failed, free its slot."""
+        record, lane = watch.record, watch.lane
+        assert record.timeout is not None
+        log.error(
+            "job %s (%s) did not stop %gs after its timeout; its thread is abandoned",
+            record.id,
+            record.worker,
+            self._watchdog.grace,
+        )
+        try:
+            self._recorder.failure(lane.worker, record, watch.token, timed_out(record.timeout))
+        except Exception:
+            log.exception("recording the timeout of job %s failed", record.id)
+        ledger = self._ledger
+        with ledger.lock:
+            ledger.held.pop(record.id, None)
+            ledger.finished += 1
+            ledger.progress += 1
+            self.abandoned += 1
+            abandoned = self.abandoned
+        with lane.ready:
+            lane.executing -= 1
+            closing = lane.closing
+        if not closing:
+            self._lane_thread(lane)
+        self._wake.set()
+        if self.on_abandoned is not None:
+            self.on_abandoned(abandoned)

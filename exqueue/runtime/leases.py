@@ -20,11 +20,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from exqueue.errors import JobExpiredError
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.observe import Observer
-from exqueue.storage import EXPIRED, EXPIRY, SERVER_CLOCK, WORKER_LOST, SupportsServerClock
+from exqueue.storage import (
+    CANCEL,
+    EXPIRED,
+    EXPIRY,
+    SERVER_CLOCK,
+    WORKER_LOST,
+    SupportsCancel,
+    SupportsServerClock,
+)
 
 log = logging.getLogger("exqueue")
 
@@ -49,6 +58,8 @@ class Leases:
         self.stopping = ledger.stopping
         #: Counts the deaths this node records for the store's history (set by the runtime).
         self.observer: Observer | None = None
+        #: Told of each held job whose cancellation was requested (see ``heartbeat``).
+        self.on_cancel: Callable[[str], object] | None = None
 
     def loop(self) -> None:
         interval = self.config.lease / 3
@@ -111,6 +122,12 @@ class Leases:
                 gone = [j for j in job_ids if j not in kept and ledger.held.get(j) == token]
                 for job_id in gone:
                     del ledger.held[job_id]
+            storage = self.config.storage
+            if kept and CANCEL in storage.capabilities and isinstance(storage, SupportsCancel):
+                # A cancel marks a running job; its holder learns it here and stops it.
+                for job_id in storage.cancel_requested(token, sorted(kept)):
+                    if self.on_cancel is not None:
+                        self.on_cancel(job_id)
             if gone:
                 # No warning here: only the job's outcome, fenced by its token, can
                 # tell a lost lease from a success just written; it warns if lost.

@@ -214,12 +214,9 @@ class AsyncCallable:
 @pytest.mark.parametrize(
     ("fn", "kind"),
     [
-        (async_job, "async"),
         (generator_job, "a generator function"),
         (async_generator_job, "an async generator function"),
-        (functools.partial(async_job), "async"),
         (functools.partial(functools.partial(generator_job)), "a generator function"),
-        (AsyncCallable(), "async"),
     ],
 )
 def test_registering_a_function_whose_body_would_not_run_is_refused(
@@ -228,6 +225,11 @@ def test_registering_a_function_whose_body_would_not_run_is_refused(
     with pytest.raises(ConfigurationError, match=kind):
         queue.worker(name="w")(fn)
     assert queue.workers == {}
+
+
+@pytest.mark.parametrize("fn", [async_job, functools.partial(async_job), AsyncCallable()])
+def test_coroutine_functions_register_as_async_worker_types(queue: exqueue.Queue, fn: Any) -> None:
+    assert queue.worker(name="w")(fn).is_async
 
 
 def test_a_sync_worker_returning_a_coroutine_fails_its_attempt(queue: exqueue.Queue) -> None:

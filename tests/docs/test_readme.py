@@ -104,3 +104,24 @@ def test_priorities_and_unique_jobs_example_runs_as_written(tmp_path: Path) -> N
         "syncing user 42 for signup",
         "True True",
     ]
+
+
+def test_async_jobs_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Async jobs, timeouts, cancellation, snooze", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the async jobs section has no python block"
+    (tmp_path / "asyncjobs.py").write_text(match.group(1))
+    result = subprocess.run(
+        [sys.executable, "asyncjobs.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:2]) == [
+        "fetched https://example.com/a",
+        "order 7 ready after 3 polls, attempt 1",
+    ]
+    assert lines[2:] == [
+        "exqueue.errors.JobTimeout: timed out after 0.5 s",
+        "cancelled dead",
+    ]

@@ -125,6 +125,7 @@ def test_metadata_has_the_default_tables() -> None:
         "exqueue_schedules",
         "exqueue_nodes",
         "exqueue_history",
+        "exqueue_job_control",
     }
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(

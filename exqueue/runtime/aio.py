@@ -1,0 +1,243 @@
+"""Async worker types: their jobs run as coroutines on one event loop per node.
+
+The loop runs in a thread of its own and does nothing but run job bodies. Every
+storage call stays on other threads: the dispatcher (or a feeder) claims, the
+heartbeat extends leases, and finisher threads record outcomes. So a job that
+blocks the loop (a CPU-bound stretch, a blocking call in an async def) delays
+only the other coroutines' bodies, never a claim, a heartbeat or an
+acknowledgement, and no job loses its lease to it.
+
+A feeder thread per async lane takes claimed jobs from the lane's buffer while
+fewer than ``concurrency`` of its coroutines run, and hands them to the loop in
+batches (one wake-up of the loop per batch, not per job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from exqueue.errors import JobCancelled, JobTimeout, Snooze
+from exqueue.job import JobContext, _current
+from exqueue.runtime.lanes import Lane
+from exqueue.storage import JobRecord
+
+log = logging.getLogger("exqueue")
+
+#: Threads recording outcomes of async jobs: a slow failure path does not hold
+#: up the others' successes. Each takes every outcome queued when it wakes, so
+#: a thousand coroutines finishing together cost a few thread wake-ups, not one each.
+FINISHERS = 2
+#: The most outcomes a finisher takes at once.
+FINISH_BATCH = 512
+#: A feeder claims for itself once this share of its lane's slots is free (at
+#: most ``MAX_CLAIM_BATCH`` slots): a thousand coroutines finishing one by one
+#: would otherwise cost a claim round trip each.
+CLAIM_SHARE = 0.05
+MAX_CLAIM_BATCH = 100
+
+
+def claim_batch(concurrency: int) -> int:
+    """Free slots an async lane waits for before it claims more (1 for small lanes)."""
+    return max(1, min(int(concurrency * CLAIM_SHARE), MAX_CLAIM_BATCH))
+
+
+Prepared = tuple[tuple[Any, ...], dict[str, Any], JobContext]
+#: (lane, record, token, the attempt's exception or None, when it started)
+Outcome = tuple[Lane, JobRecord, str, BaseException | None, float]
+
+
+class Undecodable(Exception):
+    """A job whose payload cannot be decoded: it dies without running."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def timed_out(seconds: float) -> JobTimeout:
+    return JobTimeout(f"timed out after {seconds:g} s")
+
+
+class AsyncRunner:
+    """The event loop, feeders and finishers of a node's async lanes."""
+
+    def __init__(
+        self,
+        lanes: list[Lane],
+        *,
+        prepare: Callable[[JobRecord], Prepared],
+        conclude: Callable[[Lane, JobRecord, str, BaseException | None], bool],
+        finished: Callable[[list[tuple[Lane, JobRecord, bool, float]]], None],
+        claim_here: Callable[[Lane], bool],
+    ) -> None:
+        self.lanes = lanes
+        self._prepare = prepare
+        self._conclude = conclude
+        self._finished = finished
+        self._claim_here = claim_here
+        self.loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        #: Tasks by job id, so a cancellation request can reach a running coroutine.
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._spawn(self._run_loop, "exqueue-loop")
+        for number in range(FINISHERS):
+            self._spawn(self._finish_loop, f"exqueue-finisher-{number}")
+        for lane in lanes:
+            self._spawn(functools.partial(self._feed, lane), f"exqueue-{lane.worker.name}-feeder")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    # -- feeding ---------------------------------------------------------------------
+
+    def _feed(self, lane: Lane) -> None:
+        ready = lane.ready
+        limit = lane.worker.concurrency
+        enough = claim_batch(limit)
+        with ready:
+            while True:
+                while not lane.closing and (not lane.buffer or lane.executing >= limit):
+                    if limit - lane.executing >= enough and self._claim_here(lane):
+                        continue
+                    ready.wait()
+                if lane.closing:
+                    return
+                take = min(len(lane.buffer), limit - lane.executing)
+                batch = [lane.buffer.popleft() for _ in range(take)]
+                lane.executing += take
+                try:
+                    self.loop.call_soon_threadsafe(self._start, lane, batch)
+                except RuntimeError:  # the loop is closed: the node is stopping
+                    return
+
+    def _start(self, lane: Lane, batch: list[tuple[JobRecord, str]]) -> None:
+        for record, token in batch:
+            task = self.loop.create_task(self._job(lane, record, token))
+            self._tasks.add(task)
+            self.running[record.id] = task
+            task.add_done_callback(self._tasks.discard)
+
+    # -- one job ---------------------------------------------------------------------
+
+    async def _job(self, lane: Lane, record: JobRecord, token: str) -> None:
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            error = await self._attempt(lane, record)
+        except asyncio.CancelledError:
+            if self._closed:
+                return  # the node stopped: its held jobs were handed back
+            if record.id in self._cancelled:
+                error = JobCancelled(record.id)
+            else:
+                error = asyncio.CancelledError("the job's task was cancelled")
+        finally:
+            self.running.pop(record.id, None)
+            self._cancelled.discard(record.id)
+        self._outcomes.put((lane, record, token, error, started))
+
+    async def _attempt(self, lane: Lane, record: JobRecord) -> BaseException | None:
+        try:
+            args, kwargs, context = self._prepare(record)
+        except Undecodable as bad:
+            return bad
+        _current.set(context)  # each task runs in a copy of the context
+        worker = lane.worker
+        try:
+            work = worker.fn(*args, **kwargs)
+            if not inspect.isawaitable(work):
+                raise TypeError(
+                    f"async worker type {worker.name!r} returned {type(work).__name__}, "
+                    "not an awaitable: its job was not run"
+                )
+            if record.timeout is None:
+                result = await work
+            else:
+                limit = asyncio.timeout(record.timeout)
+                try:
+                    async with limit:
+                        result = await work
+                except TimeoutError:
+                    if limit.expired():
+                        return timed_out(record.timeout)
+                    raise
+            return result if isinstance(result, Snooze) else None
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+            return exc
+
+    # -- recording -------------------------------------------------------------------
+
+    def _finish_loop(self) -> None:
+        outcomes = self._outcomes
+        while True:
+            items = [outcomes.get()]
+            while len(items) < FINISH_BATCH and not outcomes.empty():
+                items.append(outcomes.get_nowait())
+            done: list[tuple[Lane, JobRecord, bool, float]] = []
+            for item in items:
+                if item is None:
+                    self._finished(done)
+                    outcomes.put(None)  # for the next finisher
+                    return
+                lane, record, token, error, started = item
+                deferred = False
+                try:
+                    deferred = self._conclude(lane, record, token, error)
+                except Exception:
+                    log.exception("internal error while recording job %s", record.id)
+                done.append((lane, record, deferred, started))
+            self._finished(done)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the running coroutine of ``job_id`` (from any thread); False when none."""
+        task = self.running.get(job_id)
+        if task is None:
+            return False
+        self._cancelled.add(job_id)
+        self.loop.call_soon_threadsafe(task.cancel)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Cancel what still runs (its jobs were handed back) and stop every thread."""
+        self._closed = True
+        for lane in self.lanes:
+            with lane.ready:
+                lane.closing = True
+                lane.ready.notify_all()
+
+        def shut() -> None:
+            for task in list(self._tasks):
+                task.cancel()
+            self.loop.call_later(0.05, self.loop.stop)
+
+        try:
+            self.loop.call_soon_threadsafe(shut)
+        except RuntimeError:
+            pass  # already closed
+        self._outcomes.put(None)  # each finisher passes it on
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(end - time.monotonic(), 0.1))

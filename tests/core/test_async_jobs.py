@@ -1,0 +1,178 @@
+"""Async worker types: coroutines on the worker's event loop, beside thread jobs.
+
+Each rule on every backend: an async job runs (awaited, never counted a success
+otherwise), ``concurrency`` bounds how many coroutines run at once, sync and
+async types share one queue and one drain, an async job's failure follows the
+retry policy, and a job that blocks the loop for three leases loses no lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import exqueue
+from exqueue import Fixed
+from tests.support.backends import BackendHandle
+
+
+def make_queue(backend: BackendHandle, **kwargs: Any) -> exqueue.Queue:
+    return exqueue.Queue(backend.open(), poll_interval=0.05, **kwargs)
+
+
+def test_async_and_sync_jobs_run_in_one_drain(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    seen: list[tuple[str, int, str | None]] = []
+
+    @queue.worker(concurrency=3)
+    async def fetch(n: int) -> None:
+        await asyncio.sleep(0.01)
+        job = exqueue.current_job()
+        seen.append(("async", n, job.id if job else None))
+
+    @queue.worker(concurrency=2)
+    def crunch(n: int) -> None:
+        seen.append(("sync", n, None))
+
+    ids = [fetch.enqueue(n) for n in range(10)]
+    for n in range(5):
+        crunch.enqueue(n)
+    assert queue.drain(timeout=60) == 15
+    assert sorted(n for kind, n, _ in seen if kind == "async") == list(range(10))
+    assert sorted(n for kind, n, _ in seen if kind == "sync") == list(range(5))
+    assert {job_id for kind, _, job_id in seen if kind == "async"} == set(ids)
+    assert queue.storage.list_jobs(limit=100) == []
+    queue.close()
+
+
+def test_concurrency_bounds_running_coroutines(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    running = 0
+    peak = 0
+
+    @queue.worker(concurrency=4)
+    async def job() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    for _ in range(16):
+        job.enqueue()
+    assert queue.drain(timeout=60) == 16
+    assert peak == 4  # all on one loop thread: no lock needed to count
+    queue.close()
+
+
+def test_an_async_failure_is_retried_then_dead(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    attempts: list[int] = []
+
+    @queue.worker(max_retries=1, backoff=Fixed(0))
+    async def flaky() -> None:
+        job = exqueue.current_job()
+        assert job is not None
+        attempts.append(job.attempt)
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    job_id = flaky.enqueue()
+    queue.drain(timeout=60)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "dead" and record.attempt == 2
+    assert "RuntimeError: boom" in record.errors[-1]
+    assert attempts == [1, 2]
+    queue.close()
+
+
+def test_an_async_type_returning_no_awaitable_is_a_failure(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+
+    class Odd:
+        async def __call__(self) -> None:
+            pass
+
+    odd = Odd()
+    worker = queue.worker(name="odd", max_retries=0)(odd)
+    assert worker.is_async
+    worker.fn = lambda: 42  # a wrapper that lost the coroutine
+    job_id = worker.enqueue()
+    queue.drain(timeout=60)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "dead"
+    assert "not an awaitable" in record.errors[-1]
+    queue.close()
+
+
+def test_a_job_blocking_the_loop_for_three_leases_loses_no_lease(backend: BackendHandle) -> None:
+    lease = 0.5
+    queue = make_queue(backend, lease=lease)
+    done: list[str] = []
+
+    @queue.worker(concurrency=3, max_retries=0)
+    async def blocker() -> None:
+        time.sleep(3 * lease)  # holds the event loop: no coroutine runs meanwhile
+        done.append("blocker")
+
+    @queue.worker(concurrency=3, max_retries=0)
+    async def patient(n: int) -> None:
+        await asyncio.sleep(0.01)
+        done.append(f"patient{n}")
+
+    @queue.worker(concurrency=1, max_retries=0)
+    def threaded() -> None:
+        time.sleep(3 * lease)  # a thread job running alongside, same rule
+        done.append("threaded")
+
+    blocker.enqueue()
+    for n in range(3):
+        patient.enqueue(n)
+    threaded.enqueue()
+    assert queue.drain(timeout=60) == 5
+    # max_retries=0: a lost lease would have made a job dead with "worker lost".
+    assert queue.storage.list_jobs(limit=100) == []
+    assert sorted(done) == ["blocker", "patient0", "patient1", "patient2", "threaded"]
+    queue.close()
+
+
+def test_run_and_stop_with_async_jobs(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    finished = threading.Event()
+
+    @queue.worker
+    async def job() -> None:
+        await asyncio.sleep(0.01)
+        finished.set()
+
+    queue.start()
+    try:
+        job.enqueue()
+        assert finished.wait(30)
+    finally:
+        queue.stop(timeout=10)
+    deadline = time.monotonic() + 10
+    while queue.storage.list_jobs(limit=10) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue.storage.list_jobs(limit=10) == []
+    queue.close()
+
+
+def test_stop_hands_back_a_running_async_job(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    started = threading.Event()
+
+    @queue.worker
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    job_id = slow.enqueue()
+    queue.start()
+    assert started.wait(30)
+    queue.stop(timeout=0.2)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "waiting" and record.attempt == 0
+    queue.close()

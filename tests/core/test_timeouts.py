@@ -1,0 +1,106 @@
+"""Per-job timeouts, on every backend.
+
+An async job past its timeout is cancelled; a thread job gets JobTimeout raised
+in its thread; a thread stuck in C past the grace period is abandoned, its
+attempt recorded as "timed out after N s" while the worker finishes its other
+jobs. The retry policy applies as to any failure. Timeouts come from the worker
+type's default or from ``fn.options(timeout=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import exqueue
+from exqueue import Fixed
+from tests.support.backends import BackendHandle
+from tests.support.procapp import wait_until
+
+
+def make_queue(backend: BackendHandle) -> exqueue.Queue:
+    return exqueue.Queue(backend.open(), poll_interval=0.05, timeout_grace=0.3)
+
+
+def test_an_async_job_past_its_timeout_is_cancelled_and_retried(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    cancelled: list[int] = []
+
+    @queue.worker(timeout=0.2, max_retries=1, backoff=Fixed(0))
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            job = exqueue.current_job()
+            cancelled.append(job.attempt if job else 0)
+            raise
+
+    @queue.worker
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    job_id = hangs.enqueue()
+    quick.options(timeout=5).enqueue()
+    queue.drain(timeout=60)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "dead" and record.attempt == 2
+    assert record.errors[-1].endswith("JobTimeout: timed out after 0.2 s")
+    assert cancelled == [1, 2]
+    assert len(queue.storage.list_jobs(limit=10)) == 1  # quick finished in time
+    queue.close()
+
+
+def test_a_thread_job_gets_the_timeout_raised_in_its_thread(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    stopped: list[str] = []
+
+    @queue.worker(max_retries=0)
+    def spins() -> None:
+        try:
+            while True:  # pure Python: the exception lands at once
+                pass
+        except exqueue.JobTimeout:
+            stopped.append("raised")
+            raise
+
+    job_id = spins.options(timeout=0.2).enqueue()
+    queue.drain(timeout=60)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "dead"
+    assert "timed out after 0.2 s" in record.errors[-1]
+    assert stopped == ["raised"]
+    queue.close()
+
+
+def test_a_thread_stuck_in_c_is_abandoned_and_others_finish(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    done: list[int] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    @queue.worker(concurrency=1, timeout=0.3, max_retries=1, backoff=Fixed(0))
+    def reads() -> None:
+        with socket.create_connection(server.getsockname()) as conn:
+            conn.recv(1)  # blocks in C: nobody ever sends
+
+    @queue.worker(concurrency=1)
+    def sleeps_in_c(n: int) -> None:
+        time.sleep(0.01)
+        done.append(n)
+
+    abandoned: list[int] = []
+    queue.on_abandoned = abandoned.append  # exqueue worker replaces its process from here
+    job_id = reads.enqueue()
+    for n in range(5):
+        sleeps_in_c.enqueue(n)
+    queue.drain(timeout=60)
+    record = queue.storage.get(job_id)
+    assert record is not None and record.state == "dead" and record.attempt == 2
+    assert all("timed out after 0.3 s" in error for error in record.errors)
+    assert sorted(done) == list(range(5))
+    # One thread per attempt, each stuck in recv (told just after the drain may end).
+    wait_until(lambda: abandoned == [1, 2], "both threads are reported abandoned", 10)
+    server.close()
+    queue.close()
