@@ -517,19 +517,28 @@ class Runtime:
                 )
                 self.config.report_dead(record.id, cause)
             return False
+        hooks = self.config.hooks
         if isinstance(error, JobCancelled):
             if self._recorder.bury(record, token, CANCELLED):
-                log.info("job %s (%s) was cancelled while running", record.id, record.worker)
+                log.info(
+                    "job %s (%s) was cancelled while running",
+                    record.id,
+                    record.worker,
+                    extra=job_extra(record),
+                )
+                if hooks:
+                    hooks.cancelled(record)
             return False
         if isinstance(error, Snooze):
             error = self._snooze(record, token, error)
             if error is None:
                 return False
         if error is not None:
+            if hooks and isinstance(error, JobTimeout):
+                hooks.timed_out(record, duration)
             self._recorder.failure(lane.worker, record, token, error, duration)
             return False
         self._count_success(record, duration, own)
-        hooks = self.config.hooks
         if self._acker is not None:
             self._acker.submit(record.id, token)
             if hooks:
@@ -567,7 +576,12 @@ class Runtime:
             outcome.append(storage.snooze(request))
             return outcome[-1] != "lost"
 
-        if not self._recorder.record(record.id, "snooze", call) or outcome[-1] == "snoozed":
+        if not self._recorder.record(record.id, "snooze", call):
+            return None  # the lease was lost: nothing to record
+        if outcome[-1] == "snoozed":
+            hooks = self.config.hooks
+            if hooks:
+                hooks.snoozed(record, request.run_at)
             return None
         return RuntimeError(f"the job snoozed {limit} times, the most a job may (max_snoozes)")
 
@@ -619,6 +633,9 @@ class Runtime:
             record.worker,
             self._watchdog.grace,
         )
+        hooks = self.config.hooks
+        if hooks:
+            hooks.timed_out(record, float(record.timeout))
         try:
             self._recorder.failure(lane.worker, record, watch.token, timed_out(record.timeout))
         except Exception:
