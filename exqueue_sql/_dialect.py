@@ -60,6 +60,7 @@ INSERT_COLUMNS = (
     "expires_at",
     "unique_key",
     "unique_period",
+    "partition_key",
 )
 #: The columns a job with every protocol-2 default needs: the rest take their
 #: column defaults, so the common insert sends no more than version 1 did.
@@ -256,14 +257,23 @@ class Dialect:
 
 
 def runnable(jobs: Table, worker: str, now: float) -> ColumnElement[bool]:
-    """Waiting jobs of ``worker`` due by ``now`` and not expired."""
+    """Waiting jobs of ``worker`` due by ``now``, not expired, of a type not paused."""
     j = jobs.c
     return and_(
         j.worker == worker,
         j.state == WAITING,
         j.run_at <= now,
         or_(j.expires_at.is_(None), j.expires_at > now),
+        not_paused(jobs, worker),
     )
+
+
+def not_paused(jobs: Table, worker: str) -> ColumnElement[bool]:
+    """``worker`` is not paused (``{prefix}worker_control``, see ``_limits``): checked
+    inside every claim's own statement, so a pause holds on every node at once."""
+    control = jobs.metadata.tables[jobs.name[: -len("jobs")] + "worker_control"]
+    c = control.c
+    return ~select(c.worker).where(c.worker == worker, c.paused != 0).exists()
 
 
 def column_values(job: NewJob) -> tuple[Any, ...]:
@@ -282,6 +292,7 @@ def column_values(job: NewJob) -> tuple[Any, ...]:
         job.expires_at,
         None if unique is None else unique.key,
         None if unique is None else unique.period,
+        job.partition,
     )
 
 
@@ -293,6 +304,7 @@ def is_plain(job: NewJob) -> bool:
         and job.timeout is None
         and job.expires_at is None
         and job.unique is None
+        and job.partition is None
     )
 
 

@@ -330,6 +330,7 @@ _PG_TYPES = {
     "expires_at": "float8",
     "unique_key": "text",
     "unique_period": "float8",
+    "partition_key": "text",
 }
 
 

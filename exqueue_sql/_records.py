@@ -118,6 +118,8 @@ _COLUMNS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "timeout": (_optional(_float), None),
     "expires_at": (_optional(_float), None),
     "unique_key": (_optional(_text), None),
+    # JobRecord.partition (a column name that is no SQL keyword).
+    "partition_key": (_optional(_text), None),
 }
 # Columns reset in the row itself when damaged; the others only read as their default.
 _RESETS: dict[str, Any] = {
@@ -130,6 +132,7 @@ _RESETS: dict[str, Any] = {
     "timeout": None,
     "expires_at": None,
     "unique_key": None,
+    "partition_key": None,
 }
 
 
@@ -145,6 +148,8 @@ def read(m: Mapping[Any, Any]) -> tuple[dict[str, Any], list[str]]:
         except (ValueError, TypeError, OverflowError):
             fields[name] = default
             bad.append(f"{name}={m[name]!r}"[:80])
+    if "partition_key" in fields:
+        fields["partition"] = fields.pop("partition_key")
     if "errors" in fields:
         # A row written before the bound holds every error and a count of 0.
         stored = fields["errors"]

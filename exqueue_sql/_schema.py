@@ -34,6 +34,7 @@ from sqlalchemy.schema import CreateColumn
 
 from exqueue.errors import ConfigurationError, SchemaVersionError
 from exqueue_sql._control import control_table
+from exqueue_sql._limits import limit_tables
 from exqueue_sql._observe import observe_tables
 from exqueue_sql._schedules import schedules_table
 
@@ -111,6 +112,8 @@ def tables(
         Column("unique_key", String(255)),
         # The Unique.period the job was enqueued with: how long its completion holds the key.
         Column("unique_period", Double),
+        # The job's limit key (JobRecord.partition); added in place to earlier tables.
+        Column("partition_key", String(255)),
         # Claims: an index scan on (worker, 'waiting') already in (priority,
         # run_at, seq) order, so LIMIT n reads about n index entries however many
         # rows wait (jobs scheduled for later are passed over, per priority).
@@ -170,6 +173,7 @@ def tables(
     schedules_table(prefix, md, options)  # {prefix}schedules: see _schedules
     observe_tables(prefix, md, options)  # {prefix}nodes, {prefix}history: see _observe
     control_table(prefix, md, options)  # {prefix}job_control: see _control
+    limit_tables(prefix, md, options)  # {prefix}worker_control, {prefix}starts: see _limits
     return Tables(jobs, meta, unique, done)
 
 

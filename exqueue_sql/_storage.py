@@ -35,7 +35,9 @@ from exqueue.storage import (
     CANCEL,
     DEAD,
     HISTORY,
+    LIMITS,
     NODES,
+    PAUSE,
     RUNNING,
     SCHEDULES,
     SNOOZE,
@@ -50,7 +52,9 @@ from exqueue.storage import (
 )
 from exqueue_sql import _expiry, _listing, _unique
 from exqueue_sql._control import SQLControl, create_control_table
-from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
+from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, not_paused
+from exqueue_sql._limits import SQLLimits, bury_new, check_jobs, create_limit_tables, has_dead
+from exqueue_sql._limits import without_unique as _without_unique
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._observe import SQLObserve, create_observe_tables
 from exqueue_sql._postgres import PostgresDialect
@@ -82,7 +86,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
+class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -133,6 +137,8 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
                 HISTORY,
                 CANCEL,
                 SNOOZE,
+                LIMITS,
+                PAUSE,
             }
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
@@ -167,6 +173,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
             create_schedules_table(conn, self._jobs.metadata, self.prefix)
             create_observe_tables(conn, self._jobs.metadata, self.prefix)
             create_control_table(conn, self._jobs.metadata, self.prefix)
+            create_limit_tables(conn, self._jobs.metadata, self.prefix)
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -189,9 +196,18 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
         _check_unique(jobs)
         if not jobs:
             return []
+        check_jobs(jobs)
         dialect = self._dialect
+        dead = has_dead(jobs)
+        if dead:
+            jobs = _without_unique(jobs)
         keys = _unique.keys_of(jobs)
         try:
+            if dead:
+                # Stored dead with their error in the inserting transaction (see _limits).
+                if keys and not dialect.serializes_writes:
+                    self._run(lambda conn: dialect.add_unique_rows(conn, keys), single=True)
+                return self._run(lambda conn: self._enqueue_in(conn, jobs))
             if not keys:
                 dialect.enqueue(self._runner, jobs)
                 return [job.id for job in jobs]
@@ -219,6 +235,17 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
         _check_unique(jobs)
         if not jobs:
             return []
+        check_jobs(jobs)
+        return self._enqueue_in(conn, _without_unique(jobs))
+
+    def _enqueue_in(self, conn: Connection, jobs: Sequence[NewJob]) -> list[str]:
+        if has_dead(jobs):
+            ids = self._enqueue_in_alive(conn, jobs)
+            bury_new(conn, self._jobs, jobs)
+            return ids
+        return self._enqueue_in_alive(conn, jobs)
+
+    def _enqueue_in_alive(self, conn: Connection, jobs: Sequence[NewJob]) -> list[str]:
         if _unique.keys_of(jobs):
             # The key rows are locked in the caller's transaction (see _unique).
             return _unique.enqueue(conn, self._dialect, jobs)
@@ -263,7 +290,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
             # first to commit and then sees the head running, so never runs two.
             head = conn.execute(
                 select(self._jobs)
-                .where(j.worker == worker)
+                .where(j.worker == worker, not_paused(self._jobs, worker))
                 .order_by(j.seq)
                 .limit(1)
                 .with_for_update()
