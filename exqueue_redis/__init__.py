@@ -49,6 +49,8 @@ key                        type        holds
 ``{ns}:udone``             zset        marker key names, score ``at + period``: the
                                        ones past it are deleted as markers are written
 ``{ns}:upgrade:lock``      string      held while a process upgrades the layout
+``{ns}:paused``            set         paused worker types; ``{ns}:starts:...`` and
+                                       the job field ``partition``: see ``_limits``
 ``{ns}:armed``             string      set by an idle waiter; the next transition that
                                        makes a job runnable deletes it and publishes
 ``{ns}:wake``              channel     pub/sub channel of those wake-ups
@@ -91,8 +93,10 @@ from exqueue.storage import (
     COMPLETE_MANY,
     EXPIRED,
     HISTORY,
+    LIMITS,
     MULTI_PROCESS,
     NODES,
+    PAUSE,
     PERSISTENT,
     PROTOCOL_2,
     SCHEDULES,
@@ -126,6 +130,7 @@ from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._control import RedisControl
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
+from exqueue_redis._limits import RedisLimits
 from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
 from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
@@ -148,7 +153,7 @@ SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 _WAIT_SLICE = 0.2
 
 
-class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue):
+class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue, RedisLimits):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -160,7 +165,7 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
 
     capabilities = frozenset(
         {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
-        | {CANCEL, SNOOZE, ASYNC_ENQUEUE}
+        | {CANCEL, SNOOZE, ASYNC_ENQUEUE, LIMITS, PAUSE}
         | PROTOCOL_2
     )
 

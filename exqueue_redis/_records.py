@@ -15,11 +15,13 @@ from typing import Any, cast
 
 from exqueue.storage import (
     ERRORS_KEPT,
+    PARTITION_KEY_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
     JobRecord,
     JobState,
     NewJob,
+    clip_error,
 )
 
 
@@ -57,6 +59,7 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
         timeout=_optional_float(f.get(b"timeout")),
         expires_at=_optional_float(f.get(b"expires_at")),
         unique_key=_optional_text(f.get(b"unique_key")),
+        partition=_optional_text(f.get(b"partition")),
     )
 
 
@@ -97,10 +100,11 @@ def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
         job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
         _number(job.enqueued_at, "enqueued_at"), _count(job.max_attempts, "max_attempts", 1),
     )  # fmt: skip
-    unique = job.unique
+    unique = job.unique if job.dead_error is None else None  # a dead job holds no key
     priority = _priority_arg(job.priority)
+    extra = job.partition is not None or job.dead_error is not None
     if priority == "0" and not job.meta and job.timeout is None and job.expires_at is None:
-        if unique is None:
+        if unique is None and not extra:
             return (*base, "")  # the common case: no options to encode or decode
     options = [
         priority, _meta_arg(job.meta),
@@ -111,6 +115,8 @@ def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
         "" if unique is None else "".join(s[0] for s in sorted(unique.states) if s != "waiting"),
         "" if unique is None or unique.period is None else _number(unique.period, "period"),
     ]  # fmt: skip
+    if extra:
+        options += _limit_options(job)
     return (*base, json.dumps(options, ensure_ascii=False, separators=(",", ":")))
 
 
@@ -174,6 +180,7 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
     timeout = field("timeout", _optional_float, None) if b"timeout" in f else None
     expires_at = field("expires_at", _optional_float, None) if b"expires_at" in f else None
     unique_key = field("unique_key", _utf8, None) if b"unique_key" in f else None
+    partition = field("partition", _utf8, None) if b"partition" in f else None
     return JobRecord(
         id=job_id,
         seq=seq,
@@ -197,6 +204,7 @@ def _readable(f: dict[bytes, bytes]) -> JobRecord:
         timeout=timeout,
         expires_at=expires_at,
         unique_key=unique_key,
+        partition=partition,
     )
 
 
@@ -238,3 +246,20 @@ def _count(value: int, what: str, minimum: int) -> int:
     if not minimum <= value < 10**15:
         raise ValueError(f"{what} must be an integer from {minimum} to 10**15, not {value!r}")
     return value
+
+
+def _limit_options(job: NewJob) -> list[str]:
+    """The 4 more ENQUEUE options of a job with a partition or a dead_error."""
+    part, dead = job.partition, job.dead_error
+    if part is not None:
+        if not isinstance(part, str):
+            raise ValueError(f"job {job.id!r}: partition must be a str or None, not {part!r}")
+        if len(part.encode("utf-8", "surrogatepass")) > PARTITION_KEY_LIMIT:
+            raise ValueError(
+                f"job {job.id!r}: partition takes at most {PARTITION_KEY_LIMIT} UTF-8 bytes "
+                "(the core hashes longer keys); nothing was stored"
+            )
+    return [
+        "0" if part is None else "1", part or "",
+        "0" if dead is None else "1", "" if dead is None else clip_error(dead),
+    ]  # fmt: skip

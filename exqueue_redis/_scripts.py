@@ -22,8 +22,9 @@ PROMOTE_CHUNK = 1000
 # options): options is '' for a job with every protocol-2 default, else a JSON
 # array of 8 strings ('' for none): priority, meta (JSON), timeout, expires_at,
 # has_unique ('1'/'0'), unique key, unique states ('r' running, 'd' dead),
-# unique period. Returns {'dup', id} for a duplicate id (nothing written), else
-# {'ok', holder ids}.
+# unique period; and, for a job with a partition or a dead_error, 4 more: has partition
+# ('1'/'0'), partition, has dead_error ('1'/'0'), dead_error. Returns {'dup', id} for a
+# duplicate id (nothing written), else {'ok', holder ids}.
 ENQUEUE = r"""
 local K = 7
 local n = need_int(ARGV[1], 'batch size', 0)
@@ -37,8 +38,10 @@ for i = 0, n - 1 do
   need_int(ARGV[b + 5], 'max_attempts', 1)
   if ARGV[b + 6] ~= '' then
     local ok, o = pcall(cjson.decode, ARGV[b + 6])
-    if not ok or type(o) ~= 'table' or #o ~= 8 then refuse('job options must be 8 values') end
-    for j = 1, 8 do
+    if not ok or type(o) ~= 'table' or (#o ~= 8 and #o ~= 12) then
+      refuse('job options must be 8 or 12 values')
+    end
+    for j = 1, #o do
       if type(o[j]) ~= 'string' then refuse('job options must be 8 strings') end
     end
     if not prio_ok(o[1]) then refuse('priority must be a 32-bit integer') end
@@ -128,6 +131,12 @@ for i, b in ipairs(stored) do
     'payload', ARGV[b + 2], 'state', 'waiting', 'attempt', '0',
     'max_attempts', ARGV[b + 5], 'run_at', run_at, 'enqueued_at', enq, 'errors', '0')
   local o, priority = opts[b], '0'
+  local dead = o and o[11] == '1'
+  if o and o[9] == '1' then redis.call('HSET', k, 'partition', o[10]) end
+  if dead then
+    -- Stored dead with its one error (a partition function that failed at enqueue).
+    redis.call('HSET', k, 'state', 'dead', 'errors', '1', 'error:1', o[12])
+  end
   if o then
     -- Fields at their default are not stored: an absent one reads as its default.
     priority = o[1]
@@ -136,9 +145,9 @@ for i, b in ipairs(stored) do
     if o[3] ~= '' then redis.call('HSET', k, 'timeout', o[3]) end
     if o[4] ~= '' then
       redis.call('HSET', k, 'expires_at', o[4])
-      expiry[#expiry + 1], expiry[#expiry + 2] = o[4], smember(seq, id)
+      if not dead then expiry[#expiry + 1], expiry[#expiry + 2] = o[4], smember(seq, id) end
     end
-    if o[5] == '1' then
+    if o[5] == '1' and not dead then
       redis.call('HSET', k, 'unique_key', o[6])
       if o[8] ~= '' then redis.call('HSET', k, 'unique_period', o[8]) end
       redis.call('SADD', ukey(worker, o[6]), id)
@@ -146,7 +155,9 @@ for i, b in ipairs(stored) do
   end
   -- Due when enqueued (the common case): straight into the ready set; later
   -- ones wait in the scheduled set until a claim promotes them.
-  if tonumber(run_at) <= tonumber(enq) then
+  if dead then
+    redis.call('ZADD', P .. 'dead:' .. worker, seq, id)
+  elseif tonumber(run_at) <= tonumber(enq) then
     push(ready, P .. 'ready:' .. worker, priority, rmember(run_at, seq, id))
   else
     push(sched, P .. 'sched:' .. worker, run_at, smember(seq, id))
@@ -180,6 +191,8 @@ local owner, token, lease_until = ARGV[4], ARGV[5], ARGV[6]
 local now_n = need_num(now, 'now')
 need_num(lease_until, 'lease_until')
 local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
+-- A paused type is not claimed (see _limits).
+if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
