@@ -16,6 +16,8 @@ Protocol 2 (every capability): unique keys are indexed per ``(worker, key)``;
 a job completed with a unique ``period`` leaves a completion marker that holds
 its key until ``completed_at + period``; ``expire`` finds due jobs through a
 heap by ``expires_at``.
+
+Limits and pause (``LIMITS``, ``PAUSE``): see :mod:`exqueue_memory._limits`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from exqueue.storage import (
     DEAD,
     EXPIRED,
     HISTORY,
+    LIMITS,
     NODES,
+    PAUSE,
     PROTOCOL_2,
     RUNNING,
     SCHEDULES,
@@ -48,8 +52,10 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
     add_error,
+    clip_error,
 )
 from exqueue_memory._control import MemoryControl
+from exqueue_memory._limits import MemoryLimits
 from exqueue_memory._observe import MemoryObserve
 from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
@@ -62,11 +68,12 @@ _SLACK = 64
 _NO_META: Mapping[str, str] = MappingProxyType({})
 
 
-class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
+class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
     capabilities = (
-        frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE}) | PROTOCOL_2
+        frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE, LIMITS, PAUSE})
+        | PROTOCOL_2
     )
 
     def __init__(self, url: str | None = None) -> None:
@@ -106,7 +113,9 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                 raise ValueError("duplicate job id in enqueue batch")
             holders: list[str] = []
             for job in jobs:
-                if job.unique is not None:
+                # A job stored dead (its partition could not be computed) holds no key.
+                dead = job.dead_error is not None
+                if job.unique is not None and not dead:
                     holder = self._unique.holder(job, stored)
                     if holder is not None:
                         holders.append(holder)
@@ -120,7 +129,7 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                 heapq.heappush(order, (seq, job.id))
                 self._ids.setdefault(job.worker, set()).add(job.id)
                 key = None
-                if job.unique is not None:
+                if job.unique is not None and not dead:
                     key = job.unique.key
                     self._unique.add(job.worker, key, job.id, job.unique.period)
                 # Positional: keyword arguments cost a fifth of an enqueue here.
@@ -130,12 +139,12 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                         seq,
                         job.worker,
                         job.payload,
-                        WAITING,
+                        DEAD if dead else WAITING,
                         0,
                         job.max_attempts,
                         job.run_at,
                         job.enqueued_at,
-                        (),
+                        (clip_error(job.dead_error),) if job.dead_error is not None else (),
                         None,
                         None,
                         None,
@@ -146,6 +155,7 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                         job.timeout,
                         job.expires_at,
                         key,
+                        job.partition,
                     ),
                     job.enqueued_at,
                 )
@@ -169,6 +179,8 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
         if limit <= 0:
             return []
         with self._lock:
+            if self._paused_types and worker in self._paused_types:
+                return []
             claimed = []
             if serial:
                 head = self._head(worker)
@@ -176,32 +188,39 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
             else:
                 runnable = self._pop_runnable(worker, limit, now)
             for job in runnable:
-                # Built field by field: dataclasses.replace is the slowest part of a claim.
-                updated = JobRecord(
-                    job.id,
-                    job.seq,
-                    job.worker,
-                    job.payload,
-                    RUNNING,
-                    job.attempt + 1,
-                    job.max_attempts,
-                    job.run_at,
-                    job.enqueued_at,
-                    job.errors,
-                    owner,
-                    token,
-                    lease_until,
-                    now,
-                    job.error_count,
-                    job.priority,
-                    job.meta,
-                    job.timeout,
-                    job.expires_at,
-                    job.unique_key,
-                )
-                self._jobs[job.id] = updated
-                claimed.append(updated)
+                claimed.append(self._lease(job, now, owner, token, lease_until))
             return claimed
+
+    def _lease(
+        self, job: JobRecord, now: float, owner: str, token: str, lease_until: float
+    ) -> JobRecord:
+        """Store ``job`` claimed (lock held): running, ``attempt + 1``, under the lease."""
+        # Built field by field: dataclasses.replace is the slowest part of a claim.
+        updated = JobRecord(
+            job.id,
+            job.seq,
+            job.worker,
+            job.payload,
+            RUNNING,
+            job.attempt + 1,
+            job.max_attempts,
+            job.run_at,
+            job.enqueued_at,
+            job.errors,
+            owner,
+            token,
+            lease_until,
+            now,
+            job.error_count,
+            job.priority,
+            job.meta,
+            job.timeout,
+            job.expires_at,
+            job.unique_key,
+            job.partition,
+        )
+        self._jobs[job.id] = updated
+        return updated
 
     def _store(self, job: JobRecord, now: float | None = None) -> None:
         """Save ``job`` (lock held), indexing it when it is waiting.
