@@ -126,6 +126,8 @@ def test_metadata_has_the_default_tables() -> None:
         "exqueue_nodes",
         "exqueue_history",
         "exqueue_job_control",
+        "exqueue_worker_control",
+        "exqueue_starts",
     }
     jobs = exqueue_sql.metadata.tables["exqueue_jobs"]
     assert {"seq", "id", "worker", "payload", "state", "run_at", "lease_token"} <= set(
