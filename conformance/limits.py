@@ -18,6 +18,7 @@ from conformance.base import (
     LONG,
     NOW,
     Check,
+    RuleBroken,
     StorageFactory,
     claim,
     expect,
@@ -27,11 +28,13 @@ from conformance.base import (
     opened,
     unique,
 )
+from conformance.limit_races import race_limits_processes, race_limits_threads
 from exqueue.storage import (
     CANCEL,
     COMPLETE_MANY,
     DEAD,
     LIMITS,
+    MULTI_PROCESS,
     PARTITION_KEY_LIMIT,
     PAUSE,
     PERSISTENT,
@@ -376,6 +379,46 @@ def check_limits_partition_stored(factory: StorageFactory, settings: Settings) -
             expect(found == part, "retry, requeue and reopen keep the partition", found)
 
 
+def check_limits_state_machine(factory: StorageFactory, settings: Settings) -> None:
+    """LIMITS: random limited claims, outcomes, clock moves and pauses agree with the model."""
+    from conformance.machine_limits import run_limits_machine
+
+    try:
+        run_limits_machine(factory, settings)
+    except AssertionError as exc:
+        raise RuleBroken(
+            "rule broken: every limited claim, result and record matches the reference model "
+            f"(conformance/model.py) after each step -- {exc}"
+        ) from exc
+
+
+LIMIT_RACE_RULE = (
+    "the bound check and the claim are one atomic step: racing claimers never run more jobs "
+    "of a limited type (or partition) at one instant than its limit"
+)
+
+
+def check_limits_thread_race(factory: StorageFactory, settings: Settings) -> None:
+    """LIMITS: 8 threads claiming limited types at once never exceed a limit at any instant."""
+    with opened(factory) as (_, storage):
+        try:
+            figures = race_limits_threads(storage)
+        except AssertionError as exc:
+            raise RuleBroken(f"rule broken: {LIMIT_RACE_RULE} (threads) -- {exc}") from exc
+        print(figures.line("limits race, 8 threads"))
+
+
+def check_limits_process_race(factory: StorageFactory, settings: Settings) -> None:
+    """LIMITS, MULTI_PROCESS: 4 processes claiming limited types never exceed a limit."""
+    with opened(factory):
+        pass  # empties the store before the children start
+    try:
+        figures = race_limits_processes(factory)
+    except AssertionError as exc:
+        raise RuleBroken(f"rule broken: {LIMIT_RACE_RULE} (processes) -- {exc}") from exc
+    print(figures.line("limits race, 4 processes"))
+
+
 CHECKS = [
     Check("limits_concurrency", LIMITS, check_limits_concurrency, AREA),
     Check("limits_slot_freed", LIMITS, check_limits_slot_freed, AREA),
@@ -384,4 +427,7 @@ CHECKS = [
     Check("limits_pause", PAUSE, check_limits_pause, AREA),
     Check("limits_dead_error", LIMITS, check_limits_dead_error, AREA),
     Check("limits_partition_stored", LIMITS, check_limits_partition_stored, AREA),
+    Check("limits_state_machine", LIMITS, check_limits_state_machine, AREA),
+    Check("limits_thread_race", LIMITS, check_limits_thread_race, AREA),
+    Check("limits_process_race", (LIMITS, MULTI_PROCESS), check_limits_process_race, AREA),
 ]
