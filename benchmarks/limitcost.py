@@ -80,8 +80,8 @@ def open_store(backend: str, tmp: str) -> tuple[Any, Counter]:
     url = {"sqlite": f"sqlite:///{tmp}/lc.db", "postgres": PG_URL, "mariadb": MYSQL_URL}[backend]
     storage = SQLStorage(url, prefix=f"lc{uuid.uuid4().hex[:8]}_")
     dialect = storage._dialect
-    engines = {id(e): e for e in (storage.engine, getattr(dialect, "_relaxed", None),
-                                  getattr(dialect, "_autocommit", None)) if e is not None}  # fmt: skip
+    pools = (storage.engine, getattr(dialect, "_relaxed", None), getattr(dialect, "_autocommit", None))
+    engines = {id(e): e for e in pools if e is not None}
     pg = backend == "postgres"
 
     def one(*_: Any, **__: Any) -> None:
@@ -121,8 +121,8 @@ def claimer(storage: Any, kind: str, batch: int) -> Callable[[float], list[Any]]
     def claim(now: float) -> list[Any]:
         token = uuid.uuid4().hex
         if kind in LIMITS:
-            return list(storage.claim_limited(
-                LimitedClaim(kind, batch, now, "bench", token, now + 60, LIMITS[kind])))  # fmt: skip
+            request = LimitedClaim(kind, batch, now, "bench", token, now + 60, LIMITS[kind])
+            return list(storage.claim_limited(request))
         return list(storage.claim(kind, batch, now=now, owner="bench", token=token,
                                   lease_until=now + 60))  # fmt: skip
 
