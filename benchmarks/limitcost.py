@@ -80,7 +80,8 @@ def open_store(backend: str, tmp: str) -> tuple[Any, Counter]:
     url = {"sqlite": f"sqlite:///{tmp}/lc.db", "postgres": PG_URL, "mariadb": MYSQL_URL}[backend]
     storage = SQLStorage(url, prefix=f"lc{uuid.uuid4().hex[:8]}_")
     dialect = storage._dialect
-    pools = (storage.engine, getattr(dialect, "_relaxed", None), getattr(dialect, "_autocommit", None))
+    extra = (getattr(dialect, "_relaxed", None), getattr(dialect, "_autocommit", None))
+    pools = (storage.engine, *extra)
     engines = {id(e): e for e in pools if e is not None}
     pg = backend == "postgres"
 
