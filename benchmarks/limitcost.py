@@ -81,6 +81,10 @@ def open_store(backend: str, tmp: str) -> tuple[Any, Counter]:
     storage = SQLStorage(url, prefix=f"lc{uuid.uuid4().hex[:8]}_")
     dialect = storage._dialect
     extra = (getattr(dialect, "_relaxed", None), getattr(dialect, "_autocommit", None))
+    if backend == "mariadb":
+        from exqueue_sql import _limits_mysql
+
+        extra += (_limits_mysql.engine_of(storage),)  # the limited claims' own pool
     pools = (storage.engine, *extra)
     engines = {id(e): e for e in pools if e is not None}
     pg = backend == "postgres"

@@ -322,7 +322,18 @@ class SQLLimits:
         name = self.engine.dialect.name
         if name == "postgresql":
             return self._claim_limited_pg(request)
+        if name in ("mysql", "mariadb"):
+            from exqueue_sql import _limits_mysql
+
+            rate = request.limits.rate is not None
+            prune = rate and self._due_for_prune(request.worker, request.now)
+            return _limits_mysql.claim(self, self._limit_sql(), request, params(request), prune)
         return self._claim_limited_tx(request, lock_row=name != "sqlite")
+
+    def _close_limits(self) -> None:
+        from exqueue_sql import _limits_mysql
+
+        _limits_mysql.close(self)
 
     def _claim_limited_tx(self, request: LimitedClaim, *, lock_row: bool) -> list[JobRecord]:
         """MariaDB/MySQL (lock row) and SQLite (the write lock): one transaction."""
@@ -457,8 +468,8 @@ class SQLLimits:
             cursor = result.cursor
             assert cursor is not None
             cursor.nextset()  # past the lock's row: the claimed rows
-            names = [d.name for d in cursor.description or ()]
-            found = [parse(_Row(dict(zip(names, row, strict=True)))) for row in cursor.fetchall()]
+            names = [d[0] for d in cursor.description or ()]
+            found = [parse(_row(names, row)) for row in cursor.fetchall()]
             result.close()
             good = sorted(
                 (r for r in found if isinstance(r, JobRecord)),
@@ -476,6 +487,10 @@ class _Row:
 
     def __init__(self, mapping: dict[str, Any]) -> None:
         self._mapping = mapping
+
+
+def _row(names: list[str], values: Sequence[Any]) -> Any:
+    return _Row(dict(zip(names, values, strict=True)))
 
 
 def _text(sql: str) -> Any:

@@ -621,6 +621,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits):
         return self._run(dialect.server_time, read=True, single=True)
 
     def close(self) -> None:
+        self._close_limits()
         self._dialect.close()
         self.engine.dispose()
 
