@@ -173,8 +173,14 @@ class LimitSQL:
         self.control = quote(f"{prefix}worker_control")
         self.eq = {"postgresql": "IS NOT DISTINCT FROM", "sqlite": "IS"}.get(dialect_name, "<=>")
 
-    def pick(self, request: LimitedClaim, *, pause_check: bool, lock: bool) -> str:
-        """A SELECT of the seqs to claim, with named parameters ``w n now conc rate since``."""
+    def pick(
+        self, request: LimitedClaim, *, pause_check: bool, lock: bool, rows: bool = False
+    ) -> str:
+        """A SELECT of the seqs to claim, with named parameters ``w n now conc rate since``.
+
+        ``lock``: of the whole rows, locked (``FOR UPDATE SKIP LOCKED``); ``rows``: of the
+        whole rows, not locked (SQLite, whose write lock covers the transaction).
+        """
         lim = request.limits
         parted = lim.partitioned
         bucket = "partition_key" if parted else "0"
@@ -216,13 +222,12 @@ class LimitSQL:
             f"WITH {', '.join(ctes)} SELECT c.seq FROM cand c{''.join(joins)}{where} "
             "ORDER BY c.priority, c.run_at, c.seq LIMIT :n"
         )
-        if not lock:
+        if not (lock or rows):
             return sql
         # The window cannot sit in a locking query: the rows are locked by seq outside it.
-        skip = " SKIP LOCKED"
         return (
             f"SELECT j.* FROM {self.jobs} j JOIN ({sql}) p ON p.seq = j.seq "
-            f"ORDER BY j.priority, j.run_at, j.seq FOR UPDATE{skip}"
+            "ORDER BY j.priority, j.run_at, j.seq" + (" FOR UPDATE SKIP LOCKED" if lock else "")
         )
 
 
@@ -341,7 +346,7 @@ class SQLLimits:
         c = self._worker_control.c
         j = self._jobs.c
         lock_stmt = select(c.paused).where(c.worker == request.worker).with_for_update()
-        pick = sql.pick(request, pause_check=not lock_row, lock=lock_row)
+        pick = sql.pick(request, pause_check=not lock_row, lock=lock_row, rows=True)
         args = params(request)
         rate = request.limits.rate is not None
         prune = rate and self._due_for_prune(request.worker, request.now)
@@ -354,14 +359,7 @@ class SQLLimits:
                     paused = conn.scalar(lock_stmt)
                 if paused:
                     return []
-            if lock_row:
-                found = [parse(r) for r in conn.execute(_text(pick), args)]
-            else:
-                seqs = list(conn.scalars(_text(pick), args))
-                found = []
-                if seqs:
-                    rows = conn.execute(select(self._jobs).where(j.seq.in_(seqs)))
-                    found = [parse(r) for r in rows]
+            found = [parse(r) for r in conn.execute(_text(pick), args)]
             if not found:
                 return []
             good = [r for r in found if isinstance(r, JobRecord)]
@@ -401,6 +399,7 @@ class SQLLimits:
     def _record_starts(
         self, conn: Connection, request: LimitedClaim, claimed: Sequence[JobRecord]
     ) -> None:
+        # One executemany; SQLite runs it in process.
         parted = request.limits.partitioned
         conn.execute(
             self._starts.insert(),
@@ -464,7 +463,8 @@ class SQLLimits:
         def work(conn: Connection) -> list[JobRecord]:
             driver = conn.connection.driver_connection
             literal = psycopg.ClientCursor(driver).mogrify(text, args)  # type: ignore[arg-type]
-            result = conn.exec_driver_sql(literal)
+            # Through SQLAlchemy (its events see it); psycopg turns each %% back into %.
+            result = conn.exec_driver_sql(literal.replace("%", "%%"))
             cursor = result.cursor
             assert cursor is not None
             cursor.nextset()  # past the lock's row: the claimed rows
