@@ -5,7 +5,8 @@
 
 Per backend, one store holds five worker types side by side, and each round
 claims ``--claims`` batches of ``--batch`` jobs of each type in turn (then
-completes them), so the types are measured interleaved in the same run:
+completes them), so the types are measured interleaved in the same run (each
+round starting with the next type):
 
 * ``plain``: no limit, ``claim`` (the baseline);
 * ``plain-nopause`` (SQL only): the same claim with the pause check taken out of
@@ -146,8 +147,10 @@ def measure(backend: str, rounds: int, claims: int, batch: int) -> list[list[Any
         import exqueue_sql._dialect as sql_dialect
 
         real_not_paused = sql_dialect.not_paused
-        for _ in range(rounds):
-            for kind in kinds:
+        for number in range(rounds):
+            # Each round starts with another type, so none always pays for going first.
+            shift = number % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
                 claim = claimer(storage, kind, batch)
                 per: list[float] = []
                 if kind == "plain-nopause":
