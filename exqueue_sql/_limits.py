@@ -85,6 +85,9 @@ if TYPE_CHECKING:
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 _ID = BigInteger().with_variant(SQLInteger(), "sqlite")
+#: The most runnable jobs a partitioned limited claim looks at, in claim order (those of
+#: full partitions are passed over); as Redis's ``SCAN_LIMIT``.
+SCAN_LIMIT = 5000
 #: Starts rows of a type are pruned at most this often per process (seconds), unless
 #: the dialect prunes in the claim statement itself (PostgreSQL).
 _PRUNE_EVERY = 5.0
@@ -187,7 +190,8 @@ class LimitSQL:
         join = f"{self.eq} c.bk" if parted else "= c.bk"
         window = "PARTITION BY partition_key " if parted else ""
         # Unpartitioned, no job past the first n can be taken: the index scan stops there.
-        cap = "" if parted else " ORDER BY priority, run_at, seq LIMIT :n"
+        # Partitioned, the jobs of full partitions are passed over, up to SCAN_LIMIT of them.
+        cap = f" ORDER BY priority, run_at, seq LIMIT {SCAN_LIMIT if parted else ':n'}"
         paused = (
             f" AND NOT EXISTS (SELECT 1 FROM {self.control} WHERE worker = :w AND paused <> 0)"
             if pause_check
