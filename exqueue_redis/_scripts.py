@@ -42,7 +42,7 @@ for i = 0, n - 1 do
       refuse('job options must be 8 or 12 values')
     end
     for j = 1, #o do
-      if type(o[j]) ~= 'string' then refuse('job options must be 8 strings') end
+      if type(o[j]) ~= 'string' then refuse('job options must be strings') end
     end
     if not prio_ok(o[1]) then refuse('priority must be a 32-bit integer') end
     if o[2] ~= '' and not meta_ok(o[2]) then refuse('meta must be a JSON object of strings') end
