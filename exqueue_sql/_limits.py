@@ -331,7 +331,8 @@ class SQLLimits:
         name = self.engine.dialect.name
         if name == "postgresql":
             return self._claim_limited_pg(request)
-        if name in ("mysql", "mariadb"):
+        if name in ("mysql", "mariadb") and self.engine.dialect.driver == "pymysql":
+            # Other drivers (an engine passed in) take the portable transaction below.
             from exqueue_sql import _limits_mysql
 
             rate = request.limits.rate is not None
