@@ -333,3 +333,22 @@ def test_cli_pause_resume_stats_and_show(app_queue: exqueue.Queue) -> None:
     shown = run("show", job_id).output
     assert any(line.split() == ["partition", "acme"] for line in shown.splitlines())
     assert json.loads(run("show", job_id, "--json").output)["partition"] == "acme"
+
+
+def test_async_jobs_keep_the_limit() -> None:
+    import asyncio
+
+    queue = exqueue.Queue(MemoryStorage())
+    state = {"now": 0, "peak": 0}
+
+    @queue.worker(name="api.async", concurrency=10, global_limit=2)
+    async def call(n: int) -> None:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.02)
+        state["now"] -= 1
+
+    for n in range(12):
+        call.enqueue(n)
+    assert queue.drain(timeout=20) == 12
+    assert state["peak"] == 2
