@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from conformance.base import StorageFactory
 from conformance.races import Barrier, run_processes, run_threads
@@ -197,3 +198,58 @@ def _process_claimer(
     storage: Storage, index: int, start: Barrier, workers: tuple[str, str]
 ) -> list[Interval]:
     return _claimer(storage, index, start, workers, time.monotonic() + 120)
+
+
+def _hold_and_wait(factory: StorageFactory, worker: str, limit: int, ready: Any) -> None:
+    """A node that takes every slot of ``worker`` and then hangs until it is killed."""
+    storage = factory()
+    assert isinstance(storage, SupportsLimits), "a LIMITS backend implements claim_limited"
+    request = LimitedClaim(worker, limit, NOW, "doomed-node", "doomed", NOW + 5, Limits(limit))
+    got = storage.claim_limited(request)
+    ready.put(len(got))
+    time.sleep(600)
+
+
+def kill_and_recover(factory: StorageFactory, *, limit: int = 2, jobs: int = 5) -> None:
+    """A process holding every slot is killed with SIGKILL; recovery gives the slots back."""
+    import multiprocessing
+    import signal
+
+    from conformance.races import picklable
+
+    picklable(factory)
+    worker = f"race.limit.kill.{uuid.uuid4().hex[:8]}"
+    limits = Limits(concurrency=limit)
+    storage = factory()
+    try:
+        assert isinstance(storage, SupportsLimits), "a LIMITS backend implements claim_limited"
+        storage.enqueue(_jobs(worker, jobs, False))
+        context = multiprocessing.get_context("spawn")
+        ready = context.Queue()
+        child = context.Process(target=_hold_and_wait, args=(factory, worker, limit, ready))
+        child.start()
+        try:
+            held = ready.get(timeout=120)
+        finally:
+            if child.pid is not None:
+                os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+        assert held == limit, f"the doomed node claimed {held} jobs, expected {limit}"
+
+        def claim(now: float, owner: str) -> list[str]:
+            request = LimitedClaim(worker, jobs, now, owner, uuid.uuid4().hex, now + 60, limits)
+            return [record.id for record in storage.claim_limited(request)]
+
+        early = claim(NOW + 1, "survivor")
+        assert early == [], (
+            f"while a killed node's leases are live its slots are held, yet {early} were claimed"
+        )
+        recovered = storage.recover(NOW + 5, error="worker lost")
+        assert len(recovered.waiting) == limit, f"recover took back {recovered}, expected {limit}"
+        after = claim(NOW + 5, "survivor")
+        assert len(after) == limit, (
+            f"after the killed node's leases were recovered {len(after)} jobs were claimed, "
+            f"expected its {limit} slots back"
+        )
+    finally:
+        storage.close()

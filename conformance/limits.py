@@ -28,7 +28,11 @@ from conformance.base import (
     opened,
     unique,
 )
-from conformance.limit_races import race_limits_processes, race_limits_threads
+from conformance.limit_races import (
+    kill_and_recover,
+    race_limits_processes,
+    race_limits_threads,
+)
 from exqueue.storage import (
     CANCEL,
     COMPLETE_MANY,
@@ -419,6 +423,16 @@ def check_limits_process_race(factory: StorageFactory, settings: Settings) -> No
     print(figures.line("limits race, 4 processes"))
 
 
+def check_limits_kill_recovery(factory: StorageFactory, settings: Settings) -> None:
+    """LIMITS, MULTI_PROCESS: a node killed with SIGKILL leaks no slot once recovered."""
+    with opened(factory):
+        pass  # empties the store before the child starts
+    try:
+        kill_and_recover(factory)
+    except AssertionError as exc:
+        raise RuleBroken(f"rule broken: {SLOT_RULE} (kill -9) -- {exc}") from exc
+
+
 CHECKS = [
     Check("limits_concurrency", LIMITS, check_limits_concurrency, AREA),
     Check("limits_slot_freed", LIMITS, check_limits_slot_freed, AREA),
@@ -430,4 +444,5 @@ CHECKS = [
     Check("limits_state_machine", LIMITS, check_limits_state_machine, AREA),
     Check("limits_thread_race", LIMITS, check_limits_thread_race, AREA),
     Check("limits_process_race", (LIMITS, MULTI_PROCESS), check_limits_process_race, AREA),
+    Check("limits_kill_recovery", (LIMITS, MULTI_PROCESS), check_limits_kill_recovery, AREA),
 ]

@@ -151,15 +151,28 @@ class LimitsMachine(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------------
 
-    @initialize(data=st.data())
-    def start_with_jobs(self, data: st.DataObject) -> None:
-        """Every example starts with a few runnable jobs of each limited type."""
-        batch = [
-            self._new_job(data, worker)
-            for worker in self.workers
-            for _ in range(data.draw(st.integers(1, 3), label="jobs"))
-        ]
-        self._enqueue(batch)
+    @initialize()
+    def start_with_jobs(self) -> None:
+        """Every example starts with six runnable jobs of each type over every partition.
+
+        Fixed, not drawn: Hypothesis's first examples draw the simplest values (one
+        partition, one job), and a short run must still see partitions and bursts.
+        """
+        self._enqueue(
+            [
+                NewJob(
+                    id=self._next("job"),
+                    worker=worker,
+                    payload=b"",
+                    run_at=self.now,
+                    enqueued_at=self.now,
+                    max_attempts=2,
+                    partition=PARTITIONS[n % len(PARTITIONS)],
+                )
+                for worker in self.workers
+                for n in range(6)
+            ]
+        )
 
     def _enqueue(self, batch: list[NewJob]) -> None:
         answers = self.model.enqueue(batch)
@@ -206,6 +219,36 @@ class LimitsMachine(RuleBasedStateMachine):
             self._check(record)
             self.issued.append((record.id, token))
 
+    @rule(data=st.data(), offset=st.sampled_from((0.25, 0.5, 0.75)))
+    def burst(self, data: st.DataObject, offset: float) -> None:
+        """A rate-limited type claimed every quarter second for 1.5 s, each job done at once.
+
+        The window slides: a claim may start only when fewer than ``rate`` starts
+        fall in ``(now - per, now]``, whatever became of their jobs.
+        """
+        rated = [w for w in self.workers if self.limits[w].rate is not None]
+        worker = data.draw(st.sampled_from(rated), label="worker")
+        limits = self.limits[worker]
+        self.now += offset
+        for step in range(7):
+            if step:
+                self.now += 0.25
+            token = self._next("token")
+            kwargs: dict[str, Any] = dict(
+                now=self.now, owner=OWNERS[0], token=token, lease_until=self.now + 5.0
+            )
+            expected = self.model.claim_limited(worker, 3, limits=limits, **kwargs)
+            got = self._claimer().claim_limited(
+                LimitedClaim(worker=worker, limit=3, limits=limits, **kwargs)
+            )
+            assert [r.id for r in got] == expected, (
+                f"claim_limited({worker!r}, 3, now={self.now}, {limits}) in a burst returned "
+                f"{[r.id for r in got]}, expected {expected}"
+            )
+            for job_id in expected:
+                assert self.model.complete(job_id, token)
+                assert self.storage.complete(job_id, token), f"complete({job_id!r}) refused"
+
     @rule(
         data=st.data(),
         outcome=st.sampled_from(("succeed", "retry", "bury", "release")),
@@ -236,10 +279,19 @@ class LimitsMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), what=st.sampled_from(("advance", "advance", "recover")))
     def time_passes(self, data: st.DataObject, what: str) -> None:
-        """The clock moves on (windows slide, leases expire), or expired leases are recovered."""
+        """The clock moves on (windows slide, leases expire), or it moves to the earliest
+        lease expiry and expired leases are recovered (their slots come back)."""
         if what == "advance":
             self.now += data.draw(st.sampled_from((0.25, 0.5, 1.0, 2.0)), label="dt")
             return
+        # Recover once the earliest lease has run out, so a recovery has work to do.
+        expiries = [
+            j.lease_expires
+            for j in self.model.jobs.values()
+            if j.state == RUNNING and j.lease_expires is not None
+        ]
+        if expiries:
+            self.now = max(self.now, min(expiries))
         error = f"{WORKER_LOST} {self.now}"
         back, died = self.model.recover(self.now, owner=None, error=error)
         got = self.storage.recover(self.now, error=error)

@@ -94,6 +94,8 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
         # heap of (expires_at, seq, id) of waiting jobs with an expiry (stale skipped)
         self._expiry: list[tuple[float, int, str]] = []
         self._unique = UniqueIndex()
+        # worker -> ids of jobs leased since their worker's last limited claim (see _lease)
+        self._leased: dict[str, set[str]] = {}
         # The latest claim ``now``: a job stored with an earlier run_at goes
         # straight to the ready heap (a claim demotes it if its now is earlier).
         self._now_seen = float("-inf")
@@ -220,6 +222,12 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
             job.partition,
         )
         self._jobs[job.id] = updated
+        # Every job that runs is noted here; limited claims count a worker's running
+        # jobs from it, dropping those that have left ``running`` since.
+        leased = self._leased.get(job.worker)
+        if leased is None:
+            leased = self._leased[job.worker] = set()
+        leased.add(job.id)
         return updated
 
     def _store(self, job: JobRecord, now: float | None = None) -> None:
@@ -260,9 +268,12 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
         self._unique.discard(job)
         ids = self._ids[job.worker]
         ids.discard(job.id)
+        leased = self._leased.get(job.worker)
+        if leased:
+            leased.discard(job.id)
         if not ids:
             del self._ids[job.worker]
-            for index in (self._scheduled, self._ready, self._lapsed, self._order):
+            for index in (self._scheduled, self._ready, self._lapsed, self._order, self._leased):
                 index.pop(job.worker, None)
         elif len(self._order[job.worker]) > 2 * len(ids) + _SLACK:
             self._tidy(job.worker)

@@ -5,21 +5,20 @@ bound check and the claim are one step. The running count of a bucket (the
 worker, or one of its partitions) is counted from the jobs stored as
 ``running``, never kept apart: every transition out of ``running`` (a
 completion, a retry, a recovery...) frees the slot because the job is no longer
-running, with nothing to forget. The starts of the rate window are kept per
+running, with nothing to forget. (The ids leased since are noted per worker so
+that the count does not scan waiting jobs; an id whose job has left ``running``
+is dropped when next counted.) The starts of the rate window are kept per
 bucket as a list of claim times, pruned of those older than the window.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING
 
 from exqueue.storage import RUNNING, WAITING, JobRecord, LimitedClaim, Limits
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 _Bucket = tuple[str, str | None]  # (worker, partition or None)
 
@@ -33,6 +32,7 @@ class MemoryLimits:
     _ready: dict[str, list[tuple[int, float, int, str]]]
     _scheduled: dict[str, list[tuple[float, int, str]]]
     _lapsed: dict[str, list[tuple[float, int, str]]]
+    _leased: dict[str, set[str]]
     #: Replaced, never mutated, so ``claim`` reads it without a copy.
     _paused_types: frozenset[str] = frozenset()
 
@@ -110,7 +110,7 @@ class MemoryLimits:
                     continue
                 running[key] += 1
                 if limits.rate is not None:
-                    window.append(now)
+                    bisect.insort(window, now)
                 taken_ids.add(job_id)
                 taken.append(
                     self._lease(job, now, request.owner, request.token, request.lease_until)
@@ -127,11 +127,18 @@ class MemoryLimits:
         """Running jobs of ``worker`` per bucket key (lock held)."""
         if limits.concurrency is None:
             return Counter()
+        leased = self._leased.get(worker)
+        if not leased:
+            return Counter()
         jobs = self._jobs
-        held: Iterable[JobRecord] = (jobs[i] for i in self._ids.get(worker, ()))
-        return Counter(
-            (job.partition if limits.partitioned else None) for job in held if job.state == RUNNING
-        )
+        running: list[JobRecord] = []
+        for job_id in list(leased):
+            job = jobs.get(job_id)
+            if job is None or job.state != RUNNING:
+                leased.discard(job_id)  # it left running: its slot is free
+            else:
+                running.append(job)
+        return Counter((job.partition if limits.partitioned else None) for job in running)
 
 
 def _room(limits: Limits, running: int, window: list[float], now: float) -> bool:
@@ -140,7 +147,8 @@ def _room(limits: Limits, running: int, window: list[float], now: float) -> bool
         return False
     if limits.rate is None or limits.per is None:
         return True
-    since = now - limits.per
-    # Starts may come unordered (nodes' clocks differ), so prune by value.
-    window[:] = [start for start in window if start > since]
-    return sum(1 for start in window if start <= now) < limits.rate
+    # The window is kept sorted (nodes' clocks differ, so starts may come unordered).
+    old = bisect.bisect_right(window, now - limits.per)
+    if old:
+        del window[:old]
+    return bisect.bisect_right(window, now) < limits.rate
