@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
     CANCEL,
     DEAD,
     HISTORY,
@@ -49,6 +50,7 @@ from exqueue.storage import (
     RequeueResult,
 )
 from exqueue_sql import _expiry, _listing, _unique
+from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts
 from exqueue_sql._mysql import MySQLDialect
@@ -82,7 +84,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
+class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLAsyncEnqueue):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -134,6 +136,8 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
                 CANCEL,
                 SNOOZE,
             }
+            if self._open_native_enqueue(self._dialect, _DUPLICATE):
+                self.capabilities |= {ASYNC_ENQUEUE}
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -594,6 +598,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
         return self._run(dialect.server_time, read=True, single=True)
 
     def close(self) -> None:
+        self._close_native_enqueue()
         self._dialect.close()
         self.engine.dispose()
 
