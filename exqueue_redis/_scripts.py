@@ -274,21 +274,35 @@ for _, d in ipairs(damaged) do
   bury_damaged(d[3], worker, d[4], now, d[5])
   gone[#gone + 1], gone[#gone + 2] = d[3], d[5]
 end
-local out = {}
+-- The sorted sets are written once per chunk of jobs (variadic ZREM and ZADD),
+-- not once per job: a claim of hundreds of jobs is mostly these calls. The
+-- removals come first: in a Redis at maxmemory, a script's first write is the
+-- one checked against the limit, and a removal is never refused.
+local CHUNK = 500
+local out, taken, leased, ran = {}, {}, {}, {}
+for _, g in ipairs(good) do
+  if g[1] == 'serial' then
+    unwait(g[3], worker, g[4], g[7].run_at)
+  else
+    taken[#taken + 1] = g[2]
+  end
+end
+for a = 1, #taken, CHUNK do
+  redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
+end
 for i, g in ipairs(good) do
   local id = g[3]
-  if g[1] == 'serial' then
-    unwait(id, worker, g[4], g[7].run_at)
-  else
-    redis.call('ZREM', rq, g[2])
-    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', smember(g[4], id)) end
+  if g[1] ~= 'serial' and g[7].expires_at then
+    redis.call('ZREM', P .. 'expiry', smember(g[4], id))
   end
-  redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
-    'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
   local h = g[5]
-  h[g[6]] = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
-  redis.call('ZADD', P .. 'leases', lease_until, id)
-  redis.call('ZADD', P .. 'running:' .. worker, g[4], id)
+  -- attempt was checked to be an integer above; HSET writes it with the lease.
+  local attempt = string.format('%d', int(h[g[6]]) + 1)
+  h[g[6]] = attempt
+  redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
+    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
+  leased[#leased + 1], leased[#leased + 2] = lease_until, id
+  ran[#ran + 1], ran[#ran + 2] = g[4], id
   -- Appended pairs win over earlier ones when the caller reads the list.
   local n = #h
   h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
@@ -296,6 +310,11 @@ for i, g in ipairs(good) do
   h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
     'started_at', now
   out[i] = h
+end
+for a = 1, #leased, 2 * CHUNK do
+  local b = math.min(a + 2 * CHUNK - 1, #leased)
+  redis.call('ZADD', P .. 'leases', unpack(leased, a, b))
+  redis.call('ZADD', P .. 'running:' .. worker, unpack(ran, a, b))
 end
 return {out, gone}
 """
