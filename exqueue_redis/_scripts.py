@@ -327,33 +327,58 @@ return {out, gone}
 COMPLETE = r"""
 local now = ARGV[1]
 if now ~= '' then need_num(now, 'now') end
-local out, marked = {}, false
+-- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
+-- worker type, not five calls per job), then the unique markers: removals
+-- first, since in a Redis at maxmemory a script's first write is the one checked.
+local out, done, seen, by_worker, marked = {}, {}, {}, {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  local f = held(id, ARGV[i + 1])
+  local f = not seen[id] and held(id, ARGV[i + 1])
   if f then
-    redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
-    redis.call('ZREM', P .. 'leases', id)
+    seen[id] = true
+    out[#out + 1] = id
+    done[#done + 1] = {id, f}
     if f[3] then
-      redis.call('ZREM', P .. 'running:' .. f[3], id)
-      forget(id, f[3])
-      if f[5] then
-        unhold(id, f[3], f[5])
-        local period = num(f[6])
-        if now ~= '' and period then
-          -- The marker that holds the key longest is kept.
-          local d = dkey(f[3], f[5])
-          local m = redis.call('HMGET', d, 'at', 'period')
-          local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
-          if until_before <= tonumber(now) + period then
-            redis.call('HSET', d, 'at', now, 'period', f[6], 'id', id)
-            redis.call('ZADD', P .. 'udone', tonumber(now) + period, d)
-            marked = true
-          end
-        end
+      local ids = by_worker[f[3]]
+      if not ids then ids = {} by_worker[f[3]] = ids end
+      ids[#ids + 1] = id
+    end
+  end
+end
+local CHUNK = 500
+local function each_chunk(list, fn)
+  for a = 1, #list, CHUNK do fn(a, math.min(a + CHUNK - 1, #list)) end
+end
+local keys = {}
+for n, d in ipairs(done) do keys[n] = jkey(d[1]) end
+-- The hashes go whole: no need to clear their lease fields.
+each_chunk(keys, function(a, b) redis.call('DEL', unpack(keys, a, b)) end)
+each_chunk(out, function(a, b) redis.call('ZREM', P .. 'leases', unpack(out, a, b)) end)
+for worker, ids in pairs(by_worker) do
+  each_chunk(ids, function(a, b)
+    redis.call('ZREM', P .. 'running:' .. worker, unpack(ids, a, b))
+    redis.call('ZREM', P .. 'all:' .. worker, unpack(ids, a, b))
+  end)
+  if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
+    redis.call('SREM', P .. 'workers', worker)
+  end
+end
+for _, d in ipairs(done) do
+  local id, f = d[1], d[2]
+  if f[3] and f[5] then
+    unhold(id, f[3], f[5])
+    local period = num(f[6])
+    if now ~= '' and period then
+      -- The marker that holds the key longest is kept.
+      local k = dkey(f[3], f[5])
+      local m = redis.call('HMGET', k, 'at', 'period')
+      local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+      if until_before <= tonumber(now) + period then
+        redis.call('HSET', k, 'at', now, 'period', f[6], 'id', id)
+        redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
+        marked = true
       end
     end
-    out[#out + 1] = id
   end
 end
 if marked then
