@@ -208,8 +208,8 @@ class AsyncRunner:
                 outcomes.put(None)  # for the next finisher
                 return
             items = first
-            # Two finishers drain one queue: ``empty()`` then ``get_nowait()`` could
-            # race, so take until the queue says Empty.
+            # Take what else is queued until the queue says Empty: two finishers
+            # share it, so ``empty()`` then ``get_nowait()`` could race.
             stop = False
             try:
                 while len(items) < FINISH_BATCH:
