@@ -183,10 +183,6 @@ def test_control_machine_alone_finds_the_bug(broken: type[MemoryStorage]) -> Non
     assert str(failures["control_machine"]).startswith("rule broken: ")
 
 
-def test_control_machine_passes_memory() -> None:
-    assert run_suite(MemoryStorage, POWER, only=["control_machine"]) == {}
-
-
 @pytest.mark.parametrize("backend", [MemoryStorage, AsyncMemory])
 def test_memory_backend_passes(backend: type[MemoryStorage]) -> None:
     assert run_suite(backend, SETTINGS, only=NAMES) == {}
