@@ -21,7 +21,8 @@ run only when the backend declares its capability; races
 (:mod:`conformance.control`); limits and pause (:mod:`conformance.limits`,
 :mod:`conformance.limit_races`, :mod:`conformance.machine_limits`); and the
 model-based state machine (:mod:`conformance.machine`, with
-:mod:`conformance.machine_v2`) that explores how they interact.
+:mod:`conformance.machine_v2`) that explores how they interact, and its
+variant with cancel and snooze (:mod:`conformance.machine_control`).
 
 Each check empties the store first (with the backend's own ``recover`` and
 ``delete``) and closes what it opened. Targeted checks come first and are
@@ -54,6 +55,8 @@ from conformance import (
 )
 from conformance.base import Check, RuleBroken, StorageFactory
 from conformance.machine import run_state_machine
+from conformance.machine_control import run_control_machine
+from exqueue.storage import CANCEL, SNOOZE
 
 MODEL = "state machine"
 
@@ -66,6 +69,18 @@ def check_state_machine(factory: StorageFactory, settings: Settings) -> None:
         raise RuleBroken(
             "rule broken: every result and every observable record matches the reference "
             f"model (conformance/model.py) after each step -- {exc}"
+        ) from exc
+
+
+def check_control_machine(factory: StorageFactory, settings: Settings) -> None:
+    """Random operation sequences with cancel and snooze agree with the model at every step."""
+    try:
+        run_control_machine(factory, settings)
+    except AssertionError as exc:
+        raise RuleBroken(
+            "rule broken: with cancel and snooze among the operations, every result, every "
+            "observable record, cancellation mark and snooze count matches the reference "
+            f"model (conformance/machine_control.py) after each step -- {exc}"
         ) from exc
 
 
@@ -86,6 +101,8 @@ CHECKS: dict[str, Check] = {
         *expiry.CHECKS,
         *metadata.CHECKS,
         Check("state_machine", None, check_state_machine, MODEL),
+        # Both: a backend with one of the two has the targeted checks of control.py.
+        Check("control_machine", (CANCEL, SNOOZE), check_control_machine, MODEL),
         *races.CHECKS,
         *unique.RACE_CHECKS,
         *schedules.CHECKS,

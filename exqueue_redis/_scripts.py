@@ -287,21 +287,35 @@ for _, d in ipairs(damaged) do
   bury_damaged(d[3], worker, d[4], now, d[5])
   gone[#gone + 1], gone[#gone + 2] = d[3], d[5]
 end
-local out = {}
+-- The sorted sets are written once per chunk of jobs (variadic ZREM and ZADD),
+-- not once per job: a claim of hundreds of jobs is mostly these calls. The
+-- removals come first: in a Redis at maxmemory, a script's first write is the
+-- one checked against the limit, and a removal is never refused.
+local CHUNK = 500
+local out, taken, leased, ran = {}, {}, {}, {}
+for _, g in ipairs(good) do
+  if g[1] == 'serial' then
+    unwait(g[3], worker, g[4], g[7].run_at)
+  else
+    taken[#taken + 1] = g[2]
+  end
+end
+for a = 1, #taken, CHUNK do
+  redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
+end
 for i, g in ipairs(good) do
   local id = g[3]
-  if g[1] == 'serial' then
-    unwait(id, worker, g[4], g[7].run_at)
-  else
-    redis.call('ZREM', rq, g[2])
-    if g[7].expires_at then redis.call('ZREM', P .. 'expiry', smember(g[4], id)) end
+  if g[1] ~= 'serial' and g[7].expires_at then
+    redis.call('ZREM', P .. 'expiry', smember(g[4], id))
   end
-  redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
-    'lease_token', token, 'lease_expires', lease_until, 'started_at', now)
   local h = g[5]
-  h[g[6]] = tostring(redis.call('HINCRBY', jkey(id), 'attempt', 1))
-  redis.call('ZADD', P .. 'leases', lease_until, id)
-  redis.call('ZADD', P .. 'running:' .. worker, g[4], id)
+  -- attempt was checked to be an integer above; HSET writes it with the lease.
+  local attempt = string.format('%d', int(h[g[6]]) + 1)
+  h[g[6]] = attempt
+  redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
+    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
+  leased[#leased + 1], leased[#leased + 2] = lease_until, id
+  ran[#ran + 1], ran[#ran + 2] = g[4], id
   -- Appended pairs win over earlier ones when the caller reads the list.
   local n = #h
   h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
@@ -309,6 +323,11 @@ for i, g in ipairs(good) do
   h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
     'started_at', now
   out[i] = h
+end
+for a = 1, #leased, 2 * CHUNK do
+  local b = math.min(a + 2 * CHUNK - 1, #leased)
+  redis.call('ZADD', P .. 'leases', unpack(leased, a, b))
+  redis.call('ZADD', P .. 'running:' .. worker, unpack(ran, a, b))
 end
 return {out, gone}
 """
@@ -321,33 +340,58 @@ return {out, gone}
 COMPLETE = r"""
 local now = ARGV[1]
 if now ~= '' then need_num(now, 'now') end
-local out, marked = {}, false
+-- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
+-- worker type, not five calls per job), then the unique markers: removals
+-- first, since in a Redis at maxmemory a script's first write is the one checked.
+local out, done, seen, by_worker, marked = {}, {}, {}, {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  local f = held(id, ARGV[i + 1])
+  local f = not seen[id] and held(id, ARGV[i + 1])
   if f then
-    redis.call('DEL', jkey(id))  -- the hash goes whole: no need to clear its lease fields
-    redis.call('ZREM', P .. 'leases', id)
+    seen[id] = true
+    out[#out + 1] = id
+    done[#done + 1] = {id, f}
     if f[3] then
-      redis.call('ZREM', P .. 'running:' .. f[3], id)
-      forget(id, f[3])
-      if f[5] then
-        unhold(id, f[3], f[5])
-        local period = num(f[6])
-        if now ~= '' and period then
-          -- The marker that holds the key longest is kept.
-          local d = dkey(f[3], f[5])
-          local m = redis.call('HMGET', d, 'at', 'period')
-          local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
-          if until_before <= tonumber(now) + period then
-            redis.call('HSET', d, 'at', now, 'period', f[6], 'id', id)
-            redis.call('ZADD', P .. 'udone', tonumber(now) + period, d)
-            marked = true
-          end
-        end
+      local ids = by_worker[f[3]]
+      if not ids then ids = {} by_worker[f[3]] = ids end
+      ids[#ids + 1] = id
+    end
+  end
+end
+local CHUNK = 500
+local function each_chunk(list, fn)
+  for a = 1, #list, CHUNK do fn(a, math.min(a + CHUNK - 1, #list)) end
+end
+local keys = {}
+for n, d in ipairs(done) do keys[n] = jkey(d[1]) end
+-- The hashes go whole: no need to clear their lease fields.
+each_chunk(keys, function(a, b) redis.call('DEL', unpack(keys, a, b)) end)
+each_chunk(out, function(a, b) redis.call('ZREM', P .. 'leases', unpack(out, a, b)) end)
+for worker, ids in pairs(by_worker) do
+  each_chunk(ids, function(a, b)
+    redis.call('ZREM', P .. 'running:' .. worker, unpack(ids, a, b))
+    redis.call('ZREM', P .. 'all:' .. worker, unpack(ids, a, b))
+  end)
+  if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
+    redis.call('SREM', P .. 'workers', worker)
+  end
+end
+for _, d in ipairs(done) do
+  local id, f = d[1], d[2]
+  if f[3] and f[5] then
+    unhold(id, f[3], f[5])
+    local period = num(f[6])
+    if now ~= '' and period then
+      -- The marker that holds the key longest is kept.
+      local k = dkey(f[3], f[5])
+      local m = redis.call('HMGET', k, 'at', 'period')
+      local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+      if until_before <= tonumber(now) + period then
+        redis.call('HSET', k, 'at', now, 'period', f[6], 'id', id)
+        redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
+        marked = true
       end
     end
-    out[#out + 1] = id
   end
 end
 if marked then

@@ -112,6 +112,11 @@ class PostgresDialect(Dialect):
         draws its seq and held to commit, make each worker's seqs commit in order;
         the wake-up notification is delivered at commit.
         """
+        conn.exec_driver_sql(*self.insert_params(jobs))
+
+    def insert_params(self, jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
+        """The SQL of :meth:`insert` (psycopg's ``%(name)s`` style) and its parameters;
+        also sent by the native async enqueue (``exqueue_sql._aio``)."""
         params: dict[str, Any]
         if len(jobs) == 1:
             params = dict(zip(INSERT_COLUMNS, column_values(jobs[0]), strict=True))
@@ -123,7 +128,7 @@ class PostgresDialect(Dialect):
             params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
             sql = self._insert_many
         params["channel"] = self._channel
-        conn.exec_driver_sql(sql, params)
+        return sql, params
 
     def complete_marking(
         self, conn: Connection, held: ColumnElement[bool], now: float

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from exqueue.errors import ConfigurationError
 from exqueue.storage import (
+    ASYNC_ENQUEUE,
     CANCEL,
     DEAD,
     HISTORY,
@@ -51,6 +52,7 @@ from exqueue.storage import (
     RequeueResult,
 )
 from exqueue_sql import _expiry, _listing, _unique
+from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, not_paused
 from exqueue_sql._limits import SQLLimits, bury_new, check_jobs, create_limit_tables, has_dead
@@ -86,7 +88,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits):
+class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueue):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -140,6 +142,8 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits):
                 LIMITS,
                 PAUSE,
             }
+            if self._open_native_enqueue(self._dialect, _DUPLICATE):
+                self.capabilities |= {ASYNC_ENQUEUE}
             self._runner = Runner(engine, self._dialect)
             self._run = self._runner.run
             self._prepare(create)
@@ -622,6 +626,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits):
 
     def close(self) -> None:
         self._close_limits()
+        self._close_native_enqueue()
         self._dialect.close()
         self.engine.dispose()
 

@@ -85,7 +85,10 @@ class AsyncRunner:
         self._claim_here = claim_here
         self.loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outcomes: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        # Outcomes go to the finishers a loop iteration's worth at a time: one
+        # put (one finisher wake-up) for every job that ended in that iteration.
+        self._outcomes: queue.SimpleQueue[list[Outcome] | None] = queue.SimpleQueue()
+        self._ended: list[Outcome] = []
         self._closed = False
         self._threads: list[threading.Thread] = []
         #: Tasks by job id, so a cancellation request can reach a running coroutine.
@@ -155,7 +158,14 @@ class AsyncRunner:
         finally:
             self.running.pop(record.id, None)
             self._cancelled.discard(record.id)
-        self._outcomes.put((lane, record, token, error, started))
+        ended = self._ended
+        if not ended:
+            self.loop.call_soon(self._flush)
+        ended.append((lane, record, token, error, started))
+
+    def _flush(self) -> None:
+        ended, self._ended = self._ended, []
+        self._outcomes.put(ended)
 
     async def _attempt(self, lane: Lane, record: JobRecord) -> BaseException | None:
         try:
@@ -193,16 +203,25 @@ class AsyncRunner:
     def _finish_loop(self) -> None:
         outcomes = self._outcomes
         while True:
-            items = [outcomes.get()]
-            while len(items) < FINISH_BATCH and not outcomes.empty():
-                items.append(outcomes.get_nowait())
+            first = outcomes.get()
+            if first is None:
+                outcomes.put(None)  # for the next finisher
+                return
+            items = first
+            # Take what else is queued until the queue says Empty: two finishers
+            # share it, so ``empty()`` then ``get_nowait()`` could race.
+            stop = False
+            try:
+                while len(items) < FINISH_BATCH:
+                    more = outcomes.get_nowait()
+                    if more is None:
+                        stop = True
+                        break
+                    items.extend(more)
+            except queue.Empty:
+                pass
             done: list[tuple[Lane, JobRecord, bool, float]] = []
-            for item in items:
-                if item is None:
-                    self._finished(done)
-                    outcomes.put(None)  # for the next finisher
-                    return
-                lane, record, token, error, started = item
+            for lane, record, token, error, started in items:
                 deferred = False
                 try:
                     deferred = self._conclude(lane, record, token, error)
@@ -210,6 +229,9 @@ class AsyncRunner:
                     log.exception("internal error while recording job %s", record.id)
                 done.append((lane, record, deferred, started))
             self._finished(done)
+            if stop:
+                outcomes.put(None)
+                return
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the running coroutine of ``job_id`` (from any thread); False when none."""
