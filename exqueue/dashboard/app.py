@@ -66,8 +66,7 @@ class Dashboard:
             {
                 "note": note,
                 "link": link,
-                "here": request.url.path
-                + (f"?{request.url.query}" if request.url.query else ""),
+                "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
                 "read_only": self.read_only,
                 "csrf": self.csrf.token(request.scope["exqueue.browser"]),
                 "poll_ms": self.poll_ms,

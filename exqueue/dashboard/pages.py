@@ -118,7 +118,9 @@ def bulk_confirm(request: Request) -> Response:
     board = board_of(request)
     operation = request.query_params.get("op")
     if operation not in ("retry", "delete"):
-        return board.render(request, "message.html", 400, page="jobs", message="unknown bulk action")
+        return board.render(
+            request, "message.html", 400, page="jobs", message="unknown bulk action"
+        )
     chosen = Filter.parse(request.query_params)
     count = board.reader.dead_matching(chosen)
     return board.render(

@@ -100,7 +100,11 @@ class Reader:
     """The dashboard's reads over one queue (thread-safe: pages run in a thread pool)."""
 
     def __init__(
-        self, queue: Queue, *, counts_ttl: float = 2.0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        queue: Queue,
+        *,
+        counts_ttl: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
         self.counts_ttl = counts_ttl
@@ -127,7 +131,9 @@ class Reader:
         if value is None:
             return self._refresh()
         if stale:
-            threading.Thread(target=self._refresh, name="exqueue-dashboard-counts", daemon=True).start()
+            threading.Thread(
+                target=self._refresh, name="exqueue-dashboard-counts", daemon=True
+            ).start()
         return value
 
     def _refresh(self) -> dict[str, WorkerStats]:

@@ -88,7 +88,9 @@ class Auth:
         if scheme != "basic":
             return None
         try:
-            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            user, sep, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
         except (binascii.Error, UnicodeDecodeError):
             return None
         if not sep:
