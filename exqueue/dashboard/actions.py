@@ -140,8 +140,7 @@ def _pause_worker(board: Dashboard, fields: dict[str, str], paused: bool) -> str
     name = _required(fields, "name")
     if not board.reader.can_pause():
         raise ValueError(f"{board.store_name} cannot pause worker types")
-    method = getattr(board.queue, "pause" if paused else "resume")
-    method(name)
+    board.reader.set_paused(name, paused)
     return f"{'paused' if paused else 'resumed'} worker type {name}"
 
 

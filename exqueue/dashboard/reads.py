@@ -157,13 +157,24 @@ class Reader:
 
     def paused(self) -> frozenset[str] | None:
         """Paused worker types, or None when the store cannot pause them."""
-        pause_list = getattr(self.queue, "paused", None)
-        if PAUSE not in self.capabilities or pause_list is None:
+        if PAUSE not in self.capabilities:
             return None
-        return frozenset(pause_list())
+        # Queue.paused() where the core has it (issue 15), else the storage's own.
+        source = getattr(self.queue, "paused", None) or getattr(self.queue.storage, "paused", None)
+        return frozenset(source()) if source is not None else None
 
     def can_pause(self) -> bool:
-        return PAUSE in self.capabilities and hasattr(self.queue, "pause")
+        return PAUSE in self.capabilities and (
+            hasattr(self.queue, "pause") or hasattr(self.queue.storage, "pause")
+        )
+
+    def set_paused(self, worker: str, paused: bool) -> None:
+        """Pause or resume a worker type on every node (capability ``pause``)."""
+        method = getattr(self.queue, "pause" if paused else "resume", None)
+        if method is not None:
+            method(worker)
+        else:
+            self.queue.storage.pause(worker, paused)  # type: ignore[attr-defined]
 
     def heads(self, workers: list[str]) -> dict[str, JobRecord]:
         """Each worker type's oldest job (lowest ``seq``, any state): a serial type's head."""

@@ -159,3 +159,23 @@ def test_command_serves_the_dashboard(tmp_path: Path) -> None:
     finally:
         child.terminate()
         child.wait(10)
+
+
+def test_pause_and_resume_a_worker_type() -> None:
+    from exqueue_memory import MemoryStorage
+
+    queue = exqueue.Queue(MemoryStorage())
+    if "pause" not in queue.storage.capabilities:
+        pytest.skip("the memory store has no 'pause' capability on this branch (issue 15)")
+    fill(queue, dead=1, waiting=2)
+    client = client_for(create_app(queue))
+    page = client.get("/").text
+    assert re.search(rf'name="name" value="{re.escape(FINE)}">\s*<button[^>]*>Pause<', page)
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert token
+    client.post("/actions/pause_worker", data={"name": FINE, "csrf": token.group(1)})
+    assert FINE in queue.storage.paused()  # type: ignore[attr-defined]
+    assert client.get("/api/counts").json()["workers"][FINE]["paused"] is True
+    assert "Resume" in client.get("/").text
+    client.post("/actions/resume_worker", data={"name": FINE, "csrf": token.group(1)})
+    assert FINE not in queue.storage.paused()  # type: ignore[attr-defined]
