@@ -93,6 +93,7 @@ class _Cached:
     value: dict[str, WorkerStats] | None = None
     at: float = 0.0
     refreshing: bool = False
+    generation: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -120,15 +121,17 @@ class Reader:
 
     # -- counts ------------------------------------------------------------------
 
-    def stats(self) -> dict[str, WorkerStats]:
-        """Per worker type counts, at most ``counts_ttl`` seconds old (refreshed behind)."""
+    def stats(self, max_age: float | None = None) -> dict[str, WorkerStats]:
+        """Per worker type counts. Once older than ``counts_ttl`` they are refreshed
+        in the background and the kept ones returned; older than ``max_age``, they
+        are refreshed before returning."""
         cache = self._counts
         with cache.lock:
             value, age = cache.value, self._monotonic() - cache.at
             stale = value is not None and age > self.counts_ttl and not cache.refreshing
             if stale:
                 cache.refreshing = True
-        if value is None:
+        if value is None or (max_age is not None and age > max_age):
             return self._refresh()
         if stale:
             threading.Thread(
@@ -137,19 +140,24 @@ class Reader:
         return value
 
     def _refresh(self) -> dict[str, WorkerStats]:
+        with self._counts.lock:
+            generation = self._counts.generation
         try:
             value = self.queue.stats()
         finally:
             with self._counts.lock:
                 self._counts.refreshing = False
         with self._counts.lock:
-            self._counts.value, self._counts.at = value, self._monotonic()
+            # A read begun before an action must not replace what the action made stale.
+            if generation == self._counts.generation:
+                self._counts.value, self._counts.at = value, self._monotonic()
         return value
 
     def invalidate(self) -> None:
         """Forget the counts: the next read takes fresh ones (after an action)."""
         with self._counts.lock:
             self._counts.value = None
+            self._counts.generation += 1
 
     def totals(self, stats: dict[str, WorkerStats]) -> dict[str, int]:
         keys = ("waiting", "scheduled", "running", "dead")
@@ -217,9 +225,10 @@ class Reader:
         return Job.from_record(record, self.codec), record
 
     def dead_matching(self, chosen: Filter) -> int:
-        """How many dead jobs match the filter's worker and tag (fresh, not cached)."""
+        """How many dead jobs match the filter's worker and tag (counts at most
+        ``counts_ttl`` old: the bulk action then acts on the jobs dead at that time)."""
         if chosen.tag is None:
-            stats = self.queue.stats()
+            stats = self.stats(max_age=self.counts_ttl)
             if chosen.worker is not None:
                 row = stats.get(chosen.worker)
                 return row.dead if row else 0
