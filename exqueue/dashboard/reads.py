@@ -1,9 +1,10 @@
 """What the dashboard shows, read through the public :class:`exqueue.Queue` API.
 
 Counts over a big store are a scan on SQL backends (``counts()`` groups every
-row), so :class:`Reader` keeps them for ``counts_ttl`` seconds and refreshes
-them in the background once stale: a page never waits on the scan except the
-very first one and the first after an action (which wants fresh numbers).
+row), so :class:`Reader` keeps them for ``counts_ttl`` seconds (or five times as
+long as the last read took, if longer) and refreshes them in the background once
+stale: a page never waits on the scan except the very first one and the first
+after an action (which wants fresh numbers).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from exqueue.storage import DEAD, HISTORY, METADATA, NODES, SCHEDULES, JobRecord
 PAGE_SIZE = 50
 #: A decoded argument's ``repr`` is cut past this many characters.
 REPR_LIMIT = 10_000
+#: Counts are kept at least this many times as long as reading them took, so an
+#: open page (it polls) keeps a slow ``counts()`` busy at most 1/LOAD_FACTOR of the time.
+LOAD_FACTOR = 5
 #: The worker-type pause capability (issue 15; declared by stores that can pause).
 PAUSE = "pause"
 
@@ -94,6 +98,7 @@ class _Cached:
     at: float = 0.0
     refreshing: bool = False
     generation: int = 0
+    took: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -128,7 +133,8 @@ class Reader:
         cache = self._counts
         with cache.lock:
             value, age = cache.value, self._monotonic() - cache.at
-            stale = value is not None and age > self.counts_ttl and not cache.refreshing
+            ttl = max(self.counts_ttl, LOAD_FACTOR * cache.took)
+            stale = value is not None and age > ttl and not cache.refreshing
             if stale:
                 cache.refreshing = True
         if value is None or (max_age is not None and age > max_age):
@@ -142,15 +148,18 @@ class Reader:
     def _refresh(self) -> dict[str, WorkerStats]:
         with self._counts.lock:
             generation = self._counts.generation
+        started = self._monotonic()
         try:
             value = self.queue.stats()
         finally:
             with self._counts.lock:
                 self._counts.refreshing = False
+        finished = self._monotonic()
         with self._counts.lock:
+            self._counts.took = max(finished - started, 0.0)
             # A read begun before an action must not replace what the action made stale.
             if generation == self._counts.generation:
-                self._counts.value, self._counts.at = value, self._monotonic()
+                self._counts.value, self._counts.at = value, finished
         return value
 
     def invalidate(self) -> None:
@@ -225,10 +234,11 @@ class Reader:
         return Job.from_record(record, self.codec), record
 
     def dead_matching(self, chosen: Filter) -> int:
-        """How many dead jobs match the filter's worker and tag (counts at most
-        ``counts_ttl`` old: the bulk action then acts on the jobs dead at that time)."""
+        """How many dead jobs match the filter's worker and tag: the kept counts
+        without a tag (seconds old at most; the action then acts on the jobs dead
+        when it runs, and says how many), a scan of the matching dead jobs with one."""
         if chosen.tag is None:
-            stats = self.stats(max_age=self.counts_ttl)
+            stats = self.stats()
             if chosen.worker is not None:
                 row = stats.get(chosen.worker)
                 return row.dead if row else 0
