@@ -48,7 +48,7 @@ def pages(storage: Any) -> list[tuple[str, str]]:
         ("jobs, search by id", f"/jobs?id={waiting.id}"),
         ("job detail (dead)", f"/job/{dead.id}"),
         ("job detail (waiting)", f"/job/{waiting.id}"),
-        ("bulk confirmation (fresh count)", "/jobs/bulk?op=retry&state=dead"),
+        ("bulk confirmation", "/jobs/bulk?op=retry&state=dead"),
         ("schedules", "/schedules"),
         ("nodes", "/nodes"),
         ("jobs, dead, tag matching none", "/jobs?state=dead&tag=team%3Dnone"),
