@@ -179,3 +179,26 @@ def test_pause_and_resume_a_worker_type() -> None:
     assert "Resume" in client.get("/").text
     client.post("/actions/resume_worker", data={"name": FINE, "csrf": token.group(1)})
     assert FINE not in queue.storage.paused()  # type: ignore[attr-defined]
+
+
+def test_the_core_works_without_the_extra(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    exqueue.Queue(url).close()
+    code = (
+        "import sys\n"
+        "for name in ('starlette', 'jinja2', 'uvicorn', 'multipart', 'python_multipart'):\n"
+        "    sys.modules[name] = None  # as if not installed\n"
+        "import exqueue, exqueue.cli, exqueue.dashboard\n"
+        "try:\n"
+        "    exqueue.dashboard.create_app(sys.argv[1])\n"
+        "except ImportError as exc:\n"
+        "    print('refused:', exc)\n"
+        "sys.argv = ['exqueue', 'dashboard', '--storage', sys.argv[1]]\n"
+        "exqueue.cli.run()\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 1, ran.stderr
+    assert "refused: the dashboard needs its extra: pip install 'exqueue[dashboard]'" in ran.stdout
+    assert "pip install 'exqueue[dashboard]'" in ran.stderr
