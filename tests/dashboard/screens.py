@@ -73,8 +73,10 @@ def demo(url: str) -> exqueue.Queue:
     storage.beat_node(
         NodeInfo("web-2-4802-d4e5f6", "web-2", 4802, now - 1800, now - 2, {"billing.charge": 1}, 0)
     )  # type: ignore[attr-defined]
-    storage.pause_schedule("nightly-report", False)  # type: ignore[attr-defined]
-    storage.pause_schedule("hourly-digest", True)  # type: ignore[attr-defined]
+    queue.schedule("nightly-report", "0 3 * * *", build.call("nightly"), tz="Europe/Stockholm")
+    queue.schedule("hourly-digest", "0 * * * *", build.call("digest"))
+    queue.pause_schedule("hourly-digest")
+    storage.pause_schedule("old-cleanup", False)  # type: ignore[attr-defined]
     return queue
 
 
