@@ -35,9 +35,18 @@ def list_jobs(
     if limit <= 0:
         return []
     j = jobs.c
-    stmt = select(jobs).order_by(j.seq).limit(limit)
-    if state is not None:
-        stmt = stmt.where(j.state == state)
+    stmt = select(jobs).limit(limit)
+    if state is not None and worker is None:
+        # As a range and sorted by (state, seq), the same rows in the same order:
+        # written so, the (state, seq) index is the only one that gives the order,
+        # and PostgreSQL reads one page of it. With ``state = x ORDER BY seq`` it
+        # walks the seq key instead, past every row of other states (0.2 s past
+        # 100,000 dead jobs to the first waiting one).
+        stmt = stmt.where(j.state >= state, j.state <= state).order_by(j.state, j.seq)
+    else:
+        stmt = stmt.order_by(j.seq)
+        if state is not None:
+            stmt = stmt.where(j.state == state)
     if worker is not None:
         stmt = stmt.where(j.worker == worker)
     if tag is None:
