@@ -87,12 +87,15 @@ for _, w in ipairs(workers) do
   if state == 'running' or state == 'dead' then
     source, filter = P .. state .. ':' .. w, ''
   end
-  local taken, offset = 0, 0
+  -- Batches follow a seq cursor (not an offset, which Redis walks from the start
+  -- each time: quadratic past many filtered-out jobs, such as 100,000 dead ones
+  -- before the first waiting one) and are at least 500 long.
+  local taken, cursor, size = 0, '(' .. after, math.max(limit, 500)
   while taken < limit do
-    local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
-      'WITHSCORES', 'LIMIT', offset, limit)
+    local batch = redis.call('ZRANGEBYSCORE', source, cursor, '+inf',
+      'WITHSCORES', 'LIMIT', 0, size)
     if #batch == 0 then break end
-    offset = offset + #batch / 2
+    cursor = '(' .. batch[#batch]
     for i = 1, #batch, 2 do
       local id = batch[i]
       if wanted(id, filter) then
