@@ -5,10 +5,11 @@ rule of the protocol a targeted check that always exercises its edge (explicit
 examples, plus a small property), one module per area (``enqueue_order``,
 ``claims``, ``failures``, ``dead_jobs``, ``listing``, ``persistence``,
 ``capabilities``, ``races``, and protocol 2's ``priority``, ``unique``,
-``expiry``, ``metadata``); a Hypothesis state machine that drives the backend
-and an executable reference model side by side (enqueue, claim, succeed, fail,
-release, extend, clock advance, lease expiry, recover, stale holders, delete,
-retry-dead, close-and-reopen) and compares every observable result after every
+``expiry``, ``metadata``, and ``limits`` with its own state machine and
+races); a Hypothesis state machine that drives the backend and an executable
+reference model side by side (enqueue, claim, succeed, fail, release, extend,
+clock advance, lease expiry, recover, stale holders, delete, retry-dead,
+close-and-reopen) and compares every observable result after every
 step; and real races between threads and between processes. A failing check
 says which rule was broken, in words. Checks that need a capability
 (``persistent``, ``multi_process``, ``wakeup``, ``transactional_enqueue``,

@@ -12,12 +12,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from hypothesis import settings as Settings
+from typing import TYPE_CHECKING, Any
 
 from conformance.session import StorageSession
 from exqueue.storage import JobRecord, NewJob, Storage
+
+if TYPE_CHECKING:
+    # Only for annotations: spawned race children import this module, and
+    # importing Hypothesis would slow each one down.
+    from hypothesis import settings as Settings
 
 StorageFactory = Callable[[], Storage]
 
@@ -144,4 +147,6 @@ def run_to(storage: Storage, job_id: str, worker: str, *, now: float = NOW) -> s
 
 def limited(settings: Settings, cap: int) -> Settings:
     """``settings`` with at most ``cap`` examples: a focused property needs few."""
+    from hypothesis import settings as Settings
+
     return Settings(settings, max_examples=min(settings.max_examples, cap))

@@ -18,7 +18,8 @@ run only when the backend declares its capability; races
 (:mod:`conformance.races`, :mod:`conformance.unique_races`); schedules
 (:mod:`conformance.schedules`); live nodes and outcome history
 (:mod:`conformance.observe`); cancellation and snooze
-(:mod:`conformance.control`); and the
+(:mod:`conformance.control`); limits and pause (:mod:`conformance.limits`,
+:mod:`conformance.limit_races`, :mod:`conformance.machine_limits`); and the
 model-based state machine (:mod:`conformance.machine`, with
 :mod:`conformance.machine_v2`) that explores how they interact.
 
@@ -41,6 +42,7 @@ from conformance import (
     error_history,
     expiry,
     failures,
+    limits,
     listing,
     metadata,
     observe,
@@ -89,6 +91,7 @@ CHECKS: dict[str, Check] = {
         *schedules.CHECKS,
         *observe.CHECKS,
         *control.CHECKS,
+        *limits.CHECKS,
     )
 }
 

@@ -13,6 +13,14 @@ has a period, by a job completed at ``T`` until ``T`` plus the period that job
 was enqueued with. Completion markers are kept forever here; a backend may drop
 one once its period has passed (the suite's clock only moves forward).
 
+Limits and pause (issue 15): a job keeps its ``partition``; a job enqueued with
+a ``dead_error`` is stored dead with that one error and holds no unique key;
+:meth:`Model.claim_limited` takes jobs in claim order while the bucket (the
+worker, or one partition of it) has fewer running jobs than the concurrency
+bound and fewer starts in ``(now - per, now]`` than the rate; starts are kept
+forever (a backend may prune those older than its window). A paused worker type
+is never claimed.
+
 Sequence numbers here are the model's own counter. A backend's ``seq`` values are
 not expected to equal them, only to sort the same way and never to change for a job.
 """
@@ -30,7 +38,9 @@ from exqueue.storage import (
     WAITING,
     Counts,
     JobState,
+    Limits,
     NewJob,
+    clip_error,
 )
 
 
@@ -60,6 +70,8 @@ class ModelJob:
     unique_key: str | None = None
     #: The unique period it was enqueued with (not observable; kept by requeue).
     unique_period: float | None = None
+    # -- limits
+    partition: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -85,6 +97,10 @@ class Model:
         self.next_seq = 0
         # (worker, key) -> (held until, completed job's id, its seq) per completion
         self.markers: dict[tuple[str, str], list[tuple[float, str, int]]] = {}
+        #: Paused worker types.
+        self.paused: set[str] = set()
+        #: (worker, bucket key) -> the time of every limited claim (start) of that bucket.
+        self.starts: dict[tuple[str, str | None], list[float]] = {}
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -112,7 +128,9 @@ class Model:
             return None
         answers: list[frozenset[str]] = []
         for new in batch:
-            holders = self.holders(new) if new.unique is not None else frozenset()
+            dead = new.dead_error is not None
+            keyed = new.unique is not None and not dead
+            holders = self.holders(new) if keyed else frozenset()
             if holders:
                 answers.append(holders)
                 continue
@@ -123,7 +141,7 @@ class Model:
                 seq=self.next_seq,
                 worker=new.worker,
                 payload=new.payload,
-                state=WAITING,
+                state=DEAD if dead else WAITING,
                 attempt=0,
                 max_attempts=new.max_attempts,
                 run_at=new.run_at,
@@ -132,9 +150,12 @@ class Model:
                 meta=dict(new.meta),
                 timeout=new.timeout,
                 expires_at=new.expires_at,
-                unique_key=new.unique.key if new.unique is not None else None,
-                unique_period=new.unique.period if new.unique is not None else None,
+                unique_key=new.unique.key if keyed and new.unique is not None else None,
+                unique_period=new.unique.period if keyed and new.unique is not None else None,
+                partition=new.partition,
             )
+            if new.dead_error is not None:
+                self.jobs[new.id].add_error(clip_error(new.dead_error))
         return answers
 
     def holders(self, new: NewJob) -> frozenset[str]:
@@ -166,7 +187,7 @@ class Model:
         serial: bool,
     ) -> list[str]:
         """The ids claimed, in claim order."""
-        if limit <= 0:
+        if limit <= 0 or worker in self.paused:
             return []
         of_worker = [job for job in self.ordered() if job.worker == worker]
         if serial:
@@ -188,6 +209,60 @@ class Model:
             job.lease_owner = owner
             job.lease_token = token
             job.lease_expires = lease_until
+        return [job.id for job in taken]
+
+    def claim_limited(
+        self,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        limits: Limits,
+    ) -> list[str]:
+        """The ids a limited claim takes, in claim order (see the module docstring)."""
+        if limit <= 0 or worker in self.paused:
+            return []
+
+        def bucket(job: ModelJob) -> str | None:
+            return job.partition if limits.partitioned else None
+
+        runnable = [
+            job
+            for job in self.ordered()
+            if job.worker == worker
+            and job.state == WAITING
+            and job.run_at <= now
+            and not job.expired(now)
+        ]
+        runnable.sort(key=lambda job: (job.priority, job.run_at, job.seq))
+        taken: list[ModelJob] = []
+        for job in runnable:
+            if len(taken) == limit:
+                break
+            key = bucket(job)
+            if limits.concurrency is not None:
+                running = sum(
+                    1
+                    for other in self.jobs.values()
+                    if other.worker == worker and other.state == RUNNING and bucket(other) == key
+                )
+                if running >= limits.concurrency:
+                    continue
+            starts = self.starts.setdefault((worker, key), [])
+            if limits.rate is not None and limits.per is not None:
+                recent = sum(1 for start in starts if now - limits.per < start <= now)
+                if recent >= limits.rate:
+                    continue
+                starts.append(now)
+            job.state = RUNNING
+            job.attempt += 1
+            job.lease_owner = owner
+            job.lease_token = token
+            job.lease_expires = lease_until
+            taken.append(job)
         return [job.id for job in taken]
 
     def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:

@@ -2,19 +2,17 @@
 
 Every racer offers the same ticks of one schedule, in order, each with a job
 of its own; afterwards exactly one job per tick must be stored and exactly one
-``fire`` per tick must have returned True. Like :mod:`conformance.concurrency`
-this module imports no Hypothesis, so spawned children start quickly.
+``fire`` per tick must have returned True. The racers run on
+:func:`conformance.races.run_threads` and :func:`~conformance.races.run_processes`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
+from conformance.races import Barrier, run_processes, run_threads
 from exqueue.storage import NewJob, Storage, SupportsSchedules
 
 StorageFactory = Callable[[], Storage]
@@ -63,75 +61,28 @@ def check_outcome(storage: Storage, worker: str, wins: list[int], ticks: int) ->
 def race_fire_threads(storage: Storage, *, threads: int = 4, ticks: int = 40) -> None:
     tag = uuid.uuid4().hex[:8]
     schedule, worker = f"race-{tag}", f"race.schedule.{tag}"
-    start = threading.Barrier(threads)
-    wins: list[int] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def racer(index: int) -> None:
-        try:
-            start.wait()
-            won = _offer(storage, schedule, worker, index, ticks)
-            with lock:
-                wins.extend(won)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+    def racer(index: int, start: Barrier) -> list[int]:
+        start.wait()
+        return _offer(storage, schedule, worker, index, ticks)
 
-    pool = [threading.Thread(target=racer, args=(i,), daemon=True) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(120)
-    assert not errors, f"a racing fire raised: {errors[:3]!r}"
-    check_outcome(storage, worker, wins, ticks)
+    wins = run_threads(racer, threads)
+    check_outcome(storage, worker, [tick for won in wins for tick in won], ticks)
 
 
 def _process_racer(
-    factory: StorageFactory,
-    schedule: str,
-    worker: str,
-    index: int,
-    ticks: int,
-    start: Any,
-    results: Any,
-) -> None:
-    won: list[int] = []
-    error = ""
-    try:
-        storage = factory()
-        try:
-            start.wait(60)
-            won = _offer(storage, schedule, worker, index, ticks)
-        finally:
-            storage.close()
-    except BaseException as exc:
-        error = repr(exc)
-    results.put((won, error))
+    storage: Storage, index: int, start: Barrier, schedule: str, worker: str, ticks: int
+) -> list[int]:
+    start.wait(60)
+    return _offer(storage, schedule, worker, index, ticks)
 
 
 def race_fire_processes(factory: StorageFactory, *, processes: int = 3, ticks: int = 30) -> None:
     tag = uuid.uuid4().hex[:8]
     schedule, worker = f"race-{tag}", f"race.schedule.{tag}"
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(processes)
-    results = context.Queue()
-    children = [
-        context.Process(
-            target=_process_racer,
-            args=(factory, schedule, worker, i, ticks, start, results),
-            daemon=True,
-        )
-        for i in range(processes)
-    ]
-    for child in children:
-        child.start()
-    reports = [results.get(timeout=180) for _ in children]
-    for child in children:
-        child.join(30)
-    errors = [error for _, error in reports if error]
-    assert not errors, "a racing process failed:\n" + "\n".join(errors)
+    wins = run_processes(factory, _process_racer, processes, (schedule, worker, ticks))
     storage = factory()
     try:
-        check_outcome(storage, worker, [tick for won, _ in reports for tick in won], ticks)
+        check_outcome(storage, worker, [tick for won in wins for tick in won], ticks)
     finally:
         storage.close()

@@ -6,19 +6,16 @@ round is a single job per racer or a small batch whose unique job sits among
 plain ones, so a backend that checks the key before its transaction (or per
 statement instead of per batch) is caught in the gap.
 
-Like :mod:`conformance.concurrency`, this imports no Hypothesis so that spawned
-children start quickly, and the process race needs a picklable factory.
+The racers run on :func:`conformance.races.run_threads` and
+:func:`~conformance.races.run_processes` (spawned children, a picklable factory).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import pickle
-import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
+from conformance.races import Barrier, run_processes, run_threads
 from exqueue.storage import NewJob, Storage, Unique
 
 StorageFactory = Callable[[], Storage]
@@ -73,96 +70,43 @@ def _verify(
     )
 
 
-def _thread_round(storage: Storage, worker: str, key: str, round_no: int, threads: int) -> None:
-    start = threading.Barrier(threads)
-    answers: list[str] = []
-    problems: list[str] = []
-    lock = threading.Lock()
-
-    def racer(index: int) -> None:
-        batch = _round_batch(worker, key, index, round_no)
-        try:
-            start.wait(60)
-            answer = _answer(batch, storage.enqueue(batch))
-            with lock:
-                answers.append(answer)
-        except BaseException as exc:  # reported by the main thread
-            with lock:
-                problems.append(f"thread {index}: {exc!r}")
-
-    pool = [threading.Thread(target=racer, args=(i,), daemon=True) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in pool), "an enqueuer thread hung"
-    assert not problems, "\n".join(problems[:10])
-    _verify(storage, worker, key, round_no, answers, threads)
-
-
 def race_unique_threads(storage: Storage, *, threads: int = 8, rounds: int = 12) -> None:
     """``threads`` threads share ``storage``; each round they enqueue one key at once."""
     tag = uuid.uuid4().hex[:8]
     worker = f"race.unique.{tag}"
     for round_no in range(rounds):
-        _thread_round(storage, worker, f"{tag}-{round_no}", round_no, threads)
+        key = f"{tag}-{round_no}"
+
+        def racer(index: int, start: Barrier, key: str = key, round_no: int = round_no) -> str:
+            batch = _round_batch(worker, key, index, round_no)
+            start.wait(60)
+            return _answer(batch, storage.enqueue(batch))
+
+        answers = run_threads(racer, threads)
+        _verify(storage, worker, key, round_no, answers, threads)
 
 
 def _process_racer(
-    factory: StorageFactory, worker: str, tag: str, rounds: int, index: int, start: Any, out: Any
-) -> None:
-    """Child process body: its own storage; each round, wait for the others, then enqueue."""
+    storage: Storage, index: int, start: Barrier, worker: str, tag: str, rounds: int
+) -> list[str]:
+    """Child process body: each round, wait for the others, then enqueue."""
     answers: list[str] = []
-    error = None
-    try:
-        storage = factory()
-        try:
-            for round_no in range(rounds):
-                batch = _round_batch(worker, f"{tag}-{round_no}", index, round_no)
-                start.wait(120)
-                answers.append(_answer(batch, storage.enqueue(batch)))
-        finally:
-            storage.close()
-    except BaseException as exc:
-        error = repr(exc)
-    out.put((index, answers, error))
+    for round_no in range(rounds):
+        batch = _round_batch(worker, f"{tag}-{round_no}", index, round_no)
+        start.wait(120)
+        answers.append(_answer(batch, storage.enqueue(batch)))
+    return answers
 
 
 def race_unique_processes(factory: StorageFactory, *, processes: int = 4, rounds: int = 6) -> None:
     """Separate OS processes (``spawn``), each with its own storage object, race per round."""
-    try:
-        pickle.dumps(factory)
-    except Exception as exc:
-        raise AssertionError(
-            "the backend declares MULTI_PROCESS, so the suite starts enqueuers in new "
-            "processes and needs a picklable storage factory: return a module-level "
-            "function, the storage class, or functools.partial(MyStorage, location) "
-            f"from make_storage ({exc!r})"
-        ) from exc
     tag = uuid.uuid4().hex[:8]
     worker = f"race.unique.processes.{tag}"
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(processes)
-    out = context.Queue()
-    children = [
-        context.Process(
-            target=_process_racer,
-            args=(factory, worker, tag, rounds, i, start, out),
-            daemon=True,
-        )
-        for i in range(processes)
-    ]
-    for child in children:
-        child.start()
-    reports = [out.get(timeout=180) for _ in children]
-    for child in children:
-        child.join(30)
-    errors = [f"process {i}: {error}" for i, _, error in reports if error]
-    assert not errors, "an enqueuer process failed:\n" + "\n".join(errors)
+    reports = run_processes(factory, _process_racer, processes, (worker, tag, rounds))
     storage = factory()
     try:
         for round_no in range(rounds):
-            answers = [answers[round_no] for _, answers, _ in reports]
+            answers = [answers[round_no] for answers in reports]
             _verify(storage, worker, f"{tag}-{round_no}", round_no, answers, processes)
     finally:
         storage.close()

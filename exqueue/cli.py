@@ -433,7 +433,8 @@ def show(
     fields = job.to_dict()
     errors = fields.pop("errors")
     fields.pop("last_error")
-    for key in ("payload_error", "node", "started_at", "timeout", "expires_at", "unique_key"):
+    optional = ("payload_error", "node", "started_at", "timeout", "expires_at", "unique_key")
+    for key in (*optional, "partition"):
         if fields[key] is None:
             fields.pop(key)
     meta = fields.pop("meta")
@@ -575,7 +576,7 @@ def stats(
     as_json: bool,
     history_minutes: int | None,
 ) -> None:
-    """Counts per worker type: waiting (runnable), scheduled, running, dead."""
+    """Counts per worker type: waiting (runnable), scheduled, running, dead, paused."""
     queue = open_queue(storage, app, prefix, namespace, create=False)
     if history_minutes is not None:
         from exqueue.cli_observe import show_history
@@ -592,6 +593,7 @@ def stats(
                     "scheduled": row.scheduled,
                     "running": row.running,
                     "dead": row.dead,
+                    "paused": row.paused,
                     **({"registered": row.registered} if with_app else {}),
                 }
                 for name, row in counts.items()
@@ -606,6 +608,11 @@ def stats(
         [safe(name), row.waiting, row.scheduled, row.running, row.dead]
         for name, row in counts.items()
     ]
+    if any(row.paused for row in counts.values()):
+        # Only where it tells something: most stores never pause a type.
+        headers.append("paused")
+        for row, name in zip(rows, counts, strict=True):
+            row.append("PAUSED" if counts[name].paused else "")
     if with_app:
         headers.append("registered")
         for row, name in zip(rows, counts, strict=True):
@@ -615,6 +622,7 @@ def stats(
 
 # The schedule commands register themselves on ``main``.
 import exqueue.cli_dashboard  # noqa: E402, F401
+import exqueue.cli_limits  # noqa: E402, F401
 import exqueue.cli_observe  # noqa: E402, F401
 import exqueue.cli_schedules  # noqa: E402, F401
 

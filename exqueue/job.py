@@ -39,7 +39,7 @@ class Job:
     Protocol 2: ``priority`` (lower runs first), ``meta`` (str -> str),
     ``timeout`` (seconds one attempt may run, or None), ``expires_at`` (a job not
     started by then is never run) and ``unique_key`` (None for a job that is not
-    unique).
+    unique). ``partition``: the limit key of a partitioned worker type (None otherwise).
     """
 
     id: str
@@ -61,6 +61,7 @@ class Job:
     timeout: float | None = None
     expires_at: dt.datetime | None = None
     unique_key: str | None = None
+    partition: str | None = None
 
     @property
     def last_error(self) -> str | None:
@@ -104,6 +105,7 @@ class Job:
             timeout=record.timeout,
             expires_at=_utc(record.expires_at) if record.expires_at is not None else None,
             unique_key=record.unique_key,
+            partition=record.partition,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +131,7 @@ class Job:
             "timeout": self.timeout,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "unique_key": self.unique_key,
+            "partition": self.partition,
         }
 
 

@@ -38,6 +38,8 @@ from exqueue.guards import (
     worker_name_problem,
 )
 from exqueue.job import Call, DuplicateJobId, Job, JobId
+from exqueue.limits import PartitionOption, worker_limits
+from exqueue.limits import check_storage as check_limits_storage
 from exqueue.middleware import DeadCallback, Hooks, Middleware
 from exqueue.options import (
     JobOptions,
@@ -55,6 +57,7 @@ from exqueue.policy import (
     Fixed,
 )
 from exqueue.queue_async import AsyncMethods
+from exqueue.queue_limits import LimitMethods
 from exqueue.queue_observe import ObserveMethods
 from exqueue.queue_schedules import ScheduleMethods
 from exqueue.registry import connect
@@ -99,6 +102,8 @@ class WorkerStats:
     running: int
     dead: int
     registered: bool
+    #: No node claims its jobs until it is resumed (``queue.pause``).
+    paused: bool = False
 
 
 def new_job_id() -> str:
@@ -110,7 +115,7 @@ def _default_node() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
+class Queue(LimitMethods, ScheduleMethods, ObserveMethods, AsyncMethods):
     """Jobs over one storage, and the worker types that run them.
 
     ``storage`` is a :class:`~exqueue.Storage` or a URL (default: the SQLite file
@@ -200,6 +205,9 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
         meta: Mapping[str, str] | None = ...,
         timeout: Seconds | None = ...,
         expires_in: Seconds | None = ...,
+        global_limit: int | None = ...,
+        partition: PartitionOption = ...,
+        rate_limit: str | None = ...,
     ) -> Callable[[Callable[P, R]], WorkerType[P, R]]: ...
 
     def worker(
@@ -217,12 +225,20 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
         meta: Mapping[str, str] | None = None,
         timeout: Seconds | None = None,
         expires_in: Seconds | None = None,
+        global_limit: int | None = None,
+        partition: PartitionOption = None,
+        rate_limit: str | None = None,
     ) -> WorkerType[P, R] | Callable[[Callable[P, R]], WorkerType[P, R]]:
         """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``.
 
         ``priority``, ``unique``, ``meta``, ``timeout`` and ``expires_in`` are the
         worker type's default job options (see :class:`exqueue.JobOptions`); one
         enqueue changes them with ``fn.options(...)``.
+
+        Cluster-wide limits (see docs/limits.md): ``global_limit`` bounds the
+        type's running jobs across every node; ``rate_limit`` (``"100/m"``) its
+        starts per period; ``partition`` (a parameter name, or a function of the
+        job's arguments returning a str) applies them per key.
         """
         check_count("concurrency", concurrency, low=1)
         check_count("max_retries", max_retries, low=0, high=MAX_RETRIES)
@@ -243,6 +259,16 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
             )
             if defaults is not None:
                 check_default_capabilities(defaults, self.storage)
+            limits = worker_limits(
+                func,
+                worker_name,
+                global_limit=global_limit,
+                partition=partition,
+                rate_limit=rate_limit,
+                serial=serial,
+            )
+            if limits is not None:
+                check_limits_storage(self.storage, worker_name, limits)
             worker_type = WorkerType(
                 self,
                 func,
@@ -252,6 +278,7 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
                 backoff=backoff or Fixed(DEFAULT_RETRY_DELAY),
                 serial=serial,
                 defaults=defaults,
+                limits=limits,
             )
             self.workers[worker_name] = worker_type
             return worker_type
@@ -319,6 +346,9 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
             if not allow_unknown:
                 raise UnknownWorkerError(self._unknown_message(worker))
         defaults = worker_type.defaults if worker_type is not None else None
+        if worker_type is not None and worker_type.limits is not None:
+            if worker_type.limits.partition is not None:
+                return self._partitioned(worker_type, args, kwargs, run_at, delay, now, options)
         if options is not None or defaults is not None:
             return self._new_job_with_options(
                 worker_type, worker, args, kwargs, run_at, delay, now, options, defaults
@@ -565,9 +595,10 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
         return outcome
 
     def stats(self) -> dict[str, WorkerStats]:
-        """Per worker type: waiting (runnable now), scheduled, running, dead."""
+        """Per worker type: waiting (runnable now), scheduled, running, dead, and paused."""
         counts = self.storage.counts(self.clock())
-        names = sorted(set(counts) | set(self.workers))
+        paused = self.paused()
+        names = sorted(set(counts) | set(self.workers) | paused)
         result = {}
         for name in names:
             row = counts.get(name)
@@ -577,6 +608,7 @@ class Queue(ScheduleMethods, ObserveMethods, AsyncMethods):
                 running=row.running if row else 0,
                 dead=row.dead if row else 0,
                 registered=name in self.workers,
+                paused=name in paused,
             )
         return result
 

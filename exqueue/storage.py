@@ -50,6 +50,11 @@ apply only while the job is ``running`` with that same token; otherwise they
 change nothing and report so. Recovery clears the token, so a holder whose lease
 was lost can never touch the job again, even if it is claimed anew.
 
+Limits and pause (capabilities :data:`LIMITS` and :data:`PAUSE`): see
+:mod:`exqueue.storage_limits`, whose names this module re-exports. A job carries
+its ``partition`` (the limit key) and may be enqueued already ``dead`` with a
+``dead_error``.
+
 Error history is bounded: every failure (``schedule_retry``, ``bury``,
 ``recover``) records one error, but a job keeps only its first error and the
 last :data:`ERRORS_KEPT` (``errors``, oldest first, at most ``ERRORS_KEPT + 1``
@@ -69,6 +74,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
+
+# Limits and pause (issue 15) live in their own module; re-exported here so the
+# protocol stays one import for a backend author.
+from exqueue.storage_limits import LIMITS as LIMITS
+from exqueue.storage_limits import PARTITION_KEY_LIMIT as PARTITION_KEY_LIMIT
+from exqueue.storage_limits import PAUSE as PAUSE
+from exqueue.storage_limits import LimitedClaim as LimitedClaim
+from exqueue.storage_limits import Limits as Limits
+from exqueue.storage_limits import SupportsLimits as SupportsLimits
+from exqueue.storage_limits import SupportsPause as SupportsPause
 
 WAITING: Final = "waiting"
 RUNNING: Final = "running"
@@ -155,6 +170,14 @@ class NewJob:
     timeout: float | None = None
     expires_at: float | None = None
     unique: Unique | None = None
+    # -- limits (capability LIMITS, see exqueue.storage_limits)
+    #: The job's limit key, computed by the core from the worker type's ``partition=``
+    #: (at most :data:`PARTITION_KEY_LIMIT` UTF-8 bytes); None when not partitioned.
+    partition: str | None = None
+    #: When set, the job is stored directly as ``dead`` with this one error recorded
+    #: (attempt 0) and is never claimable (a partition function that failed at enqueue);
+    #: a unique key is not held by such a job.
+    dead_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +213,8 @@ class JobRecord:
     timeout: float | None = None
     expires_at: float | None = None
     unique_key: str | None = None
+    # -- limits
+    partition: str | None = None
 
     def __post_init__(self) -> None:
         if self.error_count < len(self.errors):

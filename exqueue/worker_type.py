@@ -18,6 +18,7 @@ from exqueue.options import JobOptions, Seconds, UniqueOption, When
 from exqueue.policy import Backoff
 
 if TYPE_CHECKING:
+    from exqueue.limits import WorkerLimits
     from exqueue.queue import Queue
 
 P = ParamSpec("P")
@@ -41,6 +42,7 @@ class WorkerType(Generic[P, R]):
         backoff: Backoff,
         serial: bool,
         defaults: JobOptions | None = None,
+        limits: WorkerLimits | None = None,
     ) -> None:
         self.queue = queue
         self.fn = fn
@@ -50,6 +52,8 @@ class WorkerType(Generic[P, R]):
         self.backoff = backoff
         self.serial = serial
         self.defaults = defaults
+        #: Cluster-wide limits (``global_limit``, ``rate_limit``, ``partition``); None: none.
+        self.limits = limits
         #: An ``async def`` function: its jobs run as coroutines on the worker's event loop.
         self.is_async = is_async_function(fn)
         self.__doc__ = fn.__doc__
@@ -131,7 +135,8 @@ class WorkerType(Generic[P, R]):
         )
 
     def __repr__(self) -> str:
-        return f"<exqueue worker {self.name!r} concurrency={self.concurrency}>"
+        limits = f" {self.limits.describe()}" if self.limits is not None else ""
+        return f"<exqueue worker {self.name!r} concurrency={self.concurrency}{limits}>"
 
 
 class WithOptions(Generic[P, R]):

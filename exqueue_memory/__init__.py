@@ -16,6 +16,8 @@ Protocol 2 (every capability): unique keys are indexed per ``(worker, key)``;
 a job completed with a unique ``period`` leaves a completion marker that holds
 its key until ``completed_at + period``; ``expire`` finds due jobs through a
 heap by ``expires_at``.
+
+Limits and pause (``LIMITS``, ``PAUSE``): see :mod:`exqueue_memory._limits`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from exqueue.storage import (
     DEAD,
     EXPIRED,
     HISTORY,
+    LIMITS,
     NODES,
+    PAUSE,
     PROTOCOL_2,
     RUNNING,
     SCHEDULES,
@@ -48,8 +52,10 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
     add_error,
+    clip_error,
 )
 from exqueue_memory._control import MemoryControl
+from exqueue_memory._limits import MemoryLimits
 from exqueue_memory._observe import MemoryObserve
 from exqueue_memory._schedules import MemorySchedules
 from exqueue_memory._unique import UniqueIndex
@@ -62,11 +68,12 @@ _SLACK = 64
 _NO_META: Mapping[str, str] = MappingProxyType({})
 
 
-class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
+class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl):
     """Jobs in a dict, guarded by one lock. ``MemoryStorage("memory://")`` works too."""
 
     capabilities = (
-        frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE}) | PROTOCOL_2
+        frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE, LIMITS, PAUSE})
+        | PROTOCOL_2
     )
 
     def __init__(self, url: str | None = None) -> None:
@@ -87,6 +94,8 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
         # heap of (expires_at, seq, id) of waiting jobs with an expiry (stale skipped)
         self._expiry: list[tuple[float, int, str]] = []
         self._unique = UniqueIndex()
+        # worker -> ids of jobs leased since their worker's last limited claim (see _lease)
+        self._leased: dict[str, set[str]] = {}
         # The latest claim ``now``: a job stored with an earlier run_at goes
         # straight to the ready heap (a claim demotes it if its now is earlier).
         self._now_seen = float("-inf")
@@ -106,7 +115,9 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                 raise ValueError("duplicate job id in enqueue batch")
             holders: list[str] = []
             for job in jobs:
-                if job.unique is not None:
+                # A job stored dead (its partition could not be computed) holds no key.
+                dead = job.dead_error is not None
+                if job.unique is not None and not dead:
                     holder = self._unique.holder(job, stored)
                     if holder is not None:
                         holders.append(holder)
@@ -120,7 +131,7 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                 heapq.heappush(order, (seq, job.id))
                 self._ids.setdefault(job.worker, set()).add(job.id)
                 key = None
-                if job.unique is not None:
+                if job.unique is not None and not dead:
                     key = job.unique.key
                     self._unique.add(job.worker, key, job.id, job.unique.period)
                 # Positional: keyword arguments cost a fifth of an enqueue here.
@@ -130,12 +141,12 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                         seq,
                         job.worker,
                         job.payload,
-                        WAITING,
+                        DEAD if dead else WAITING,
                         0,
                         job.max_attempts,
                         job.run_at,
                         job.enqueued_at,
-                        (),
+                        (clip_error(job.dead_error),) if job.dead_error is not None else (),
                         None,
                         None,
                         None,
@@ -146,6 +157,7 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
                         job.timeout,
                         job.expires_at,
                         key,
+                        job.partition,
                     ),
                     job.enqueued_at,
                 )
@@ -169,6 +181,8 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
         if limit <= 0:
             return []
         with self._lock:
+            if self._paused_types and worker in self._paused_types:
+                return []
             claimed = []
             if serial:
                 head = self._head(worker)
@@ -176,32 +190,45 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
             else:
                 runnable = self._pop_runnable(worker, limit, now)
             for job in runnable:
-                # Built field by field: dataclasses.replace is the slowest part of a claim.
-                updated = JobRecord(
-                    job.id,
-                    job.seq,
-                    job.worker,
-                    job.payload,
-                    RUNNING,
-                    job.attempt + 1,
-                    job.max_attempts,
-                    job.run_at,
-                    job.enqueued_at,
-                    job.errors,
-                    owner,
-                    token,
-                    lease_until,
-                    now,
-                    job.error_count,
-                    job.priority,
-                    job.meta,
-                    job.timeout,
-                    job.expires_at,
-                    job.unique_key,
-                )
-                self._jobs[job.id] = updated
-                claimed.append(updated)
+                claimed.append(self._lease(job, now, owner, token, lease_until))
             return claimed
+
+    def _lease(
+        self, job: JobRecord, now: float, owner: str, token: str, lease_until: float
+    ) -> JobRecord:
+        """Store ``job`` claimed (lock held): running, ``attempt + 1``, under the lease."""
+        # Built field by field: dataclasses.replace is the slowest part of a claim.
+        updated = JobRecord(
+            job.id,
+            job.seq,
+            job.worker,
+            job.payload,
+            RUNNING,
+            job.attempt + 1,
+            job.max_attempts,
+            job.run_at,
+            job.enqueued_at,
+            job.errors,
+            owner,
+            token,
+            lease_until,
+            now,
+            job.error_count,
+            job.priority,
+            job.meta,
+            job.timeout,
+            job.expires_at,
+            job.unique_key,
+            job.partition,
+        )
+        self._jobs[job.id] = updated
+        # Every job that runs is noted here; limited claims count a worker's running
+        # jobs from it, dropping those that have left ``running`` since.
+        leased = self._leased.get(job.worker)
+        if leased is None:
+            leased = self._leased[job.worker] = set()
+        leased.add(job.id)
+        return updated
 
     def _store(self, job: JobRecord, now: float | None = None) -> None:
         """Save ``job`` (lock held), indexing it when it is waiting.
@@ -241,9 +268,12 @@ class MemoryStorage(MemorySchedules, MemoryObserve, MemoryControl):
         self._unique.discard(job)
         ids = self._ids[job.worker]
         ids.discard(job.id)
+        leased = self._leased.get(job.worker)
+        if leased:
+            leased.discard(job.id)
         if not ids:
             del self._ids[job.worker]
-            for index in (self._scheduled, self._ready, self._lapsed, self._order):
+            for index in (self._scheduled, self._ready, self._lapsed, self._order, self._leased):
                 index.pop(job.worker, None)
         elif len(self._order[job.worker]) > 2 * len(ids) + _SLACK:
             self._tidy(job.worker)

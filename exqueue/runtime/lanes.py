@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from exqueue.errors import ConfigurationError
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.storage import JobRecord
+from exqueue.storage import JobRecord, LimitedClaim, Limits, SupportsLimits
 
 if TYPE_CHECKING:
     from exqueue.queue import WorkerType
@@ -146,17 +147,23 @@ class Claimer:
         config = self.config
         now = config.clock()
         token = uuid.uuid4().hex
-        records = config.storage.claim(
-            lane.worker.name,
-            want,
-            now=now,
-            owner=config.node,
-            token=token,
-            lease_until=now + config.lease,
-            serial=lane.worker.serial,
-        )
+        limits = lane.worker.limits
+        if limits is None:
+            records = config.storage.claim(
+                lane.worker.name,
+                want,
+                now=now,
+                owner=config.node,
+                token=token,
+                lease_until=now + config.lease,
+                serial=lane.worker.serial,
+            )
+        else:
+            records = self.claim_limited(lane, want, now, token, limits.storage_limits)
         # A full claim suggests more are waiting: the lane's threads then claim
         # for themselves when they run dry, without a round of the dispatcher.
+        # A limited claim that came back short leaves the lane to the dispatcher's
+        # poll and wake-ups, so a full limit never makes the lane spin on the store.
         lane.more_waiting = len(records) == want
         if not records:
             return 0
@@ -179,6 +186,22 @@ class Claimer:
                 self.release(record.id, token)
             return 0
         return len(records)
+
+    def claim_limited(
+        self, lane: Lane, want: int, now: float, token: str, limits: Limits
+    ) -> list[JobRecord]:
+        """``claim_limited`` for a worker type with cluster-wide limits."""
+        config = self.config
+        storage = config.storage
+        if not isinstance(storage, SupportsLimits):
+            raise ConfigurationError(
+                f"{lane.worker.name} has limits, and {type(storage).__name__} has no "
+                "claim_limited (capability 'limits')"
+            )
+        request = LimitedClaim(
+            lane.worker.name, want, now, config.node, token, now + config.lease, limits
+        )
+        return storage.claim_limited(request)
 
     def claim_here(self, lane: Lane) -> bool:
         """A job thread whose lane ran dry claims for it (``lane.ready`` held).

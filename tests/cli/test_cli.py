@@ -76,12 +76,24 @@ def test_retry_and_delete_by_id_through_the_environment_url(url: str, dead_ids: 
 
 def test_retry_all_dead_and_stats(url: str, dead_ids: list[str]) -> None:
     before = json.loads(cli("stats", "--json", "--storage", url).stdout)
-    assert before["app.broken"] == {"waiting": 0, "scheduled": 0, "running": 0, "dead": 3}
+    assert before["app.broken"] == {
+        "waiting": 0,
+        "scheduled": 0,
+        "running": 0,
+        "dead": 3,
+        "paused": False,
+    }
     assert before["app.fine"]["waiting"] == 1
     done = cli("retry", "--all-dead", "--worker", "app.broken", "--storage", url)
     assert done.returncode == 0 and "re-queued 3 dead jobs" in done.stdout
     after = json.loads(cli("stats", "--json", "--storage", url).stdout)
-    assert after["app.broken"] == {"waiting": 3, "scheduled": 0, "running": 0, "dead": 0}
+    assert after["app.broken"] == {
+        "waiting": 3,
+        "scheduled": 0,
+        "running": 0,
+        "dead": 0,
+        "paused": False,
+    }
     table = cli("stats", "--storage", url)
     assert "app.broken" in table.stdout and "waiting" in table.stdout
 

@@ -125,3 +125,16 @@ def test_async_jobs_example_runs_as_written(tmp_path: Path) -> None:
         "exqueue.errors.JobTimeout: timed out after 0.5 s",
         "cancelled dead",
     ]
+
+
+def test_limits_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Limits per customer, rate limits, pause", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "the limits section has no python block"
+    (tmp_path / "limits.py").write_text(match.group(1))
+    result = subprocess.run(
+        [sys.executable, "limits.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "most at once: {'acme': 5, 'globex': 5}"
