@@ -621,6 +621,7 @@ def stats(
 
 
 # The schedule commands register themselves on ``main``.
+import exqueue.cli_dashboard  # noqa: E402, F401
 import exqueue.cli_limits  # noqa: E402, F401
 import exqueue.cli_observe  # noqa: E402, F401
 import exqueue.cli_schedules  # noqa: E402, F401

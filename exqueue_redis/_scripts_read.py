@@ -87,18 +87,44 @@ for _, w in ipairs(workers) do
   if state == 'running' or state == 'dead' then
     source, filter = P .. state .. ':' .. w, ''
   end
-  local taken, offset = 0, 0
+  -- Batches follow a seq cursor (not an offset, which Redis walks from the start
+  -- each time: quadratic past many filtered-out jobs, such as 100,000 dead ones
+  -- before the first waiting one) and are at least 1,000 long.
+  local taken, cursor, size = 0, '(' .. after, math.max(limit, 1000)
+  local dead, running, probe = P .. 'dead:' .. w, P .. 'running:' .. w, size
   while taken < limit do
-    local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
-      'WITHSCORES', 'LIMIT', offset, limit)
-    if #batch == 0 then break end
-    offset = offset + #batch / 2
-    for i = 1, #batch, 2 do
-      local id = batch[i]
-      if wanted(id, filter) then
-        found[#found + 1] = {id = id, seq = tonumber(batch[i + 1])}
-        taken = taken + 1
-        if taken >= limit then break end
+    local skipped, finished = false, false
+    if filter == 'waiting' then
+      -- A stretch of jobs all dead or running (the oldest jobs are often dead) is
+      -- passed over by three counts on its seq range, not job by job; the stretch
+      -- doubles while that goes on.
+      local edge = redis.call('ZRANGEBYSCORE', source, cursor, '+inf',
+        'WITHSCORES', 'LIMIT', probe - 1, 1)
+      local hi = edge[2] or '+inf'
+      local n = redis.call('ZCOUNT', source, cursor, hi)
+      if n == 0 then
+        finished = true
+      elseif redis.call('ZCOUNT', dead, cursor, hi)
+          + redis.call('ZCOUNT', running, cursor, hi) >= n then
+        skipped, finished = true, hi == '+inf'
+        cursor, probe = '(' .. hi, math.min(probe * 2, 65536)
+      else
+        probe = size
+      end
+    end
+    if finished then break end
+    if not skipped then
+      local batch = redis.call('ZRANGEBYSCORE', source, cursor, '+inf',
+        'WITHSCORES', 'LIMIT', 0, size)
+      if #batch == 0 then break end
+      cursor = '(' .. batch[#batch]
+      for i = 1, #batch, 2 do
+        local id = batch[i]
+        if wanted(id, filter) then
+          found[#found + 1] = {id = id, seq = tonumber(batch[i + 1])}
+          taken = taken + 1
+          if taken >= limit then break end
+        end
       end
     end
   end

@@ -35,9 +35,19 @@ def list_jobs(
     if limit <= 0:
         return []
     j = jobs.c
-    stmt = select(jobs).order_by(j.seq).limit(limit)
-    if state is not None:
-        stmt = stmt.where(j.state == state)
+    stmt = select(jobs).limit(limit)
+    if state is not None and worker is None and after_seq is None and tag is None:
+        # The first page by state alone, as a range sorted by (state, seq): the same
+        # rows in the same order, but only the (state, seq) index gives that order,
+        # so PostgreSQL reads one page of it. With ``state = x ORDER BY seq`` it
+        # walks the seq key instead, past every row of other states (0.2 s past
+        # 100,000 dead jobs to the first waiting one). Later pages keep the
+        # equality, which every database seeks to ``(state, after_seq)``.
+        stmt = stmt.where(j.state >= state, j.state <= state).order_by(j.state, j.seq)
+    else:
+        stmt = stmt.order_by(j.seq)
+        if state is not None:
+            stmt = stmt.where(j.state == state)
     if worker is not None:
         stmt = stmt.where(j.worker == worker)
     if tag is None:
