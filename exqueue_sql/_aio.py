@@ -9,9 +9,10 @@ listener's are), kept per event loop (a psycopg async connection belongs to the
 loop that opened it) and reused: a few idle ones per loop, so concurrent
 handlers do not queue behind one connection.
 
-Jobs with a unique key, and jobs stored dead at enqueue, take the multi-statement path of the sync enqueue (its
-key rows, its retries), on a worker thread (``asyncio.to_thread``), as every
-enqueue does on the other SQL databases.
+Jobs with a unique key, and jobs stored dead at enqueue, take the
+multi-statement path of the sync enqueue (its key rows, its retries), on a
+worker thread (``asyncio.to_thread``), as every enqueue does on the other SQL
+databases.
 """
 
 from __future__ import annotations
