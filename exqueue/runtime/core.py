@@ -442,8 +442,12 @@ class Runtime:
             return self._conclude(lane, record, token, bad)
         began = time.monotonic()
         watch = None
-        if record.timeout is not None or self._watch_all:
+        noted = False  # a job without a timeout, noted for a cancel (no lock, no object)
+        if record.timeout is not None:
             watch = self._watchdog.watch(record, token, lane)
+        elif self._watch_all:
+            self._watchdog.enter(record.id)
+            noted = True
         error: BaseException | None = None
         reset = _current.set(context)
         try:
@@ -458,6 +462,12 @@ class Runtime:
                 _current.reset(reset)
         except (JobTimeout, JobCancelled) as stray:  # raised in the watchdog's race, above
             error = error if error is not None else stray
+        while noted:
+            try:
+                watch = self._watchdog.leave(record.id)
+                noted = False
+            except (JobTimeout, JobCancelled) as stray:  # the cancel's, as the job returned
+                error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
         return self._conclude(lane, record, token, error, time.monotonic() - began, own)
@@ -475,7 +485,7 @@ class Runtime:
         if watch.cancelled and isinstance(error, JobCancelled):
             return error
         if watch.fired and isinstance(error, JobTimeout) and not error.args:
-            assert watch.record.timeout is not None
+            assert watch.record is not None and watch.record.timeout is not None
             return timed_out(watch.record.timeout)
         return error
 
@@ -626,7 +636,7 @@ class Runtime:
     def _abandon(self, watch: Watch) -> None:
         """A thread job did not stop after its timeout: record it failed, free its slot."""
         record, lane = watch.record, watch.lane
-        assert record.timeout is not None
+        assert record is not None and record.timeout is not None  # only timed jobs fire
         log.error(
             "job %s (%s) did not stop %gs after its timeout; its thread is abandoned",
             record.id,
