@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 
 class Prepared:
@@ -27,8 +28,9 @@ class Prepared:
 
     __slots__ = ("sql", "_defaults", "_order")
 
-    def __init__(self, engine: Engine, statement: Executable) -> None:
+    def __init__(self, engine: Engine, statement: ClauseElement) -> None:
         compiled = statement.compile(dialect=engine.dialect)
+        assert isinstance(compiled, SQLCompiler)  # DML and SELECT compile to one
         self.sql = str(compiled)
         if "POSTCOMPILE" in self.sql:
             # An expanding IN or a literal-rendered value: its text depends on the values.

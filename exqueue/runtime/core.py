@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from types import MappingProxyType
 
 from exqueue.errors import JobCancelled, JobTimeout, SerializationError, Snooze
@@ -94,6 +95,7 @@ class Runtime:
         self.on_abandoned: Callable[[int], None] | None = None
         # Every thread job is watched where a running job can be cancelled.
         self._watch_all = CANCEL in self.storage.capabilities
+        self._notes = self._watchdog.notes
         self._leases.on_cancel = self.interrupt
 
     # -- lifecycle -------------------------------------------------------------------
@@ -429,7 +431,7 @@ class Runtime:
             record.priority,
         )
         hooks = self.config.hooks
-        if hooks:
+        if hooks.chain:  # not ``if hooks``: Hooks.__bool__ is a call per job
             hooks.started(record)
         return args, kwargs, context
 
@@ -446,7 +448,7 @@ class Runtime:
         if record.timeout is not None:
             watch = self._watchdog.watch(record, token, lane)
         elif self._watch_all:
-            self._watchdog.enter(record.id)
+            self._notes[record.id] = get_ident()  # Watchdog.enter, inline
             noted = True
         error: BaseException | None = None
         reset = _current.set(context)
@@ -464,7 +466,8 @@ class Runtime:
             error = error if error is not None else stray
         while noted:
             try:
-                watch = self._watchdog.leave(record.id)
+                if self._notes.pop(record.id, None) is None:  # Watchdog.leave, inline
+                    watch = self._watchdog.leave(record.id)
                 noted = False
             except (JobTimeout, JobCancelled) as stray:  # the cancel's, as the job returned
                 error = error if error is not None else stray
@@ -551,11 +554,11 @@ class Runtime:
         self._count_success(record, duration, own)
         if self._acker is not None:
             self._acker.submit(record.id, token)
-            if hooks:
+            if hooks.chain:
                 hooks.succeeded(record, duration)
             return True
         self._recorder.success(record.id, token)
-        if hooks:
+        if hooks.chain:
             hooks.succeeded(record, duration)
         return False
 

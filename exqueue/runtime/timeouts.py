@@ -98,12 +98,13 @@ class Watchdog:
         self._cond = threading.Condition()
         self._watches: dict[str, Watch] = {}
         #: Jobs without a timeout running in job threads: job id -> thread ident.
-        self._running: dict[str, int] = {}
+        #: The runtime writes and pops its notes here directly (enter/leave inline).
+        self.notes: dict[str, int] = {}
         self._thread: threading.Thread | None = None
 
     def enter(self, job_id: str) -> None:
         """The calling thread starts ``job_id``, which has no timeout: note it for a cancel."""
-        self._running[job_id] = threading.get_ident()
+        self.notes[job_id] = threading.get_ident()
 
     def leave(self, job_id: str) -> Watch | None:
         """The calling thread is done with ``job_id`` (see :meth:`enter`).
@@ -112,7 +113,7 @@ class Watchdog:
         entry, for :meth:`settle`. Safe to call again after a stray
         :class:`JobCancelled` lands in the call itself.
         """
-        if self._running.pop(job_id, None) is not None:
+        if self.notes.pop(job_id, None) is not None:
             return None
         with self._cond:
             return self._watches[job_id]
@@ -148,7 +149,7 @@ class Watchdog:
     def interrupt(self, job_id: str) -> bool:
         """Raise :class:`JobCancelled` in the thread running ``job_id``; False when none."""
         with self._cond:
-            ident = self._running.pop(job_id, None)
+            ident = self.notes.pop(job_id, None)
             if ident is not None:
                 # Taken from the job thread's note: it now settles this entry.
                 noted = Watch(job_id, None, "", None, math.inf, ident)
