@@ -26,12 +26,14 @@ from sqlalchemy import (
     bindparam,
     or_,
     select,
+    update,
 )
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.errors import ExqueueError
 from exqueue.storage import (
     COMPLETE_MANY,
+    DEAD,
     MULTI_PROCESS,
     PERSISTENT,
     PROTOCOL_2,
@@ -110,6 +112,37 @@ class Lease(NamedTuple):
         )
 
 
+class Failing(NamedTuple):
+    """A held job's failure, built once: read its errors, then retry or bury it."""
+
+    held_errors: Prepared
+    retry: Prepared
+    bury: Prepared
+
+    @classmethod
+    def build(cls, engine: Engine, jobs: Table) -> Failing:
+        j = jobs.c
+        held = and_(
+            j.id == bindparam("id"), j.state == RUNNING, j.lease_token == bindparam("token")
+        )
+        recorded = (
+            update(jobs)
+            .where(held)
+            .values(
+                errors=bindparam("errors"),
+                error_count=bindparam("count"),
+                lease_owner=None,
+                lease_token=None,
+                lease_expires=None,
+            )
+        )
+        return cls(
+            Prepared(engine, select(j.errors, j.error_count).where(held).with_for_update()),
+            Prepared(engine, recorded.values(state=WAITING, run_at=bindparam("run_at"))),
+            Prepared(engine, recorded.values(state=DEAD)),
+        )
+
+
 class Dialect:
     """Portable SQL; a database's own module overrides what it does its own way."""
 
@@ -157,6 +190,7 @@ class Dialect:
             .with_for_update(skip_locked=True)
         )
         self._pick = Prepared(self.engine, self.claim_index(pick))
+        self.failing = Failing.build(self.engine, self.jobs)
 
     def make_tables(self) -> Tables:
         return tables(self.prefix)

@@ -356,29 +356,27 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl):
         return done + self._run(keeping, relaxed=True)
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        return self._fail(job_id, token, error, state=WAITING, run_at=run_at)
+        return self._fail(job_id, token, error, WAITING, run_at)
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
-        return self._fail(job_id, token, error, state=DEAD)
+        return self._fail(job_id, token, error, DEAD, None)
 
-    def _fail(self, job_id: str, token: str, error: str, **values: Any) -> bool:
-        held = self._held(job_id, token)
+    def _fail(self, job_id: str, token: str, error: str, state: str, run_at: float | None) -> bool:
+        """A held job's failure: its error recorded, then waiting at ``run_at`` or dead."""
+        dialect = self._dialect
+        statements = dialect.failing
 
         def work(conn: Connection) -> bool:
-            j = self._jobs.c
-            found = conn.execute(
-                select(j.errors, j.error_count).where(held).with_for_update()
-            ).first()
+            found = statements.held_errors.run(conn, id=job_id, token=token).first()
             if found is None:
                 return False
             errors, count = with_errors(*read(found._mapping), error)
-            conn.execute(
-                update(self._jobs)
-                .where(held)
-                .values(errors=errors, error_count=count, **_UNLEASED, **values)
-            )
-            if values["state"] == WAITING:
-                self._dialect.notify(conn)
+            values = {"id": job_id, "token": token, "errors": errors, "count": count}
+            if state == WAITING:
+                statements.retry.run(conn, run_at=run_at, **values)
+                dialect.notify(conn)
+            else:
+                statements.bury.run(conn, **values)
             return True
 
         return self._run(work)
