@@ -244,7 +244,7 @@ class Dialect:
 
     def insert_statement(self, jobs: Sequence[NewJob]) -> tuple[str, list[tuple[Any, ...]]]:
         """The INSERT for ``jobs`` and its parameters: the short one when every job is plain."""
-        if all(is_plain(j) for j in jobs):
+        if all_plain(jobs):
             return self.plain_insert_sql, [
                 (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at, *_FRESH)
                 for j in jobs
@@ -375,14 +375,18 @@ def column_values(job: NewJob) -> tuple[Any, ...]:
     )
 
 
-def is_plain(job: NewJob) -> bool:
-    """Whether ``job`` has every protocol-2 field at its default (stored by column defaults)."""
-    return (
-        job.priority == 0
-        and not job.meta
-        and job.timeout is None
-        and job.expires_at is None
-        and job.unique is None
+def all_plain(jobs: Sequence[NewJob]) -> bool:
+    """Whether every job has each protocol-2 field at its default (stored by column defaults).
+
+    One generator, no call per job: a batch enqueue asks it of every job.
+    """
+    return all(
+        j.priority == 0
+        and not j.meta
+        and j.timeout is None
+        and j.expires_at is None
+        and j.unique is None
+        for j in jobs
     )
 
 

@@ -42,8 +42,8 @@ from exqueue_sql._dialect import (
     Dialect,
     Lease,
     Timeouts,
+    all_plain,
     column_values,
-    is_plain,
     runnable,
 )
 from exqueue_sql._prepared import Prepared
@@ -131,7 +131,7 @@ class PostgresDialect(Dialect):
         draws its seq and held to commit, make each worker's seqs commit in order;
         the wake-up notification is delivered at commit.
         """
-        plain = all(is_plain(j) for j in jobs)
+        plain = all_plain(jobs)
         columns = PLAIN_COLUMNS if plain else INSERT_COLUMNS
         sql = self._inserts[len(jobs) == 1, plain]
         params: dict[str, Any]
