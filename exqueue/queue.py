@@ -464,7 +464,8 @@ class Queue(LimitMethods, ScheduleMethods, ObserveMethods, AsyncMethods):
         (a version-1 backend, a transactional enqueue that does not: all stored).
         """
         hooks = self.hooks
-        if hooks:
+        hooked = bool(hooks.chain)  # read once: Hooks.__bool__ is a call per use
+        if hooked:
             new_jobs = [hooks.enqueue(job) for job in new_jobs]
         if transaction is not None:
             if TRANSACTIONAL_ENQUEUE not in self.storage.capabilities or not isinstance(
@@ -479,7 +480,7 @@ class Queue(LimitMethods, ScheduleMethods, ObserveMethods, AsyncMethods):
         runtime = self._runtime
         if runtime is not None:
             runtime.wake()
-        if hooks:
+        if hooked:
             for index, job in enumerate(new_jobs):
                 hooks.enqueued(job, held[index] if held is not None else job.id)
         return held

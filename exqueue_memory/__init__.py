@@ -111,13 +111,17 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
     def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
         with self._lock:
             stored = self._jobs
-            if len({job.id for job in jobs}) != len(jobs) or any(j.id in stored for j in jobs):
+            if len(jobs) == 1:  # a single enqueue: the producers' hot path
+                if jobs[0].id in stored:
+                    raise ValueError("duplicate job id in enqueue batch")
+            elif len({job.id for job in jobs}) != len(jobs) or any(j.id in stored for j in jobs):
                 raise ValueError("duplicate job id in enqueue batch")
             holders: list[str] = []
             for job in jobs:
                 # A job stored dead (its partition could not be computed) holds no key.
                 dead = job.dead_error is not None
-                if job.unique is not None and not dead:
+                unique = None if dead else job.unique
+                if unique is not None:
                     holder = self._unique.holder(job, stored)
                     if holder is not None:
                         holders.append(holder)
@@ -125,42 +129,54 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
                 holders.append(job.id)
                 self._seq += 1
                 seq = self._seq
-                order = self._order.get(job.worker)
+                worker, job_id = job.worker, job.id
+                order = self._order.get(worker)
                 if order is None:
-                    order = self._order[job.worker] = []
-                heapq.heappush(order, (seq, job.id))
-                self._ids.setdefault(job.worker, set()).add(job.id)
+                    order = self._order[worker] = []
+                heapq.heappush(order, (seq, job_id))
+                ids = self._ids.get(worker)
+                if ids is None:
+                    ids = self._ids[worker] = set()
+                ids.add(job_id)
                 key = None
-                if job.unique is not None and not dead:
-                    key = job.unique.key
-                    self._unique.add(job.worker, key, job.id, job.unique.period)
+                if unique is not None:
+                    key = unique.key
+                    self._unique.add(worker, key, job_id, unique.period)
                 # Positional: keyword arguments cost a fifth of an enqueue here.
-                self._store(
-                    JobRecord(
-                        job.id,
-                        seq,
-                        job.worker,
-                        job.payload,
-                        DEAD if dead else WAITING,
-                        0,
-                        job.max_attempts,
-                        job.run_at,
-                        job.enqueued_at,
-                        (clip_error(job.dead_error),) if job.dead_error is not None else (),
-                        None,
-                        None,
-                        None,
-                        None,
-                        0,
-                        job.priority,
-                        dict(job.meta) if job.meta else _NO_META,
-                        job.timeout,
-                        job.expires_at,
-                        key,
-                        job.partition,
-                    ),
+                record = JobRecord(
+                    job_id,
+                    seq,
+                    worker,
+                    job.payload,
+                    DEAD if dead else WAITING,
+                    0,
+                    job.max_attempts,
+                    job.run_at,
                     job.enqueued_at,
+                    (clip_error(job.dead_error),) if job.dead_error is not None else (),
+                    None,
+                    None,
+                    None,
+                    None,
+                    0,
+                    job.priority,
+                    dict(job.meta) if job.meta else _NO_META,
+                    job.timeout,
+                    job.expires_at,
+                    key,
+                    job.partition,
                 )
+                if not dead and job.expires_at is None and job.run_at <= job.enqueued_at:
+                    # Due now and never expiring (most jobs): what _store does, inline.
+                    stored[job_id] = record
+                    heap = self._ready.get(worker)
+                    if heap is None:
+                        heap = self._ready[worker] = []
+                    heapq.heappush(heap, (job.priority, job.run_at, seq, job_id))
+                    if len(heap) > 2 * len(ids) + _SLACK:
+                        self._tidy(worker)
+                else:
+                    self._store(record, job.enqueued_at)
             if jobs:
                 self._notify()
             return holders
@@ -265,7 +281,8 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
     def _remove(self, job: JobRecord) -> None:
         """Forget a stored job (lock held); a worker with no jobs left leaves no index."""
         del self._jobs[job.id]
-        self._unique.discard(job)
+        if job.unique_key is not None:  # only keyed jobs are in the unique index
+            self._unique.discard(job)
         ids = self._ids[job.worker]
         ids.discard(job.id)
         leased = self._leased.get(job.worker)
@@ -356,7 +373,8 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
             job = self._held(job_id, token)
             if job is None:
                 return False
-            self._unique.completed(job, now)
+            if job.unique_key is not None or self._unique.marker_heap:
+                self._unique.completed(job, now)
             self._remove(job)
             return True
 
@@ -368,7 +386,8 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
             for job_id, token in items:
                 job = self._held(job_id, token)
                 if job is not None:
-                    self._unique.completed(job, now)
+                    if job.unique_key is not None or self._unique.marker_heap:
+                        self._unique.completed(job, now)
                     self._remove(job)
                     done.append(job_id)
             return done

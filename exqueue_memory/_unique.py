@@ -35,8 +35,9 @@ class UniqueIndex:
         # id -> the unique period the job was enqueued with (only jobs with one)
         self._periods: dict[str, float] = {}
         self._markers: dict[_Key, list[_Marker]] = {}
-        # (until, key): when a key's markers may have run out
-        self._marker_heap: list[tuple[float, _Key]] = []
+        # (until, key): when a key's markers may have run out; the store reads it
+        # to skip completed() for a job without a key while none is held.
+        self.marker_heap: list[tuple[float, _Key]] = []
 
     def holder(self, job: NewJob, jobs: Mapping[str, JobRecord]) -> str | None:
         """The id holding ``job``'s unique key, or None when the key is free."""
@@ -80,11 +81,11 @@ class UniqueIndex:
         if period is not None and job.unique_key is not None:
             key = (job.worker, job.unique_key)
             self._markers.setdefault(key, []).append(_Marker(job.id, job.seq, now + period))
-            heapq.heappush(self._marker_heap, (now + period, key))
+            heapq.heappush(self.marker_heap, (now + period, key))
 
     def _drop_markers(self, now: float) -> None:
         """Forget completion markers whose period has passed by ``now``."""
-        heap = self._marker_heap
+        heap = self.marker_heap
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
             markers = self._markers.get(key)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     or_,
     select,
     update,
@@ -32,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from exqueue.errors import ExqueueError
 from exqueue.storage import (
     COMPLETE_MANY,
+    DEAD,
     MULTI_PROCESS,
     PERSISTENT,
     PROTOCOL_2,
@@ -41,6 +43,7 @@ from exqueue.storage import (
     JobRecord,
     NewJob,
 )
+from exqueue_sql._prepared import Prepared, mark, marks
 from exqueue_sql._records import Damaged, dump_meta, parse
 from exqueue_sql._schema import Tables, tables
 
@@ -110,6 +113,37 @@ class Lease(NamedTuple):
         )
 
 
+class Failing(NamedTuple):
+    """A held job's failure, built once: read its errors, then retry or bury it."""
+
+    held_errors: Prepared
+    retry: Prepared
+    bury: Prepared
+
+    @classmethod
+    def build(cls, engine: Engine, jobs: Table) -> Failing:
+        j = jobs.c
+        held = and_(
+            j.id == bindparam("id"), j.state == RUNNING, j.lease_token == bindparam("token")
+        )
+        recorded = (
+            update(jobs)
+            .where(held)
+            .values(
+                errors=bindparam("errors"),
+                error_count=bindparam("count"),
+                lease_owner=None,
+                lease_token=None,
+                lease_expires=None,
+            )
+        )
+        return cls(
+            Prepared(engine, select(j.errors, j.error_count).where(held).with_for_update()),
+            Prepared(engine, recorded.values(state=WAITING, run_at=bindparam("run_at"))),
+            Prepared(engine, recorded.values(state=DEAD)),
+        )
+
+
 class Dialect:
     """Portable SQL; a database's own module overrides what it does its own way."""
 
@@ -138,6 +172,26 @@ class Dialect:
         )
         self.insert_sql = _insert_sql(engine, self.jobs.name, INSERT_COLUMNS)
         self.plain_insert_sql = _insert_sql(engine, self.jobs.name, PLAIN_COLUMNS)
+        #: The jobs table's name as SQL, and the driver's placeholder, for hand-written SQL.
+        self.table = engine.dialect.identifier_preparer.quote(self.jobs.name)
+        self.mark = mark(engine)
+        # Per batch size: the claim's UPDATE and the completions' DELETE (see _prepared).
+        self._leasing: dict[int, str] = {}
+        self._deleting: dict[tuple[int, bool], str] = {}
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Build the hot paths' statements once (a dialect adds or replaces its own)."""
+        j = self.jobs.c
+        pick = (
+            select(self.jobs)
+            .where(runnable(self.jobs, bindparam("worker"), bindparam("now")))
+            .order_by(j.priority, j.run_at, j.seq)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+        self._pick = Prepared(self.engine, self.claim_index(pick))
+        self.failing = Failing.build(self.engine, self.jobs)
 
     def make_tables(self) -> Tables:
         return tables(self.prefix)
@@ -191,7 +245,7 @@ class Dialect:
 
     def insert_statement(self, jobs: Sequence[NewJob]) -> tuple[str, list[tuple[Any, ...]]]:
         """The INSERT for ``jobs`` and its parameters: the short one when every job is plain."""
-        if all(is_plain(j) for j in jobs):
+        if all_plain(jobs):
             return self.plain_insert_sql, [
                 (j.id, j.worker, j.payload, j.max_attempts, j.run_at, j.enqueued_at, *_FRESH)
                 for j in jobs
@@ -220,26 +274,62 @@ class Dialect:
         No UPDATE ... RETURNING here: the locked rows are read whole and the lease
         applied to them in Python, three round trips in all.
         """
-        j = self.jobs.c
-        pick = (
-            select(self.jobs)
-            .where(runnable(self.jobs, worker, now))
-            .order_by(j.priority, j.run_at, j.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        picked = [parse(r) for r in conn.execute(self.claim_index(pick))]
+        found = self._pick.run(conn, worker=worker, now=now, limit=limit)
+        picked = [parse(r) for r in found]
         if not picked:
             return []
-        seqs = [r.seq for r in picked]
-        conn.execute(update(self.jobs).where(j.seq.in_(seqs)).values(**lease.values(self.jobs)))
+        sql = self._leasing.get(len(picked))
+        if sql is None:
+            m = self.mark
+            sql = self._leasing[len(picked)] = (
+                f"UPDATE {self.table} SET state = '{RUNNING}', attempt = attempt + 1, "
+                f"lease_owner = {m}, lease_token = {m}, lease_expires = {m} "
+                f"WHERE seq IN ({marks(m, len(picked))})"
+            )
+        conn.exec_driver_sql(sql, (*lease, *(r.seq for r in picked)))
         return [lease.apply(r) for r in picked]
 
     def complete_marking(
-        self, conn: Connection, held: ColumnElement[bool], now: float
+        self, conn: Connection, pairs: Sequence[tuple[str, str]], now: float
     ) -> list[str]:
-        """Delete the jobs ``held`` selects, leaving completion markers; the ids deleted."""
+        """Delete the running jobs of ``pairs`` (id, token), leaving completion markers.
+
+        Only where ``marks_in_one_statement``; returns the ids deleted.
+        """
         raise NotImplementedError
+
+    def complete_plain(
+        self, conn: Connection, pairs: Sequence[tuple[str, str]], unmarked: bool
+    ) -> list[str]:
+        """Delete the running jobs of ``pairs`` (id, token); the ids deleted.
+
+        ``unmarked``: only those whose completion leaves no marker (no unique
+        period); the storage deals with the others in a transaction.
+        """
+        sql = self._deleting.get((len(pairs), unmarked))
+        if sql is None:
+            m = self.mark
+            held = (
+                f"id = {m} AND lease_token = {m}"
+                if len(pairs) == 1
+                else f"(id, lease_token) IN ({marks(m, len(pairs), 2)})"
+            )
+            held += f" AND state = '{RUNNING}'"
+            if unmarked:
+                held += " AND unique_period IS NULL"
+            sql = self._deleting[len(pairs), unmarked] = (
+                f"DELETE FROM {self.table} WHERE {held} RETURNING id"
+                if self.engine.dialect.delete_returning
+                else f"SELECT id FROM {self.table} WHERE {held} FOR UPDATE"
+            )
+        values = tuple(v for pair in pairs for v in pair)
+        found = list(conn.exec_driver_sql(sql, values).scalars())
+        if found and not self.engine.dialect.delete_returning:
+            conn.exec_driver_sql(
+                f"DELETE FROM {self.table} WHERE id IN ({marks(self.mark, len(found))})",
+                tuple(found),
+            )
+        return found
 
     def claim_index(self, pick: Select[Any]) -> Select[Any]:
         """``pick`` (the claim's SELECT) told to read the claim index, where a planner needs it."""
@@ -256,8 +346,9 @@ class Dialect:
         """Release what the dialect holds besides the main engine."""
 
 
-def runnable(jobs: Table, worker: str, now: float) -> ColumnElement[bool]:
-    """Waiting jobs of ``worker`` due by ``now``, not expired, of a type not paused."""
+def runnable(jobs: Table, worker: Any, now: Any) -> ColumnElement[bool]:
+    """Waiting jobs of ``worker`` due by ``now``, not expired, of a type not paused
+    (values or ``bindparam``)."""
     j = jobs.c
     return and_(
         j.worker == worker,
@@ -268,7 +359,7 @@ def runnable(jobs: Table, worker: str, now: float) -> ColumnElement[bool]:
     )
 
 
-def not_paused(jobs: Table, worker: str) -> ColumnElement[bool]:
+def not_paused(jobs: Table, worker: Any) -> ColumnElement[bool]:
     """``worker`` is not paused (``{prefix}worker_control``, see ``_limits``): checked
     inside every claim's own statement, so a pause holds on every node at once."""
     control = jobs.metadata.tables[jobs.name[: -len("jobs")] + "worker_control"]
@@ -296,15 +387,20 @@ def column_values(job: NewJob) -> tuple[Any, ...]:
     )
 
 
-def is_plain(job: NewJob) -> bool:
-    """Whether ``job`` has every protocol-2 field at its default (stored by column defaults)."""
-    return (
-        job.priority == 0
-        and not job.meta
-        and job.timeout is None
-        and job.expires_at is None
-        and job.unique is None
-        and job.partition is None
+def all_plain(jobs: Sequence[NewJob]) -> bool:
+    """Whether every job has each protocol-2 field at its default (stored by column defaults).
+
+    One generator, no call per job: a batch enqueue asks it of every job.
+    """
+    return all(
+        j.priority == 0
+        and not j.meta
+        and j.timeout is None
+        and j.expires_at is None
+        and j.unique is None
+        and j.partition is None
+        and j.dead_error is None
+        for j in jobs
     )
 
 

@@ -18,23 +18,35 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    ColumnElement,
+    ARRAY,
     Connection,
     Engine,
+    Text,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
-    literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 
-from exqueue.storage import SERVER_CLOCK, WAITING, WAKEUP, JobRecord, NewJob
-from exqueue_sql._dialect import INSERT_COLUMNS, Dialect, Lease, Timeouts, column_values, runnable
+from exqueue.storage import RUNNING, SERVER_CLOCK, WAITING, WAKEUP, JobRecord, NewJob
+from exqueue_sql._dialect import (
+    INSERT_COLUMNS,
+    PLAIN_COLUMNS,
+    Dialect,
+    Lease,
+    Timeouts,
+    all_plain,
+    column_values,
+    runnable,
+)
+from exqueue_sql._prepared import Prepared
 from exqueue_sql._records import Damaged, parse
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
@@ -67,8 +79,15 @@ class PostgresDialect(Dialect):
                 _install_timeouts(pool, timeouts)
         # Other single statements: the main pool, switched per checkout.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._insert_one = _insert_sql(engine, self.jobs.name, batch=False)
-        self._insert_many = _insert_sql(engine, self.jobs.name, batch=True)
+        # (single, plain) -> statement; a plain job (every protocol-2 field at
+        # its default) sends version 1's six columns, the rest take column defaults.
+        self._inserts = {
+            (single, plain): _insert_sql(
+                engine, self.jobs.name, PLAIN_COLUMNS if plain else INSERT_COLUMNS, single
+            )
+            for single in (True, False)
+            for plain in (True, False)
+        }
         self._channel = f"{prefix}jobs"
         self._listener = _Listener(engine, self._channel, timeouts)
 
@@ -117,27 +136,79 @@ class PostgresDialect(Dialect):
     def insert_params(self, jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
         """The SQL of :meth:`insert` (psycopg's ``%(name)s`` style) and its parameters;
         also sent by the native async enqueue (``exqueue_sql._aio``)."""
+        plain = all_plain(jobs)
+        columns = PLAIN_COLUMNS if plain else INSERT_COLUMNS
+        sql = self._inserts[len(jobs) == 1, plain]
         params: dict[str, Any]
         if len(jobs) == 1:
-            params = dict(zip(INSERT_COLUMNS, column_values(jobs[0]), strict=True))
-            params["keys"] = _lock_key(self.prefix, params["worker"])
-            sql = self._insert_one
+            job = jobs[0]
+            if plain:
+                params = {
+                    "id": job.id,
+                    "worker": job.worker,
+                    "payload": job.payload,
+                    "max_attempts": job.max_attempts,
+                    "run_at": job.run_at,
+                    "enqueued_at": job.enqueued_at,
+                }
+            else:
+                params = dict(zip(INSERT_COLUMNS, column_values(job), strict=True))
+            params["keys"] = _lock_key(self.prefix, job.worker)
         else:
-            rows = [column_values(j) for j in jobs]
-            params = {c: [r[n] for r in rows] for n, c in enumerate(INSERT_COLUMNS)}
+            if plain:
+                params = {
+                    "id": [j.id for j in jobs],
+                    "worker": [j.worker for j in jobs],
+                    "payload": [j.payload for j in jobs],
+                    "max_attempts": [j.max_attempts for j in jobs],
+                    "run_at": [j.run_at for j in jobs],
+                    "enqueued_at": [j.enqueued_at for j in jobs],
+                }
+            else:
+                rows = [column_values(j) for j in jobs]
+                params = {c: [r[n] for r in rows] for n, c in enumerate(columns)}
             params["keys"] = sorted({_lock_key(self.prefix, w) for w in params["worker"]})
-            sql = self._insert_many
         params["channel"] = self._channel
         return sql, params
 
-    def complete_marking(
-        self, conn: Connection, held: ColumnElement[bool], now: float
-    ) -> list[str]:
-        """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
+    def prepare(self) -> None:
+        super().prepare()
         j, done = self.jobs.c, self.tables.done
+        pick = (
+            select(j.seq)
+            .where(runnable(self.jobs, bindparam("worker"), bindparam("now")))
+            .order_by(j.priority, j.run_at, j.seq)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+        )
+        # One round trip; the CTE locks at most ``limit`` rows.
+        claim = (
+            update(self.jobs)
+            .where(j.seq == pick.c.seq)
+            .values(
+                state=RUNNING,
+                attempt=j.attempt + 1,
+                lease_owner=bindparam("owner"),
+                lease_token=bindparam("token"),
+                lease_expires=bindparam("until"),
+            )
+            .returning(*self.jobs.c)
+        )
+        self._claim = Prepared(self.engine, claim)
+        # A completion: (id, token) pairs as two arrays, so one statement text
+        # serves every batch size; ``id = ANY`` lets the planner use the id index.
+        ids = bindparam("ids", type_=ARRAY(Text))
+        pairs = select(
+            func.unnest(ids, bindparam("tokens", type_=ARRAY(Text)))
+            .table_valued("id", "token")
+            .render_derived()
+        )
         gone = (
             delete(self.jobs)
-            .where(held)
+            .where(
+                j.id == func.any(ids), j.state == RUNNING, tuple_(j.id, j.lease_token).in_(pairs)
+            )
             .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
             .cte("gone")
         )
@@ -146,13 +217,20 @@ class PostgresDialect(Dialect):
             insert(done)
             .from_select(
                 ["worker", "unique_key", "seq", "job_id", "hold_until"],
-                select(g.worker, g.unique_key, g.seq, g.id, literal(now) + g.unique_period).where(
-                    g.unique_key.is_not(None), g.unique_period.is_not(None)
-                ),
+                select(
+                    g.worker, g.unique_key, g.seq, g.id, bindparam("now") + g.unique_period
+                ).where(g.unique_key.is_not(None), g.unique_period.is_not(None)),
             )
             .cte("marks")
         )
-        return list(conn.scalars(select(g.id).add_cte(marks)))
+        self._complete = Prepared(self.engine, select(g.id).add_cte(marks))
+
+    def complete_marking(
+        self, conn: Connection, pairs: Sequence[tuple[str, str]], now: float
+    ) -> list[str]:
+        """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
+        ids, tokens = [i for i, _ in pairs], [t for _, t in pairs]
+        return list(self._complete.run(conn, ids=ids, tokens=tokens, now=now).scalars())
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         u = self.tables.unique
@@ -162,23 +240,11 @@ class PostgresDialect(Dialect):
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
     ) -> list[JobRecord | Damaged]:
-        j = self.jobs.c
-        pick = (
-            select(j.seq)
-            .where(runnable(self.jobs, worker, now))
-            .order_by(j.priority, j.run_at, j.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        # One round trip; the CTE locks at most ``limit`` rows.
-        locked = pick.cte("picked")
-        stmt = (
-            update(self.jobs)
-            .where(j.seq == locked.c.seq)
-            .values(**lease.values(self.jobs))
-            .returning(*self.jobs.c)
-        )
-        found = [parse(r) for r in conn.execute(stmt)]
+        rows = self._claim.run(
+            conn, worker=worker, now=now, limit=limit, owner=lease.owner, token=lease.token,
+            until=lease.until,
+        )  # fmt: skip
+        found = [parse(r) for r in rows]
         good = [r for r in found if isinstance(r, JobRecord)]
         good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
         return [*good, *(r for r in found if isinstance(r, Damaged))]
@@ -293,27 +359,27 @@ class _Listener:
             self._wake.notify_all()
 
 
-def _insert_sql(engine: Engine, table: str, *, batch: bool) -> str:
+def _insert_sql(engine: Engine, table: str, columns: Sequence[str], single: bool) -> str:
     """The enqueue: locks, notification and rows in one statement.
 
     A batch comes as one array per column, so its statement text is the same for
     every batch size; a single job comes as scalars, cheaper to send. The lock
     CTE is an aggregate: its single row, needed by every inserted row, exists
     only once all locks are held, so no row draws a seq before that; ``ORDER BY
-    ord`` gives seqs in batch order.
+    ord`` gives seqs in batch order. Columns not in ``columns`` take their defaults.
     """
     name = engine.dialect.identifier_preparer.quote(table)
-    names = ", ".join(INSERT_COLUMNS)
-    columns = f"r({names}, ord)"
-    suffix = "[]" if batch else ""
-    values = ", ".join(f"%({c})s::{_PG_TYPES[c]}{suffix}" for c in INSERT_COLUMNS)
-    if batch:
-        keys = "unnest(%(keys)s::bigint[]) AS k"
-        rows = f"unnest({values}) WITH ORDINALITY AS {columns}"
-    else:
+    names = ", ".join(columns)
+    aliases = f"r({names}, ord)"
+    suffix = "" if single else "[]"
+    values = ", ".join(f"%({c})s::{_PG_TYPES[c]}{suffix}" for c in columns)
+    if single:
         keys = "(VALUES (%(keys)s::bigint)) AS l(k)"
-        rows = f"(VALUES ({values}, 1)) AS {columns}"
-    picked = ", ".join(f"r.{c}" for c in INSERT_COLUMNS)
+        rows = f"(VALUES ({values}, 1)) AS {aliases}"
+    else:
+        keys = "unnest(%(keys)s::bigint[]) AS k"
+        rows = f"unnest({values}) WITH ORDINALITY AS {aliases}"
+    picked = ", ".join(f"r.{c}" for c in columns)
     return (
         f"WITH locks AS MATERIALIZED (SELECT count(pg_advisory_xact_lock(k)) AS n FROM {keys}), "
         "wake AS MATERIALIZED (SELECT pg_notify(%(channel)s, '')) "

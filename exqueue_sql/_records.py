@@ -75,6 +75,8 @@ def _state(value: object) -> JobState:
 
 
 def _meta(value: object) -> dict[str, str]:
+    if value == "{}":
+        return {}  # most jobs: no JSON parse
     found = json.loads(_text(value))
     if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
         raise ValueError
@@ -92,6 +94,8 @@ def meta_needle(key: str, value: str) -> str:
 
 
 def _errors(value: object) -> tuple[str, ...]:
+    if value == "[]":
+        return ()  # most jobs: no JSON parse
     found = json.loads(_text(value))
     if not isinstance(found, list) or not all(isinstance(e, str) for e in found):
         raise ValueError
@@ -191,7 +195,7 @@ def damage(m: Mapping[Any, Any], fields: dict[str, Any], bad: list[str]) -> Dama
 
 def parse(row: Row[Any]) -> JobRecord | Damaged:
     """The job in a whole row, or why it is damaged."""
-    m = row._mapping
+    m = row._asdict()  # a plain dict: read() looks every column up twice
     fields, bad = read(m)
     if bad:
         return damage(m, fields, bad)

@@ -332,51 +332,48 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueu
     # -- transitions of a held job -----------------------------------------------
 
     def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
-        return bool(self._complete([self._held(job_id, token)], 1, now))
+        return bool(self._complete([(job_id, token)], now))
 
     def complete_many(
         self, items: Sequence[tuple[str, str]], *, now: float | None = None
     ) -> list[str]:
         """Many successes in one transaction: one commit (one fsync) for the batch."""
         pairs = list(dict.fromkeys(items))
-        j = self._jobs.c
-        helds = [
-            and_(tuple_(j.id, j.lease_token).in_(pairs[start : start + _CHUNK]), j.state == RUNNING)
-            for start in range(0, len(pairs), _CHUNK)
-        ]
-        return self._complete(helds, len(pairs), now) if pairs else []
+        return self._complete(pairs, now) if pairs else []
 
-    def _complete(self, helds: list[Any], count: int, now: float | None) -> list[str]:
-        """Delete the jobs each of ``helds`` selects (``count`` at most); the ids deleted.
+    def _complete(self, pairs: list[tuple[str, str]], now: float | None) -> list[str]:
+        """Delete the running jobs of ``pairs`` (id, token); the ids deleted.
 
         With ``now``, a job enqueued with a unique period leaves a completion
         marker in the same atomic step as its deletion (``_unique``).
         PostgreSQL does both in one statement; elsewhere the jobs that leave
         none (most) go in one statement as in version 1, and the others in a
-        transaction of their own.
+        transaction of their own. The statements are the dialect's, built once.
         """
-        j = self._jobs.c
         dialect = self._dialect
-        single = len(helds) == 1
+        chunks = [pairs[start : start + _CHUNK] for start in range(0, len(pairs), _CHUNK)]
+        single = len(chunks) == 1
         if now is not None and dialect.marks_in_one_statement:
 
             def marking(conn: Connection) -> list[str]:
-                return [i for held in helds for i in dialect.complete_marking(conn, held, now)]
+                return [i for chunk in chunks for i in dialect.complete_marking(conn, chunk, now)]
 
             return self._run(marking, relaxed=True, single=single)
-        plain = helds if now is None else [and_(h, j.unique_period.is_(None)) for h in helds]
+        unmarked = now is not None
 
         def deleting(conn: Connection) -> list[str]:
-            return [i for where in plain for i in self._delete(conn, where)]
+            return [i for chunk in chunks for i in dialect.complete_plain(conn, chunk, unmarked)]
 
         done = self._run(deleting, relaxed=True, single=single)
-        if now is None or len(done) == count:
+        if now is None or len(done) == len(pairs):
             return done
+        j = self._jobs.c
 
         def keeping(conn: Connection) -> list[str]:
             # Jobs whose completion holds their unique key, and jobs not held.
             kept: list[Any] = []
-            for held in helds:
+            for chunk in chunks:
+                held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
                 kept += conn.execute(
                     select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
                     .where(held)
@@ -389,38 +386,28 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueu
 
         return done + self._run(keeping, relaxed=True)
 
-    def _delete(self, conn: Connection, where: Any) -> list[str]:
-        j = self._jobs.c
-        if self.engine.dialect.delete_returning:
-            return list(conn.scalars(sql_delete(self._jobs).where(where).returning(j.id)))
-        found = list(conn.scalars(select(j.id).where(where).with_for_update()))
-        conn.execute(sql_delete(self._jobs).where(j.id.in_(found)))
-        return found
-
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
-        return self._fail(job_id, token, error, state=WAITING, run_at=run_at)
+        return self._fail(job_id, token, error, WAITING, run_at)
 
     def bury(self, job_id: str, token: str, *, error: str) -> bool:
-        return self._fail(job_id, token, error, state=DEAD)
+        return self._fail(job_id, token, error, DEAD, None)
 
-    def _fail(self, job_id: str, token: str, error: str, **values: Any) -> bool:
-        held = self._held(job_id, token)
+    def _fail(self, job_id: str, token: str, error: str, state: str, run_at: float | None) -> bool:
+        """A held job's failure: its error recorded, then waiting at ``run_at`` or dead."""
+        dialect = self._dialect
+        statements = dialect.failing
 
         def work(conn: Connection) -> bool:
-            j = self._jobs.c
-            found = conn.execute(
-                select(j.errors, j.error_count).where(held).with_for_update()
-            ).first()
+            found = statements.held_errors.run(conn, id=job_id, token=token).first()
             if found is None:
                 return False
             errors, count = with_errors(*read(found._mapping), error)
-            conn.execute(
-                update(self._jobs)
-                .where(held)
-                .values(errors=errors, error_count=count, **_UNLEASED, **values)
-            )
-            if values["state"] == WAITING:
-                self._dialect.notify(conn)
+            values = {"id": job_id, "token": token, "errors": errors, "count": count}
+            if state == WAITING:
+                statements.retry.run(conn, run_at=run_at, **values)
+                dialect.notify(conn)
+            else:
+                statements.bury.run(conn, **values)
             return True
 
         return self._run(work)

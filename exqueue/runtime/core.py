@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from types import MappingProxyType
 
 from exqueue.errors import JobCancelled, JobTimeout, SerializationError, Snooze
@@ -94,6 +95,7 @@ class Runtime:
         self.on_abandoned: Callable[[int], None] | None = None
         # Every thread job is watched where a running job can be cancelled.
         self._watch_all = CANCEL in self.storage.capabilities
+        self._notes = self._watchdog.notes
         self._leases.on_cancel = self.interrupt
 
     # -- lifecycle -------------------------------------------------------------------
@@ -429,7 +431,7 @@ class Runtime:
             record.priority,
         )
         hooks = self.config.hooks
-        if hooks:
+        if hooks.chain:  # not ``if hooks``: Hooks.__bool__ is a call per job
             hooks.started(record)
         return args, kwargs, context
 
@@ -442,8 +444,12 @@ class Runtime:
             return self._conclude(lane, record, token, bad)
         began = time.monotonic()
         watch = None
-        if record.timeout is not None or self._watch_all:
+        noted = False  # a job without a timeout, noted for a cancel (no lock, no object)
+        if record.timeout is not None:
             watch = self._watchdog.watch(record, token, lane)
+        elif self._watch_all:
+            self._notes[record.id] = get_ident()  # Watchdog.enter, inline
+            noted = True
         error: BaseException | None = None
         reset = _current.set(context)
         try:
@@ -458,6 +464,13 @@ class Runtime:
                 _current.reset(reset)
         except (JobTimeout, JobCancelled) as stray:  # raised in the watchdog's race, above
             error = error if error is not None else stray
+        while noted:
+            try:
+                if self._notes.pop(record.id, None) is None:  # Watchdog.leave, inline
+                    watch = self._watchdog.leave(record.id)
+                noted = False
+            except (JobTimeout, JobCancelled) as stray:  # the cancel's, as the job returned
+                error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
         return self._conclude(lane, record, token, error, time.monotonic() - began, own)
@@ -475,7 +488,7 @@ class Runtime:
         if watch.cancelled and isinstance(error, JobCancelled):
             return error
         if watch.fired and isinstance(error, JobTimeout) and not error.args:
-            assert watch.record.timeout is not None
+            assert watch.record is not None and watch.record.timeout is not None
             return timed_out(watch.record.timeout)
         return error
 
@@ -541,11 +554,11 @@ class Runtime:
         self._count_success(record, duration, own)
         if self._acker is not None:
             self._acker.submit(record.id, token)
-            if hooks:
+            if hooks.chain:
                 hooks.succeeded(record, duration)
             return True
         self._recorder.success(record.id, token)
-        if hooks:
+        if hooks.chain:
             hooks.succeeded(record, duration)
         return False
 
@@ -626,7 +639,7 @@ class Runtime:
     def _abandon(self, watch: Watch) -> None:
         """A thread job did not stop after its timeout: record it failed, free its slot."""
         record, lane = watch.record, watch.lane
-        assert record.timeout is not None
+        assert record is not None and record.timeout is not None  # only timed jobs fire
         log.error(
             "job %s (%s) did not stop %gs after its timeout; its thread is abandoned",
             record.id,

@@ -15,6 +15,14 @@ once they pile up.
 Exactly one side records the outcome: the job thread settles its entry under
 the watchdog's lock before recording, and the watchdog abandons only an entry
 still running, under the same lock.
+
+A job without a timeout can still be cancelled (on a storage with ``CANCEL``),
+and most jobs are such. They cost no lock and no object: the job thread notes
+its job id and thread in a dict (:meth:`Watchdog.enter`) and takes the note
+back when done (:meth:`Watchdog.leave`). A cancel (:meth:`Watchdog.interrupt`)
+takes the note first, under the lock, and only then raises; ``dict.pop`` is
+atomic, so exactly one side gets the note: the job thread, which then has
+nothing to settle, or the cancel, whose entry the job thread then settles.
 """
 
 from __future__ import annotations
@@ -43,15 +51,35 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
 
 
 class Watch:
-    """One running thread job with a timeout."""
+    """One running thread job with a timeout, or a job without one being cancelled."""
 
-    __slots__ = ("record", "token", "lane", "ident", "deadline", "state", "fired", "cancelled")
+    __slots__ = (
+        "job_id",
+        "record",
+        "token",
+        "lane",
+        "ident",
+        "deadline",
+        "state",
+        "fired",
+        "cancelled",
+    )
 
-    def __init__(self, record: JobRecord, token: str, lane: Any, deadline: float) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        record: JobRecord | None,
+        token: str,
+        lane: Any,
+        deadline: float,
+        ident: int | None = None,
+    ) -> None:
+        self.job_id = job_id
+        #: None for a job without a timeout (only its id and thread are known).
         self.record = record
         self.token = token
         self.lane = lane
-        self.ident = threading.get_ident()
+        self.ident = threading.get_ident() if ident is None else ident
         self.deadline = deadline
         self.state = "running"  # then "done" (the thread records) or "abandoned"
         self.fired = False  # JobTimeout was raised in the thread
@@ -69,16 +97,33 @@ class Watchdog:
         self._stopping = stopping
         self._cond = threading.Condition()
         self._watches: dict[str, Watch] = {}
+        #: Jobs without a timeout running in job threads: job id -> thread ident.
+        #: The runtime writes and pops its notes here directly (enter/leave inline).
+        self.notes: dict[str, int] = {}
         self._thread: threading.Thread | None = None
 
+    def enter(self, job_id: str) -> None:
+        """The calling thread starts ``job_id``, which has no timeout: note it for a cancel."""
+        self.notes[job_id] = threading.get_ident()
+
+    def leave(self, job_id: str) -> Watch | None:
+        """The calling thread is done with ``job_id`` (see :meth:`enter`).
+
+        None: no cancel was raised, nothing to settle. Otherwise the cancel's
+        entry, for :meth:`settle`. Safe to call again after a stray
+        :class:`JobCancelled` lands in the call itself.
+        """
+        if self.notes.pop(job_id, None) is not None:
+            return None
+        with self._cond:
+            return self._watches[job_id]
+
     def watch(self, record: JobRecord, token: str, lane: Any) -> Watch:
-        """Watch the calling thread's job (a job without a timeout can still be cancelled)."""
-        limit = record.timeout
-        entry = Watch(record, token, lane, math.inf if limit is None else time.monotonic() + limit)
+        """Watch the calling thread's job, which has a timeout."""
+        assert record.timeout is not None
+        entry = Watch(record.id, record, token, lane, time.monotonic() + record.timeout)
         with self._cond:
             self._watches[record.id] = entry
-            if limit is None:
-                return entry
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="exqueue-watchdog", daemon=True
@@ -95,8 +140,8 @@ class Watchdog:
         with self._cond:
             if entry.state == "running":
                 entry.state = "done"
-                if self._watches.get(entry.record.id) is entry:
-                    del self._watches[entry.record.id]
+                if self._watches.get(entry.job_id) is entry:
+                    del self._watches[entry.job_id]
                 if entry.fired or entry.cancelled:
                     _raise_in(entry.ident, None)  # one raised but not yet delivered
             return entry.state == "done"
@@ -104,6 +149,14 @@ class Watchdog:
     def interrupt(self, job_id: str) -> bool:
         """Raise :class:`JobCancelled` in the thread running ``job_id``; False when none."""
         with self._cond:
+            ident = self.notes.pop(job_id, None)
+            if ident is not None:
+                # Taken from the job thread's note: it now settles this entry.
+                noted = Watch(job_id, None, "", None, math.inf, ident)
+                self._watches[job_id] = noted
+                noted.cancelled = True
+                _raise_in(ident, JobCancelled)
+                return True
             entry = self._watches.get(job_id)
             if entry is None or entry.state != "running" or entry.fired or entry.cancelled:
                 return False
@@ -122,7 +175,7 @@ class Watchdog:
                         _raise_in(entry.ident, JobTimeout)
                     elif entry.fired and now >= entry.deadline + self.grace:
                         entry.state = "abandoned"
-                        del self._watches[entry.record.id]
+                        del self._watches[entry.job_id]
                         self._cond.release()
                         try:
                             self._abandon(entry)
