@@ -77,7 +77,7 @@ from exqueue.storage import (
     NewJob,
     clip_error,
 )
-from exqueue_sql._records import Damaged, parse
+from exqueue_sql._records import Damaged, DictRow, parse
 
 if TYPE_CHECKING:
     from exqueue_sql._dialect import Dialect
@@ -474,7 +474,7 @@ class SQLLimits:
             assert cursor is not None
             cursor.nextset()  # past the lock's row: the claimed rows
             names = [d[0] for d in cursor.description or ()]
-            found = [parse(_row(names, row)) for row in cursor.fetchall()]
+            found = [parse(DictRow(names, row)) for row in cursor.fetchall()]
             result.close()
             good = sorted(
                 (r for r in found if isinstance(r, JobRecord)),
@@ -483,19 +483,6 @@ class SQLLimits:
             return good + self._good(conn, [r for r in found if isinstance(r, Damaged)])
 
         return self._runner.run(work, relaxed=True, single=True)
-
-
-class _Row:
-    """A mapping that ``_records.parse`` reads like a SQLAlchemy row."""
-
-    __slots__ = ("_mapping",)
-
-    def __init__(self, mapping: dict[str, Any]) -> None:
-        self._mapping = mapping
-
-
-def _row(names: list[str], values: Sequence[Any]) -> Any:
-    return _Row(dict(zip(names, values, strict=True)))
 
 
 def _text(sql: str) -> Any:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, create_engine
 
 from exqueue.storage import RUNNING, JobRecord, LimitedClaim
-from exqueue_sql._records import Damaged, parse
+from exqueue_sql._records import Damaged, DictRow, parse
 
 if TYPE_CHECKING:
     from exqueue_sql._limits import LimitSQL
@@ -84,17 +84,6 @@ def _run(conn: Connection, text: str) -> list[tuple[list[str], list[Any]]]:
     return sets
 
 
-class _Row:
-    __slots__ = ("_mapping",)
-
-    def __init__(self, mapping: dict[str, Any]) -> None:
-        self._mapping = mapping
-
-
-def _row(names: list[str], values: Sequence[Any]) -> Any:
-    return _Row(dict(zip(names, values, strict=True)))
-
-
 def claim(
     storage: Any, sql: LimitSQL, request: LimitedClaim, args: dict[str, Any], prune: bool
 ) -> list[JobRecord]:
@@ -116,7 +105,7 @@ def claim(
         if sets[0][1][0][0]:
             return []  # paused
         names, rows = sets[1]
-        found: Sequence[JobRecord | Damaged] = [parse(_row(names, r)) for r in rows]
+        found: Sequence[JobRecord | Damaged] = [parse(DictRow(names, r)) for r in rows]
         good = [r for r in found if isinstance(r, JobRecord)]
         writes: list[str] = []
         if good:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
@@ -193,7 +193,7 @@ def damage(m: Mapping[Any, Any], fields: dict[str, Any], bad: list[str]) -> Dama
     return Damaged(int(m["seq"]), str(m["id"]), reason, values)
 
 
-def parse(row: Row[Any]) -> JobRecord | Damaged:
+def parse(row: Row[Any] | DictRow) -> JobRecord | Damaged:
     """The job in a whole row, or why it is damaged."""
     m = row._asdict()  # a plain dict: read() looks every column up twice
     fields, bad = read(m)
@@ -213,3 +213,16 @@ def readable(row: Row[Any]) -> JobRecord:
     if bad:
         fields["errors"] = (*fields["errors"], DAMAGED + ", ".join(bad))
     return JobRecord(seq=int(m["seq"]), **fields)
+
+
+class DictRow:
+    """A row read off a raw DB-API cursor (a multi-statement call), shaped like the
+    SQLAlchemy rows :func:`parse` and :func:`read` take."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
+        self._mapping = dict(zip(names, values, strict=True))
+
+    def _asdict(self) -> dict[str, Any]:
+        return self._mapping
