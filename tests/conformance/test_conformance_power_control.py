@@ -170,10 +170,13 @@ def test_broken_control_is_caught(broken: type[MemoryStorage], caught_by: str) -
     assert str(failures[caught_by]).startswith("rule broken: ")
 
 
-#: What the state machine with cancel and snooze must find by itself (SnoozeUncapped
-#: needs one job snoozed past the cap, which its derandomized search does not reach:
-#: the targeted check ``snooze_cap`` catches it).
-MACHINE_FINDS = [CancelDropsRunning, SnoozeKeepsAttemptSpent, MarkOutlivesAttempt]
+#: What the state machine with cancel and snooze must find by itself. Two bugs it
+#: does not reach reliably are left to their targeted checks: SnoozeUncapped needs one
+#: job snoozed past the cap (``snooze_cap``), and MarkOutlivesAttempt needs a cancel,
+#: the end of that attempt and a new claim of the same job before the invariant can see
+#: it: the derandomized search found it at 50 examples and missed it at 200, and missed
+#: it once in a CI run (``cancel_mark_per_attempt`` catches it every time).
+MACHINE_FINDS = [CancelDropsRunning, SnoozeKeepsAttemptSpent]
 
 
 @pytest.mark.parametrize("broken", MACHINE_FINDS, ids=lambda cls: cls.__name__)
