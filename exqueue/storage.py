@@ -84,6 +84,10 @@ from exqueue.storage_limits import LimitedClaim as LimitedClaim
 from exqueue.storage_limits import Limits as Limits
 from exqueue.storage_limits import SupportsLimits as SupportsLimits
 from exqueue.storage_limits import SupportsPause as SupportsPause
+from exqueue.storage_scan import JOB_SCAN as JOB_SCAN
+from exqueue.storage_scan import JobScan as JobScan
+from exqueue.storage_scan import ScannedJobs as ScannedJobs
+from exqueue.storage_scan import SupportsJobScan as SupportsJobScan
 
 WAITING: Final = "waiting"
 RUNNING: Final = "running"

@@ -135,6 +135,53 @@ for i = 1, math.min(limit, #found) do out[i] = redis.call('HGETALL', jkey(found[
 return out
 """
 
+# ARGV: state ('' for any), worker, has_worker ('1' or '0'), limit, after_seq,
+# has_tag ('1' or '0'), tag key, tag value, budget. The bounded LIST (capability
+# job_scan): reads at most budget candidates (jobs of the state and worker) after
+# after_seq, in seq order across the workers. Returns {next_after ('' when
+# nothing is left), HGETALL list, ...}: the matches, at most limit.
+SCAN = r"""
+local state, limit, after = ARGV[1], tonumber(ARGV[4]), ARGV[5]
+local tagged, tag_key, tag_value = ARGV[6] == '1', ARGV[7], ARGV[8]
+local budget = tonumber(ARGV[9])
+local workers = {ARGV[2]}
+if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
+-- Each worker's first budget members past the cursor hold every candidate of
+-- the merged first budget (a worker cut at budget ends at or after it).
+local pool, capped = {}, false
+for _, w in ipairs(workers) do
+  local source = P .. 'all:' .. w
+  if state == 'running' or state == 'dead' then source = P .. state .. ':' .. w end
+  local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
+    'WITHSCORES', 'LIMIT', 0, budget)
+  if #batch >= 2 * budget then capped = true end
+  for i = 1, #batch, 2 do pool[#pool + 1] = {id = batch[i], seq = tonumber(batch[i + 1])} end
+end
+table.sort(pool, function(a, b) return a.seq < b.seq end)
+local bound = ''
+if capped or #pool > budget then bound = string.format('%d', pool[budget].seq) end
+local out = {''}
+for i = 1, math.min(budget, #pool) do
+  local id, keep = pool[i].id, true
+  if state == 'waiting' then keep = redis.call('HGET', jkey(id), 'state') == 'waiting' end
+  if keep and tagged then
+    local raw = redis.call('HGET', jkey(id), 'meta')
+    local ok, meta = false, nil
+    if raw then ok, meta = pcall(cjson.decode, raw) end
+    keep = ok and type(meta) == 'table' and meta[tag_key] == tag_value
+  end
+  if keep then
+    out[#out + 1] = redis.call('HGETALL', jkey(id))
+    if #out - 1 >= limit then
+      out[1] = string.format('%d', pool[i].seq)
+      return out
+    end
+  end
+end
+out[1] = bound
+return out
+"""
+
 # ARGV: from version, to version, note. Upgrades layout 1 to 2 in one step: a
 # version-1 waiting set (score run_at, member seq + id) is exactly a version-2
 # scheduled set, so it is renamed, and claims promote its jobs as they come due

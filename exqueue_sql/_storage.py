@@ -51,6 +51,7 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
 )
+from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
 from exqueue_sql import _expiry, _listing, _unique
 from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
@@ -141,6 +142,7 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueu
                 SNOOZE,
                 LIMITS,
                 PAUSE,
+                JOB_SCAN,
             }
             if self._open_native_enqueue(self._dialect, _DUPLICATE):
                 self.capabilities |= {ASYNC_ENQUEUE}
@@ -545,6 +547,10 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueu
             self._runner, self._jobs, state=state, worker=worker, limit=limit,
             after_seq=after_seq, tag=tag,
         )  # fmt: skip
+
+    def scan_jobs(self, scan: JobScan) -> ScannedJobs:
+        """A bounded ``list_jobs`` (capability JOB_SCAN): see ``_listing.scan_jobs``."""
+        return _listing.scan_jobs(self._runner, self._jobs, scan)
 
     def counts(self, now: float) -> dict[str, Counts]:
         return _listing.counts(self._runner, self._jobs, now)
