@@ -146,20 +146,19 @@ local tagged, tag_key, tag_value = ARGV[6] == '1', ARGV[7], ARGV[8]
 local budget = tonumber(ARGV[9])
 local workers = {ARGV[2]}
 if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
--- Each worker's first budget members past the cursor hold every candidate of
--- the merged first budget (a worker cut at budget ends at or after it).
-local pool, capped = {}, false
+-- Each worker's first budget + 1 members past the cursor hold every candidate
+-- of the merged first budget, and say whether any is left after them.
+local pool = {}
 for _, w in ipairs(workers) do
   local source = P .. 'all:' .. w
   if state == 'running' or state == 'dead' then source = P .. state .. ':' .. w end
   local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
-    'WITHSCORES', 'LIMIT', 0, budget)
-  if #batch >= 2 * budget then capped = true end
+    'WITHSCORES', 'LIMIT', 0, budget + 1)
   for i = 1, #batch, 2 do pool[#pool + 1] = {id = batch[i], seq = tonumber(batch[i + 1])} end
 end
 table.sort(pool, function(a, b) return a.seq < b.seq end)
 local bound = ''
-if capped or #pool > budget then bound = string.format('%d', pool[budget].seq) end
+if #pool > budget then bound = string.format('%d', pool[budget].seq) end
 local out = {''}
 for i = 1, math.min(budget, #pool) do
   local id, keep = pool[i].id, true

@@ -80,7 +80,9 @@ def scan_jobs(runner: Runner, jobs: Table, scan: JobScan) -> ScannedJobs:
     the ``budget``-th candidate, found on the (state, seq) or seq index alone, then
     the tag's scan up to it: at most ``budget`` rows are read however rare the tag."""
     j = jobs.c
-    probe = select(j.seq).limit(1).offset(scan.budget - 1)
+    # The budget-th candidate and the one after it: with no one after it, the call
+    # reads to the end and says so (no empty last call).
+    probe = select(j.seq).limit(2).offset(scan.budget - 1)
     if scan.state is not None and scan.worker is None and scan.after_seq is None:
         # As in list_jobs: the range keeps PostgreSQL on the (state, seq) index.
         probe = probe.where(j.state >= scan.state, j.state <= scan.state)
@@ -94,7 +96,7 @@ def scan_jobs(runner: Runner, jobs: Table, scan: JobScan) -> ScannedJobs:
     if scan.after_seq is not None:
         probe = probe.where(j.seq > scan.after_seq)
     rows = runner.run(functools.partial(_all, probe), read=True)
-    bound: int | None = int(rows[0].seq) if rows else None
+    bound: int | None = int(rows[0].seq) if len(rows) == 2 else None
     # list_jobs reads on until ``limit`` match or the rows up to the bound run out.
     found = list_jobs(
         runner,
