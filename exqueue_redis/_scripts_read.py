@@ -147,21 +147,34 @@ local budget = tonumber(ARGV[9])
 local workers = {ARGV[2]}
 if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
 -- Each worker's first budget + 1 members past the cursor hold every candidate
--- of the merged first budget, and say whether any is left after them.
-local pool = {}
-for _, w in ipairs(workers) do
-  local source = P .. 'all:' .. w
-  if state == 'running' or state == 'dead' then source = P .. state .. ':' .. w end
-  local batch = redis.call('ZRANGEBYSCORE', source, '(' .. after, '+inf',
-    'WITHSCORES', 'LIMIT', 0, budget + 1)
-  for i = 1, #batch, 2 do pool[#pool + 1] = {id = batch[i], seq = tonumber(batch[i + 1])} end
+-- of the merged first budget, and say whether any is left after them. One
+-- worker's are in order already (the common case: no merge, no sort).
+local ids, seqs = {}, {}
+local function source_of(w)
+  if state == 'running' or state == 'dead' then return P .. state .. ':' .. w end
+  return P .. 'all:' .. w
 end
-table.sort(pool, function(a, b) return a.seq < b.seq end)
+local function head(w)
+  return redis.call('ZRANGEBYSCORE', source_of(w), '(' .. after, '+inf',
+    'WITHSCORES', 'LIMIT', 0, budget + 1)
+end
+if #workers == 1 then
+  local batch = head(workers[1])
+  for i = 1, #batch, 2 do ids[#ids + 1], seqs[#seqs + 1] = batch[i], tonumber(batch[i + 1]) end
+else
+  local pool = {}
+  for _, w in ipairs(workers) do
+    local batch = head(w)
+    for i = 1, #batch, 2 do pool[#pool + 1] = {batch[i], tonumber(batch[i + 1])} end
+  end
+  table.sort(pool, function(a, b) return a[2] < b[2] end)
+  for i = 1, math.min(budget + 1, #pool) do ids[i], seqs[i] = pool[i][1], pool[i][2] end
+end
 local bound = ''
-if #pool > budget then bound = string.format('%d', pool[budget].seq) end
+if #ids > budget then bound = string.format('%d', seqs[budget]) end
 local out = {''}
-for i = 1, math.min(budget, #pool) do
-  local id, keep = pool[i].id, true
+for i = 1, math.min(budget, #ids) do
+  local id, keep = ids[i], true
   if state == 'waiting' then keep = redis.call('HGET', jkey(id), 'state') == 'waiting' end
   if keep and tagged then
     local raw = redis.call('HGET', jkey(id), 'meta')
@@ -172,7 +185,7 @@ for i = 1, math.min(budget, #pool) do
   if keep then
     out[#out + 1] = redis.call('HGETALL', jkey(id))
     if #out - 1 >= limit then
-      out[1] = string.format('%d', pool[i].seq)
+      out[1] = string.format('%d', seqs[i])
       return out
     end
   end
