@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from exqueue.errors import ConfigurationError, InvalidScheduleError
 from exqueue.guards import MAX_DELAY, check_delay, check_run_at, check_seconds, is_real
@@ -324,6 +324,28 @@ def check_unique_args(fn: Callable[..., Any], worker: str, uniqueness: Uniquenes
 # -- option sets ---------------------------------------------------------------------------
 
 
+class OptionArgs(TypedDict, total=False):
+    """The per-enqueue options as keywords: the one place that names them.
+
+    ``JobOptions(**options)``, ``fn.options(**options)`` and
+    ``fn.options(...).options(**options)`` all take these; see
+    :class:`JobOptions` for what each means. None leaves an option unset.
+    """
+
+    priority: int | None
+    unique: UniqueOption
+    meta: Mapping[str, str] | None
+    timeout: Seconds | None
+    expires_in: Seconds | None
+    expires_at: When | None
+    delay: Seconds | None
+    run_at: When | None
+
+
+#: The option names, in the order :class:`OptionArgs` declares them.
+OPTION_NAMES: tuple[str, ...] = tuple(OptionArgs.__annotations__)
+
+
 @dataclass(frozen=True, init=False)
 class JobOptions:
     """Options of one enqueue (``fn.options(...)``, ``Call(options=...)``), or a
@@ -335,6 +357,7 @@ class JobOptions:
     over the worker type's). ``timeout``: seconds one attempt may run.
     ``expires_in`` / ``expires_at``: a job not started by then is never run; it
     dies with the reason "expired". ``delay`` / ``run_at``: when it may start.
+    The keywords are declared once, in :class:`OptionArgs`.
     """
 
     priority: int | None
@@ -346,18 +369,18 @@ class JobOptions:
     delay: float | None
     run_at: float | None
 
-    def __init__(
-        self,
-        *,
-        priority: int | None = None,
-        unique: UniqueOption = None,
-        meta: Mapping[str, str] | None = None,
-        timeout: Seconds | None = None,
-        expires_in: Seconds | None = None,
-        expires_at: When | None = None,
-        delay: Seconds | None = None,
-        run_at: When | None = None,
-    ) -> None:
+    def __init__(self, **options: Unpack[OptionArgs]) -> None:
+        for name in options:
+            if name not in OPTION_NAMES:
+                # What an explicit keyword signature would raise, naming the choices.
+                raise TypeError(
+                    f"unexpected job option {name!r} (options: {', '.join(OPTION_NAMES)})"
+                )
+        priority = options.get("priority")
+        meta = options.get("meta")
+        timeout = options.get("timeout")
+        expires_in, expires_at = options.get("expires_in"), options.get("expires_at")
+        delay, run_at = options.get("delay"), options.get("run_at")
         if expires_in is not None and expires_at is not None:
             raise ConfigurationError("give expires_in or expires_at, not both")
         if delay is not None and run_at is not None:
@@ -366,7 +389,7 @@ class JobOptions:
             delay = delay.total_seconds()
         values = {
             "priority": None if priority is None else check_priority(priority),
-            "unique": check_unique(unique),
+            "unique": check_unique(options.get("unique")),
             # Read-only: one options object may serve many enqueues.
             "meta": None if meta is None else MappingProxyType(check_meta(meta)),
             "timeout": None if timeout is None else to_seconds("timeout", timeout),
@@ -399,19 +422,7 @@ class JobOptions:
         return result
 
     def is_empty(self) -> bool:
-        return all(
-            getattr(self, name) is None
-            for name in (
-                "priority",
-                "unique",
-                "meta",
-                "timeout",
-                "expires_in",
-                "expires_at",
-                "delay",
-                "run_at",
-            )
-        )
+        return all(getattr(self, name) is None for name in OPTION_NAMES)
 
 
 def worker_defaults(

@@ -50,6 +50,13 @@ apply only while the job is ``running`` with that same token; otherwise they
 change nothing and report so. Recovery clears the token, so a holder whose lease
 was lost can never touch the job again, even if it is claimed anew.
 
+Optional capabilities (wakeup, transactional enqueue, schedules, nodes,
+history, cancel, snooze, async enqueue): see :mod:`exqueue.storage_optional`,
+whose names this module re-exports.
+
+Bounded listing (capability :data:`JOB_SCAN`, ``scan_jobs``): see
+:mod:`exqueue.storage_scan`, whose names this module re-exports.
+
 Limits and pause (capabilities :data:`LIMITS` and :data:`PAUSE`): see
 :mod:`exqueue.storage_limits`, whose names this module re-exports. A job carries
 its ``partition`` (the limit key) and may be enqueued already ``dead`` with a
@@ -75,8 +82,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
-# Limits and pause (issue 15) live in their own module; re-exported here so the
-# protocol stays one import for a backend author.
+# Limits and pause (issue 15) and the optional capabilities' protocols live in
+# their own modules; re-exported here so the protocol stays one import for a
+# backend author.
 from exqueue.storage_limits import LIMITS as LIMITS
 from exqueue.storage_limits import PARTITION_KEY_LIMIT as PARTITION_KEY_LIMIT
 from exqueue.storage_limits import PAUSE as PAUSE
@@ -84,6 +92,34 @@ from exqueue.storage_limits import LimitedClaim as LimitedClaim
 from exqueue.storage_limits import Limits as Limits
 from exqueue.storage_limits import SupportsLimits as SupportsLimits
 from exqueue.storage_limits import SupportsPause as SupportsPause
+from exqueue.storage_optional import ASYNC_ENQUEUE as ASYNC_ENQUEUE
+from exqueue.storage_optional import CANCEL as CANCEL
+from exqueue.storage_optional import CANCELLED as CANCELLED
+from exqueue.storage_optional import HISTORY as HISTORY
+from exqueue.storage_optional import NODE_NAME_LIMIT as NODE_NAME_LIMIT
+from exqueue.storage_optional import NODES as NODES
+from exqueue.storage_optional import SCHEDULE_NAME_LIMIT as SCHEDULE_NAME_LIMIT
+from exqueue.storage_optional import SCHEDULES as SCHEDULES
+from exqueue.storage_optional import SNOOZE as SNOOZE
+from exqueue.storage_optional import CancelRequest as CancelRequest
+from exqueue.storage_optional import CancelResult as CancelResult
+from exqueue.storage_optional import HistoryCount as HistoryCount
+from exqueue.storage_optional import NodeInfo as NodeInfo
+from exqueue.storage_optional import ScheduleState as ScheduleState
+from exqueue.storage_optional import SnoozeRequest as SnoozeRequest
+from exqueue.storage_optional import SnoozeResult as SnoozeResult
+from exqueue.storage_optional import SupportsAsyncEnqueue as SupportsAsyncEnqueue
+from exqueue.storage_optional import SupportsCancel as SupportsCancel
+from exqueue.storage_optional import SupportsCompleteMany as SupportsCompleteMany
+from exqueue.storage_optional import SupportsHistory as SupportsHistory
+from exqueue.storage_optional import SupportsNodes as SupportsNodes
+from exqueue.storage_optional import SupportsSchedules as SupportsSchedules
+from exqueue.storage_optional import SupportsServerClock as SupportsServerClock
+from exqueue.storage_optional import SupportsSnooze as SupportsSnooze
+from exqueue.storage_optional import SupportsTransactionalEnqueue as SupportsTransactionalEnqueue
+from exqueue.storage_optional import SupportsWakeup as SupportsWakeup
+from exqueue.storage_optional import history_problem as history_problem
+from exqueue.storage_optional import node_problem as node_problem
 from exqueue.storage_scan import JOB_SCAN as JOB_SCAN
 from exqueue.storage_scan import JobScan as JobScan
 from exqueue.storage_scan import ScannedJobs as ScannedJobs
@@ -407,337 +443,4 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections and resources. Idempotent."""
-        ...
-
-
-@runtime_checkable
-class SupportsWakeup(Protocol):
-    """Optional capability :data:`WAKEUP`: block until a job may be runnable."""
-
-    def wait_for_jobs(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when a job may have become runnable.
-
-        A transition that makes a job runnable (enqueue, retry, release, requeue,
-        recover) wakes the wait; one made between two waits of a thread counts
-        for the next. True may be spurious (the caller then finds nothing to
-        claim); False means no such transition was seen before the timeout.
-        """
-        ...
-
-
-@runtime_checkable
-class SupportsTransactionalEnqueue(Protocol):
-    """Optional capability :data:`TRANSACTIONAL_ENQUEUE`: enqueue in the caller's transaction."""
-
-    def enqueue_in(self, transaction: object, jobs: Sequence[NewJob]) -> list[str] | None:
-        """Persist ``jobs`` through the caller's open transaction (commits with it).
-
-        Returns the holder ids as :meth:`Storage.enqueue` does; None (as a
-        version-1 backend returns) means every job was stored."""
-        ...
-
-
-@runtime_checkable
-class SupportsCompleteMany(Protocol):
-    """Optional capability :data:`COMPLETE_MANY`: record many successes in one atomic step.
-
-    The core batches acknowledgements that arrive while a previous batch is being
-    written, so a backend with a costly commit (an fsync, a round trip) records
-    many successes for the price of one.
-    """
-
-    def complete_many(
-        self, items: Sequence[tuple[str, str]], *, now: float | None = None
-    ) -> list[str]:
-        """``complete(job_id, token, now=now)`` for each pair, atomically; the ids removed."""
-        ...
-
-
-@runtime_checkable
-class SupportsServerClock(Protocol):
-    """Optional capability :data:`SERVER_CLOCK`: the storage server's own time.
-
-    Backends never use it for transitions (those take ``now``); the runtime
-    compares it with its clock to stop a node whose clock is off from claiming
-    and recovering, where its ``now`` would take other nodes' live jobs or none.
-    """
-
-    def server_time(self) -> float:
-        """The server's clock now, in seconds since the epoch (a float)."""
-        ...
-
-
-# -- schedules (issue 14) -------------------------------------------------------------
-
-#: Implements :class:`SupportsSchedules`: records a schedule's tick atomically with its job.
-SCHEDULES = "schedules"
-#: The most UTF-8 bytes of a schedule name.
-SCHEDULE_NAME_LIMIT: Final = 255
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleState:
-    """What a store keeps of one schedule: the last tick recorded and whether it is paused.
-
-    ``last_tick`` is None until a tick is recorded (a schedule paused before its
-    first tick has a state too).
-    """
-
-    name: str
-    last_tick: float | None = None
-    paused: bool = False
-
-
-@runtime_checkable
-class SupportsSchedules(Protocol):
-    """Optional capability :data:`SCHEDULES`: periodic jobs fired exactly once per tick.
-
-    A schedule is a name; its ticks are epoch seconds the core computes from the
-    schedule's cron expression or interval. Every node may try to fire the same
-    tick; the store lets one through. Ticks only move forward: a tick at or
-    before the recorded one records nothing. The job is stored in the same
-    atomic (and durable) step as the tick, so a process killed right after
-    ``fire`` returned loses neither, and one killed before recorded neither.
-    """
-
-    def fire(self, schedule: str, tick: float, job: NewJob) -> bool:
-        """Store ``job`` and record ``tick`` as the schedule's last tick, atomically.
-
-        Only when ``tick`` is later than the recorded last tick (or none is
-        recorded). A paused schedule records the tick but stores no job (its
-        ticks pass, so a resume fires only later ticks). True when the job was
-        stored; False when nothing was stored (an older or equal tick, or
-        paused). A job id already stored raises ``ValueError`` and records nothing.
-        """
-        ...
-
-    def schedules(self) -> list[ScheduleState]:
-        """Every stored schedule state, ordered by name."""
-        ...
-
-    def pause_schedule(self, schedule: str, paused: bool) -> None:
-        """Set whether ``schedule`` is paused (its state is created when missing)."""
-        ...
-
-
-# -- live nodes and outcome history (issue 17) -----------------------------------------
-
-#: Implements :class:`SupportsNodes`: worker processes register with a heartbeat.
-NODES = "nodes"
-#: Implements :class:`SupportsHistory`: per-minute outcome counts per worker type.
-HISTORY = "history"
-#: The most UTF-8 bytes of a node name (and of its host).
-NODE_NAME_LIMIT: Final = 255
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One worker process as it last told the store (``beat_node``).
-
-    ``workers`` maps each worker type it runs to its concurrency; ``running``
-    is how many jobs it held at ``seen_at`` (the ``now`` of its last beat).
-    """
-
-    name: str
-    host: str
-    pid: int
-    started_at: float
-    seen_at: float
-    workers: Mapping[str, int] = field(default_factory=dict)
-    running: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryCount:
-    """Outcomes of one worker type in one minute: ``minute`` is the epoch second
-    it starts at (a multiple of 60); ``run_time`` sums the attempts' seconds."""
-
-    worker: str
-    minute: int
-    succeeded: int = 0
-    failed: int = 0
-    dead: int = 0
-    run_time: float = 0.0
-
-
-def node_problem(node: NodeInfo) -> str | None:
-    """Why a store must refuse ``node`` (None: it is valid). Backends share this check."""
-    if not isinstance(node.name, str) or not node.name:
-        return "a node name must be a non-empty string"
-    if len(node.name.encode("utf-8", "surrogatepass")) > NODE_NAME_LIMIT:
-        return f"a node name takes at most {NODE_NAME_LIMIT} UTF-8 bytes"
-    if not isinstance(node.host, str) or len(node.host.encode("utf-8", "surrogatepass")) > 255:
-        return "a node's host must be a string of at most 255 UTF-8 bytes"
-    if isinstance(node.pid, bool) or not isinstance(node.pid, int) or node.pid < 0:
-        return "a node's pid must be a non-negative int"
-    if isinstance(node.running, bool) or not isinstance(node.running, int) or node.running < 0:
-        return "a node's running count must be a non-negative int"
-    for worker, concurrency in node.workers.items():
-        if not isinstance(worker, str) or not worker:
-            return "a node's worker names must be non-empty strings"
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0:
-            return f"worker {worker!r}: concurrency must be a non-negative int"
-    for value in (node.started_at, node.seen_at):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            return "a node's started_at and seen_at must be numbers"
-    return None
-
-
-def history_problem(count: HistoryCount) -> str | None:
-    """Why a store must refuse ``count`` (None: it is valid). Backends share this check."""
-    if not isinstance(count.worker, str) or not count.worker:
-        return "a history count needs a non-empty worker name"
-    if isinstance(count.minute, bool) or not isinstance(count.minute, int) or count.minute % 60:
-        return f"minute must be an int multiple of 60 (epoch seconds), not {count.minute!r}"
-    for name in ("succeeded", "failed", "dead"):
-        value = getattr(count, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"{name} must be a non-negative int, not {value!r}"
-    run_time = count.run_time
-    if isinstance(run_time, bool) or not isinstance(run_time, int | float) or not run_time >= 0:
-        return f"run_time must be a non-negative number, not {run_time!r}"
-    return None
-
-
-@runtime_checkable
-class SupportsNodes(Protocol):
-    """Optional capability :data:`NODES`: the live worker processes, from the store.
-
-    Nodes register and heartbeat with :meth:`beat_node`; the core decides when
-    one is stale (its ``seen_at`` too old) and drops it with :meth:`drop_nodes`.
-    An invalid node (:func:`node_problem`) raises ``ValueError`` and stores nothing.
-    """
-
-    def beat_node(self, node: NodeInfo) -> None:
-        """Store ``node``, replacing every field of a stored node of the same name."""
-        ...
-
-    def nodes(self) -> list[NodeInfo]:
-        """Every stored node, ordered by name."""
-        ...
-
-    def drop_nodes(self, *, before: float | None = None, name: str | None = None) -> list[str]:
-        """Remove the nodes with ``seen_at < before``, and the node ``name``; the names removed.
-
-        With neither argument nothing is removed."""
-        ...
-
-
-@runtime_checkable
-class SupportsHistory(Protocol):
-    """Optional capability :data:`HISTORY`: per worker type and minute, outcome counts.
-
-    Counts only grow: :meth:`add_history` adds to what is stored, atomically,
-    so nodes writing the same minute never lose one another's counts. An
-    invalid count (:func:`history_problem`) raises ``ValueError`` and the
-    whole batch stores nothing.
-    """
-
-    def add_history(self, counts: Sequence[HistoryCount]) -> None:
-        """Add each count's numbers to its ``(worker, minute)`` row (made when missing), all
-        or nothing."""
-        ...
-
-    def history(self, *, since: int, worker: str | None = None) -> list[HistoryCount]:
-        """Rows with ``minute >= since`` (of ``worker`` if given), by ``(minute, worker)``."""
-        ...
-
-    def prune_history(self, before: int) -> int:
-        """Remove the rows with ``minute < before``; how many were removed."""
-        ...
-
-
-# -- cancellation and snooze (issue 16) -----------------------------------------------
-
-#: Implements :class:`SupportsCancel`: waiting jobs cancelled, running ones asked to stop.
-CANCEL = "cancel"
-#: Implements :class:`SupportsSnooze`: a held job put back for later, attempt not spent.
-SNOOZE = "snooze"
-#: The error text a cancelled job is kept (dead) with.
-CANCELLED = "cancelled"
-
-CancelResult = Literal["cancelled", "deleted", "requested", "missing", "finished"]
-SnoozeResult = Literal["snoozed", "capped", "lost"]
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRequest:
-    """Cancel ``job_id``; ``delete``: remove a waiting job instead of keeping it dead."""
-
-    job_id: str
-    delete: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SnoozeRequest:
-    """Put ``job_id`` (held with ``token``) back to ``waiting`` at ``run_at``.
-
-    ``max_snoozes``: how many snoozes the job may have had before this one is refused.
-    """
-
-    job_id: str
-    token: str
-    run_at: float
-    max_snoozes: int
-
-
-@runtime_checkable
-class SupportsCancel(Protocol):
-    """Optional capability :data:`CANCEL`.
-
-    A waiting job is cancelled at once: it becomes ``dead`` with the error
-    :data:`CANCELLED` (recorded as ``bury`` does, attempt left as it was) or,
-    with ``delete``, is removed (as :meth:`Storage.delete`). A running job is
-    only marked: it stays ``running`` under its lease, and its holder, which
-    asks :meth:`cancel_requested` at each heartbeat, stops it and records the
-    outcome with its token (fenced like every transition). A dead job is left
-    as it was (``finished``; with ``delete`` it is removed, ``deleted``).
-    A mark dies with the attempt: once the job leaves ``running`` (any
-    transition, recovery included) it is no longer marked.
-    """
-
-    def cancel(self, request: CancelRequest) -> CancelResult:
-        """``cancelled`` / ``deleted`` / ``requested`` (running) / ``finished`` / ``missing``."""
-        ...
-
-    def cancel_requested(self, token: str, job_ids: Sequence[str]) -> list[str]:
-        """Of ``job_ids`` running with ``token``, those marked for cancellation."""
-        ...
-
-
-@runtime_checkable
-class SupportsSnooze(Protocol):
-    """Optional capability :data:`SNOOZE`: run a held job again later, attempt not spent.
-
-    A stored per-job count of snoozes (``snoozes`` on :class:`JobRecord` where the
-    backend reports it through :meth:`snoozes`) survives retries; ``requeue``
-    makes a new job with none.
-    """
-
-    def snooze(self, request: SnoozeRequest) -> SnoozeResult:
-        """``running`` (held with ``token``) -> ``waiting`` at ``run_at``, ``attempt -= 1``,
-        lease cleared, the job's snooze count + 1: ``snoozed``. ``capped`` (nothing
-        changed) when the count is already ``max_snoozes``; ``lost`` when not held."""
-        ...
-
-    def snoozes(self, job_id: str) -> int:
-        """How many times the job was snoozed (0 for a missing job)."""
-        ...
-
-
-#: Implements :class:`SupportsAsyncEnqueue`: enqueue through a native async driver.
-ASYNC_ENQUEUE = "async_enqueue"
-
-
-@runtime_checkable
-class SupportsAsyncEnqueue(Protocol):
-    """Optional capability :data:`ASYNC_ENQUEUE`: ``enqueue`` as a coroutine.
-
-    The same transition as :meth:`Storage.enqueue` (same result, same errors),
-    awaited on the caller's event loop through the backend's own async driver,
-    so an async web handler enqueues without a thread hop.
-    """
-
-    async def aenqueue(self, jobs: Sequence[NewJob]) -> list[str]:
-        """:meth:`Storage.enqueue`, awaitable."""
         ...

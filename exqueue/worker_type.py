@@ -8,13 +8,13 @@ whose ``enqueue`` and ``call`` take only the job's arguments.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar, Unpack
 
 from exqueue.errors import InvalidScheduleError
 from exqueue.guards import check_delay, is_async_function
 from exqueue.job import Call, JobId
-from exqueue.options import JobOptions, Seconds, UniqueOption, When
+from exqueue.options import JobOptions, OptionArgs
 from exqueue.policy import Backoff
 
 if TYPE_CHECKING:
@@ -102,37 +102,15 @@ class WorkerType(Generic[P, R]):
             raise InvalidScheduleError(f"enqueue_at({when!r}) is out of range: {exc}") from None
         return self.queue._enqueue_one(self.name, args, kwargs, run_at, 0.0)
 
-    def options(
-        self,
-        *,
-        priority: int | None = None,
-        unique: UniqueOption = None,
-        meta: Mapping[str, str] | None = None,
-        timeout: Seconds | None = None,
-        expires_in: Seconds | None = None,
-        expires_at: When | None = None,
-        delay: Seconds | None = None,
-        run_at: When | None = None,
-    ) -> WithOptions[P, R]:
+    def options(self, **options: Unpack[OptionArgs]) -> WithOptions[P, R]:
         """This worker type with options for the jobs enqueued through the result.
 
         ``fn.options(priority=1, unique=True).enqueue(*args, **kwargs)``; see
-        :class:`exqueue.JobOptions` for each option. Options left out take the
+        :class:`exqueue.JobOptions` for each option (the keywords of
+        :class:`exqueue.options.OptionArgs`). Options left out take the
         worker type's defaults; ``meta`` is merged over the worker type's.
         """
-        return WithOptions(
-            self,
-            JobOptions(
-                priority=priority,
-                unique=unique,
-                meta=meta,
-                timeout=timeout,
-                expires_in=expires_in,
-                expires_at=expires_at,
-                delay=delay,
-                run_at=run_at,
-            ),
-        )
+        return WithOptions(self, JobOptions(**options))
 
     def __repr__(self) -> str:
         limits = f" {self.limits.describe()}" if self.limits is not None else ""
@@ -159,29 +137,9 @@ class WithOptions(Generic[P, R]):
         """A :class:`Call` carrying these options, for ``queue.enqueue_many``."""
         return Call(self.worker.name, args, dict(kwargs), options=self.job_options)
 
-    def options(
-        self,
-        *,
-        priority: int | None = None,
-        unique: UniqueOption = None,
-        meta: Mapping[str, str] | None = None,
-        timeout: Seconds | None = None,
-        expires_in: Seconds | None = None,
-        expires_at: When | None = None,
-        delay: Seconds | None = None,
-        run_at: When | None = None,
-    ) -> WithOptions[P, R]:
+    def options(self, **options: Unpack[OptionArgs]) -> WithOptions[P, R]:
         """These options with more on top (the new ones win; meta is merged)."""
-        more = JobOptions(
-            priority=priority,
-            unique=unique,
-            meta=meta,
-            timeout=timeout,
-            expires_in=expires_in,
-            expires_at=expires_at,
-            delay=delay,
-            run_at=run_at,
-        )
+        more = JobOptions(**options)
         return WithOptions(self.worker, self.job_options.merged(more))
 
     def __repr__(self) -> str:

@@ -43,21 +43,18 @@ from exqueue.storage import (
     SCHEDULES,
     SNOOZE,
     WAITING,
-    Counts,
-    DeleteResult,
     JobRecord,
-    JobState,
     NewJob,
     Recovered,
-    RequeueResult,
 )
-from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
-from exqueue_sql import _expiry, _listing, _unique
+from exqueue.storage_scan import JOB_SCAN
+from exqueue_sql import _expiry, _unique
 from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, not_paused
 from exqueue_sql._limits import SQLLimits, bury_new, check_jobs, create_limit_tables, has_dead
 from exqueue_sql._limits import without_unique as _without_unique
+from exqueue_sql._manual import SQLManual
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._observe import SQLObserve, create_observe_tables
 from exqueue_sql._postgres import PostgresDialect
@@ -66,7 +63,6 @@ from exqueue_sql._records import (
     damage,
     parse,
     read,
-    readable,
     with_errors,
 )
 from exqueue_sql._runner import Runner, connection_of
@@ -89,7 +85,7 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueue):
+class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueue):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -522,86 +518,6 @@ class SQLStorage(SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueu
         expired = self._run(work) if limit > 0 else []
         self._run(lambda conn: _unique.prune(conn, dialect, now), relaxed=True)
         return expired
-
-    # -- reading -----------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobRecord | None:
-        stmt = select(self._jobs).where(self._jobs.c.id == job_id)
-        row = self._run(lambda conn: conn.execute(stmt).first(), read=True)
-        return None if row is None else readable(row)
-
-    def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        worker: str | None = None,
-        limit: int = 100,
-        after_seq: int | None = None,
-        tag: tuple[str, str] | None = None,
-    ) -> list[JobRecord]:
-        """Jobs in ``seq`` order; ``tag=(key, value)`` keeps those with ``meta[key] == value``.
-
-        See ``_listing.list_jobs`` for how the tag filter reads the stored meta.
-        """
-        return _listing.list_jobs(
-            self._runner, self._jobs, state=state, worker=worker, limit=limit,
-            after_seq=after_seq, tag=tag,
-        )  # fmt: skip
-
-    def scan_jobs(self, scan: JobScan) -> ScannedJobs:
-        """A bounded ``list_jobs`` (capability JOB_SCAN): see ``_listing.scan_jobs``."""
-        return _listing.scan_jobs(self._runner, self._jobs, scan)
-
-    def counts(self, now: float) -> dict[str, Counts]:
-        return _listing.counts(self._runner, self._jobs, now)
-
-    # -- manual operations -------------------------------------------------------
-
-    def delete(self, job_id: str) -> DeleteResult:
-        j = self._jobs.c
-
-        def work(conn: Connection) -> DeleteResult:
-            state = conn.scalar(select(j.state).where(j.id == job_id).with_for_update())
-            if state is None:
-                return "missing"
-            if state == RUNNING:
-                return "running"
-            conn.execute(sql_delete(self._jobs).where(j.id == job_id))
-            return "deleted"
-
-        return self._run(work)
-
-    def requeue(self, job_id: str, new_id: str, *, now: float) -> RequeueResult:
-        j = self._jobs.c
-
-        def work(conn: Connection) -> RequeueResult:
-            state = conn.scalar(select(j.state).where(j.id == job_id).with_for_update())
-            if state is None:
-                return "missing"
-            if state != DEAD:
-                return "not_dead"
-            if conn.scalar(select(j.seq).where(j.id == new_id)) is not None:
-                raise ValueError(f"job id {new_id!r} already exists")
-            try:
-                conn.execute(
-                    update(self._jobs)
-                    .where(j.id == job_id)
-                    .values(
-                        id=new_id,
-                        state=WAITING,
-                        attempt=0,
-                        run_at=now,
-                        errors="[]",
-                        error_count=0,
-                        expires_at=None,
-                    )
-                )
-            except IntegrityError as exc:
-                raise ValueError(f"job id {new_id!r} already exists") from exc
-            self._dialect.notify(conn)
-            return "requeued"
-
-        return self._run(work)
 
     # -- wake-ups (PostgreSQL) -----------------------------------------------------
 

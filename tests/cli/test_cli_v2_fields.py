@@ -6,8 +6,6 @@ as an operator runs it, in a child process over SQLite."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,24 +14,19 @@ from click.testing import CliRunner, Result
 
 import exqueue
 from exqueue.cli import main
-from tests.support.cli import cli
-from tests.support.clock import FakeClock
+from tests.support.cli import app_module, cli, run_app
 
 APP = "exqueue_cli_v2_app"
 
 
 @pytest.fixture
 def queue() -> Iterator[exqueue.Queue]:
-    module = types.ModuleType(APP)
-    queue = exqueue.Queue("memory://", clock=FakeClock())
-    module.queue = queue  # type: ignore[attr-defined]
-    sys.modules[APP] = module
-    yield queue
-    del sys.modules[APP]
+    with app_module(APP) as queue:
+        yield queue
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--app", f"{APP}:queue"], catch_exceptions=False)
+    return run_app(APP, *args)
 
 
 def register(queue: exqueue.Queue) -> exqueue.WorkerType[[int], None]:

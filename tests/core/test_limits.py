@@ -11,22 +11,20 @@ are proven on every backend by the conformance suite (``conformance/limits.py``)
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import exqueue
-from exqueue.cli import main
 from exqueue.errors import ConfigurationError
 from exqueue.limits import parse_rate
 from exqueue.storage import LIMITS, PAUSE
 from exqueue_memory import MemoryStorage
+from tests.support.cli import app_module, run_app
 from tests.support.clock import FakeClock
 
 
@@ -300,16 +298,12 @@ APP = "exqueue_limits_cli_app"
 
 @pytest.fixture
 def app_queue() -> Iterator[exqueue.Queue]:
-    module = types.ModuleType(APP)
-    queue = exqueue.Queue("memory://", clock=FakeClock())
-    module.queue = queue  # type: ignore[attr-defined]
-    sys.modules[APP] = module
-    yield queue
-    del sys.modules[APP]
+    with app_module(APP) as queue:
+        yield queue
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--app", f"{APP}:queue"], catch_exceptions=False)
+    return run_app(APP, *args)
 
 
 def test_cli_pause_resume_stats_and_show(app_queue: exqueue.Queue) -> None:

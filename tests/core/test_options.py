@@ -145,6 +145,19 @@ def test_uniqueness_is_checked() -> None:
     assert Uniqueness(period=dt.timedelta(minutes=1)).period == 60.0
 
 
+def test_an_unknown_option_is_a_type_error_naming_the_options() -> None:
+    queue = make_queue()
+    fn = queue.workers["opt.job"]
+    for make in (
+        lambda: fn.options(prio=1),  # type: ignore[call-arg]
+        lambda: fn.options(priority=1).options(prio=1),  # type: ignore[call-arg]
+        lambda: JobOptions(prio=1),  # type: ignore[call-arg]
+    ):
+        with pytest.raises(TypeError, match="'prio' .options: priority, unique, meta"):
+            make()
+    assert queue.jobs() == []
+
+
 def test_unique_args_must_name_parameters() -> None:
     queue = make_queue()
     with pytest.raises(ConfigurationError, match="'nope', which is not a parameter"):

@@ -76,6 +76,7 @@ def demo(url: str) -> exqueue.Queue:
     queue.schedule("nightly-report", "0 3 * * *", build.call("nightly"), tz="Europe/Stockholm")
     queue.schedule("hourly-digest", "0 * * * *", build.call("digest"))
     queue.pause_schedule("hourly-digest")
+    queue.pause("billing.charge")
     storage.pause_schedule("old-cleanup", False)  # type: ignore[attr-defined]
     return queue
 

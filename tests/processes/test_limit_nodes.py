@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services
-from tests.support.procapp import wait_until
+from tests.support.procapp import stop_all, wait_until
 
 LEASE = 2.0
 
@@ -100,15 +100,7 @@ class Nodes:
         subprocess.run([sys.executable, "-c", code], env=self.env, cwd=self.tmp_path, check=True)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql", "redis"])

@@ -30,7 +30,7 @@ import pytest
 
 from exqueue.storage import NewJob
 from tests.support import services
-from tests.support.procapp import wait_until
+from tests.support.procapp import stop_all, wait_until
 
 START = 1_800_000_000.0
 SECONDS = 180
@@ -122,15 +122,7 @@ class Cluster:
         return [float(line.split()[0]) for line in text.splitlines()]
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(self.procs)
 
     def in_app(self, act: Callable[[Any], None]) -> None:
         """Run ``act(queue)`` on the app's queue, imported in this process."""

@@ -7,15 +7,20 @@ gives a new storage object over the same data, as a restarted process would.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from exqueue.storage import PERSISTENT, Storage
 from tests.support import services
+
+if TYPE_CHECKING:
+    from exqueue_sql import SQLStorage
 
 BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
 
@@ -77,3 +82,18 @@ def backend_factory(name: str, tmp_path: Path) -> Callable[[], Storage]:
 
         return functools.partial(RedisStorage, services.require("redis"), namespace=f"t{tag}")
     raise ValueError(name)
+
+
+@contextlib.contextmanager
+def opened_sql(name: str, tmp_path: Path) -> Iterator[SQLStorage]:
+    """An ``SQLStorage`` of ``name`` (sqlite, postgres, mysql) over a fresh location,
+    closed and its tables dropped afterwards."""
+    from exqueue_sql import SQLStorage
+
+    handle = BackendHandle(name, backend_factory(name, tmp_path))
+    storage = handle.open()
+    assert isinstance(storage, SQLStorage)
+    try:
+        yield storage
+    finally:
+        handle.close_all()

@@ -2,15 +2,18 @@
 
 ``write_app(tmp_path)`` writes ``procapp.py`` (SQLite in ``tmp_path``; jobs append
 lines to ``out.txt``) and returns the environment to run it with; ``lines``
-reads what the jobs recorded; ``wait_until`` polls for a condition.
+reads what the jobs recorded; ``wait_until`` polls for a condition; ``stop_all``
+stops child processes gracefully (SIGTERM), killing any that outlive the wait.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 APP = textwrap.dedent(
@@ -65,3 +68,16 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """SIGTERM every running process, then wait up to ``timeout`` for each (kill past it)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

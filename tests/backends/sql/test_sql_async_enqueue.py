@@ -17,23 +17,18 @@ import pytest
 from exqueue.storage import ASYNC_ENQUEUE, WAITING, NewJob, Unique
 from exqueue_sql import SQLStorage
 from exqueue_sql._aio import MAX_IDLE
-from tests.support.backends import BackendHandle, backend_factory
-
-NOW = 1_700_000_000.0
+from tests.support.backends import opened_sql
+from tests.support.jobs import new_job
 
 
 @pytest.fixture
 def pg(tmp_path: Path) -> Iterator[SQLStorage]:
-    handle = BackendHandle("postgres", backend_factory("postgres", tmp_path))
-    storage = handle.open()
-    assert isinstance(storage, SQLStorage)
-    yield storage
-    handle.close_all()
+    with opened_sql("postgres", tmp_path) as storage:
+        yield storage
 
 
 def job(job_id: str, worker: str = "w", **fields: Any) -> NewJob:
-    values: dict[str, Any] = {"run_at": NOW, "enqueued_at": NOW, "max_attempts": 3, **fields}
-    return NewJob(id=job_id, worker=worker, payload=b"x\x00\xff", **values)
+    return new_job(job_id, worker, payload=b"x\x00\xff", **fields)  # bytes JSON cannot carry
 
 
 def test_postgres_enqueues_on_the_loop_without_a_thread(pg: SQLStorage) -> None:
@@ -94,9 +89,5 @@ def test_postgres_keeps_a_few_idle_connections_per_loop(pg: SQLStorage) -> None:
 
 @pytest.mark.parametrize("name", ["sqlite", "mysql"])
 def test_other_sql_databases_declare_no_native_async_enqueue(name: str, tmp_path: Path) -> None:
-    handle = BackendHandle(name, backend_factory(name, tmp_path))
-    storage = handle.open()
-    try:
+    with opened_sql(name, tmp_path) as storage:
         assert ASYNC_ENQUEUE not in storage.capabilities
-    finally:
-        handle.close_all()

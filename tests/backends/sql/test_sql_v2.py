@@ -18,26 +18,19 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from exqueue.storage import DEAD, EXPIRED, RUNNING, WAITING, NewJob, Unique
+from exqueue.storage import DEAD, EXPIRED, RUNNING, WAITING, Unique
 from exqueue_sql import SQLStorage
-from tests.support.backends import BackendHandle, backend_factory
+from tests.support.backends import opened_sql
+from tests.support.jobs import NOW
+from tests.support.jobs import new_job as job
 
-NOW = 1_700_000_000.0
 THREADS, PROCESSES = 8, 4
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def sql(request: Any, tmp_path: Path) -> Iterator[SQLStorage]:
-    handle = BackendHandle(request.param, backend_factory(request.param, tmp_path))
-    storage = handle.open()
-    assert isinstance(storage, SQLStorage)
-    yield storage
-    handle.close_all()
-
-
-def job(job_id: str, worker: str = "w", **fields: Any) -> NewJob:
-    values: dict[str, Any] = {"run_at": NOW, "enqueued_at": NOW, "max_attempts": 3, **fields}
-    return NewJob(id=job_id, worker=worker, payload=b"x", **values)
+    with opened_sql(request.param, tmp_path) as storage:
+        yield storage
 
 
 def claim(storage: SQLStorage, worker: str = "w", limit: int = 10, now: float = NOW) -> list[str]:
