@@ -50,6 +50,7 @@ from conformance import (
     persistence,
     priority,
     races,
+    scan,
     schedules,
     unique,
 )
@@ -100,6 +101,7 @@ CHECKS: dict[str, Check] = {
         *unique.CHECKS,
         *expiry.CHECKS,
         *metadata.CHECKS,
+        *scan.CHECKS,
         Check("state_machine", None, check_state_machine, MODEL),
         # Both: a backend with one of the two has the targeted checks of control.py.
         Check("control_machine", (CANCEL, SNOOZE), check_control_machine, MODEL),

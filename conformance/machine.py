@@ -519,6 +519,8 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             model_after, real_after = job.seq, self.real_seq.get(job.id)
             if real_after is None:
                 return
+        if self._scan_page(data, (state, worker, tag), limit, model_after, real_after):
+            return
         expected = self.model.list_jobs(
             state=state, worker=worker, limit=limit, after_seq=model_after, tag=tag
         )

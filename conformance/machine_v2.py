@@ -27,6 +27,7 @@ from conformance.session import SERIAL_WORKERS, WORKERS
 from exqueue.storage import (
     DEAD,
     EXPIRY,
+    JOB_SCAN,
     METADATA,
     PRIORITY,
     PRIORITY_MAX,
@@ -34,9 +35,11 @@ from exqueue.storage import (
     RUNNING,
     UNIQUE,
     WAITING,
+    JobScan,
     JobState,
     NewJob,
     Storage,
+    SupportsJobScan,
     Unique,
 )
 
@@ -85,6 +88,7 @@ class ProtocolTwoRules:
         now: float
         nonce: str
         touched: set[str]
+        real_seq: dict[str, int]
 
         def _new_job(
             self, worker: str, delay: float, max_attempts: int, payload: bytes, **v2: Any
@@ -170,3 +174,41 @@ class ProtocolTwoRules:
         if METADATA not in self.capabilities:
             return None
         return data.draw(st.one_of(st.none(), st.sampled_from(TAGS)), label="tag")
+
+    def _scan_page(
+        self,
+        data: st.DataObject,
+        filters: tuple[JobState | None, str | None, tuple[str, str] | None],
+        limit: int,
+        model_after: int | None,
+        real_after: int | None,
+    ) -> bool:
+        """With JOB_SCAN, sometimes list by ``scan_jobs`` instead (a small budget): the
+        jobs are exactly the model's matches up to its cursor, read within the budget.
+        False when not drawn (the caller lists with list_jobs)."""
+        if JOB_SCAN not in self.capabilities or not data.draw(st.booleans(), label="scan"):
+            return False
+        assert isinstance(self.storage, SupportsJobScan)
+        state, worker, tag = filters
+        budget = data.draw(st.integers(1, 5), label="budget")
+        limit = max(limit, 1)
+        scan = JobScan(state, worker, tag, real_after, limit, budget)
+        got = self.storage.scan_jobs(scan)
+        candidates = self.model.list_jobs(
+            state=state, worker=worker, limit=1_000_000, after_seq=model_after
+        )
+        matching = set(
+            self.model.list_jobs(
+                state=state, worker=worker, limit=1_000_000, after_seq=model_after, tag=tag
+            )
+        )
+        end = got.next_after
+        covered = [i for i in candidates if end is None or self.real_seq[i] <= end]
+        expected = [i for i in covered if i in matching][:limit]
+        assert [r.id for r in got.jobs] == expected and len(covered) <= budget, (
+            f"scan_jobs({scan}) returned {[r.id for r in got.jobs]} with next_after={end}, "
+            f"expected {expected} (the matches among the candidates up to next_after, which "
+            f"are at most budget; candidates {candidates})"
+        )
+        assert end is None or real_after is None or end > real_after, f"{scan}: next_after {end}"
+        return True

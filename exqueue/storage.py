@@ -54,6 +54,9 @@ Optional capabilities (wakeup, transactional enqueue, schedules, nodes,
 history, cancel, snooze, async enqueue): see :mod:`exqueue.storage_optional`,
 whose names this module re-exports.
 
+Bounded listing (capability :data:`JOB_SCAN`, ``scan_jobs``): see
+:mod:`exqueue.storage_scan`, whose names this module re-exports.
+
 Limits and pause (capabilities :data:`LIMITS` and :data:`PAUSE`): see
 :mod:`exqueue.storage_limits`, whose names this module re-exports. A job carries
 its ``partition`` (the limit key) and may be enqueued already ``dead`` with a
@@ -117,6 +120,10 @@ from exqueue.storage_optional import SupportsTransactionalEnqueue as SupportsTra
 from exqueue.storage_optional import SupportsWakeup as SupportsWakeup
 from exqueue.storage_optional import history_problem as history_problem
 from exqueue.storage_optional import node_problem as node_problem
+from exqueue.storage_scan import JOB_SCAN as JOB_SCAN
+from exqueue.storage_scan import JobScan as JobScan
+from exqueue.storage_scan import ScannedJobs as ScannedJobs
+from exqueue.storage_scan import SupportsJobScan as SupportsJobScan
 
 WAITING: Final = "waiting"
 RUNNING: Final = "running"

@@ -54,6 +54,8 @@ from exqueue.storage import (
     add_error,
     clip_error,
 )
+from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
+from exqueue.storage_scan import finish as finish_scan
 from exqueue_memory._control import MemoryControl
 from exqueue_memory._limits import MemoryLimits
 from exqueue_memory._observe import MemoryObserve
@@ -73,6 +75,7 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
 
     capabilities = (
         frozenset({WAKEUP, COMPLETE_MANY, SCHEDULES, NODES, HISTORY, CANCEL, SNOOZE, LIMITS, PAUSE})
+        | {JOB_SCAN}
         | PROTOCOL_2
     )
 
@@ -507,6 +510,24 @@ class MemoryStorage(MemoryLimits, MemorySchedules, MemoryObserve, MemoryControl)
             ]
         found.sort(key=lambda job: job.seq)
         return found[: max(limit, 0)]
+
+    def scan_jobs(self, scan: JobScan) -> ScannedJobs:
+        with self._lock:
+            candidates = sorted(
+                (
+                    job
+                    for job in self._jobs.values()
+                    if (scan.state is None or job.state == scan.state)
+                    and (scan.worker is None or job.worker == scan.worker)
+                    and (scan.after_seq is None or job.seq > scan.after_seq)
+                ),
+                key=lambda job: job.seq,
+            )
+        read = candidates[: scan.budget]
+        bound = read[-1].seq if len(candidates) > scan.budget else None
+        tag = scan.tag
+        found = [job for job in read if tag is None or job.meta.get(tag[0]) == tag[1]]
+        return finish_scan(found, scan.limit, bound)
 
     def delete(self, job_id: str) -> DeleteResult:
         with self._lock:

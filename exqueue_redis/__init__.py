@@ -125,6 +125,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f'pip install "exqueue[redis]"'
     ) from exc
 
+from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
 from exqueue_redis import _scripts, _scripts_read
 from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
@@ -165,7 +166,7 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
 
     capabilities = frozenset(
         {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
-        | {CANCEL, SNOOZE, ASYNC_ENQUEUE, LIMITS, PAUSE}
+        | {CANCEL, SNOOZE, ASYNC_ENQUEUE, LIMITS, PAUSE, JOB_SCAN}
         | PROTOCOL_2
     )
 
@@ -210,7 +211,7 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
             for module, names in (
                 (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
                             "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
-                (_scripts_read, ("EXPIRE", "COUNTS", "LIST", "UPGRADE")),
+                (_scripts_read, ("EXPIRE", "COUNTS", "LIST", "SCAN", "UPGRADE")),
             )
             for name in names
         }  # fmt: skip
@@ -409,6 +410,23 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
             *(("", "") if tag is None else tag),
         )
         return [_readable(dict(zip(row[::2], row[1::2], strict=True))) for row in rows]
+
+    def scan_jobs(self, scan: JobScan) -> ScannedJobs:
+        """A bounded ``list_jobs`` in one short script (capability JOB_SCAN)."""
+        tag = scan.tag
+        flat = self._run(
+            "SCAN",
+            scan.state or "",
+            scan.worker or "",
+            "0" if scan.worker is None else "1",
+            scan.limit,
+            "-inf" if scan.after_seq is None else scan.after_seq,
+            "0" if tag is None else "1",
+            *(("", "") if tag is None else tag),
+            scan.budget,
+        )
+        jobs = tuple(_readable(dict(zip(row[::2], row[1::2], strict=True))) for row in flat[1:])
+        return ScannedJobs(jobs, int(flat[0]) if flat[0] else None)
 
     def delete(self, job_id: str) -> DeleteResult:
         return cast(DeleteResult, self._run("DELETE", job_id).decode())

@@ -135,6 +135,65 @@ for i = 1, math.min(limit, #found) do out[i] = redis.call('HGETALL', jkey(found[
 return out
 """
 
+# ARGV: state ('' for any), worker, has_worker ('1' or '0'), limit, after_seq,
+# has_tag ('1' or '0'), tag key, tag value, budget. The bounded LIST (capability
+# job_scan): reads at most budget candidates (jobs of the state and worker) after
+# after_seq, in seq order across the workers. Returns {next_after ('' when
+# nothing is left), HGETALL list, ...}: the matches, at most limit.
+SCAN = r"""
+local state, limit, after = ARGV[1], tonumber(ARGV[4]), ARGV[5]
+local tagged, tag_key, tag_value = ARGV[6] == '1', ARGV[7], ARGV[8]
+local budget = tonumber(ARGV[9])
+local workers = {ARGV[2]}
+if ARGV[3] ~= '1' then workers = redis.call('SMEMBERS', P .. 'workers') end
+-- Each worker's first budget + 1 members past the cursor hold every candidate
+-- of the merged first budget, and say whether any is left after them. One
+-- worker's are in order already (the common case: no merge, no sort).
+local ids, seqs = {}, {}
+local function source_of(w)
+  if state == 'running' or state == 'dead' then return P .. state .. ':' .. w end
+  return P .. 'all:' .. w
+end
+local function head(w)
+  return redis.call('ZRANGEBYSCORE', source_of(w), '(' .. after, '+inf',
+    'WITHSCORES', 'LIMIT', 0, budget + 1)
+end
+if #workers == 1 then
+  local batch = head(workers[1])
+  for i = 1, #batch, 2 do ids[#ids + 1], seqs[#seqs + 1] = batch[i], tonumber(batch[i + 1]) end
+else
+  local pool = {}
+  for _, w in ipairs(workers) do
+    local batch = head(w)
+    for i = 1, #batch, 2 do pool[#pool + 1] = {batch[i], tonumber(batch[i + 1])} end
+  end
+  table.sort(pool, function(a, b) return a[2] < b[2] end)
+  for i = 1, math.min(budget + 1, #pool) do ids[i], seqs[i] = pool[i][1], pool[i][2] end
+end
+local bound = ''
+if #ids > budget then bound = string.format('%d', seqs[budget]) end
+local out = {''}
+for i = 1, math.min(budget, #ids) do
+  local id, keep = ids[i], true
+  if state == 'waiting' then keep = redis.call('HGET', jkey(id), 'state') == 'waiting' end
+  if keep and tagged then
+    local raw = redis.call('HGET', jkey(id), 'meta')
+    local ok, meta = false, nil
+    if raw then ok, meta = pcall(cjson.decode, raw) end
+    keep = ok and type(meta) == 'table' and meta[tag_key] == tag_value
+  end
+  if keep then
+    out[#out + 1] = redis.call('HGETALL', jkey(id))
+    if #out - 1 >= limit then
+      out[1] = string.format('%d', seqs[i])
+      return out
+    end
+  end
+end
+out[1] = bound
+return out
+"""
+
 # ARGV: from version, to version, note. Upgrades layout 1 to 2 in one step: a
 # version-1 waiting set (score run_at, member seq + id) is exactly a version-2
 # scheduled set, so it is renamed, and claims promote its jobs as they come due

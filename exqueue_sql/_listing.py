@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, case, func, select
 
 from exqueue.storage import DEAD, RUNNING, WAITING, Counts, JobRecord, JobState
+from exqueue.storage_scan import JobScan, ScannedJobs, finish
 from exqueue_sql._records import meta_needle, readable
 from exqueue_sql._runner import Runner
 
@@ -31,11 +32,14 @@ def list_jobs(
     limit: int,
     after_seq: int | None,
     tag: tuple[str, str] | None,
+    upto: int | None = None,
 ) -> list[JobRecord]:
     if limit <= 0:
         return []
     j = jobs.c
     stmt = select(jobs).limit(limit)
+    if upto is not None:
+        stmt = stmt.where(j.seq <= upto)
     if state is not None and worker is None and after_seq is None and tag is None:
         # The first page by state alone, as a range sorted by (state, seq): the same
         # rows in the same order, but only the (state, seq) index gives that order,
@@ -69,6 +73,42 @@ def list_jobs(
             break
         cursor = rows[-1].seq
     return found
+
+
+def scan_jobs(runner: Runner, jobs: Table, scan: JobScan) -> ScannedJobs:
+    """A bounded ``list_jobs`` (see :mod:`exqueue.storage_scan`): first the ``seq`` of
+    the ``budget``-th candidate, found on the (state, seq) or seq index alone, then
+    the tag's scan up to it: at most ``budget`` rows are read however rare the tag."""
+    j = jobs.c
+    # The budget-th candidate and the one after it: with no one after it, the call
+    # reads to the end and says so (no empty last call).
+    probe = select(j.seq).limit(2).offset(scan.budget - 1)
+    if scan.state is not None and scan.worker is None and scan.after_seq is None:
+        # As in list_jobs: the range keeps PostgreSQL on the (state, seq) index.
+        probe = probe.where(j.state >= scan.state, j.state <= scan.state)
+        probe = probe.order_by(j.state, j.seq)
+    else:
+        probe = probe.order_by(j.seq)
+        if scan.state is not None:
+            probe = probe.where(j.state == scan.state)
+    if scan.worker is not None:
+        probe = probe.where(j.worker == scan.worker)
+    if scan.after_seq is not None:
+        probe = probe.where(j.seq > scan.after_seq)
+    rows = runner.run(functools.partial(_all, probe), read=True)
+    bound: int | None = int(rows[0].seq) if len(rows) == 2 else None
+    # list_jobs reads on until ``limit`` match or the rows up to the bound run out.
+    found = list_jobs(
+        runner,
+        jobs,
+        state=scan.state,
+        worker=scan.worker,
+        limit=scan.limit,
+        after_seq=scan.after_seq,
+        tag=scan.tag,
+        upto=bound,
+    )
+    return finish(found, scan.limit, bound)
 
 
 def counts(runner: Runner, jobs: Table, now: float) -> dict[str, Counts]:

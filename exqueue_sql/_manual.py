@@ -24,6 +24,7 @@ from exqueue.storage import (
     JobState,
     RequeueResult,
 )
+from exqueue.storage_scan import JobScan, ScannedJobs
 from exqueue_sql import _listing
 from exqueue_sql._records import readable
 
@@ -63,6 +64,10 @@ class SQLManual:
             self._runner, self._jobs, state=state, worker=worker, limit=limit,
             after_seq=after_seq, tag=tag,
         )  # fmt: skip
+
+    def scan_jobs(self, scan: JobScan) -> ScannedJobs:
+        """A bounded ``list_jobs`` (capability JOB_SCAN): see ``_listing.scan_jobs``."""
+        return _listing.scan_jobs(self._runner, self._jobs, scan)
 
     def counts(self, now: float) -> dict[str, Counts]:
         return _listing.counts(self._runner, self._jobs, now)

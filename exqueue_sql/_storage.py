@@ -47,6 +47,7 @@ from exqueue.storage import (
     NewJob,
     Recovered,
 )
+from exqueue.storage_scan import JOB_SCAN
 from exqueue_sql import _expiry, _unique
 from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
@@ -137,6 +138,7 @@ class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQL
                 SNOOZE,
                 LIMITS,
                 PAUSE,
+                JOB_SCAN,
             }
             if self._open_native_enqueue(self._dialect, _DUPLICATE):
                 self.capabilities |= {ASYNC_ENQUEUE}

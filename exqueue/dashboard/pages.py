@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from exqueue.dashboard import chart
+from exqueue.dashboard import chart, reads
 from exqueue.dashboard.reads import PAGE_SIZE, Filter, clipped_repr
 from exqueue.storage import CANCEL, METADATA
 
@@ -93,7 +93,7 @@ def jobs(request: Request) -> Response:
         problems.append(f"no job with id {search!r}")
     if chosen.tag is not None and not board.reader.has(METADATA):
         problems.append("this store keeps no job meta, so it cannot filter by tag")
-    listed, next_after = board.reader.page(chosen, after)
+    listed, next_after, partial = board.reader.page(chosen, after)
     stats = board.reader.stats()
     return board.render(
         request,
@@ -103,6 +103,8 @@ def jobs(request: Request) -> Response:
         jobs=listed,
         after=after,
         next_after=next_after,
+        partial=partial,
+        scan_budget=reads.SCAN_BUDGET,
         page_size=PAGE_SIZE,
         workers=sorted(stats),
         problems=problems,

@@ -20,9 +20,14 @@ from exqueue.codec import get_codec
 from exqueue.job import Job
 from exqueue.queue import Queue, WorkerStats
 from exqueue.storage import DEAD, HISTORY, METADATA, NODES, SCHEDULES, JobRecord, JobState
+from exqueue.storage_scan import JOB_SCAN, JobScan, SupportsJobScan
 
 #: Jobs per page of the jobs list.
 PAGE_SIZE = 50
+#: A tag filter reads at most this many jobs per page (and per batch of a bulk action)
+#: where the store can scan in bounds (capability job_scan): a tag that matches few of
+#: many jobs gives a partial page and a "continue" link instead of a scan of them all.
+SCAN_BUDGET = 10_000
 #: A decoded argument's ``repr`` is cut past this many characters.
 REPR_LIMIT = 10_000
 #: Counts are kept at least this many times as long as reading them took, so an
@@ -206,11 +211,18 @@ class Reader:
 
     def page(
         self, chosen: Filter, after_seq: int | None
-    ) -> tuple[list[tuple[Job, int]], int | None]:
-        """One page of ``(job, seq)`` matching ``chosen`` after ``after_seq``; and the
-        next page's cursor (None on the last page)."""
+    ) -> tuple[list[tuple[Job, int]], int | None, bool]:
+        """One page of ``(job, seq)`` matching ``chosen`` after ``after_seq``; the
+        next page's cursor (None on the last page); and whether the page is partial:
+        a tag filter stopped after :data:`SCAN_BUDGET` jobs before the page was full."""
         if chosen.tag is not None and METADATA not in self.capabilities:
-            return [], None
+            return [], None, False
+        scanner = self._scanner()
+        if chosen.tag is not None and scanner is not None:
+            found = scanner.scan_jobs(self._scan(chosen, after_seq, PAGE_SIZE))
+            jobs = [(Job.from_record(r, self.codec), r.seq) for r in found.jobs]
+            partial = found.next_after is not None and len(found.jobs) < PAGE_SIZE
+            return jobs, found.next_after, partial
         records = self.queue.storage.list_jobs(
             state=chosen.state,
             worker=chosen.worker,
@@ -221,7 +233,26 @@ class Reader:
         more = len(records) > PAGE_SIZE
         records = records[:PAGE_SIZE]
         jobs = [(Job.from_record(r, self.codec), r.seq) for r in records]
-        return jobs, (records[-1].seq if more else None)
+        return jobs, (records[-1].seq if more else None), False
+
+    def _scanner(self) -> SupportsJobScan | None:
+        """The store, where it lists in bounded reads (capability job_scan)."""
+        storage = self.queue.storage
+        if JOB_SCAN in self.capabilities and isinstance(storage, SupportsJobScan):
+            return storage
+        return None
+
+    def _scan(
+        self, chosen: Filter, after_seq: int | None, limit: int, state: JobState | None = None
+    ) -> JobScan:
+        return JobScan(
+            state=state or chosen.state,
+            worker=chosen.worker,
+            tag=chosen.tag,
+            after_seq=after_seq,
+            limit=limit,
+            budget=SCAN_BUDGET,
+        )
 
     def seq_of(self, job_id: str) -> int | None:
         record = self.queue.storage.get(job_id)
@@ -246,11 +277,22 @@ class Reader:
         return sum(len(batch) for batch in self.dead_batches(chosen))
 
     def dead_batches(self, chosen: Filter, size: int = 500) -> Any:
-        """The dead jobs matching the filter's worker and tag, in ``seq`` pages."""
+        """The dead jobs matching the filter's worker and tag, in ``seq`` pages. With a
+        tag, where the store can, in bounded reads (each at most :data:`SCAN_BUDGET`
+        jobs), so a rare tag never holds the store for one long scan."""
         if chosen.tag is not None and METADATA not in self.capabilities:
             return
+        storage, scanner = self.queue.storage, self._scanner()
         after: int | None = None
-        while batch := self.queue.storage.list_jobs(
+        if chosen.tag is not None and scanner is not None:
+            while True:
+                found = scanner.scan_jobs(self._scan(chosen, after, size, DEAD))
+                if found.jobs:
+                    yield list(found.jobs)
+                if found.next_after is None:
+                    return
+                after = found.next_after
+        while batch := storage.list_jobs(
             state=DEAD, worker=chosen.worker, tag=chosen.tag, limit=size, after_seq=after
         ):
             yield batch
