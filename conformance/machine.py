@@ -37,9 +37,8 @@ from hypothesis.stateful import (
 
 from conformance.error_history import fail_often
 from conformance.machine_v2 import ProtocolTwoRules
-from conformance.model import Model, ModelJob
+from conformance.model import Model
 from conformance.observation import observe
-from conformance.records import check_types
 from conformance.session import (
     ALL_WORKERS,
     OWNERS,
@@ -47,7 +46,7 @@ from conformance.session import (
     T0,
     StorageFactory,
     StorageSession,
-    _diff,
+    check_record,
 )
 from exqueue.storage import (
     COMPLETE_MANY,
@@ -116,40 +115,9 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             **v2,
         )
 
-    def _expected(self, job: ModelJob, seq: int) -> JobRecord:
-        return JobRecord(
-            id=job.id,
-            seq=seq,
-            worker=job.worker,
-            payload=job.payload,
-            state=job.state,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            run_at=job.run_at,
-            enqueued_at=job.enqueued_at,
-            errors=tuple(job.errors),
-            lease_owner=job.lease_owner,
-            lease_token=job.lease_token,
-            lease_expires=job.lease_expires,
-            error_count=job.error_count,
-            priority=job.priority,
-            meta=dict(job.meta),
-            timeout=job.timeout,
-            expires_at=job.expires_at,
-            unique_key=job.unique_key,
-        )
-
     def _check(self, record: JobRecord) -> None:
         """``record`` equals the model's job, field by field, and keeps its seq."""
-        job = self.model.jobs.get(record.id)
-        assert job is not None, f"the backend has job {record.id!r}, the model has none"
-        check_types(record)
-        seq = self.real_seq.setdefault(record.id, record.seq)
-        assert record.seq == seq, f"job {record.id!r} changed its seq from {seq} to {record.seq}"
-        expected = self._expected(job, seq)
-        # errors may come back as any sequence, meta as any mapping; their values count.
-        if replace(record, errors=tuple(record.errors), meta=dict(record.meta)) != expected:
-            raise AssertionError(_diff(record, expected))
+        check_record(self.model, self.real_seq, record)
 
     def _pick_job(self, data: st.DataObject, label: str) -> str:
         """An id, evenly by kind: waiting, running, dead, gone (removed) or never stored.

@@ -19,7 +19,6 @@ name per example keeps an earlier example's starts out of this one.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from typing import Any
 
 from hypothesis import settings as Settings
@@ -33,9 +32,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conformance.model import Model, ModelJob
-from conformance.records import check_types
-from conformance.session import LIST_ALL, T0, StorageFactory, StorageSession, _diff
+from conformance.model import Model
+from conformance.session import LIST_ALL, T0, StorageFactory, StorageSession, check_record
 from exqueue.storage import (
     PAUSE,
     PERSISTENT,
@@ -95,42 +93,9 @@ class LimitsMachine(RuleBasedStateMachine):
         assert isinstance(self.storage, SupportsPause), "a PAUSE backend has pause and paused"
         return self.storage
 
-    def _expected(self, job: ModelJob, seq: int) -> JobRecord:
-        return JobRecord(
-            id=job.id,
-            seq=seq,
-            worker=job.worker,
-            payload=job.payload,
-            state=job.state,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            run_at=job.run_at,
-            enqueued_at=job.enqueued_at,
-            errors=tuple(job.errors),
-            lease_owner=job.lease_owner,
-            lease_token=job.lease_token,
-            lease_expires=job.lease_expires,
-            error_count=job.error_count,
-            priority=job.priority,
-            meta=dict(job.meta),
-            timeout=job.timeout,
-            expires_at=job.expires_at,
-            unique_key=job.unique_key,
-            partition=job.partition,
-        )
-
     def _check(self, record: JobRecord) -> None:
-        job = self.model.jobs.get(record.id)
-        assert job is not None, f"the backend has job {record.id!r}, the model has none"
-        check_types(record)
-        assert record.partition is None or type(record.partition) is str, (
-            f"job {record.id!r} has partition {record.partition!r}, expected a str or None"
-        )
-        seq = self.real_seq.setdefault(record.id, record.seq)
-        assert record.seq == seq, f"job {record.id!r} changed its seq from {seq} to {record.seq}"
-        expected = self._expected(job, seq)
-        if replace(record, errors=tuple(record.errors), meta=dict(record.meta)) != expected:
-            raise AssertionError(_diff(record, expected))
+        """``record`` equals the model's job, field by field, and keeps its seq."""
+        check_record(self.model, self.real_seq, record)
 
     def _new_job(self, data: st.DataObject, worker: str) -> NewJob:
         dead = data.draw(st.integers(0, 9), label="dead_error") == 0

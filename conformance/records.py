@@ -44,6 +44,7 @@ def check_types(record: object) -> None:
         ("timeout", float),
         ("expires_at", float),
         ("unique_key", str),
+        ("partition", str),
     ):
         value = getattr(record, name)
         if value is not None and type(value) is not kind:

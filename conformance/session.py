@@ -8,8 +8,10 @@ its own ``recover`` and ``delete`` before each example.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 
+from conformance.model import Model, ModelJob
+from conformance.records import check_types
 from exqueue.storage import JobRecord, Storage
 
 StorageFactory = Callable[[], Storage]
@@ -76,3 +78,43 @@ def _diff(record: JobRecord, expected: JobRecord) -> str:
         if getattr(record, f.name) != getattr(expected, f.name)
     ]
     return f"job {expected.id!r} differs from the model:\n" + "\n".join(rows)
+
+
+def expected_record(job: ModelJob, seq: int) -> JobRecord:
+    """The record a backend must return for the model's ``job`` stored at ``seq``."""
+    return JobRecord(
+        id=job.id,
+        seq=seq,
+        worker=job.worker,
+        payload=job.payload,
+        state=job.state,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        run_at=job.run_at,
+        enqueued_at=job.enqueued_at,
+        errors=tuple(job.errors),
+        lease_owner=job.lease_owner,
+        lease_token=job.lease_token,
+        lease_expires=job.lease_expires,
+        error_count=job.error_count,
+        priority=job.priority,
+        meta=dict(job.meta),
+        timeout=job.timeout,
+        expires_at=job.expires_at,
+        unique_key=job.unique_key,
+        partition=job.partition,
+    )
+
+
+def check_record(model: Model, real_seq: dict[str, int], record: JobRecord) -> None:
+    """``record`` equals the model's job, field by field, and keeps the seq it was
+    first seen with (``real_seq`` remembers it)."""
+    job = model.jobs.get(record.id)
+    assert job is not None, f"the backend has job {record.id!r}, the model has none"
+    check_types(record)
+    seq = real_seq.setdefault(record.id, record.seq)
+    assert record.seq == seq, f"job {record.id!r} changed its seq from {seq} to {record.seq}"
+    expected = expected_record(job, seq)
+    # errors may come back as any sequence, meta as any mapping; their values count.
+    if replace(record, errors=tuple(record.errors), meta=dict(record.meta)) != expected:
+        raise AssertionError(_diff(record, expected))
