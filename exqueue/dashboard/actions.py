@@ -50,6 +50,12 @@ async def act(request: Request) -> Response:
     else:
         log.info("dashboard: %s: %s", who, note)
     board.reader.invalidate()
+    try:
+        # Fresh counts now, inside the action, so the page it leads to does not
+        # wait on the scan (and shows the action's effect).
+        await run_in_threadpool(board.reader.stats)
+    except Exception as exc:  # the page will try again; the action itself is done
+        log.warning("dashboard: counts after %s: %s", action, exc)
     board.note(request, note)
     return RedirectResponse(_back(request, fields.get("next")), status_code=303)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +26,7 @@ from exqueue.dashboard.security import Auth, Csrf, Guard
 from exqueue.queue import Queue
 
 HERE = Path(__file__).parent
+log = logging.getLogger("exqueue.dashboard")
 
 
 class Dashboard:
@@ -94,6 +99,17 @@ def build(
         Route("/actions/{action}", actions.act, methods=["POST"], name="act"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Guard, auth=auth)])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Counts are a scan on SQL stores (about a second at a million jobs): read
+        # them once before serving, so the first page does not wait on it.
+        try:
+            await run_in_threadpool(board.reader.stats)
+        except Exception as exc:  # a store that is down now may be up for the first page
+            log.warning("dashboard: could not read the counts at start: %s", exc)
+        yield
+
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, auth=auth)], lifespan=lifespan)
     app.state.board = board
     return app

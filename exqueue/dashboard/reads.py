@@ -3,8 +3,9 @@
 Counts over a big store are a scan on SQL backends (``counts()`` groups every
 row), so :class:`Reader` keeps them for ``counts_ttl`` seconds (or five times as
 long as the last read took, if longer) and refreshes them in the background once
-stale: a page never waits on the scan except the very first one and the first
-after an action (which wants fresh numbers).
+stale. The app reads them once while starting (its lifespan) and an action reads
+fresh ones before it redirects, so a page waits on the scan only when the app
+is mounted without its lifespan (the first page) or a background read is slow.
 """
 
 from __future__ import annotations

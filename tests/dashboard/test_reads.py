@@ -7,7 +7,7 @@ import time
 import exqueue
 from exqueue.dashboard.chart import buckets, svg
 from exqueue.dashboard.reads import Filter, Reader
-from exqueue.storage import HistoryCount
+from exqueue.storage import Counts, HistoryCount
 from exqueue_memory import MemoryStorage
 
 
@@ -73,3 +73,45 @@ def test_chart_buckets_and_escaped_svg() -> None:
     drawn = str(svg(hour, "<b>title</b>"))
     assert "<b>" not in drawn and "&lt;b&gt;" in drawn
     assert drawn.count('class="succeeded"') == 2
+
+
+class CountingStorage(MemoryStorage):
+    """Counts the counts() scans the dashboard makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scans = 0
+
+    def counts(self, now: float) -> dict[str, Counts]:
+        self.scans += 1
+        return super().counts(now)
+
+
+def test_no_page_waits_on_the_counts_scan_at_start_or_after_an_action() -> None:
+    import re
+
+    from exqueue.dashboard import create_app
+    from tests.dashboard.conftest import client_for
+    from tests.dashboard.helpers import form_token
+
+    storage = CountingStorage()
+    queue = exqueue.Queue(storage)
+
+    @queue.worker(name="w")
+    def job(n: int) -> None: ...
+
+    first, second = job.enqueue(1), job.enqueue(2)
+    with client_for(create_app(queue, counts_ttl=3600)) as client:
+        assert storage.scans == 1  # read while starting, before any request
+        page = client.get("/")
+        assert page.status_code == 200 and storage.scans == 1
+        assert re.search(r'data-count="w" data-key="waiting">2<', page.text)
+        done = client.post(
+            "/actions/delete", data={"csrf": form_token(page.text), "job_id": str(first)}
+        )
+        assert done.status_code == 200  # followed the redirect
+        assert storage.scans == 2  # the action read fresh counts itself
+        after = client.get("/")
+        assert storage.scans == 2
+        assert re.search(r'data-count="w" data-key="waiting">1<', after.text)
+    assert queue.get(second) is not None
