@@ -1,6 +1,7 @@
 """Area: live nodes and outcome history (capabilities ``NODES`` and ``HISTORY``).
 
-A node's heartbeat replaces its stored fields; nodes are listed by name and
+A node's heartbeat replaces its stored fields (its published worker type
+settings too, which round-trip exactly); nodes are listed by name and
 dropped by ``seen_at`` (strictly older than ``before``) or by name. History
 counts are added, never overwritten: within one batch, across batches and
 across racing threads, a ``(worker, minute)`` row ends holding the sum of
@@ -24,6 +25,7 @@ from exqueue.storage import (
     Storage,
     SupportsHistory,
     SupportsNodes,
+    TypeSettings,
 )
 
 AREA = "nodes and history"
@@ -85,6 +87,54 @@ def check_node_beat(factory: StorageFactory, settings: Settings) -> None:
         )
 
 
+#: Settings with every field away from its default, so a field dropped or swapped shows.
+FULL = TypeSettings(
+    concurrency=3,
+    serial=False,
+    is_async=True,
+    global_limit=7,
+    rate=100,
+    per=60.0,
+    partitioned=True,
+    timeout=2.5,
+    max_attempts=4,
+    backoff="Exponential(base=1.0, factor=2.0, cap=3600.0, jitter=0.1) <é>",
+)
+SERIAL = TypeSettings(concurrency=1, serial=True, max_attempts=1)
+
+
+def check_node_types(factory: StorageFactory, settings: Settings) -> None:
+    """A node's published worker type settings round-trip, and a heartbeat replaces them."""
+    with opened(factory) as (_, storage):
+        store = _nodes(storage)
+        name = unique("types")
+        types = {"app.send": FULL, "app.serial": SERIAL, "app.plain": TypeSettings()}
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW, {"app.send": 3}, 0, types))
+        types["app.send"] = SERIAL  # the caller's mapping changes after the call
+        (node,) = _mine(store, {name})
+        expected = {"app.send": FULL, "app.serial": SERIAL, "app.plain": TypeSettings()}
+        expect(
+            dict(node.types) == expected,
+            "a node's types are stored with every setting as given at its heartbeat",
+            dict(node.types),
+        )
+        expect(
+            all(isinstance(s, TypeSettings) for s in node.types.values()),
+            "nodes() gives each type's settings as a TypeSettings",
+            [type(s).__name__ for s in node.types.values()],
+        )
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW + 1, {}, 0, {"app.serial": FULL}))
+        (node,) = _mine(store, {name})
+        expect(
+            dict(node.types) == {"app.serial": FULL},
+            "a second heartbeat replaces the node's types (none of the old ones are kept)",
+            dict(node.types),
+        )
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW + 2))
+        (node,) = _mine(store, {name})
+        expect(dict(node.types) == {}, "a node that publishes no types has none", node.types)
+
+
 def check_node_drop(factory: StorageFactory, settings: Settings) -> None:
     """drop_nodes removes nodes seen strictly before ``before``, and the node named."""
     with opened(factory) as (_, storage):
@@ -117,6 +167,14 @@ def check_node_bad_input(factory: StorageFactory, settings: Settings) -> None:
             NodeInfo(name, "h", -1, NOW, NOW),
             NodeInfo(name, "h", 1, NOW, NOW, {"w": -2}),
             NodeInfo(name, "h", 1, NOW, NOW, {}, -1),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"": TypeSettings()}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(concurrency=-1)}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(max_attempts=0)}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(rate=5)}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(global_limit=0)}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(timeout=float("nan"))}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(backoff="x" * 256)}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": {"serial": True}}),  # type: ignore[dict-item]
         ):
             try:
                 store.beat_node(bad)
@@ -265,13 +323,15 @@ def check_observe_persisted(factory: StorageFactory, settings: Settings) -> None
         name = unique("keep")
         caps = storage.capabilities
         if NODES in caps:
-            _nodes(storage).beat_node(NodeInfo(name, "h", 1, NOW, NOW, {"w": 1}))
+            node = NodeInfo(name, "h", 1, NOW, NOW, {"w": 1}, 0, {"w": FULL})
+            _nodes(storage).beat_node(node)
         if HISTORY in caps:
             _history(storage).add_history([HistoryCount(name, MINUTE, 3)])
         reopened = session.reopen()
         if NODES in caps:
             kept = _mine(_nodes(reopened), {name})
             expect(len(kept) == 1, "a node survives a reopen", kept)
+            expect(kept == [node], "a node survives a reopen with every field", kept)
         if HISTORY in caps:
             rows = _rows(_history(reopened), name)
             expect(rows == [HistoryCount(name, MINUTE, 3)], "history survives a reopen", rows)
@@ -279,6 +339,7 @@ def check_observe_persisted(factory: StorageFactory, settings: Settings) -> None
 
 CHECKS = [
     Check("node_beat", NODES, check_node_beat, AREA),
+    Check("node_types", NODES, check_node_types, AREA),
     Check("node_drop", NODES, check_node_drop, AREA),
     Check("node_bad_input", NODES, check_node_bad_input, AREA),
     Check("history_adds", HISTORY, check_history_adds, AREA),

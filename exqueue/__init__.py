@@ -35,6 +35,7 @@ from exqueue.storage import (
     NodeInfo,
     Recovered,
     Storage,
+    TypeSettings,
 )
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "SerializationError",
     "Snooze",
     "Storage",
+    "TypeSettings",
     "Uniqueness",
     "UnknownWorkerError",
     "WithOptions",

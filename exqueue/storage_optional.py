@@ -12,8 +12,8 @@ applications import the whole protocol from there.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from exqueue.storage import NewJob
@@ -142,12 +142,70 @@ HISTORY = "history"
 NODE_NAME_LIMIT: Final = 255
 
 
+#: The most UTF-8 bytes of a worker type's backoff description in :class:`TypeSettings`.
+BACKOFF_TEXT_LIMIT: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSettings:
+    """A worker type's settings as one node registered them, published with its heartbeat.
+
+    So that a reader holding only the storage URL (the dashboard) knows a type's
+    limits and whether it is serial. ``concurrency`` is per node; ``global_limit``
+    (running jobs across the cluster, per partition when ``partitioned``) and
+    ``rate`` starts per ``per`` seconds are cluster-wide; None: no such limit.
+    ``timeout`` is the type's default seconds per attempt (None: none);
+    ``backoff`` a short description of its retry delays.
+    """
+
+    concurrency: int = 1
+    serial: bool = False
+    is_async: bool = False
+    global_limit: int | None = None
+    rate: int | None = None
+    per: float | None = None
+    partitioned: bool = False
+    timeout: float | None = None
+    max_attempts: int = 1
+    backoff: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        """The settings as a JSON object (what backends store)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TypeSettings:
+        """Settings read back from :meth:`as_json`'s object; keys it does not know
+        (written by a later version) are ignored, missing ones take the defaults."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def types_as_json(types: Mapping[str, TypeSettings]) -> dict[str, dict[str, object]]:
+    """A node's ``types`` as one JSON object (what backends store)."""
+    return {name: settings.as_json() for name, settings in sorted(types.items())}
+
+
+def types_from_json(data: object) -> dict[str, TypeSettings]:
+    """A node's stored ``types`` object back as settings. Nothing stored (a node
+    written before the field existed) reads as empty; an entry that is not an
+    object is left out rather than failing the whole read."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {
+        str(name): TypeSettings.from_json(value)
+        for name, value in data.items()
+        if isinstance(value, Mapping)
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """One worker process as it last told the store (``beat_node``).
 
     ``workers`` maps each worker type it runs to its concurrency; ``running``
-    is how many jobs it held at ``seen_at`` (the ``now`` of its last beat).
+    is how many jobs it held at ``seen_at`` (the ``now`` of its last beat);
+    ``types`` maps each worker type it runs to its settings (empty from a node
+    of an exqueue from before they were published).
     """
 
     name: str
@@ -157,6 +215,7 @@ class NodeInfo:
     seen_at: float
     workers: Mapping[str, int] = field(default_factory=dict)
     running: int = 0
+    types: Mapping[str, TypeSettings] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +251,56 @@ def node_problem(node: NodeInfo) -> str | None:
     for value in (node.started_at, node.seen_at):
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             return "a node's started_at and seen_at must be numbers"
+    if not isinstance(node.types, Mapping):
+        return "a node's types must map worker type names to TypeSettings"
+    for worker, settings in node.types.items():
+        if not isinstance(worker, str) or not worker:
+            return "a node's worker type names (in types) must be non-empty strings"
+        problem = settings_problem(settings)
+        if problem is not None:
+            return f"worker type {worker!r}: {problem}"
+    return None
+
+
+def _is_int(value: object, least: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= least
+
+
+def _is_seconds(value: object) -> bool:
+    """A positive, finite number of seconds."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and 0 < value < float("inf")
+    )
+
+
+def settings_problem(settings: object) -> str | None:
+    """Why ``settings`` cannot be stored as a :class:`TypeSettings` (None: valid)."""
+    if not isinstance(settings, TypeSettings):
+        return f"settings must be a TypeSettings, not {type(settings).__name__}"
+    s = settings
+    if not _is_int(s.concurrency, 0):
+        return f"concurrency must be a non-negative int, not {s.concurrency!r}"
+    if not _is_int(s.max_attempts, 1):
+        return f"max_attempts must be a positive int, not {s.max_attempts!r}"
+    for name in ("serial", "is_async", "partitioned"):
+        if not isinstance(getattr(s, name), bool):
+            return f"{name} must be a bool, not {getattr(s, name)!r}"
+    for name in ("global_limit", "rate"):
+        value = getattr(s, name)
+        if value is not None and not _is_int(value, 1):
+            return f"{name} must be None or a positive int, not {value!r}"
+    if (s.rate is None) != (s.per is None):
+        return "rate and per are given together (starts per seconds) or neither"
+    for name in ("per", "timeout"):
+        value = getattr(s, name)
+        if value is not None and not _is_seconds(value):
+            return f"{name} must be None or a positive finite number, not {value!r}"
+    if not isinstance(s.backoff, str):
+        return f"backoff must be a string, not {type(s.backoff).__name__}"
+    if len(s.backoff.encode("utf-8", "surrogatepass")) > BACKOFF_TEXT_LIMIT:
+        return f"backoff takes at most {BACKOFF_TEXT_LIMIT} UTF-8 bytes"
     return None
 
 

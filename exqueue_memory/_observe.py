@@ -36,7 +36,11 @@ class MemoryObserve:
         if problem is not None:
             raise ValueError(f"{problem}; nothing was stored")
         # A copy: the caller may change its mapping after the call.
-        stored = replace(node, workers=MappingProxyType(dict(node.workers)))
+        stored = replace(
+            node,
+            workers=MappingProxyType(dict(node.workers)),
+            types=MappingProxyType(dict(node.types)),
+        )
         with self._observe_lock():
             self._nodes()[node.name] = stored
 

@@ -25,7 +25,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from exqueue.storage import HistoryCount, NodeInfo, history_problem, node_problem
+from exqueue.storage import (
+    HistoryCount,
+    NodeInfo,
+    history_problem,
+    node_problem,
+    types_as_json,
+    types_from_json,
+)
 
 # ARGV: name, the node as JSON, seen_at.
 BEAT = r"""
@@ -121,6 +128,7 @@ class RedisObserve:
                 "seen_at": float(node.seen_at),
                 "workers": dict(node.workers),
                 "running": node.running,
+                "types": types_as_json(node.types),
             }
         )
         self._run(self._observe_script("BEAT"), node.name, body, repr(float(node.seen_at)))
@@ -139,6 +147,8 @@ class RedisObserve:
                     float(data["seen_at"]),
                     {str(k): int(v) for k, v in data["workers"].items()},
                     int(data["running"]),
+                    # A node stored before types were published has none.
+                    types_from_json(data.get("types")),
                 )
             )
         return sorted(found, key=lambda node: node.name)

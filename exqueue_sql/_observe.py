@@ -5,7 +5,9 @@ by ``_schema.tables``) and are created at open in stores made before they
 existed (:func:`create_observe_tables`, under the schema lock):
 
 - ``{prefix}nodes``: one row per node, replaced on each heartbeat (an upsert);
-  ``workers`` is a JSON object of worker type to concurrency.
+  ``workers`` is a JSON object of worker type to concurrency, ``types`` one of
+  worker type to its published settings (a column added later: NULL in rows
+  of nodes that published none).
 - ``{prefix}history``: one row per (worker, minute). ``add_history`` adds to
   the row with the dialect's own upsert (``ON CONFLICT ... DO UPDATE`` on
   SQLite and PostgreSQL, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL), so
@@ -30,12 +32,21 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    inspect,
     or_,
     select,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.schema import CreateColumn
 
-from exqueue.storage import HistoryCount, NodeInfo, history_problem, node_problem
+from exqueue.storage import (
+    HistoryCount,
+    NodeInfo,
+    history_problem,
+    node_problem,
+    types_as_json,
+    types_from_json,
+)
 
 if TYPE_CHECKING:
     from exqueue_sql._runner import Runner
@@ -53,6 +64,8 @@ def observe_tables(prefix: str, metadata: MetaData, options: dict[str, Any]) -> 
         Column("seen_at", Double, nullable=False),
         Column("workers", Text, nullable=False),
         Column("running", Integer, nullable=False),
+        # Added in place to stores made before it (NULL there: no settings published).
+        Column("types", Text, nullable=True),
         **options,
     )
     Table(
@@ -70,9 +83,16 @@ def observe_tables(prefix: str, metadata: MetaData, options: dict[str, Any]) -> 
 
 
 def create_observe_tables(conn: Connection, metadata: MetaData, prefix: str) -> None:
-    """Create the nodes and history tables in a store made before they existed."""
+    """Create the nodes and history tables in a store made before they existed, and
+    add the nodes table's ``types`` column to one made before it existed."""
     for name in ("nodes", "history"):
         metadata.tables[f"{prefix}{name}"].create(conn, checkfirst=True)
+    nodes = metadata.tables[f"{prefix}nodes"]
+    present = {c["name"] for c in inspect(conn).get_columns(nodes.name)}
+    if "types" not in present:
+        spec = CreateColumn(nodes.c.types).compile(dialect=conn.dialect)
+        table = conn.dialect.identifier_preparer.format_table(nodes)
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {spec}")
 
 
 def _upsert(table: Table, dialect: str, rows: list[dict[str, Any]], add: bool) -> Any:
@@ -121,6 +141,7 @@ class SQLObserve:
             "seen_at": float(node.seen_at),
             "workers": json.dumps(dict(node.workers), sort_keys=True),
             "running": node.running,
+            "types": json.dumps(types_as_json(node.types)),
         }
         stmt = _upsert(self._observe_table("nodes"), self._dialect_name, [row], add=False)
         self._runner.run(lambda conn: conn.execute(stmt), relaxed=True)
@@ -138,6 +159,8 @@ class SQLObserve:
                 float(r.seen_at),
                 json.loads(r.workers),
                 int(r.running),
+                # NULL: a node written before types were published (or by such a writer).
+                types_from_json(json.loads(r.types) if r.types else None),
             )
             for r in rows
         ]

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.storage import (
@@ -27,7 +28,12 @@ from exqueue.storage import (
     NodeInfo,
     SupportsHistory,
     SupportsNodes,
+    TypeSettings,
 )
+from exqueue.storage_optional import BACKOFF_TEXT_LIMIT
+
+if TYPE_CHECKING:
+    from exqueue.worker_type import WorkerType
 
 log = logging.getLogger("exqueue")
 
@@ -48,6 +54,32 @@ def stale_after(lease: float) -> float:
 
 def minute_of(now: float) -> int:
     return int(now // 60) * 60
+
+
+def _backoff_text(backoff: object) -> str:
+    try:
+        text = repr(backoff)
+    except Exception:  # a user's Backoff whose repr fails: its class names it well enough
+        text = type(backoff).__name__
+    return text.encode("utf-8", "replace")[:BACKOFF_TEXT_LIMIT].decode("utf-8", "ignore")
+
+
+def settings_of(worker: WorkerType[Any, Any]) -> TypeSettings:
+    """What this node publishes of a worker type with its heartbeat (see ``NodeInfo.types``)."""
+    limits = worker.limits
+    rate = limits.rate if limits is not None else None
+    return TypeSettings(
+        concurrency=worker.concurrency,
+        serial=worker.serial,
+        is_async=worker.is_async,
+        global_limit=limits.global_limit if limits is not None else None,
+        rate=rate[0] if rate is not None else None,
+        per=float(rate[1]) if rate is not None else None,
+        partitioned=limits is not None and limits.partition is not None,
+        timeout=worker.defaults.timeout if worker.defaults is not None else None,
+        max_attempts=worker.max_attempts,
+        backoff=_backoff_text(worker.backoff),
+    )
 
 
 class Tally:
@@ -130,6 +162,8 @@ class Observer:
         self.started_at = config.clock()
         self.host = socket.gethostname()
         self.last_prune = float("-inf")
+        # The settings do not change while the node runs: worked out once.
+        self.types = {name: settings_of(w) for name, w in config.workers.items()}
 
     @property
     def active(self) -> bool:
@@ -146,6 +180,7 @@ class Observer:
             self.config.clock(),
             {name: worker.concurrency for name, worker in self.config.workers.items()},
             running,
+            self.types,
         )
 
     def loop(self) -> None:

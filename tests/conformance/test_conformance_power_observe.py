@@ -16,7 +16,7 @@ import pytest
 from conformance import run_suite
 from conformance.observe import CHECKS
 from conformance.profiles import get_settings
-from exqueue.storage import HistoryCount, NodeInfo
+from exqueue.storage import HistoryCount, NodeInfo, node_problem
 from exqueue_memory import MemoryStorage
 
 NAMES = [check.name for check in CHECKS]
@@ -37,6 +37,51 @@ class KeepsCallersMapping(MemoryStorage):
     def beat_node(self, node: NodeInfo) -> None:
         super().beat_node(node)
         self._nodes()[node.name] = node
+
+
+class DropsTypes(MemoryStorage):
+    """Stores a node without its published worker type settings (as a backend that
+    never persisted the new field would)."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        super().beat_node(replace(node, types={}))
+
+
+class MangleTypes(MemoryStorage):
+    """Round-trips each type's settings through a layout that loses ``is_async`` and
+    swaps ``rate`` and ``global_limit``."""
+
+    def nodes(self) -> list[NodeInfo]:
+        return [
+            replace(
+                node,
+                types={
+                    name: replace(s, is_async=False, rate=s.global_limit, global_limit=s.rate)
+                    for name, s in node.types.items()
+                },
+            )
+            for node in super().nodes()
+        ]
+
+
+class KeepsOldTypes(MemoryStorage):
+    """Merges a heartbeat's types into the stored ones instead of replacing them."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        old = self._nodes().get(node.name)
+        merged = {**(old.types if old is not None else {}), **node.types}
+        super().beat_node(replace(node, types=merged))
+
+
+class ChecksOldFieldsOnly(MemoryStorage):
+    """Checks a node as before types existed: bad settings are stored."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        problem = node_problem(replace(node, types={}))
+        if problem is not None:
+            raise ValueError(problem)
+        with self._observe_lock():
+            self._nodes()[node.name] = replace(node, types=dict(node.types))
 
 
 class DropsInclusive(MemoryStorage):
@@ -114,6 +159,10 @@ class ReadModifyWrite(MemoryStorage):
     [
         (KeepsFirstBeat, "node_beat"),
         (KeepsCallersMapping, "node_beat"),
+        (DropsTypes, "node_types"),
+        (MangleTypes, "node_types"),
+        (KeepsOldTypes, "node_types"),
+        (ChecksOldFieldsOnly, "node_bad_input"),
         (DropsInclusive, "node_drop"),
         (StoresBadNodes, "node_bad_input"),
         (OverwritesHistory, "history_adds"),
