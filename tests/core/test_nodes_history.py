@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 
 import exqueue
@@ -44,12 +46,42 @@ def test_a_started_node_is_listed_and_leaves_at_stop(storage: exqueue.Storage) -
     @queue.worker(name="nodes.w", concurrency=3)
     def w() -> None: ...
 
+    @queue.worker(name="nodes.serial", serial=True, max_retries=0)
+    def s() -> None: ...
+
+    @queue.worker(
+        name="nodes.limited",
+        concurrency=2,
+        global_limit=4,
+        rate_limit="10/m",
+        partition="key",
+        timeout=2.5,
+        backoff=exqueue.Fixed(7),
+    )
+    async def limited(key: str) -> None: ...
+
     queue.start()
     try:
         wait_until(lambda: any(n.name == "live-node" for n in queue.nodes()), "the node is listed")
         node = next(n for n in queue.nodes() if n.name == "live-node")
-        assert node.workers == {"nodes.w": 3}
+        assert node.workers == {"nodes.w": 3, "nodes.serial": 1, "nodes.limited": 2}
         assert node.pid > 0 and node.host
+        # Each type's settings, published so a reader with only the URL knows them.
+        assert dict(node.types) == {
+            "nodes.w": exqueue.TypeSettings(3, max_attempts=w.max_attempts, backoff=ANY),
+            "nodes.serial": exqueue.TypeSettings(1, serial=True, max_attempts=1, backoff=ANY),
+            "nodes.limited": exqueue.TypeSettings(
+                2,
+                is_async=True,
+                global_limit=4,
+                rate=10,
+                per=60.0,
+                partitioned=True,
+                timeout=2.5,
+                max_attempts=limited.max_attempts,
+                backoff="Fixed(seconds=7)",
+            ),
+        }
     finally:
         queue.stop()
     assert all(n.name != "live-node" for n in queue.nodes())

@@ -27,7 +27,9 @@ from exqueue.storage import (
     RUNNING,
     WAITING,
     NewJob,
+    NodeInfo,
     Storage,
+    TypeSettings,
     Unique,
 )
 from exqueue_redis import RedisStorage
@@ -293,3 +295,13 @@ def test_unique_enqueue_is_refused_whole_on_bad_input() -> None:
     finally:
         storage.destroy()
         storage.close()
+
+
+def test_a_node_stored_before_types_were_published_reads_with_none(storage: Storage) -> None:
+    assert isinstance(storage, RedisStorage)
+    body = '{"host": "h", "pid": 7, "started_at": 1.0, "seen_at": 2.0, "workers": {"w": 2}, "running": 1}'
+    storage._client.hset(storage._prefix_key("nodes"), "old", body)
+    assert storage.nodes() == [NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 1, {})]
+    settings = TypeSettings(1, serial=True, rate=5, per=1.0, max_attempts=2)
+    storage.beat_node(NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 1}, 0, {"w": settings}))
+    assert [dict(n.types) for n in storage.nodes()] == [{"w": settings}, {}]  # new, old
