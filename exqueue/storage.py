@@ -105,7 +105,6 @@ from exqueue.storage_optional import CancelRequest as CancelRequest
 from exqueue.storage_optional import CancelResult as CancelResult
 from exqueue.storage_optional import HistoryCount as HistoryCount
 from exqueue.storage_optional import NodeInfo as NodeInfo
-from exqueue.storage_optional import TypeSettings as TypeSettings
 from exqueue.storage_optional import ScheduleState as ScheduleState
 from exqueue.storage_optional import SnoozeRequest as SnoozeRequest
 from exqueue.storage_optional import SnoozeResult as SnoozeResult
@@ -119,6 +118,7 @@ from exqueue.storage_optional import SupportsServerClock as SupportsServerClock
 from exqueue.storage_optional import SupportsSnooze as SupportsSnooze
 from exqueue.storage_optional import SupportsTransactionalEnqueue as SupportsTransactionalEnqueue
 from exqueue.storage_optional import SupportsWakeup as SupportsWakeup
+from exqueue.storage_optional import TypeSettings as TypeSettings
 from exqueue.storage_optional import history_problem as history_problem
 from exqueue.storage_optional import node_problem as node_problem
 from exqueue.storage_optional import settings_problem as settings_problem

@@ -269,9 +269,7 @@ def _is_int(value: object, least: int) -> bool:
 def _is_seconds(value: object) -> bool:
     """A positive, finite number of seconds."""
     return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and 0 < value < float("inf")
+        not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < float("inf")
     )
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from exqueue.dashboard import actions, pages
+from exqueue.dashboard import actions, pages, types
 from exqueue.dashboard.reads import Reader, utc_text
 from exqueue.dashboard.security import Auth, Csrf, Guard
 from exqueue.queue import Queue
@@ -46,6 +46,7 @@ class Dashboard:
         )
         env.filters["utc"] = utc_text
         env.filters["last_line"] = pages.last_line
+        env.globals["describe"] = types.describe
         self.templates = Jinja2Templates(env=env)
         self._notes: dict[str, str] = {}
         self._notes_lock = threading.Lock()

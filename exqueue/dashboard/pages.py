@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from exqueue.dashboard import chart, reads
+from exqueue.dashboard import chart, reads, types
 from exqueue.dashboard.reads import PAGE_SIZE, Filter, clipped_repr
 from exqueue.storage import CANCEL, METADATA
 
@@ -32,15 +32,20 @@ def overview(request: Request) -> Response:
     now = board.queue.clock()
     series = chart.buckets(rows, now, span) if rows is not None else None
     nodes = reader.nodes()
+    # Every type with jobs, and every type a live node runs (with none yet).
+    kinds = types.views(nodes, sorted(stats))
+    serial = [name for name, view in kinds.items() if view.serial]
     return board.render(
         request,
         "overview.html",
         page="overview",
         stats=stats,
+        kinds=kinds,
+        knows_nodes=nodes is not None,
         totals=reader.totals(stats),
         paused=reader.paused(),
         can_pause=reader.can_pause(),
-        heads=reader.heads(sorted(stats)),
+        heads={name: types.head(r, now) for name, r in reader.heads(serial).items()},
         span=span,
         chart=chart.svg(series, f"Outcomes over the last {span}") if series is not None else None,
         sums={k: sum(getattr(b, k) for b in series) for k in chart.KINDS} if series else None,

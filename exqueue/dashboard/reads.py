@@ -200,7 +200,8 @@ class Reader:
             self.queue.storage.pause(worker, paused)  # type: ignore[attr-defined]
 
     def heads(self, workers: list[str]) -> dict[str, JobRecord]:
-        """Each worker type's oldest job (lowest ``seq``, any state): a serial type's head."""
+        """Each worker type's oldest job (lowest ``seq``, any state): for a serial
+        type, its head, which it runs next or is blocked by (ask only for those)."""
         found = {}
         for name in workers:
             records = self.queue.storage.list_jobs(worker=name, limit=1)

@@ -10,6 +10,7 @@ the new fields.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,7 +300,8 @@ def test_unique_enqueue_is_refused_whole_on_bad_input() -> None:
 
 def test_a_node_stored_before_types_were_published_reads_with_none(storage: Storage) -> None:
     assert isinstance(storage, RedisStorage)
-    body = '{"host": "h", "pid": 7, "started_at": 1.0, "seen_at": 2.0, "workers": {"w": 2}, "running": 1}'
+    old = {"host": "h", "pid": 7, "started_at": 1.0, "seen_at": 2.0, "workers": {"w": 2}}
+    body = json.dumps({**old, "running": 1})  # the stored value before types were published
     storage._client.hset(storage._prefix_key("nodes"), "old", body)
     assert storage.nodes() == [NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 1, {})]
     settings = TypeSettings(1, serial=True, rate=5, per=1.0, max_attempts=2)

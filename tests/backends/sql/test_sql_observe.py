@@ -65,7 +65,9 @@ def test_a_nodes_table_without_types_gets_the_column_and_reads_empty_types(
                 " VALUES ('old', 'h', 7, 1.0, 2.0, '{\"w\": 2}', 1)"
             )
         first.engine.dispose()
-        assert "types" not in {c["name"] for c in inspect(first.engine).get_columns(f"{prefix}nodes")}
+        assert "types" not in {
+            c["name"] for c in inspect(first.engine).get_columns(f"{prefix}nodes")
+        }
         again = SQLStorage(_url(name, tmp_path), prefix=prefix)
         try:
             columns = {c["name"] for c in inspect(again.engine).get_columns(f"{prefix}nodes")}
