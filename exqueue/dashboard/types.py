@@ -101,20 +101,22 @@ def describe(settings: TypeSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class Head:
-    """A serial type's oldest job and what it is doing: ``kind`` is a badge class."""
+    """A serial type's oldest job and what it means for the type: ``kind`` is a badge
+    class, ``label`` the job's state in words, ``effect`` what the type does meanwhile."""
 
     record: JobRecord
     kind: str
-    text: str
+    label: str
+    effect: str
 
 
 def head(record: JobRecord, now: float) -> Head:
     """What a serial type's head job means for the type at ``now``."""
     if record.state == RUNNING:
-        return Head(record, "running", "running: the type waits for it to finish")
+        return Head(record, "running", "running", "the type waits for it to finish")
     if record.state == DEAD:
-        return Head(record, "dead", "dead: blocks the type until it is retried or deleted")
+        return Head(record, "dead", "dead", "blocks the type until it is retried or deleted")
     if record.run_at > now:
-        what = "scheduled for retry" if record.attempt > 0 else "scheduled"
-        return Head(record, "scheduled", f"{what}: the type waits until it is due")
-    return Head(record, "waiting", "waiting: runs next")
+        label = "scheduled for retry" if record.attempt > 0 else "scheduled"
+        return Head(record, "scheduled", label, "the type waits until it is due")
+    return Head(record, "waiting", "waiting", "runs next")

@@ -12,31 +12,44 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import exqueue
 from exqueue.dashboard import create_app
-from exqueue.storage import HistoryCount, NodeInfo
+from exqueue.runtime.observe import settings_of
+from exqueue.storage import HistoryCount, NodeInfo, TypeSettings
 from tests.dashboard.helpers import served
 
 
 def demo(url: str) -> exqueue.Queue:
     queue = exqueue.Queue(url)
 
-    @queue.worker(name="emails.send", max_retries=0)
+    def published(*names: str) -> dict[str, TypeSettings]:
+        """What a node running these worker types publishes with its heartbeat."""
+        return {name: settings_of(queue.workers[name]) for name in names}
+
+    @queue.worker(name="emails.send", max_retries=0, rate_limit="100/m", timeout=30)
     def send(to: str, template: str = "welcome") -> None:
         raise ConnectionError(f"SMTP server refused {to}: 421 too many connections")
 
-    @queue.worker(name="billing.charge", max_retries=0)
+    @queue.worker(name="billing.charge", max_retries=0, global_limit=2, partition="invoice")
     def charge(invoice: int, amount: float) -> None:
         raise ValueError(f"invoice {invoice}: card declined")
 
-    @queue.worker(name="reports.build")
+    @queue.worker(name="reports.build", concurrency=2)
     def build(report: str) -> None: ...
+
+    @queue.worker(name="ledger.post", serial=True, max_retries=0)
+    def post(entry: int) -> None:
+        if entry == 1:
+            raise RuntimeError("ledger entry 1: account 4411 is closed")
 
     for n in range(4):
         send.options(meta={"tenant": "acme"}).enqueue(f"user{n}@example.com")
     charge.options(meta={"tenant": "globex"}).enqueue(1041, 99.5)
+    for entry in (1, 2, 3):
+        post.enqueue(entry)  # the first dies; the others wait behind it
     queue.drain(timeout=30)
     queue.enqueue_many([build.call(f"daily-{n}") for n in range(37)])
     for n in range(5):
@@ -68,10 +81,16 @@ def demo(url: str) -> exqueue.Queue:
             now,
             {"emails.send": 5, "reports.build": 2},
             3,
+            published("emails.send", "reports.build"),
         )
     )  # type: ignore[attr-defined]
+    # An older deploy still running reports.build at another concurrency: the
+    # overview shows both settings.
+    web2 = published("billing.charge", "ledger.post")
+    web2["reports.build"] = replace(settings_of(build), concurrency=4)
+    workers = {"billing.charge": 5, "ledger.post": 1, "reports.build": 4}
     storage.beat_node(
-        NodeInfo("web-2-4802-d4e5f6", "web-2", 4802, now - 1800, now - 2, {"billing.charge": 1}, 0)
+        NodeInfo("web-2-4802-d4e5f6", "web-2", 4802, now - 1800, now - 2, workers, 0, web2)
     )  # type: ignore[attr-defined]
     queue.schedule("nightly-report", "0 3 * * *", build.call("nightly"), tz="Europe/Stockholm")
     queue.schedule("hourly-digest", "0 * * * *", build.call("digest"))

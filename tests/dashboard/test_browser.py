@@ -7,6 +7,7 @@ Skips when ``/usr/bin/chromium`` or Playwright is missing, except under
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import exqueue
 from exqueue.dashboard import create_app
+from exqueue.storage import NodeInfo, SupportsNodes, TypeSettings
 from tests.dashboard.helpers import FAILING, FINE, SCRIPT, Filled, fill, served
 from tests.support.services import REQUIRED
 
@@ -73,6 +75,10 @@ def page(browser: Any) -> Iterator[Any]:
 
 def test_every_page_loads_and_escapes(site: tuple[str, Filled], page: Any) -> None:
     url, filled = site
+    now = time.time()
+    published = {"app.serial": TypeSettings(serial=True), FINE: TypeSettings(3, global_limit=5)}
+    assert isinstance(filled.queue.storage, SupportsNodes)
+    filled.queue.storage.beat_node(NodeInfo("browser-node", "h", 1, now, now, {}, 0, published))
     page.goto(url + "/")
     for name in ["Jobs", "Schedules", "Nodes", "Overview"]:
         page.get_by_role("link", name=name, exact=True).click()
@@ -81,6 +87,10 @@ def test_every_page_loads_and_escapes(site: tuple[str, Filled], page: Any) -> No
         assert page.evaluate("window.__pwned") is None
     assert page.locator("[data-total=dead]").inner_text() == "3"
     assert page.locator("svg.chart rect.succeeded").count() == 1
+    assert page.locator('tr[data-type="app.serial"] [data-serial]').inner_text() == "serial"
+    assert (
+        "at most 5 running in the cluster" in page.locator(f'tr[data-type="{FINE}"]').inner_text()
+    )
     page.goto(url + "/nodes")
     assert f"node {SCRIPT}" in page.locator("table").inner_text()
     page.goto(url + "/schedules")

@@ -56,10 +56,20 @@ def test_overview_shows_published_settings_and_serial_heads(filled: Filled) -> N
     hostile = TypeSettings(2, backoff=IMG)
     storage.beat_node(
         NodeInfo(
-            "node-1", "h", 1, now, now, {FINE: 3}, 0, {FINE: LIMITED, SCRIPT: hostile, **serial}
+            "node-1",
+            "h",
+            1,
+            now,
+            now,
+            {FINE: 3, "serial.dead": 1},
+            0,
+            {FINE: LIMITED, SCRIPT: hostile, **serial},
         )
     )
     storage.beat_node(NodeInfo("node-2", "h", 2, now, now, {FINE: 4}, 0, {FINE: TypeSettings(4)}))
+    nodes = client_for(create_app(filled.queue)).get("/nodes").text
+    assert 'serial.dead (1) <span class="badge serial">serial</span>' in nodes
+    assert "report.build (3)</span>" in nodes  # a plain type has no marker
 
     page = client_for(create_app(filled.queue)).get("/").text
     assert_escaped(page)
@@ -74,10 +84,10 @@ def test_overview_shows_published_settings_and_serial_heads(filled: Filled) -> N
     assert "no live node — settings unknown" in failing and "data-serial" not in failing
     assert "/job/" not in failing
     expected = {
-        "dead": (dead, "dead: blocks the type until it is retried or deleted"),
-        "retry": (retry, "scheduled for retry: the type waits until it is due"),
-        "run": (run, "running: the type waits for it to finish"),
-        "wait": (wait, "waiting: runs next"),
+        "dead": (dead, '>dead</span> <span class="muted">blocks the type until it is retried'),
+        "retry": (retry, '>scheduled for retry</span> <span class="muted">the type waits until'),
+        "run": (run, '>running</span> <span class="muted">the type waits for it to finish'),
+        "wait": (wait, '>waiting</span> <span class="muted">runs next'),
     }
     for kind, (job_id, text) in expected.items():
         serial_row = row(page, f"serial.{kind}")
@@ -112,7 +122,7 @@ def test_head_says_what_blocks_a_serial_type() -> None:
         return JobRecord("j", 1, "w", b"", state, attempt, 3, run_at, 0.0)  # type: ignore[arg-type]
 
     assert head(record(WAITING, 0, 10.0), now=10.0).kind == "waiting"
-    assert head(record(WAITING, 0, 11.0), now=10.0).text.startswith("scheduled:")
-    assert head(record(WAITING, 1, 11.0), now=10.0).text.startswith("scheduled for retry")
+    assert head(record(WAITING, 0, 11.0), now=10.0).label == "scheduled"
+    assert head(record(WAITING, 1, 11.0), now=10.0).label == "scheduled for retry"
     assert head(record(RUNNING, 1, 0.0), now=10.0).kind == "running"
     assert head(record(DEAD, 3, 0.0), now=10.0).kind == "dead"
