@@ -10,7 +10,8 @@ Redis), serves it with ``exqueue dashboard`` (a child process) on a loopback por
 page with an HTTP client: one warm-up, then ``--repeats`` rounds over every page
 in turn (interleaved, so a slow moment hits all pages alike). Prints the median
 and range per page, and the time of one uncached ``counts()`` (the scan the
-dashboard's counts cache keeps off the pages).
+dashboard's counts cache keeps off the pages). One live node publishes the type
+as serial, so the overview reads its settings and the type's blocking head.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tabulate import tabulate
 
 from benchmarks import claimcost, common
 from benchmarks.exq_app import JOB, NAMESPACE, PREFIX, make_queue, make_storage
+from exqueue.storage import NodeInfo, TypeSettings
 
 TARGET_MS = 300.0
 
@@ -116,6 +118,15 @@ def time_pages(url: str, paths: list[tuple[str, str]], repeats: int) -> dict[str
     return times
 
 
+def publish_serial_node(storage: Any) -> None:
+    """A live node that runs the filled type serially, so the overview reads the
+    nodes' published settings and the type's blocking head (its costliest form).
+    Seen a day ahead, so that it stays live however long the measurement takes."""
+    ahead = time.time() + 86_400
+    settings = TypeSettings(1, serial=True, global_limit=2, rate=100, per=60.0, max_attempts=3)
+    storage.beat_node(NodeInfo("bench-node", "h", 1, ahead, ahead, {JOB: 1}, 0, {JOB: settings}))
+
+
 def measure(backend: str, waiting: int, dead: int, repeats: int, tmp: str) -> dict[str, Any]:
     storage = claimcost.fresh(backend, tmp)
     try:
@@ -129,6 +140,7 @@ def measure(backend: str, waiting: int, dead: int, repeats: int, tmp: str) -> di
         counted = queue.stats()[JOB]
         if (counted.waiting, counted.dead) != (waiting, dead):
             raise common.BenchError(f"filled {counted}, expected {waiting} waiting, {dead} dead")
+        publish_serial_node(storage)
         cold = []
         for _ in range(3):
             started = time.perf_counter()

@@ -26,6 +26,7 @@ from exqueue.cli import (
     storage_options,
 )
 from exqueue.queue import Queue
+from exqueue.storage import NodeInfo, types_as_json
 
 
 def _when(epoch: float) -> str:
@@ -33,6 +34,11 @@ def _when(epoch: float) -> str:
         return local_time(datetime.fromtimestamp(epoch))
     except (OverflowError, ValueError, OSError):  # a damaged stored time
         return str(epoch)
+
+
+def _serial(node: NodeInfo, worker: str) -> bool:
+    settings = node.types.get(worker)
+    return settings is not None and settings.serial
 
 
 @main.command()
@@ -55,6 +61,7 @@ def nodes(
                     "seen_at": node.seen_at,
                     "workers": dict(node.workers),
                     "running": node.running,
+                    "types": types_as_json(node.types),
                 }
                 for node in found
             ]
@@ -71,7 +78,10 @@ def nodes(
             node.pid,
             _when(node.started_at),
             duration(max(now - node.seen_at, 0.0)) + " ago",
-            ", ".join(f"{safe(name)}×{n}" for name, n in sorted(node.workers.items())),
+            ", ".join(
+                f"{safe(name)}×{n}" + (" (serial)" if _serial(node, name) else "")
+                for name, n in sorted(node.workers.items())
+            ),
             node.running,
         ]
         for node in found

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import exqueue
-from exqueue.storage import HistoryCount, NodeInfo
+from exqueue.storage import HistoryCount, NodeInfo, TypeSettings
 from tests.support.cli import cli
 
 
@@ -21,7 +21,11 @@ def test_nodes_lists_live_nodes(tmp_path: Path) -> None:
     storage = queue.storage
     assert isinstance(storage, exqueue.storage.SupportsNodes)
     now = time.time()
-    storage.beat_node(NodeInfo("web-1", "host-a", 42, now - 60, now, {"app.send": 4}, 2))
+    settings = TypeSettings(1, serial=True, max_attempts=3)
+    workers = {"app.send": 4, "app.post": 1}
+    storage.beat_node(
+        NodeInfo("web-1", "host-a", 42, now - 60, now, workers, 2, {"app.post": settings})
+    )
     storage.beat_node(NodeInfo("gone-1", "host-b", 43, now - 600, now - 300, {}, 0))
     storage.close()
 
@@ -29,12 +33,15 @@ def test_nodes_lists_live_nodes(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [row["name"] for row in rows] == ["web-1"]
-    assert rows[0]["workers"] == {"app.send": 4} and rows[0]["running"] == 2
+    assert rows[0]["workers"] == workers and rows[0]["running"] == 2
+    assert rows[0]["types"] == {"app.post": settings.as_json()}
+    assert TypeSettings.from_json(rows[0]["types"]["app.post"]) == settings
     assert rows[0]["host"] == "host-a" and rows[0]["pid"] == 42
 
     table = cli("nodes", "--storage", url)
     assert table.returncode == 0, table.stderr
     assert "web-1" in table.stdout and "app.send×4" in table.stdout
+    assert "app.post×1 (serial)" in table.stdout and "app.send×4 (serial)" not in table.stdout
     assert "gone-1" not in table.stdout
 
 
