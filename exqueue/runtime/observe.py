@@ -56,11 +56,17 @@ def minute_of(now: float) -> int:
     return int(now // 60) * 60
 
 
-def _backoff_text(backoff: object) -> str:
-    try:
-        text = repr(backoff)
-    except Exception:  # a user's Backoff whose repr fails: its class names it well enough
-        text = type(backoff).__name__
+def backoff_text(backoff: object) -> str:
+    """The backoff as published: its ``repr``, or its class's name where the repr is
+    object's own (its address differs per process, so every node would seem to
+    disagree) or fails; cut to :data:`BACKOFF_TEXT_LIMIT` bytes."""
+    kind = type(backoff)
+    text = f"{kind.__module__}.{kind.__qualname__}"
+    if kind.__repr__ is not object.__repr__:
+        try:
+            text = repr(backoff)
+        except Exception:  # a user's Backoff whose repr fails: its class names it
+            pass
     return text.encode("utf-8", "replace")[:BACKOFF_TEXT_LIMIT].decode("utf-8", "ignore")
 
 
@@ -78,7 +84,7 @@ def settings_of(worker: WorkerType[Any, Any]) -> TypeSettings:
         partitioned=limits is not None and limits.partition is not None,
         timeout=worker.defaults.timeout if worker.defaults is not None else None,
         max_attempts=worker.max_attempts,
-        backoff=_backoff_text(worker.backoff),
+        backoff=backoff_text(worker.backoff),
     )
 
 

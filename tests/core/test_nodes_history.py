@@ -7,7 +7,8 @@ from unittest.mock import ANY
 import pytest
 
 import exqueue
-from exqueue.runtime.observe import minute_of
+from exqueue.runtime.observe import backoff_text, minute_of
+from exqueue.storage_optional import BACKOFF_TEXT_LIMIT
 from tests.support.clock import FakeClock
 from tests.support.procapp import wait_until
 
@@ -95,3 +96,24 @@ def test_stale_nodes_are_not_live(storage: exqueue.Storage) -> None:
     storage.beat_node(exqueue.NodeInfo("new-node", "h", 2, clock.now, clock.now - 29))
     names = [n.name for n in queue.nodes()]
     assert "new-node" in names and "old-node" not in names
+
+
+def test_a_backoff_is_published_the_same_by_every_process() -> None:
+    class Plain:  # object's repr carries an address that differs per process
+        def delay(self, attempt: int) -> float:
+            return 1.0
+
+    class Broken(Plain):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    class Long(Plain):
+        def __repr__(self) -> str:
+            return "é" * 300
+
+    name = f"{Plain.__module__}.{Plain.__qualname__}"
+    assert backoff_text(Plain()) == backoff_text(Plain()) == name
+    assert backoff_text(Broken()).endswith("Broken")
+    assert backoff_text(exqueue.Exponential(jitter=0.1)) == repr(exqueue.Exponential(jitter=0.1))
+    long = backoff_text(Long())
+    assert long == "é" * 127 and len(long.encode()) <= BACKOFF_TEXT_LIMIT
