@@ -187,15 +187,18 @@ def types_as_json(types: Mapping[str, TypeSettings]) -> dict[str, dict[str, obje
 
 def types_from_json(data: object) -> dict[str, TypeSettings]:
     """A node's stored ``types`` object back as settings. Nothing stored (a node
-    written before the field existed) reads as empty; an entry that is not an
-    object is left out rather than failing the whole read."""
+    written before the field existed) reads as empty; a damaged entry (not an
+    object, or settings :func:`settings_problem` refuses) is left out rather
+    than failing the whole read."""
     if not isinstance(data, Mapping):
         return {}
-    return {
-        str(name): TypeSettings.from_json(value)
-        for name, value in data.items()
-        if isinstance(value, Mapping)
-    }
+    found = {}
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            settings = TypeSettings.from_json(value)
+            if settings_problem(settings) is None:
+                found[str(name)] = settings
+    return found
 
 
 @dataclass(frozen=True, slots=True)

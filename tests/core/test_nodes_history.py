@@ -8,7 +8,7 @@ import pytest
 
 import exqueue
 from exqueue.runtime.observe import backoff_text, minute_of
-from exqueue.storage_optional import BACKOFF_TEXT_LIMIT
+from exqueue.storage_optional import BACKOFF_TEXT_LIMIT, types_from_json
 from tests.support.clock import FakeClock
 from tests.support.procapp import wait_until
 
@@ -117,3 +117,16 @@ def test_a_backoff_is_published_the_same_by_every_process() -> None:
     assert backoff_text(exqueue.Exponential(jitter=0.1)) == repr(exqueue.Exponential(jitter=0.1))
     long = backoff_text(Long())
     assert long == "é" * 127 and len(long.encode()) <= BACKOFF_TEXT_LIMIT
+
+
+def test_damaged_stored_settings_are_left_out_of_a_read() -> None:
+    good = exqueue.TypeSettings(2, serial=True, rate=3, per=1.0, max_attempts=2)
+    stored = {
+        "good": {**good.as_json(), "from_a_later_version": 1},
+        "not_an_object": [1, 2],
+        "bad_value": {"concurrency": {"x": 1}},
+        "half_a_rate": {"rate": 5},
+        "defaults": {},
+    }
+    assert types_from_json(stored) == {"good": good, "defaults": exqueue.TypeSettings()}
+    assert types_from_json(None) == {} and types_from_json("x") == {}
