@@ -30,7 +30,7 @@ from exqueue.storage import (
     SupportsNodes,
     TypeSettings,
 )
-from exqueue.storage_optional import BACKOFF_TEXT_LIMIT
+from exqueue.storage_optional import BACKOFF_TEXT_LIMIT, settings_problem
 
 if TYPE_CHECKING:
     from exqueue.worker_type import WorkerType
@@ -168,8 +168,16 @@ class Observer:
         self.started_at = config.clock()
         self.host = socket.gethostname()
         self.last_prune = float("-inf")
-        # The settings do not change while the node runs: worked out once.
-        self.types = {name: settings_of(w) for name, w in config.workers.items()}
+        # The settings do not change while the node runs: worked out once. One the
+        # store would refuse is left out (and said), so the node is still listed.
+        self.types = {}
+        for name, worker in config.workers.items():
+            settings = settings_of(worker)
+            problem = settings_problem(settings)
+            if problem is None:
+                self.types[name] = settings
+            else:
+                log.warning("not publishing the settings of %s: %s", name, problem)
 
     @property
     def active(self) -> bool:

@@ -130,3 +130,25 @@ def test_damaged_stored_settings_are_left_out_of_a_read() -> None:
     }
     assert types_from_json(stored) == {"good": good, "defaults": exqueue.TypeSettings()}
     assert types_from_json(None) == {} and types_from_json("x") == {}
+
+
+def test_settings_the_store_would_refuse_are_left_out_and_the_node_still_beats(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = exqueue.Queue("memory://", node="odd-node", lease=3.0, poll_interval=0.05)
+
+    @queue.worker(name="odd.ok")
+    def ok() -> None: ...
+
+    @queue.worker(name="odd.bad")
+    def bad() -> None: ...
+
+    bad.max_retries = -1  # changed after registration: 0 attempts, which no store takes
+    queue.start()
+    try:
+        wait_until(lambda: any(n.name == "odd-node" for n in queue.nodes()), "the node is listed")
+        (node,) = queue.nodes()
+        assert set(node.types) == {"odd.ok"} and set(node.workers) == {"odd.ok", "odd.bad"}
+    finally:
+        queue.stop()
+    assert "not publishing the settings of odd.bad" in caplog.text
