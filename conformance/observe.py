@@ -1,7 +1,7 @@
 """Area: live nodes and outcome history (capabilities ``NODES`` and ``HISTORY``).
 
 A node's heartbeat replaces its stored fields (its published worker type
-settings too, which round-trip exactly); nodes are listed by name and
+settings and schedule definitions too, which round-trip exactly); nodes are listed by name and
 dropped by ``seen_at`` (strictly older than ``before``) or by name. History
 counts are added, never overwritten: within one batch, across batches and
 across racing threads, a ``(worker, minute)`` row ends holding the sum of
@@ -24,6 +24,7 @@ from exqueue.storage import (
     NodeInfo,
     Storage,
     SupportsHistory,
+    ScheduleSettings,
     SupportsNodes,
     TypeSettings,
 )
@@ -135,6 +136,42 @@ def check_node_types(factory: StorageFactory, settings: Settings) -> None:
         expect(dict(node.types) == {}, "a node that publishes no types has none", node.types)
 
 
+#: Definitions with every field away from its default (and one of each kind).
+CRON = ScheduleSettings("app.report", "30 2 * * 1-5", None, "Europe/Stockholm", "run_once")
+EVERY = ScheduleSettings("app.poll", None, 2.5, "America/New_York", "skip")
+
+
+def check_node_schedules(factory: StorageFactory, settings: Settings) -> None:
+    """A node's published schedule definitions round-trip, and a heartbeat replaces them."""
+    with opened(factory) as (_, storage):
+        store = _nodes(storage)
+        name = unique("scheds")
+        given = {"nightly <é>": CRON, "poll": EVERY}
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, given))
+        given["poll"] = CRON  # the caller's mapping changes after the call
+        (node,) = _mine(store, {name})
+        expect(
+            dict(node.schedules) == {"nightly <é>": CRON, "poll": EVERY},
+            "a node's schedules are stored with every field as given at its heartbeat",
+            dict(node.schedules),
+        )
+        expect(
+            all(isinstance(s, ScheduleSettings) for s in node.schedules.values()),
+            "nodes() gives each schedule's definition as a ScheduleSettings",
+            [type(s).__name__ for s in node.schedules.values()],
+        )
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW + 1, {}, 0, {}, {"poll": CRON}))
+        (node,) = _mine(store, {name})
+        expect(
+            dict(node.schedules) == {"poll": CRON},
+            "a second heartbeat replaces the node's schedules (none of the old ones are kept)",
+            dict(node.schedules),
+        )
+        store.beat_node(NodeInfo(name, "h", 1, NOW, NOW + 2))
+        (node,) = _mine(store, {name})
+        expect(dict(node.schedules) == {}, "a node that fires no schedule has none", node.schedules)
+
+
 def check_node_drop(factory: StorageFactory, settings: Settings) -> None:
     """drop_nodes removes nodes seen strictly before ``before``, and the node named."""
     with opened(factory) as (_, storage):
@@ -175,6 +212,36 @@ def check_node_bad_input(factory: StorageFactory, settings: Settings) -> None:
             NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(timeout=float("nan"))}),
             NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": TypeSettings(backoff="x" * 256)}),
             NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {"w": {"serial": True}}),  # type: ignore[dict-item]
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, {"": EVERY}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, {"s": ScheduleSettings("w")}),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, {"s": ScheduleSettings("w", "* * * *")}),
+            NodeInfo(
+                name, "h", 1, NOW, NOW, {}, 0, {}, {"s": ScheduleSettings("w", "* * * * *", 1.0)}
+            ),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, {"s": ScheduleSettings("w", None, -1.0)}),
+            NodeInfo(
+                name,
+                "h",
+                1,
+                NOW,
+                NOW,
+                {},
+                0,
+                {},
+                {"s": ScheduleSettings("w", None, 1.0, "Mars/Base")},
+            ),
+            NodeInfo(
+                name,
+                "h",
+                1,
+                NOW,
+                NOW,
+                {},
+                0,
+                {},
+                {"s": ScheduleSettings("w", None, 1.0, missed="all")},
+            ),
+            NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, {"s": {"cron": "* * * * *"}}),  # type: ignore[dict-item]
         ):
             try:
                 store.beat_node(bad)
@@ -323,7 +390,7 @@ def check_observe_persisted(factory: StorageFactory, settings: Settings) -> None
         name = unique("keep")
         caps = storage.capabilities
         if NODES in caps:
-            node = NodeInfo(name, "h", 1, NOW, NOW, {"w": 1}, 0, {"w": FULL})
+            node = NodeInfo(name, "h", 1, NOW, NOW, {"w": 1}, 0, {"w": FULL}, {"s": CRON})
             _nodes(storage).beat_node(node)
         if HISTORY in caps:
             _history(storage).add_history([HistoryCount(name, MINUTE, 3)])
@@ -340,6 +407,7 @@ def check_observe_persisted(factory: StorageFactory, settings: Settings) -> None
 CHECKS = [
     Check("node_beat", NODES, check_node_beat, AREA),
     Check("node_types", NODES, check_node_types, AREA),
+    Check("node_schedules", NODES, check_node_schedules, AREA),
     Check("node_drop", NODES, check_node_drop, AREA),
     Check("node_bad_input", NODES, check_node_bad_input, AREA),
     Check("history_adds", HISTORY, check_history_adds, AREA),

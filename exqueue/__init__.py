@@ -34,6 +34,7 @@ from exqueue.storage import (
     NewJob,
     NodeInfo,
     Recovered,
+    ScheduleSettings,
     Storage,
     TypeSettings,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "SerializationError",
     "Snooze",
     "Storage",
+    "ScheduleSettings",
     "TypeSettings",
     "Uniqueness",
     "UnknownWorkerError",

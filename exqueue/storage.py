@@ -105,6 +105,7 @@ from exqueue.storage_optional import CancelRequest as CancelRequest
 from exqueue.storage_optional import CancelResult as CancelResult
 from exqueue.storage_optional import HistoryCount as HistoryCount
 from exqueue.storage_optional import NodeInfo as NodeInfo
+from exqueue.storage_optional import ScheduleSettings as ScheduleSettings
 from exqueue.storage_optional import ScheduleState as ScheduleState
 from exqueue.storage_optional import SnoozeRequest as SnoozeRequest
 from exqueue.storage_optional import SnoozeResult as SnoozeResult
@@ -121,6 +122,9 @@ from exqueue.storage_optional import SupportsWakeup as SupportsWakeup
 from exqueue.storage_optional import TypeSettings as TypeSettings
 from exqueue.storage_optional import history_problem as history_problem
 from exqueue.storage_optional import node_problem as node_problem
+from exqueue.storage_optional import schedule_settings_problem as schedule_settings_problem
+from exqueue.storage_optional import schedules_as_json as schedules_as_json
+from exqueue.storage_optional import schedules_from_json as schedules_from_json
 from exqueue.storage_optional import settings_problem as settings_problem
 from exqueue.storage_optional import types_as_json as types_as_json
 from exqueue.storage_optional import types_from_json as types_from_json

@@ -201,14 +201,120 @@ def types_from_json(data: object) -> dict[str, TypeSettings]:
     return found
 
 
+#: The most UTF-8 bytes of a published schedule's cron expression and of its zone name.
+SCHEDULE_TEXT_LIMIT: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """A schedule's definition as one node registered it, published with its heartbeat.
+
+    So that a reader holding only the storage URL (the dashboard, ``exqueue
+    schedules``) can compute its next fire: ``cron`` (read in ``zone``, an IANA
+    name) or ``every`` seconds, exactly one of them; ``missed`` is the policy
+    (``"skip"`` or ``"run_once"``); ``worker`` the type of its jobs. The job's
+    arguments are not published (they may hold anything).
+    """
+
+    worker: str = ""
+    cron: str | None = None
+    every: float | None = None
+    zone: str = "UTC"
+    missed: str = "skip"
+
+    @property
+    def expression(self) -> str:
+        """The cron expression, or ``every <seconds>s`` (as ``Schedule.expression``)."""
+        return self.cron if self.cron is not None else f"every {self.every:g}s"
+
+    def as_json(self) -> dict[str, object]:
+        """The definition as a JSON object (what backends store)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScheduleSettings:
+        """A definition read back from :meth:`as_json`'s object (unknown keys ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def schedules_as_json(schedules: Mapping[str, ScheduleSettings]) -> dict[str, dict[str, object]]:
+    """A node's ``schedules`` as one JSON object (what backends store)."""
+    return {name: settings.as_json() for name, settings in sorted(schedules.items())}
+
+
+def schedules_from_json(data: object) -> dict[str, ScheduleSettings]:
+    """A node's stored ``schedules`` back as definitions: nothing stored (a node of an
+    exqueue from before they were published) reads as empty, and a damaged entry is
+    left out rather than failing the whole read (as :func:`types_from_json`)."""
+    if not isinstance(data, Mapping):
+        return {}
+    found = {}
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            try:
+                settings = ScheduleSettings.from_json(value)
+            except TypeError:
+                continue
+            if schedule_settings_problem(settings) is None:
+                found[str(name)] = settings
+    return found
+
+
+def _text(value: object, what: str) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"{what} must be a non-empty string, not {value!r}"
+    if len(value.encode("utf-8", "surrogatepass")) > SCHEDULE_TEXT_LIMIT:
+        return f"{what} takes at most {SCHEDULE_TEXT_LIMIT} UTF-8 bytes"
+    return None
+
+
+def schedule_settings_problem(settings: object) -> str | None:
+    """Why ``settings`` cannot be stored as a :class:`ScheduleSettings` (None: valid).
+
+    The cron expression must parse and the zone must be one this process knows,
+    so that every reader can compute the next fire from what is stored."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim, CronSimError
+
+    if not isinstance(settings, ScheduleSettings):
+        return f"a schedule's settings must be a ScheduleSettings, not {type(settings).__name__}"
+    s = settings
+    problem = _text(s.worker, "worker") or _text(s.zone, "zone")
+    if problem is not None:
+        return problem
+    if (s.cron is None) == (s.every is None):
+        return "give exactly one of cron and every"
+    if s.every is not None and not _is_seconds(s.every):
+        return f"every must be a positive finite number of seconds, not {s.every!r}"
+    if s.missed not in ("skip", "run_once"):
+        return f"missed must be 'skip' or 'run_once', not {s.missed!r}"
+    try:
+        zone = ZoneInfo(s.zone)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return f"unknown time zone {s.zone!r}"
+    if s.cron is not None:
+        problem = _text(s.cron, "cron")
+        if problem is not None:
+            return problem
+        try:
+            CronSim(s.cron, dt.datetime.now(zone))
+        except (CronSimError, ValueError, IndexError):
+            return f"invalid cron expression {s.cron!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """One worker process as it last told the store (``beat_node``).
 
     ``workers`` maps each worker type it runs to its concurrency; ``running``
     is how many jobs it held at ``seen_at`` (the ``now`` of its last beat);
-    ``types`` maps each worker type it runs to its settings (empty from a node
-    of an exqueue from before they were published).
+    ``types`` maps each worker type it runs to its settings, ``schedules`` each
+    schedule it fires to its definition (both empty from a node of an exqueue
+    from before they were published; ``schedules`` also from a node that fires
+    none, e.g. ``exqueue worker --no-schedules``).
     """
 
     name: str
@@ -219,6 +325,7 @@ class NodeInfo:
     workers: Mapping[str, int] = field(default_factory=dict)
     running: int = 0
     types: Mapping[str, TypeSettings] = field(default_factory=dict)
+    schedules: Mapping[str, ScheduleSettings] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +369,14 @@ def node_problem(node: NodeInfo) -> str | None:
         problem = settings_problem(settings)
         if problem is not None:
             return f"worker type {worker!r}: {problem}"
+    if not isinstance(node.schedules, Mapping):
+        return "a node's schedules must map schedule names to ScheduleSettings"
+    for name, definition in node.schedules.items():
+        if not isinstance(name, str) or not name or len(name.encode()) > SCHEDULE_NAME_LIMIT:
+            return "a node's schedule names must be non-empty strings of at most 255 UTF-8 bytes"
+        problem = schedule_settings_problem(definition)
+        if problem is not None:
+            return f"schedule {name!r}: {problem}"
     return None
 
 

@@ -40,6 +40,7 @@ class MemoryObserve:
             node,
             workers=MappingProxyType(dict(node.workers)),
             types=MappingProxyType(dict(node.types)),
+            schedules=MappingProxyType(dict(node.schedules)),
         )
         with self._observe_lock():
             self._nodes()[node.name] = stored

@@ -30,6 +30,8 @@ from exqueue.storage import (
     NodeInfo,
     history_problem,
     node_problem,
+    schedules_as_json,
+    schedules_from_json,
     types_as_json,
     types_from_json,
 )
@@ -129,6 +131,7 @@ class RedisObserve:
                 "workers": dict(node.workers),
                 "running": node.running,
                 "types": types_as_json(node.types),
+                "schedules": schedules_as_json(node.schedules),
             }
         )
         self._run(self._observe_script("BEAT"), node.name, body, repr(float(node.seen_at)))
@@ -149,6 +152,7 @@ class RedisObserve:
                     int(data["running"]),
                     # A node stored before types were published has none.
                     types_from_json(data.get("types")),
+                    schedules_from_json(data.get("schedules")),
                 )
             )
         return sorted(found, key=lambda node: node.name)

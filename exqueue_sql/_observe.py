@@ -6,8 +6,9 @@ existed (:func:`create_observe_tables`, under the schema lock):
 
 - ``{prefix}nodes``: one row per node, replaced on each heartbeat (an upsert);
   ``workers`` is a JSON object of worker type to concurrency, ``types`` one of
-  worker type to its published settings (a column added later: NULL in rows
-  of nodes that published none).
+  worker type to its published settings, ``schedules`` one of schedule name
+  to its published definition (columns added later: NULL in rows of nodes
+  that published none).
 - ``{prefix}history``: one row per (worker, minute). ``add_history`` adds to
   the row with the dialect's own upsert (``ON CONFLICT ... DO UPDATE`` on
   SQLite and PostgreSQL, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL), so
@@ -44,6 +45,8 @@ from exqueue.storage import (
     NodeInfo,
     history_problem,
     node_problem,
+    schedules_as_json,
+    schedules_from_json,
     types_as_json,
     types_from_json,
 )
@@ -66,6 +69,7 @@ def observe_tables(prefix: str, metadata: MetaData, options: dict[str, Any]) -> 
         Column("running", Integer, nullable=False),
         # Added in place to stores made before it (NULL there: no settings published).
         Column("types", Text, nullable=True),
+        Column("schedules", Text, nullable=True),
         **options,
     )
     Table(
@@ -84,15 +88,17 @@ def observe_tables(prefix: str, metadata: MetaData, options: dict[str, Any]) -> 
 
 def create_observe_tables(conn: Connection, metadata: MetaData, prefix: str) -> None:
     """Create the nodes and history tables in a store made before they existed, and
-    add the nodes table's ``types`` column to one made before it existed."""
+    add the nodes table's ``types`` and ``schedules`` columns to one made before they
+    existed."""
     for name in ("nodes", "history"):
         metadata.tables[f"{prefix}{name}"].create(conn, checkfirst=True)
     nodes = metadata.tables[f"{prefix}nodes"]
     present = {c["name"] for c in inspect(conn).get_columns(nodes.name)}
-    if "types" not in present:
-        spec = CreateColumn(nodes.c.types).compile(dialect=conn.dialect)
-        table = conn.dialect.identifier_preparer.format_table(nodes)
-        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {spec}")
+    table = conn.dialect.identifier_preparer.format_table(nodes)
+    for column in ("types", "schedules"):
+        if column not in present:
+            spec = CreateColumn(nodes.c[column]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {spec}")
 
 
 def _upsert(table: Table, dialect: str, rows: list[dict[str, Any]], add: bool) -> Any:
@@ -142,6 +148,7 @@ class SQLObserve:
             "workers": json.dumps(dict(node.workers), sort_keys=True),
             "running": node.running,
             "types": json.dumps(types_as_json(node.types)),
+            "schedules": json.dumps(schedules_as_json(node.schedules)),
         }
         stmt = _upsert(self._observe_table("nodes"), self._dialect_name, [row], add=False)
         self._runner.run(lambda conn: conn.execute(stmt), relaxed=True)
@@ -161,6 +168,7 @@ class SQLObserve:
                 int(r.running),
                 # NULL: a node written before types were published (or by such a writer).
                 types_from_json(json.loads(r.types) if r.types else None),
+                schedules_from_json(json.loads(r.schedules) if r.schedules else None),
             )
             for r in rows
         ]

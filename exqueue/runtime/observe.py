@@ -26,13 +26,19 @@ from exqueue.storage import (
     NODES,
     HistoryCount,
     NodeInfo,
+    ScheduleSettings,
     SupportsHistory,
     SupportsNodes,
     TypeSettings,
 )
-from exqueue.storage_optional import BACKOFF_TEXT_LIMIT, settings_problem
+from exqueue.storage_optional import (
+    BACKOFF_TEXT_LIMIT,
+    schedule_settings_problem,
+    settings_problem,
+)
 
 if TYPE_CHECKING:
+    from exqueue.schedules import Schedule
     from exqueue.worker_type import WorkerType
 
 log = logging.getLogger("exqueue")
@@ -85,6 +91,17 @@ def settings_of(worker: WorkerType[Any, Any]) -> TypeSettings:
         timeout=worker.defaults.timeout if worker.defaults is not None else None,
         max_attempts=worker.max_attempts,
         backoff=backoff_text(worker.backoff),
+    )
+
+
+def definition_of(schedule: Schedule) -> ScheduleSettings:
+    """What this node publishes of a schedule it fires (see ``NodeInfo.schedules``)."""
+    return ScheduleSettings(
+        worker=schedule.worker,
+        cron=schedule.cron,
+        every=schedule.every,
+        zone=schedule.zone.key,
+        missed=schedule.missed,
     )
 
 
@@ -178,6 +195,16 @@ class Observer:
                 self.types[name] = settings
             else:
                 log.warning("not publishing the settings of %s: %s", name, problem)
+        # The schedules this node fires (none with --no-schedules: it does not fire them).
+        self.schedules = {}
+        scheduler = config.scheduler
+        for name, schedule in (scheduler.schedules if scheduler is not None else {}).items():
+            definition = definition_of(schedule)
+            problem = schedule_settings_problem(definition)
+            if problem is None:
+                self.schedules[name] = definition
+            else:
+                log.warning("not publishing the definition of schedule %s: %s", name, problem)
 
     @property
     def active(self) -> bool:
@@ -195,6 +222,7 @@ class Observer:
             {name: worker.concurrency for name, worker in self.config.workers.items()},
             running,
             self.types,
+            self.schedules,
         )
 
     def loop(self) -> None:

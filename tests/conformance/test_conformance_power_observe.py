@@ -84,6 +84,50 @@ class ChecksOldFieldsOnly(MemoryStorage):
             self._nodes()[node.name] = replace(node, types=dict(node.types))
 
 
+class DropsSchedules(MemoryStorage):
+    """Stores a node without its published schedule definitions."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        super().beat_node(replace(node, schedules={}))
+
+
+class MangleSchedules(MemoryStorage):
+    """Reads each definition back in UTC with the default missed policy (a layout
+    that kept only the expression)."""
+
+    def nodes(self) -> list[NodeInfo]:
+        return [
+            replace(
+                node,
+                schedules={
+                    name: replace(s, zone="UTC", missed="skip")
+                    for name, s in node.schedules.items()
+                },
+            )
+            for node in super().nodes()
+        ]
+
+
+class KeepsOldSchedules(MemoryStorage):
+    """Merges a heartbeat's schedules into the stored ones instead of replacing them."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        old = self._nodes().get(node.name)
+        merged = {**(old.schedules if old is not None else {}), **node.schedules}
+        super().beat_node(replace(node, schedules=merged))
+
+
+class ChecksNoSchedules(MemoryStorage):
+    """Checks a node as before schedules were published: bad definitions are stored."""
+
+    def beat_node(self, node: NodeInfo) -> None:
+        problem = node_problem(replace(node, schedules={}))
+        if problem is not None:
+            raise ValueError(problem)
+        with self._observe_lock():
+            self._nodes()[node.name] = replace(node, schedules=dict(node.schedules))
+
+
 class DropsInclusive(MemoryStorage):
     """Drops nodes seen at ``before`` too (``<=`` for ``<``)."""
 
@@ -163,6 +207,10 @@ class ReadModifyWrite(MemoryStorage):
         (MangleTypes, "node_types"),
         (KeepsOldTypes, "node_types"),
         (ChecksOldFieldsOnly, "node_bad_input"),
+        (DropsSchedules, "node_schedules"),
+        (MangleSchedules, "node_schedules"),
+        (KeepsOldSchedules, "node_schedules"),
+        (ChecksNoSchedules, "node_bad_input"),
         (DropsInclusive, "node_drop"),
         (StoresBadNodes, "node_bad_input"),
         (OverwritesHistory, "history_adds"),
