@@ -22,9 +22,9 @@ from exqueue.storage import (
     PERSISTENT,
     HistoryCount,
     NodeInfo,
+    ScheduleSettings,
     Storage,
     SupportsHistory,
-    ScheduleSettings,
     SupportsNodes,
     TypeSettings,
 )

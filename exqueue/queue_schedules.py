@@ -17,15 +17,19 @@ from zoneinfo import ZoneInfo
 from exqueue.errors import ConfigurationError
 from exqueue.job import Call
 from exqueue.schedules import (
+    Published,
     Schedule,
     ScheduleInfo,
     UnknownScheduleError,
     as_datetime,
     build_schedule,
+    published_schedules,
+    upcoming,
 )
 from exqueue.storage import (
     META_ENTRIES_LIMIT,
     METADATA,
+    NODES,
     SCHEDULES,
     NewJob,
     SupportsSchedules,
@@ -143,40 +147,62 @@ class ScheduleMethods:
         return register
 
     def schedules(self) -> list[ScheduleInfo]:
-        """Every schedule registered here or stored, by name (see :class:`ScheduleInfo`)."""
+        """Every schedule registered here, stored, or published by a live node, by name
+        (see :class:`ScheduleInfo`)."""
         stored = {state.name: state for state in self._schedule_store().schedules()}
         now = self.clock()
+        live: dict[str, tuple[Published, ...]] | None = None
+        silent: tuple[str, ...] = ()
+        if NODES in self.storage.capabilities:
+            nodes = self.nodes()  # type: ignore[attr-defined]
+            live = published_schedules(nodes)
+            # A node of an exqueue from before settings were published publishes no
+            # worker type settings either: it may fire schedules nobody sees.
+            silent = tuple(n.name for n in nodes if n.workers and not n.types)
         infos = []
-        for name in sorted(set(stored) | set(self._schedules)):
+        for name in sorted(set(stored) | set(self._schedules) | set(live or ())):
             state = stored.get(name)
             last = state.last_tick if state is not None else None
-            schedule = self._schedules.get(name)
-            if schedule is None:
+            paused = bool(state and state.paused)
+            variants = live.get(name, ()) if live is not None else ()
+            mine = self._schedules.get(name)
+            firing = [p.schedule(name) for p in variants] or ([mine] if mine else [])
+            shown = mine or (firing[0] if firing else None)
+            is_live = None if live is None else bool(variants)
+            unseen = () if variants else silent
+            if shown is None:
                 infos.append(
                     ScheduleInfo(
-                        name=name,
-                        expression=None,
-                        zone=None,
-                        missed=None,
-                        next_fire=None,
-                        last_tick=as_datetime(last),
-                        paused=bool(state and state.paused),
-                        registered=False,
-                    )
+                        name,
+                        None,
+                        None,
+                        None,
+                        None,
+                        as_datetime(last),
+                        paused,
+                        False,
+                        None,
+                        is_live,
+                        variants,
+                        unseen,
+                    )  # fmt: skip
                 )
                 continue
-            due, _ = schedule.due(last, now) if last is not None else (None, 0)
-            upcoming = due if due is not None else schedule.next_after(now)
+            fire = min(upcoming(schedule, last, now) for schedule in firing)
             infos.append(
                 ScheduleInfo(
                     name,
-                    schedule.expression,
-                    schedule.zone.key,
-                    schedule.missed,
-                    as_datetime(upcoming, schedule.zone),
-                    as_datetime(last, schedule.zone),
-                    bool(state and state.paused),
-                    True,
+                    shown.expression,
+                    shown.zone.key,
+                    shown.missed,
+                    as_datetime(fire, shown.zone),
+                    as_datetime(last, shown.zone),
+                    paused,
+                    mine is not None,
+                    shown.worker,
+                    is_live,
+                    variants,
+                    unseen,
                 )
             )
         return infos

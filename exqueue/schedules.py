@@ -20,6 +20,11 @@ drops them; ``missed="run_once"`` passes their count to the one job as the
 keyword argument ``missed`` (the job function must accept it). Either way
 there is never a burst of missed ticks. A schedule with no stored tick starts
 from the moment this process first looked at it: ticks before that are not due.
+
+Each node publishes the definition of every schedule it fires with its
+heartbeat (``NodeInfo.schedules``), so a reader holding only the storage URL
+(the dashboard, ``exqueue schedules --storage``) computes the next fire with
+the same tick rules (:func:`published_schedules`, :meth:`Published.schedule`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from exqueue.errors import ConfigurationError, ExqueueError
-from exqueue.storage import SCHEDULE_NAME_LIMIT
+from exqueue.storage import SCHEDULE_NAME_LIMIT, NodeInfo, ScheduleSettings
 
 Missed = Literal["skip", "run_once"]
 MISSED_POLICIES: tuple[Missed, ...] = ("skip", "run_once")
@@ -126,14 +131,62 @@ class Schedule:
         return max(latest, found or latest), count
 
 
+def upcoming(schedule: Schedule, last: float | None, now: float) -> float:
+    """When a node next fires ``schedule``: its latest due tick if one is due, else the next."""
+    due, _ = schedule.due(last, now) if last is not None else (None, 0)
+    return due if due is not None else schedule.next_after(now)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One distinct definition of a schedule and the live nodes publishing it."""
+
+    definition: ScheduleSettings
+    nodes: tuple[str, ...]
+
+    def schedule(self, name: str) -> Schedule:
+        """The definition as a :class:`Schedule` (no arguments: they are not published)."""
+        d = self.definition
+        missed: Missed = "run_once" if d.missed == "run_once" else "skip"
+        return Schedule(name, d.worker, (), {}, d.cron, d.every, ZoneInfo(d.zone), missed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.definition.as_json(), "nodes": list(self.nodes)}
+
+
+def published_schedules(nodes: Iterable[NodeInfo]) -> dict[str, tuple[Published, ...]]:
+    """Each schedule the ``nodes`` publish: its distinct definitions, the one most
+    nodes publish first (then by the first node's name)."""
+    found: dict[str, dict[ScheduleSettings, list[str]]] = {}
+    for node in nodes:
+        for name, definition in node.schedules.items():
+            found.setdefault(name, {}).setdefault(definition, []).append(node.name)
+    return {
+        name: tuple(
+            sorted(
+                (Published(d, tuple(sorted(names))) for d, names in variants.items()),
+                key=lambda p: (-len(p.nodes), p.nodes),
+            )
+        )
+        for name, variants in found.items()
+    }
+
+
 @dataclass(frozen=True)
 class ScheduleInfo:
     """A schedule as ``queue.schedules()`` shows it.
 
-    ``expression``, ``zone``, ``missed`` and ``next_fire`` are None for a schedule
-    stored but not registered on this queue (a removed or renamed one, or any
-    when the queue is not the application's). ``next_fire`` is when a node will
-    next fire it: the latest due tick if one is due, else the next tick.
+    The definition (``expression``, ``zone``, ``missed``, ``worker``) is this
+    queue's registration, else the one most live nodes publish; all None for a
+    schedule stored but neither registered here nor published by a live node (a
+    removed or renamed one). ``next_fire`` is when a node will next fire it: the
+    latest due tick if one is due, else the next tick; the earliest over the
+    definitions live nodes publish, as each node fires its own (this queue's
+    registration when no live node publishes it). ``live``: a live node
+    publishes it (None: the store keeps no nodes); ``published``: each distinct
+    definition live nodes publish, with their names (more than one: the nodes
+    disagree); ``silent_nodes``: live nodes of an exqueue from before schedules
+    were published, which may fire it unseen.
     """
 
     name: str
@@ -144,6 +197,15 @@ class ScheduleInfo:
     last_tick: dt.datetime | None
     paused: bool
     registered: bool
+    worker: str | None = None
+    live: bool | None = None
+    published: tuple[Published, ...] = ()
+    silent_nodes: tuple[str, ...] = ()
+
+    @property
+    def disagree(self) -> bool:
+        """Live nodes publish different definitions of it."""
+        return len(self.published) > 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +217,10 @@ class ScheduleInfo:
             "last_tick": self.last_tick.isoformat() if self.last_tick else None,
             "paused": self.paused,
             "registered": self.registered,
+            "worker": self.worker,
+            "live": self.live,
+            "published": [p.to_dict() for p in self.published],
+            "silent_nodes": list(self.silent_nodes),
         }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,10 @@ def test_schedules_lists_registered_and_stored_ones(tmp_path: Path) -> None:
         "last_tick": None,
         "paused": False,
         "registered": True,
+        "worker": "cronapp.nightly",
+        "live": False,  # no live node fires it (the app is not running)
+        "published": [],
+        "silent_nodes": [],
     }
     assert rows["old-name"]["registered"] is False and rows["old-name"]["paused"] is True
 
@@ -63,7 +68,27 @@ def test_schedules_lists_registered_and_stored_ones(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     assert "nightly" in table.stdout and "NOT IN APP" in table.stdout
     bare = cli("schedules", "--storage", url)
-    assert bare.returncode == 0 and "old-name" in bare.stdout and "need --app" in bare.stdout
+    assert bare.returncode == 0 and "old-name" in bare.stdout and "--app shows" in bare.stdout
+
+    # A live node publishes its schedules: the storage URL alone shows the definition.
+    store = exqueue.Queue(url).storage
+    definition = exqueue.ScheduleSettings("cronapp.nightly", "30 2 * * *", zone="Europe/Stockholm")
+    now = time.time()
+    node = exqueue.NodeInfo("n1", "h", 1, now, now + 600, {}, 0, {}, {"nightly": definition})
+    store.beat_node(node)  # type: ignore[attr-defined]
+    store.close()
+    published = cli("schedules", "--storage", url, "--json")
+    assert published.returncode == 0, published.stderr
+    row = {r["name"]: r for r in json.loads(published.stdout)}["nightly"]
+    assert (row["expression"], row["zone"], row["live"], row["registered"]) == (
+        "30 2 * * *",
+        "Europe/Stockholm",
+        True,
+        False,
+    )
+    assert row["next_fire"].endswith(("T02:30:00+01:00", "T02:30:00+02:00", "T03:00:00+02:00"))
+    table = cli("schedules", "--storage", url)
+    assert "30 2 * * *" in table.stdout and "Europe/Stockholm" in table.stdout
 
 
 def test_pause_and_resume_from_the_command_line(tmp_path: Path) -> None:
@@ -82,6 +107,10 @@ def test_pause_and_resume_from_the_command_line(tmp_path: Path) -> None:
             "last_tick": None,
             "paused": True,
             "registered": False,
+            "worker": None,
+            "live": False,
+            "published": [],
+            "silent_nodes": [],
         }
     ]
     resumed = cli("schedule-resume", "nightly", "--storage", url)
