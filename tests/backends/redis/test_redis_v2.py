@@ -29,6 +29,7 @@ from exqueue.storage import (
     WAITING,
     NewJob,
     NodeInfo,
+    ScheduleSettings,
     Storage,
     TypeSettings,
     Unique,
@@ -307,3 +308,18 @@ def test_a_node_stored_before_types_were_published_reads_with_none(storage: Stor
     settings = TypeSettings(1, serial=True, rate=5, per=1.0, max_attempts=2)
     storage.beat_node(NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 1}, 0, {"w": settings}))
     assert [dict(n.types) for n in storage.nodes()] == [{"w": settings}, {}]  # new, old
+    assert [dict(n.schedules) for n in storage.nodes()] == [{}, {}]
+
+
+def test_a_node_stored_before_schedules_were_published_reads_with_none(storage: Storage) -> None:
+    assert isinstance(storage, RedisStorage)
+    settings = TypeSettings(2, max_attempts=3)
+    old = {"host": "h", "pid": 7, "started_at": 1.0, "seen_at": 2.0, "workers": {"w": 2}}
+    body = json.dumps({**old, "running": 0, "types": {"w": settings.as_json()}})
+    storage._client.hset(storage._prefix_key("nodes"), "old", body)
+    cron = ScheduleSettings("w", "*/5 * * * *", None, "Europe/Paris", "skip")
+    storage.beat_node(NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 1}, 0, {}, {"s": cron}))
+    assert storage.nodes() == [
+        NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 1}, 0, {}, {"s": cron}),
+        NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 0, {"w": settings}, {}),
+    ]

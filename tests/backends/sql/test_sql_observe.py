@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from exqueue.storage import HistoryCount, NewJob, NodeInfo, TypeSettings
+from exqueue.storage import HistoryCount, NewJob, NodeInfo, ScheduleSettings, TypeSettings
 from exqueue_sql import SQLStorage, metadata
 from tests.support import services
 
@@ -48,7 +48,7 @@ def test_the_alembic_metadata_has_the_observe_tables() -> None:
 
 
 @pytest.mark.parametrize("name", ["sqlite", "postgres", "mysql"])
-def test_a_nodes_table_without_types_gets_the_column_and_reads_empty_types(
+def test_a_nodes_table_without_types_or_schedules_gets_the_columns_and_reads_empty(
     name: str, tmp_path: Path
 ) -> None:
     prefix = f"o{uuid.uuid4().hex[:8]}_"
@@ -57,26 +57,28 @@ def test_a_nodes_table_without_types_gets_the_column_and_reads_empty_types(
         first.enqueue([NewJob("kept", "w", b"", 1.0, 1.0, 1)])
         table = first.engine.dialect.identifier_preparer.quote(f"{prefix}nodes")
         with first.engine.begin() as conn:
-            # The nodes table of an exqueue from before worker type settings were
-            # published, and a row its writer stored.
+            # The nodes table of an exqueue from before worker type settings and
+            # schedule definitions were published, and a row its writer stored.
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN types")
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN schedules")
             conn.exec_driver_sql(
                 f"INSERT INTO {table} (name, host, pid, started_at, seen_at, workers, running)"
                 " VALUES ('old', 'h', 7, 1.0, 2.0, '{\"w\": 2}', 1)"
             )
         first.engine.dispose()
-        assert "types" not in {
-            c["name"] for c in inspect(first.engine).get_columns(f"{prefix}nodes")
-        }
+        before = {c["name"] for c in inspect(first.engine).get_columns(f"{prefix}nodes")}
+        assert not {"types", "schedules"} & before
         again = SQLStorage(_url(name, tmp_path), prefix=prefix)
         try:
             columns = {c["name"] for c in inspect(again.engine).get_columns(f"{prefix}nodes")}
-            assert "types" in columns
+            assert {"types", "schedules"} <= columns
             assert again.nodes() == [NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 1, {})]
             assert again.get("kept") is not None
             settings = TypeSettings(2, global_limit=3, max_attempts=5, backoff="Fixed(seconds=1)")
-            again.beat_node(NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 2}, 0, {"w": settings}))
-            assert [n.types for n in again.nodes()] == [{"w": settings}, {}]  # new, old
+            every = ScheduleSettings("w", None, 30.0, "Asia/Tokyo", "run_once")
+            node = NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 2}, 0, {"w": settings}, {"s": every})
+            again.beat_node(node)
+            assert again.nodes() == [node, NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 1)]
             SQLStorage(_url(name, tmp_path), prefix=prefix).close()  # a second open adds nothing
         finally:
             again.close()
@@ -85,5 +87,5 @@ def test_a_nodes_table_without_types_gets_the_column_and_reads_empty_types(
         first.close()
 
 
-def test_the_alembic_metadata_has_the_types_column() -> None:
-    assert "types" in metadata.tables["exqueue_nodes"].c
+def test_the_alembic_metadata_has_the_types_and_schedules_columns() -> None:
+    assert {"types", "schedules"} <= set(metadata.tables["exqueue_nodes"].c.keys())
