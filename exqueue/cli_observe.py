@@ -26,7 +26,7 @@ from exqueue.cli import (
     storage_options,
 )
 from exqueue.queue import Queue
-from exqueue.storage import NodeInfo, types_as_json
+from exqueue.storage import NodeInfo, schedules_as_json, types_as_json
 
 
 def _when(epoch: float) -> str:
@@ -62,6 +62,7 @@ def nodes(
                     "workers": dict(node.workers),
                     "running": node.running,
                     "types": types_as_json(node.types),
+                    "schedules": schedules_as_json(node.schedules),
                 }
                 for node in found
             ]

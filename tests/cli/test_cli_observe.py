@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import exqueue
-from exqueue.storage import HistoryCount, NodeInfo, TypeSettings
+from exqueue.storage import HistoryCount, NodeInfo, ScheduleSettings, TypeSettings
 from tests.support.cli import cli
 
 
@@ -23,8 +23,9 @@ def test_nodes_lists_live_nodes(tmp_path: Path) -> None:
     now = time.time()
     settings = TypeSettings(1, serial=True, max_attempts=3)
     workers = {"app.send": 4, "app.post": 1}
+    fires = {"tidy": ScheduleSettings("app.post", None, 60.0)}
     storage.beat_node(
-        NodeInfo("web-1", "host-a", 42, now - 60, now, workers, 2, {"app.post": settings})
+        NodeInfo("web-1", "host-a", 42, now - 60, now, workers, 2, {"app.post": settings}, fires)
     )
     storage.beat_node(NodeInfo("gone-1", "host-b", 43, now - 600, now - 300, {}, 0))
     storage.close()
@@ -36,6 +37,7 @@ def test_nodes_lists_live_nodes(tmp_path: Path) -> None:
     assert rows[0]["workers"] == workers and rows[0]["running"] == 2
     assert rows[0]["types"] == {"app.post": settings.as_json()}
     assert TypeSettings.from_json(rows[0]["types"]["app.post"]) == settings
+    assert ScheduleSettings.from_json(rows[0]["schedules"]["tidy"]) == fires["tidy"]
     assert rows[0]["host"] == "host-a" and rows[0]["pid"] == 42
 
     table = cli("nodes", "--storage", url)

@@ -3,8 +3,9 @@
     python -m tests.dashboard.screens [docs]
 
 Builds a demo store (a few worker types, dead jobs with real tracebacks, an
-hour of outcome history, a live node, schedules), serves the dashboard and
-saves a PNG per page with Debian's chromium through Playwright.
+hour of outcome history, live nodes publishing their settings and schedules),
+serves the dashboard from the storage URL alone (as ``exqueue dashboard
+--storage``) and saves a PNG per page with Debian's chromium through Playwright.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import exqueue
 from exqueue.dashboard import create_app
-from exqueue.runtime.observe import settings_of
+from exqueue.runtime.observe import definition_of, settings_of
 from exqueue.storage import HistoryCount, NodeInfo, TypeSettings
 from tests.dashboard.helpers import served
 
@@ -54,6 +55,13 @@ def demo(url: str) -> exqueue.Queue:
     queue.enqueue_many([build.call(f"daily-{n}") for n in range(37)])
     for n in range(5):
         build.enqueue_in(600 + n * 60, f"weekly-{n}")
+    queue.schedule("nightly-report", "0 3 * * *", build.call("nightly"), tz="Europe/Stockholm")
+    queue.schedule("hourly-digest", "0 * * * *", build.call("digest"))
+    queue.schedule("retry-sweep", None, build.call("sweep"), every=300)
+    # What web-1 fires; web-2, an older deploy, still runs the digest every 30 minutes.
+    fired = {name: definition_of(schedule) for name, schedule in queue._schedules.items()}
+    older = {"hourly-digest": replace(fired["hourly-digest"], cron="*/30 * * * *")}
+    queue.pause_schedule("hourly-digest")
     storage = queue.storage
     now = time.time()
     minute = int(now // 60) * 60
@@ -82,6 +90,7 @@ def demo(url: str) -> exqueue.Queue:
             {"emails.send": 5, "reports.build": 2},
             3,
             published("emails.send", "reports.build"),
+            fired,
         )
     )  # type: ignore[attr-defined]
     # An older deploy still running reports.build at another concurrency: the
@@ -90,11 +99,8 @@ def demo(url: str) -> exqueue.Queue:
     web2["reports.build"] = replace(settings_of(build), concurrency=4)
     workers = {"billing.charge": 5, "ledger.post": 1, "reports.build": 4}
     storage.beat_node(
-        NodeInfo("web-2-4802-d4e5f6", "web-2", 4802, now - 1800, now - 2, workers, 0, web2)
+        NodeInfo("web-2-4802-d4e5f6", "web-2", 4802, now - 1800, now - 2, workers, 0, web2, older)
     )  # type: ignore[attr-defined]
-    queue.schedule("nightly-report", "0 3 * * *", build.call("nightly"), tz="Europe/Stockholm")
-    queue.schedule("hourly-digest", "0 * * * *", build.call("digest"))
-    queue.pause_schedule("hourly-digest")
     queue.pause("billing.charge")
     storage.pause_schedule("old-cleanup", False)  # type: ignore[attr-defined]
     return queue
@@ -115,7 +121,8 @@ def main(out: str = "docs") -> None:
         "dashboard-schedules.png": "/schedules",
         "dashboard-nodes.png": "/nodes",
     }
-    with served(create_app(queue)) as server, sync_playwright() as playwright:
+    reader = exqueue.Queue(url)  # the storage URL alone: no worker type, no schedule
+    with served(create_app(reader)) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
             args=["--no-sandbox", "--disable-background-networking"],
@@ -126,6 +133,7 @@ def main(out: str = "docs") -> None:
             page.screenshot(path=str(folder / name), full_page=name != "dashboard-job.png")
             print(folder / name)
         browser.close()
+    reader.close()
     queue.close()
 
 
