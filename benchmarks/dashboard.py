@@ -27,7 +27,7 @@ from tabulate import tabulate
 
 from benchmarks import claimcost, common
 from benchmarks.exq_app import JOB, NAMESPACE, PREFIX, make_queue, make_storage
-from exqueue.storage import NodeInfo, TypeSettings
+from exqueue.storage import NodeInfo, ScheduleSettings, TypeSettings
 
 TARGET_MS = 300.0
 
@@ -120,11 +120,18 @@ def time_pages(url: str, paths: list[tuple[str, str]], repeats: int) -> dict[str
 
 def publish_serial_node(storage: Any) -> None:
     """A live node that runs the filled type serially, so the overview reads the
-    nodes' published settings and the type's blocking head (its costliest form).
-    Seen a day ahead, so that it stays live however long the measurement takes."""
+    nodes' published settings and the type's blocking head (its costliest form), and
+    fires two schedules, so the Schedules page computes their next fires from the
+    published definitions. Seen a day ahead, so that it stays live however long the
+    measurement takes."""
     ahead = time.time() + 86_400
     settings = TypeSettings(1, serial=True, global_limit=2, rate=100, per=60.0, max_attempts=3)
-    storage.beat_node(NodeInfo("bench-node", "h", 1, ahead, ahead, {JOB: 1}, 0, {JOB: settings}))
+    fires = {
+        "nightly": ScheduleSettings(JOB, "30 2 * * 1-5", zone="Europe/Stockholm"),
+        "poll": ScheduleSettings(JOB, None, 30.0),
+    }
+    node = NodeInfo("bench-node", "h", 1, ahead, ahead, {JOB: 1}, 0, {JOB: settings}, fires)
+    storage.beat_node(node)
 
 
 def measure(backend: str, waiting: int, dead: int, repeats: int, tmp: str) -> dict[str, Any]:
