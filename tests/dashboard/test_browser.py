@@ -95,6 +95,7 @@ def test_every_page_loads_and_escapes(site: tuple[str, Filled], page: Any) -> No
     assert f"node {SCRIPT}" in page.locator("table").inner_text()
     page.goto(url + "/schedules")
     assert f"nightly {SCRIPT}" in page.locator("table").inner_text()
+    assert "not registered on any live node" in page.locator("table").inner_text()
     page.goto(f"{url}/job/{filled.dead[0]}")
     assert SCRIPT in page.locator("pre.traceback").first.inner_text()
     assert page.locator("img").count() == 0
