@@ -57,3 +57,7 @@ def test_the_schedules_page_shows_what_live_nodes_publish(filled: Filled) -> Non
 
     gone = row(page, "gone")
     assert "not registered on any live node" in gone and "unknown" in gone
+
+    nodes = client_for(create_app(filled.queue)).get("/nodes").text
+    assert_escaped(nodes)
+    assert f'title="30 2 * * * (Europe/Stockholm)">{escape(NIGHTLY)}</span>' in nodes
