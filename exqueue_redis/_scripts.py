@@ -181,8 +181,11 @@ return {'ok', out}
 """
 
 # ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
-# Returns {claimed jobs as HGETALL lists in claim order, {id, reason, ...}}: the
-# second list names damaged jobs that were picked and made dead instead.
+# Returns {claimed jobs in claim order, {id, reason, ...}}: the second list names
+# damaged jobs that were picked and made dead instead. Each claimed job is the
+# CLAIMED_FIELDS of its hash in that order (the new attempt; false for a field
+# that is absent), then its error fields as name, text pairs. The state and the
+# lease fields are not sent: the caller wrote them (see _records._claimed).
 CLAIM = (
     f"local PROMOTE = {PROMOTE_CHUNK}\n"
     + r"""
@@ -308,21 +311,28 @@ for i, g in ipairs(good) do
   if g[1] ~= 'serial' and g[7].expires_at then
     redis.call('ZREM', P .. 'expiry', smember(g[4], id))
   end
-  local h = g[5]
+  local h, m = g[5], g[7]
   -- attempt was checked to be an integer above; HSET writes it with the lease.
   local attempt = string.format('%d', int(h[g[6]]) + 1)
-  h[g[6]] = attempt
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
   ran[#ran + 1], ran[#ran + 2] = g[4], id
-  -- Appended pairs win over earlier ones when the caller reads the list.
-  local n = #h
-  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
-    'lease_token'
-  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
-    'started_at', now
-  out[i] = h
+  -- Only the fields a record needs, by position (CLAIMED_FIELDS): about half
+  -- the reply of the whole hash with its lease fields, for the server to write
+  -- and the caller to read.
+  local row = {id, m.seq or false, m.worker or false, m.payload or false, attempt,
+    m.max_attempts or false, m.run_at or false, m.enqueued_at or false, m.errors or false,
+    m.priority or false, m.meta or false, m.timeout or false, m.expires_at or false,
+    m.unique_key or false, m.partition or false}
+  if m.errors ~= '0' then
+    for j = 1, #h, 2 do
+      if string.sub(h[j], 1, 6) == 'error:' then
+        row[#row + 1], row[#row + 2] = h[j], h[j + 1]
+      end
+    end
+  end
+  out[i] = row
 end
 for a = 1, #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from exqueue.errors import JobCancelled, JobTimeout, Snooze
@@ -135,11 +136,11 @@ class AsyncRunner:
                     return
 
     def _start(self, lane: Lane, batch: list[tuple[JobRecord, str]]) -> None:
+        create_task, tasks, running = self.loop.create_task, self._tasks, self.running
         for record, token in batch:
-            task = self.loop.create_task(self._job(lane, record, token))
-            self._tasks.add(task)
-            self.running[record.id] = task
-            task.add_done_callback(self._tasks.discard)
+            task = create_task(self._job(lane, record, token))
+            tasks.add(task)
+            running[record.id] = task
 
     # -- one job ---------------------------------------------------------------------
 
@@ -156,8 +157,12 @@ class AsyncRunner:
             else:
                 error = asyncio.CancelledError("the job's task was cancelled")
         finally:
+            # Here rather than in a done callback: that would be one more loop
+            # callback per job.
             self.running.pop(record.id, None)
-            self._cancelled.discard(record.id)
+            self._tasks.discard(asyncio.current_task(self.loop))
+            if self._cancelled:
+                self._cancelled.discard(record.id)
         ended = self._ended
         if not ended:
             self.loop.call_soon(self._flush)
@@ -176,7 +181,8 @@ class AsyncRunner:
         worker = lane.worker
         try:
             work = worker.fn(*args, **kwargs)
-            if not inspect.isawaitable(work):
+            # A coroutine, nearly always: its type check is cheaper than isawaitable.
+            if type(work) is not CoroutineType and not inspect.isawaitable(work):
                 raise TypeError(
                     f"async worker type {worker.name!r} returned {type(work).__name__}, "
                     "not an awaitable: its job was not run"
