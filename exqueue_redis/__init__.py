@@ -82,7 +82,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -117,7 +116,7 @@ try:
     import redis
     from redis.cluster import RedisCluster
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError
+    from redis.exceptions import NoScriptError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigurationError(
@@ -134,8 +133,16 @@ from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._limits import RedisLimits
 from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import prelude_for
-from exqueue_redis._records import _count, _enqueue_args, _number, _readable, _record, _text
+from exqueue_redis._records import (
+    _claimed,
+    _count,
+    _enqueue_args,
+    _number,
+    _readable,
+    _text,
+)
 from exqueue_redis._schedules import RedisSchedules
+from exqueue_redis._wakeup import RedisWakeup
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -150,11 +157,10 @@ log = logging.getLogger("exqueue")
 #: The key layout version this code writes (the ``{ns}:schema`` key).
 SCHEMA_VERSION = str(LAYOUT_VERSION).encode()
 
-#: Longest a blocked ``wait_for_jobs`` goes without checking whether the storage closed.
-_WAIT_SLICE = 0.2
 
-
-class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue, RedisLimits):
+class RedisStorage(
+    RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue, RedisLimits, RedisWakeup
+):
     """Jobs in Redis. ``RedisStorage("redis://127.0.0.1:6379/0", namespace="exqueue")``.
 
     ``client`` uses an existing ``redis.Redis`` or ``redis.cluster.RedisCluster``
@@ -316,20 +322,22 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
     ) -> list[JobRecord]:
         if _count(limit, "claim limit", 0) == 0:
             return []
+        now_text, lease_text = _number(now, "now"), _number(lease_until, "lease_until")
         rows, damaged = self._run(
-            "CLAIM", worker, limit, _number(now, "now"), owner, token,
-            _number(lease_until, "lease_until"), "1" if serial else "0",
-        )  # fmt: skip
+            "CLAIM", worker, limit, now_text, owner, token, lease_text, "1" if serial else "0"
+        )
         for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
             log.error("job %s is dead: %s", _text(job_id), _text(reason))
         records = []
+        # The lease as stored: the same text read back, as a record read later has it.
+        started, expires = float(now_text), float(lease_text)
         for row in rows:
             try:
-                records.append(_record(row))
+                records.append(_claimed(row, owner, token, expires, started))
             except (KeyError, ValueError, TypeError, OverflowError) as exc:
                 # The script checked every field; should one still not read back,
                 # the job dies alone rather than stay "running" unreturned.
-                raw_id = dict(zip(row[::2], row[1::2], strict=True)).get(b"id", b"")
+                raw_id = row[0] or b""
                 reason = f"damaged stored job: unreadable ({exc!r})"
                 if self._run("BURY", raw_id, token, reason):
                     log.error("job %s is dead: %s", _text(raw_id), reason)
@@ -443,123 +451,6 @@ class RedisStorage(RedisSchedules, RedisObserve, RedisControl, RedisAsyncEnqueue
             flat[i].decode(): Counts(*(int(n) for n in flat[i + 1 : i + 5]))
             for i in range(0, len(flat), 5)
         }
-
-    # -- wake-ups ------------------------------------------------------------
-
-    def wait_for_jobs(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when a job was made runnable.
-
-        The first wait of a thread subscribes it to ``{ns}:wake``; then the
-        thread arms ``{ns}:armed``, and the next transition that makes a job
-        runnable (on any node) deletes that key and publishes once. The thread
-        stays subscribed. A wait that times out re-arms before it returns; one
-        that was woken returns at once and the next wait re-arms and returns
-        True without waiting, so a transition made between two waits counts for
-        the next one: a loop of waits misses nothing. ``close()`` ends a wait
-        early.
-        """
-        deadline = time.monotonic() + max(timeout, 0.0)
-        pubsub = self._checkout_pubsub()
-        if pubsub is None:
-            return False
-        broken = False
-        try:
-            if not getattr(self._local, "listening", False):
-                if not self._subscribe(pubsub, deadline):
-                    return False
-                self._local.listening = True
-                self._local.rearm = False
-                if not self._arm():
-                    return self._poll(pubsub, deadline)
-            elif self._local.rearm:
-                # The last wait returned before re-arming, so transitions since
-                # then announced nothing: arm, and report them as a possible one.
-                self._local.rearm = False
-                if not self._arm():
-                    return self._poll(pubsub, deadline)
-                return True
-            woke = self._next_wake(pubsub, deadline)
-            if woke:
-                # One wake-up per burst: what else is queued is the same news.
-                while pubsub.get_message(timeout=0) is not None:
-                    pass
-                # Re-armed by the next wait, not now: the caller claims a round
-                # trip sooner.
-                self._local.rearm = True
-                return True
-            if not self._arm():
-                self._local.rearm = True
-            return False
-        except Exception:
-            # A broken subscription is thrown away; the next wait starts afresh.
-            # After close() the connection may be torn down under us (redis-py
-            # then raises ValueError or OSError too): that just ends the wait.
-            broken = True
-            if self._closed:
-                return False
-            raise
-        finally:
-            self._checkin_pubsub(pubsub, broken)
-
-    def _subscribe(self, pubsub: Any, deadline: float) -> bool:
-        pubsub.subscribe(self._prefix + "wake")
-        while True:
-            message = pubsub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
-            if message is None:
-                return False
-            if message["type"] == "subscribe":
-                return True
-
-    def _arm(self) -> bool:
-        """Subscribed first, armed second: any later transition publishes to us.
-
-        False on a Redis at maxmemory, which refuses the write: then the caller
-        polls (reports a possible job after each wait) until memory is freed.
-        """
-        try:
-            self._client.set(self._prefix + "armed", b"1")
-        except OutOfMemoryError:
-            return False
-        return True
-
-    def _poll(self, pubsub: Any, deadline: float) -> bool:
-        """Unarmed (Redis is full): wait out the timeout, then report a possible job."""
-        self._next_wake(pubsub, deadline)
-        self._local.rearm = True
-        return True
-
-    def _next_wake(self, pubsub: Any, deadline: float) -> bool:
-        while not self._closed:
-            left = deadline - time.monotonic()
-            message = pubsub.get_message(timeout=min(max(left, 0.0), _WAIT_SLICE))
-            if message is not None and message["type"] == "message":
-                return True
-            if left <= 0:
-                return False
-        return False
-
-    def _checkout_pubsub(self) -> Any:
-        # One subscription per thread (a PubSub object is not thread-safe), kept
-        # between waits. Those in use are closed by their own thread after close().
-        with self._pubsubs_lock:
-            if self._closed:
-                return None
-            pubsub = getattr(self._local, "pubsub", None)
-            if pubsub is None:
-                pubsub = self._local.pubsub = self._client.pubsub()
-            self._pubsubs[pubsub] = True
-            return pubsub
-
-    def _checkin_pubsub(self, pubsub: Any, broken: bool) -> None:
-        with self._pubsubs_lock:
-            if not (broken or self._closed):
-                self._pubsubs[pubsub] = False
-                return
-            self._pubsubs.pop(pubsub, None)
-            self._local.pubsub = None
-            self._local.listening = False
-            self._local.rearm = False
-        quietly_close(pubsub)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -74,6 +74,61 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
     )
 
 
+#: The hash fields a claim returns, in this order (see ``_scripts.CLAIM``).
+CLAIMED_FIELDS = (
+    "id", "seq", "worker", "payload", "attempt", "max_attempts", "run_at", "enqueued_at",
+    "errors", "priority", "meta", "timeout", "expires_at", "unique_key", "partition",
+)  # fmt: skip
+_CLAIMED = len(CLAIMED_FIELDS)
+
+
+def _claimed(
+    row: list[bytes | None], owner: str, token: str, lease_expires: float, started_at: float
+) -> JobRecord:
+    """The record of a job the claim script just leased, from its positional reply.
+
+    The state and the lease fields are the ones the claim wrote, so they are not
+    sent back; every other field is read as :func:`_record_from` reads it (the
+    same checks, the same errors for a damaged one).
+    """
+    (
+        job_id, seq, worker, payload, attempt, max_attempts, run_at, enqueued_at,
+        errors, priority, meta, timeout, expires_at, unique, partition,
+    ) = row[:_CLAIMED]  # fmt: skip
+    count = int(errors)  # type: ignore[arg-type]
+    kept: tuple[str, ...] = ()
+    if count > 0:
+        texts = dict(zip(row[_CLAIMED::2], row[_CLAIMED + 1 :: 2], strict=True))
+        kept = tuple(
+            _text(text) for i in _kept(count) if (text := texts.get(b"error:%d" % i)) is not None
+        )
+    if payload is None:
+        raise KeyError("payload")
+    return JobRecord(
+        job_id.decode(),  # type: ignore[union-attr]
+        int(seq),  # type: ignore[arg-type]
+        worker.decode(),  # type: ignore[union-attr]
+        payload,
+        "running",
+        int(attempt),  # type: ignore[arg-type]
+        int(max_attempts),  # type: ignore[arg-type]
+        float(run_at),  # type: ignore[arg-type]
+        float(enqueued_at),  # type: ignore[arg-type]
+        kept,
+        owner,
+        token,
+        lease_expires,
+        started_at,
+        count,
+        0 if priority is None else _priority(priority),
+        {} if meta is None else _meta(meta),
+        None if timeout is None else _optional_float(timeout),
+        None if expires_at is None else _optional_float(expires_at),
+        None if unique is None else unique.decode(),
+        None if partition is None else partition.decode(),
+    )
+
+
 def _priority(raw: bytes) -> int:
     value = int(raw)
     if not PRIORITY_MIN <= value <= PRIORITY_MAX:

@@ -181,8 +181,11 @@ return {'ok', out}
 """
 
 # ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
-# Returns {claimed jobs as HGETALL lists in claim order, {id, reason, ...}}: the
-# second list names damaged jobs that were picked and made dead instead.
+# Returns {claimed jobs in claim order, {id, reason, ...}}: the second list names
+# damaged jobs that were picked and made dead instead. Each claimed job is the
+# CLAIMED_FIELDS of its hash in that order (the new attempt; false for a field
+# that is absent), then its error fields as name, text pairs. The state and the
+# lease fields are not sent: the caller wrote them (see _records._claimed).
 CLAIM = (
     f"local PROMOTE = {PROMOTE_CHUNK}\n"
     + r"""
@@ -197,15 +200,16 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
 local good, damaged, stale, later = {}, {}, {}, {}
+-- The fields a claim reads, by position: CLAIMED_FIELDS (_records.py), then state.
+local CF = {'id', 'seq', 'worker', 'payload', 'attempt', 'max_attempts', 'run_at',
+  'enqueued_at', 'errors', 'priority', 'meta', 'timeout', 'expires_at', 'unique_key',
+  'partition', 'state'}
 local function consider(member, seq, id, from)
-  -- The whole hash, read once: checked now, returned (patched) after the writes.
-  local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
-  for j = 1, #h, 2 do
-    m[h[j]] = h[j + 1]
-    if h[j] == 'attempt' then at = j + 1 end
-  end
-  local hseq = int(m.seq)
-  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
+  -- Read once, by position (false where absent): checked now, returned (patched)
+  -- after the writes, with no table of names to build per job.
+  local f = redis.call('HMGET', jkey(id), unpack(CF))
+  local hseq = int(f[2])
+  if seq == nil or f[16] ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = {from, member}
     return
   end
@@ -213,23 +217,23 @@ local function consider(member, seq, id, from)
   -- is checked here, with tonumber rather than the stricter num()/int() (a
   -- full check per job costs about as much as the claim's writes); a field
   -- that fails to read back in Python is buried from there.
-  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
+  local r, e = tonumber(f[7]), f[13] and tonumber(f[13])
   local why = nil
-  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
-      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
-    why = damage_of(id, m) or 'damaged stored job'
+  if f[1] ~= id or hseq == nil or int(f[5]) == nil or r == nil or r ~= r
+      or r == math.huge or r == -math.huge or (f[13] and (e == nil or e ~= e)) then
+    why = damage(id) or 'damaged stored job'
   end
-  if why == nil and m.worker ~= worker then
+  if why == nil and f[3] ~= worker then
     why = 'damaged stored job: indexed under worker ' .. worker
   end
   if why then
     damaged[#damaged + 1] = {from, member, id, seq, why}
   elseif r > now_n then
-    if from == rq then later[#later + 1] = {member, m.run_at, seq, id} end
+    if from == rq then later[#later + 1] = {member, f[7], seq, id} end
   elseif e and e <= now_n then
     return  -- never claimed; expire() makes it dead
   else
-    good[#good + 1] = {from, member, id, seq, h, at, m}
+    good[#good + 1] = {from, member, id, seq, f}
   end
 end
 if ARGV[7] == '1' then
@@ -295,7 +299,7 @@ local CHUNK = 500
 local out, taken, leased, ran = {}, {}, {}, {}
 for _, g in ipairs(good) do
   if g[1] == 'serial' then
-    unwait(g[3], worker, g[4], g[7].run_at)
+    unwait(g[3], worker, g[4], g[5][7])
   else
     taken[#taken + 1] = g[2]
   end
@@ -304,25 +308,27 @@ for a = 1, #taken, CHUNK do
   redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
 end
 for i, g in ipairs(good) do
-  local id = g[3]
-  if g[1] ~= 'serial' and g[7].expires_at then
+  local id, f = g[3], g[5]
+  if g[1] ~= 'serial' and f[13] then
     redis.call('ZREM', P .. 'expiry', smember(g[4], id))
   end
-  local h = g[5]
   -- attempt was checked to be an integer above; HSET writes it with the lease.
-  local attempt = string.format('%d', int(h[g[6]]) + 1)
-  h[g[6]] = attempt
+  local attempt = string.format('%d', int(f[5]) + 1)
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
   ran[#ran + 1], ran[#ran + 2] = g[4], id
-  -- Appended pairs win over earlier ones when the caller reads the list.
-  local n = #h
-  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
-    'lease_token'
-  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
-    'started_at', now
-  out[i] = h
+  -- The reply is the fields read (CLAIMED_FIELDS) with the new attempt, not the
+  -- whole hash with its lease: about half as much for the server to write and
+  -- the caller to read. The lease fields are the caller's own.
+  f[5], f[16] = attempt, nil
+  if f[9] ~= '0' then
+    local h = redis.call('HGETALL', jkey(id))
+    for j = 1, #h, 2 do
+      if string.sub(h[j], 1, 6) == 'error:' then f[#f + 1], f[#f + 2] = h[j], h[j + 1] end
+    end
+  end
+  out[i] = f
 end
 for a = 1, #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)

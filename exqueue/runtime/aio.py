@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from exqueue.errors import JobCancelled, JobTimeout, Snooze
@@ -135,19 +136,54 @@ class AsyncRunner:
                     return
 
     def _start(self, lane: Lane, batch: list[tuple[JobRecord, str]]) -> None:
+        # The Task class itself rather than loop.create_task: this loop never has a
+        # task factory, and the method's checks and naming cost a call per job.
+        loop, tasks, running = self.loop, self._tasks, self.running
         for record, token in batch:
-            task = self.loop.create_task(self._job(lane, record, token))
-            self._tasks.add(task)
-            self.running[record.id] = task
-            task.add_done_callback(self._tasks.discard)
+            task = asyncio.Task(self._job(lane, record, token), loop=loop)
+            tasks.add(task)
+            running[record.id] = task
 
     # -- one job ---------------------------------------------------------------------
 
     async def _job(self, lane: Lane, record: JobRecord, token: str) -> None:
+        # One coroutine per job, the attempt inline: each resumption of the job
+        # (every await in its body) passes through one frame fewer.
         started = time.monotonic()
         error: BaseException | None = None
         try:
-            error = await self._attempt(lane, record)
+            try:
+                args, kwargs, context = self._prepare(record)
+            except Undecodable as bad:
+                error = bad
+            else:
+                _current.set(context)  # each task runs in a copy of the context
+                worker = lane.worker
+                try:
+                    work = worker.fn(*args, **kwargs)
+                    # A coroutine, nearly always: its type check is cheaper than isawaitable.
+                    if type(work) is not CoroutineType and not inspect.isawaitable(work):
+                        raise TypeError(
+                            f"async worker type {worker.name!r} returned "
+                            f"{type(work).__name__}, not an awaitable: its job was not run"
+                        )
+                    if record.timeout is None:
+                        result = await work
+                    else:
+                        limit = asyncio.timeout(record.timeout)
+                        try:
+                            async with limit:
+                                result = await work
+                        except TimeoutError:
+                            if not limit.expired():
+                                raise
+                            result, error = None, timed_out(record.timeout)
+                    if isinstance(result, Snooze):
+                        error = result
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
+                    error = exc
         except asyncio.CancelledError:
             if self._closed:
                 return  # the node stopped: its held jobs were handed back
@@ -156,8 +192,12 @@ class AsyncRunner:
             else:
                 error = asyncio.CancelledError("the job's task was cancelled")
         finally:
+            # Here rather than in a done callback: that would be one more loop
+            # callback per job.
             self.running.pop(record.id, None)
-            self._cancelled.discard(record.id)
+            self._tasks.discard(asyncio.current_task(self.loop))
+            if self._cancelled:
+                self._cancelled.discard(record.id)
         ended = self._ended
         if not ended:
             self.loop.call_soon(self._flush)
@@ -166,37 +206,6 @@ class AsyncRunner:
     def _flush(self) -> None:
         ended, self._ended = self._ended, []
         self._outcomes.put(ended)
-
-    async def _attempt(self, lane: Lane, record: JobRecord) -> BaseException | None:
-        try:
-            args, kwargs, context = self._prepare(record)
-        except Undecodable as bad:
-            return bad
-        _current.set(context)  # each task runs in a copy of the context
-        worker = lane.worker
-        try:
-            work = worker.fn(*args, **kwargs)
-            if not inspect.isawaitable(work):
-                raise TypeError(
-                    f"async worker type {worker.name!r} returned {type(work).__name__}, "
-                    "not an awaitable: its job was not run"
-                )
-            if record.timeout is None:
-                result = await work
-            else:
-                limit = asyncio.timeout(record.timeout)
-                try:
-                    async with limit:
-                        result = await work
-                except TimeoutError:
-                    if limit.expired():
-                        return timed_out(record.timeout)
-                    raise
-            return result if isinstance(result, Snooze) else None
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
-            return exc
 
     # -- recording -------------------------------------------------------------------
 

@@ -323,3 +323,42 @@ def test_a_node_stored_before_schedules_were_published_reads_with_none(storage: 
         NodeInfo("new", "h", 8, 1.0, 3.0, {"w": 1}, 0, {}, {"s": cron}),
         NodeInfo("old", "h", 7, 1.0, 2.0, {"w": 2}, 0, {"w": settings}, {}),
     ]
+
+
+def test_a_claimed_record_is_the_stored_record(storage: Storage) -> None:
+    # The claim sends back only the fields it read, by position, and fills in
+    # the lease it wrote: every field must read as a later get() reads it,
+    # optional ones and kept errors (first and last, of more than are kept) too.
+    storage.enqueue([
+        job("plain"),
+        job("full", run_at=1.5, enqueued_at=1.25, priority=7, meta={"k": "v", "é": "ü"},
+            timeout=2.5, expires_at=1e9, unique=Unique("key-1", period=60.0)),
+        job("failing", worker="f", max_attempts=30),
+    ])  # fmt: skip
+    for attempt in range(12):
+        (failing,) = storage.claim(
+            "f", 1, now=100.0 + attempt, owner="n", token=f"t{attempt}", lease_until=200.0
+        )
+        assert failing.id == "failing" and failing.attempt == attempt + 1
+        assert failing.errors == storage.get("failing").errors  # type: ignore[union-attr]
+        assert storage.schedule_retry("failing", f"t{attempt}", run_at=0.0, error=f"e{attempt}")
+    records = [
+        record
+        for worker in ("w", "f")
+        for record in storage.claim(
+            worker, 10, now=150.5, owner="node-x", token="tok", lease_until=180.25
+        )
+    ]
+    assert sorted(record.id for record in records) == ["failing", "full", "plain"]
+    for record in records:
+        stored = storage.get(record.id)
+        assert stored is not None
+        assert record == stored
+        assert record.started_at == stored.started_at == 150.5
+        assert (record.state, record.lease_owner, record.lease_token) == (RUNNING, "node-x", "tok")
+        assert record.lease_expires == 180.25
+    by_id = {record.id: record for record in records}
+    assert by_id["full"].meta == {"k": "v", "é": "ü"} and by_id["full"].priority == 7
+    assert by_id["full"].timeout == 2.5 and by_id["full"].unique_key == "key-1"
+    assert by_id["failing"].error_count == 12 and by_id["failing"].errors[0] == "e0"
+    assert by_id["failing"].errors[-1] == "e11" and by_id["failing"].attempt == 13
