@@ -32,6 +32,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conformance.base import implements
+from conformance.limit_races import LIMITS_API
+from conformance.limits import PAUSE_API
 from conformance.model import Model
 from conformance.session import LIST_ALL, T0, StorageFactory, StorageSession, check_record
 from exqueue.storage import (
@@ -86,12 +89,10 @@ class LimitsMachine(RuleBasedStateMachine):
         return f"{kind}-{self.nonce}-{(self.counter * 7919) % 10007:05d}-{self.counter}"
 
     def _claimer(self) -> SupportsLimits:
-        assert isinstance(self.storage, SupportsLimits), "a LIMITS backend has claim_limited"
-        return self.storage
+        return implements(self.storage, SupportsLimits, LIMITS_API)
 
     def _pauser(self) -> SupportsPause:
-        assert isinstance(self.storage, SupportsPause), "a PAUSE backend has pause and paused"
-        return self.storage
+        return implements(self.storage, SupportsPause, PAUSE_API)
 
     def _check(self, record: JobRecord) -> None:
         """``record`` equals the model's job, field by field, and keeps its seq."""
