@@ -36,6 +36,7 @@ from conformance.limit_races import (
     race_limits_processes,
     race_limits_threads,
 )
+from conformance.schedule_races import SCHEDULES_API
 from exqueue.storage import (
     CANCEL,
     COMPLETE_MANY,
@@ -46,6 +47,7 @@ from exqueue.storage import (
     PAUSE,
     PERSISTENT,
     RUNNING,
+    SCHEDULES,
     SNOOZE,
     UNIQUE,
     WAITING,
@@ -60,6 +62,7 @@ from exqueue.storage import (
     SupportsCompleteMany,
     SupportsLimits,
     SupportsPause,
+    SupportsSchedules,
     SupportsSnooze,
     Unique,
 )
@@ -305,6 +308,31 @@ def check_limits_pause(factory: StorageFactory, settings: Settings) -> None:
         expect(ids(claim(storage, worker, 5)) == ["w1", "w2"], "a resumed type is claimed")
 
 
+def check_limits_pause_apart(factory: StorageFactory, settings: Settings) -> None:
+    """PAUSE with SCHEDULES: a worker type's pause and a schedule's pause never mix."""
+    rule = (
+        "pause(worker) pauses only that worker type and pause_schedule(name) only that "
+        "schedule, whichever of the two a storage object runs first"
+    )
+    for schedule_first in (False, True):
+        # A fresh storage object for each order: a backend may cache per object what
+        # each call runs (RedisStorage's scripts once shared one name, 'PAUSE').
+        with opened(factory) as (_, storage):
+            store = implements(storage, SupportsPause, PAUSE_API)
+            sched = implements(storage, SupportsSchedules, SCHEDULES_API)
+            worker, name = unique("apart-type"), unique("apart-schedule")
+            if schedule_first:
+                sched.pause_schedule(name, True)
+            store.pause(worker, True)
+            if not schedule_first:
+                sched.pause_schedule(name, True)
+            order = "schedule first" if schedule_first else "worker type first"
+            types = store.paused() & {worker, name}
+            expect(types == {worker}, rule, f"{order}: paused worker types {sorted(types)}")
+            states = {s.name: s.paused for s in sched.schedules() if s.name in (worker, name)}
+            expect(states == {name: True}, rule, f"{order}: schedules {states}")
+
+
 def check_limits_dead_error(factory: StorageFactory, settings: Settings) -> None:
     """LIMITS: a job enqueued with dead_error is stored dead with that error, never claimed."""
     with opened(factory) as (_, storage):
@@ -424,6 +452,7 @@ CHECKS = [
     Check("limits_partitions", LIMITS, check_limits_partitions, AREA),
     Check("limits_rate_window", LIMITS, check_limits_rate_window, AREA),
     Check("limits_pause", PAUSE, check_limits_pause, AREA),
+    Check("limits_pause_apart", (PAUSE, SCHEDULES), check_limits_pause_apart, AREA),
     Check("limits_dead_error", LIMITS, check_limits_dead_error, AREA),
     Check("limits_partition_stored", LIMITS, check_limits_partition_stored, AREA),
     Check("limits_state_machine", LIMITS, check_limits_state_machine, AREA),

@@ -32,10 +32,9 @@ A claim looks past at most :data:`SCAN_LIMIT` ready jobs of full partitions.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from exqueue.storage import JobRecord, LimitedClaim
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._lazy import LazyScripts
 from exqueue_redis._records import _number, _record, _text
 
 #: The most ready jobs one limited claim examines (those of full partitions are passed over).
@@ -206,19 +205,13 @@ return 1
 _SOURCES = {"CLAIM_LIMITED": CLAIM_LIMITED, "PAUSE": PAUSE}
 
 
-class RedisLimits:
+class RedisLimits(LazyScripts):
     """The limited claim and pause calls of ``RedisStorage`` (a base class of it)."""
 
-    _client: Any
     _prefix: str
-    _scripts: dict[str, Any]
-
-    def _run(self, name: str, *args: bytes | str | int | float) -> Any: ...  # RedisStorage's
 
     def _limits_script(self, name: str) -> str:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(PRELUDE + _SOURCES[name])
-        return name
+        return self._lazy("LIMITS", _SOURCES, name)
 
     def claim_limited(self, request: LimitedClaim) -> list[JobRecord]:
         lim = request.limits
