@@ -237,6 +237,63 @@ local function bury_damaged(id, worker, seq, when, reason)
   redis.call('SADD', P .. 'workers', worker)
 end
 
+-- What CLAIM and CLAIM_LIMITED share. Up to ``n`` due jobs of the scheduled
+-- set ``sq`` move to the ready set ``rq``; a damaged priority or run_at sorts
+-- first, for the claim to bury it.
+local function promote(sq, rq, now, n)
+  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, n)
+  for _, member in ipairs(due) do
+    local id = string.sub(member, 17)
+    local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
+    redis.call('ZREM', sq, member)
+    local seq = int(string.sub(member, 1, 16))
+    if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
+      local prio, run_at = '-2147483648', '-1e308'
+      if prio_ok(f[2]) then prio = f[2] or '0' end
+      if num(f[3]) then run_at = f[3] end
+      redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
+    end
+  end
+end
+-- A job a claim of ``worker`` found indexed under ``seq``: nil when the entry
+-- is stale (the job is gone, no longer waiting, or stored again under another
+-- seq). Else its hash, read once: ``h`` the HGETALL list (checked now,
+-- returned patched after the writes), ``m`` its fields by name, ``at`` h's
+-- index of the attempt; then why it cannot be claimed (nil: it can), and its
+-- run_at and expires_at read. Only what would stop a claim half-way or hand
+-- back another job's id is checked, with tonumber rather than the stricter
+-- num()/int() (a full check per job costs about as much as the claim's
+-- writes); a field that fails to read back in Python is buried from there.
+local function pick(id, seq, worker)
+  local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
+  for j = 1, #h, 2 do
+    m[h[j]] = h[j + 1]
+    if h[j] == 'attempt' then at = j + 1 end
+  end
+  local hseq = int(m.seq)
+  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then return nil end
+  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
+  local why = nil
+  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
+      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
+    why = damage_of(id, m) or 'damaged stored job'
+  end
+  if why == nil and m.worker ~= worker then
+    why = 'damaged stored job: indexed under worker ' .. worker
+  end
+  return h, m, at, why, r, e
+end
+-- A claimed job's HGETALL list ``h`` as it now stands: the pairs appended win
+-- over the earlier ones when the caller reads the list.
+local function as_running(h, owner, token, lease_until, now)
+  local n = #h
+  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
+    'lease_token'
+  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
+    'started_at', now
+  return h
+end
+
 -- Drop a removed job from its worker's index; forget the worker with its last job.
 local function forget(id, worker)
   redis.call('ZREM', P .. 'all:' .. worker, id)

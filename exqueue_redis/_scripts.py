@@ -198,29 +198,10 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- goes back to the scheduled set, an expired one is left for expire().
 local good, damaged, stale, later = {}, {}, {}, {}
 local function consider(member, seq, id, from)
-  -- The whole hash, read once: checked now, returned (patched) after the writes.
-  local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
-  for j = 1, #h, 2 do
-    m[h[j]] = h[j + 1]
-    if h[j] == 'attempt' then at = j + 1 end
-  end
-  local hseq = int(m.seq)
-  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
+  local h, m, at, why, r, e = pick(id, seq, worker)
+  if h == nil then
     stale[#stale + 1] = {from, member}
     return
-  end
-  -- Only what would stop this script half-way or hand back another job's id
-  -- is checked here, with tonumber rather than the stricter num()/int() (a
-  -- full check per job costs about as much as the claim's writes); a field
-  -- that fails to read back in Python is buried from there.
-  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
-  local why = nil
-  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
-      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
-    why = damage_of(id, m) or 'damaged stored job'
-  end
-  if why == nil and m.worker ~= worker then
-    why = 'damaged stored job: indexed under worker ' .. worker
   end
   if why then
     damaged[#damaged + 1] = {from, member, id, seq, why}
@@ -247,20 +228,7 @@ if ARGV[7] == '1' then
     end
   end
 elseif limit > 0 then
-  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, PROMOTE)
-  for _, member in ipairs(due) do
-    local id = string.sub(member, 17)
-    local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
-    redis.call('ZREM', sq, member)
-    local seq = int(string.sub(member, 1, 16))
-    if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
-      -- A damaged priority or run_at sorts first, for the claim to bury it.
-      local prio, run_at = '-2147483648', '-1e308'
-      if prio_ok(f[2]) then prio = f[2] or '0' end
-      if num(f[3]) then run_at = f[3] end
-      redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
-    end
-  end
+  promote(sq, rq, now, PROMOTE)
   local offset, step = 0, limit
   while #good < limit do
     local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
@@ -316,13 +284,7 @@ for i, g in ipairs(good) do
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
   ran[#ran + 1], ran[#ran + 2] = g[4], id
-  -- Appended pairs win over earlier ones when the caller reads the list.
-  local n = #h
-  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
-    'lease_token'
-  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
-    'started_at', now
-  out[i] = h
+  out[i] = as_running(h, owner, token, lease_until, now)
 end
 for a = 1, #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)
