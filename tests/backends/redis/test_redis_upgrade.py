@@ -30,7 +30,6 @@ from exqueue.storage import DEAD, RUNNING, WAITING, JobRecord, NewJob
 from exqueue_redis import RedisStorage
 from exqueue_redis._layout import open_layout
 from tests.support import services
-from tests.support.redis_servers import RedisClusterProcesses
 
 V1_COMMIT = "c524ee1"
 REPO = Path(__file__).resolve().parents[3]
@@ -92,14 +91,6 @@ def v1_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def url(request: Any) -> str:
-    if request.param == "redis":
-        return services.require("redis")
-    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-    return cluster.url
 
 
 @pytest.fixture
