@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
 from conformance import run_suite
 from conformance.limits import CHECKS
@@ -31,20 +31,13 @@ from exqueue.storage import (
     Recovered,
 )
 from exqueue_memory import MemoryStorage
+from tests.conformance.test_conformance_power import POWER
 
 NAMES = [check.name for check in CHECKS]
 SETTINGS = get_settings("ci")
 #: The limits state machine as the ci profile runs it, derandomized (the same examples
 #: every run) and without shrinking (a found failure is enough here).
-MACHINE = settings(
-    max_examples=MAX_EXAMPLES,
-    stateful_step_count=STEPS,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
+MACHINE = settings(POWER, max_examples=MAX_EXAMPLES, stateful_step_count=STEPS)
 
 
 class LimitOutsideAtomicStep(MemoryStorage):
