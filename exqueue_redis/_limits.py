@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 
 from exqueue.storage import JobRecord, LimitedClaim
+from exqueue_redis._claim_text import CLAIM_DAMAGE, PROMOTE_DUE, READ_JOB, RUNNING_VIEW
 from exqueue_redis._lazy import LazyScripts
 from exqueue_redis._records import _number, _record, _text
 
@@ -96,11 +97,16 @@ end
 if not parted and not room('') then return {{}, {}} end
 local good, damaged, stale, later = {}, {}, {}, {}
 local function consider(member, seq, id)
-  local h, m, at, why, r, e = pick(id, seq, worker)
-  if h == nil then
+"""
+    + READ_JOB
+    + r"""
+  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = member
     return
   end
+"""
+    + CLAIM_DAMAGE
+    + r"""
   if why then
     damaged[#damaged + 1] = {member, id, seq, why}
   elseif r > now_n then
@@ -115,7 +121,9 @@ local function consider(member, seq, id)
     end
   end
 end
-promote(sq, rq, now, PROMOTE)
+"""
+    + PROMOTE_DUE
+    + r"""
 local offset, step, seen = 0, math.max(limit, 100), 0
 while #good < limit and seen < SCAN do
   local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
@@ -154,7 +162,10 @@ for i, g in ipairs(good) do
     redis.call('ZADD', skey(g[7]), now, token .. ':' .. id)
     redis.call('EXPIRE', skey(g[7]), ttl)
   end
-  out[i] = as_running(h, owner, token, lease_until, now)
+"""
+    + RUNNING_VIEW
+    + r"""
+  out[i] = h
 end
 return {out, gone}
 """

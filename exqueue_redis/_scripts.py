@@ -13,6 +13,8 @@ they round-trip exactly; Redis parses them itself for sorted-set scores.
 
 from __future__ import annotations
 
+from exqueue_redis._claim_text import CLAIM_DAMAGE, PROMOTE_DUE, READ_JOB, RUNNING_VIEW
+
 #: Values per job in an ENQUEUE call (see ENQUEUE).
 ENQUEUE_FIELDS = 7
 #: The most due scheduled jobs one claim promotes into the ready set.
@@ -198,11 +200,16 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- goes back to the scheduled set, an expired one is left for expire().
 local good, damaged, stale, later = {}, {}, {}, {}
 local function consider(member, seq, id, from)
-  local h, m, at, why, r, e = pick(id, seq, worker)
-  if h == nil then
+"""
+    + READ_JOB
+    + r"""
+  if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = {from, member}
     return
   end
+"""
+    + CLAIM_DAMAGE
+    + r"""
   if why then
     damaged[#damaged + 1] = {from, member, id, seq, why}
   elseif r > now_n then
@@ -228,7 +235,9 @@ if ARGV[7] == '1' then
     end
   end
 elseif limit > 0 then
-  promote(sq, rq, now, PROMOTE)
+"""
+    + PROMOTE_DUE
+    + r"""
   local offset, step = 0, limit
   while #good < limit do
     local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
@@ -284,7 +293,10 @@ for i, g in ipairs(good) do
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
   ran[#ran + 1], ran[#ran + 2] = g[4], id
-  out[i] = as_running(h, owner, token, lease_until, now)
+"""
+    + RUNNING_VIEW
+    + r"""
+  out[i] = h
 end
 for a = 1, #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)
