@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from conformance.session import StorageSession
 from exqueue.storage import JobRecord, NewJob, Storage
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from hypothesis import settings as Settings
 
 StorageFactory = Callable[[], Storage]
+T = TypeVar("T")
 
 #: A realistic epoch time with a fraction that needs every bit of a double.
 NOW = 1_700_000_000.123456789
@@ -65,6 +66,16 @@ def expect(condition: bool, rule: str, seen: object = "") -> None:
     """Fail with ``rule`` (the contract, in words) and what was ``seen`` unless ``condition``."""
     if not condition:
         raise RuleBroken(f"rule broken: {rule}" + (f" -- {seen}" if seen != "" else ""))
+
+
+def implements(storage: object, protocol: Callable[..., T], rule: str) -> T:
+    """``storage`` seen as ``protocol`` (an optional ``Supports*`` protocol), or fail with
+    ``rule``: a backend declaring a capability must implement that protocol's methods."""
+    # ``protocol`` is a runtime-checkable Protocol class. It is typed as a callable
+    # returning T because mypy refuses a Protocol where ``type[T]`` is expected
+    # (type-abstract), and this keeps the callers free of casts.
+    expect(isinstance(storage, cast(type, protocol)), rule, type(storage).__name__)
+    return cast(T, storage)
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from conformance.base import (
     claim,
     expect,
     ids,
+    implements,
     job,
     opened,
     unique,
@@ -87,10 +88,9 @@ def check_protocol(factory: StorageFactory, settings: Settings) -> None:
 def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
     """WAKEUP: wait_for_jobs returns True soon after an enqueue, and honours its timeout."""
     with opened(factory) as (_, storage):
-        expect(isinstance(storage, SupportsWakeup), "WAKEUP is declared: wait_for_jobs exists")
-        assert isinstance(storage, SupportsWakeup)
+        waiter = implements(storage, SupportsWakeup, "WAKEUP is declared: wait_for_jobs exists")
         started = time.monotonic()
-        woke = storage.wait_for_jobs(0.2)
+        woke = waiter.wait_for_jobs(0.2)
         expect(isinstance(woke, bool), "wait_for_jobs returns a bool", repr(woke))
         expect(time.monotonic() - started < 2.0, "wait_for_jobs(0.2) returns by its timeout")
         stop = threading.Event()
@@ -107,7 +107,7 @@ def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
         started = time.monotonic()
         producer.start()
         try:
-            woke = storage.wait_for_jobs(10.0)
+            woke = waiter.wait_for_jobs(10.0)
         finally:
             stop.set()
             producer.join(10)
@@ -119,8 +119,7 @@ def check_wakeup(factory: StorageFactory, settings: Settings) -> None:
 def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> None:
     """WAKEUP: enqueue, retry, release, requeue and recover each wake the next wait of a thread."""
     with opened(factory) as (_, storage):
-        expect(isinstance(storage, SupportsWakeup), "WAKEUP is declared: wait_for_jobs exists")
-        assert isinstance(storage, SupportsWakeup)
+        waiter = implements(storage, SupportsWakeup, "WAKEUP is declared: wait_for_jobs exists")
         worker = unique("between")
         far = NOW + 1e9
         held: dict[str, tuple[str, str]] = {}
@@ -152,10 +151,10 @@ def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> N
         ]
         for name, prepare, transition in steps:
             prepare()
-            storage.wait_for_jobs(0.05)  # the thread's previous wait: it returns
+            waiter.wait_for_jobs(0.05)  # the thread's previous wait: it returns
             transition()
             started = time.monotonic()
-            woke = storage.wait_for_jobs(3.0)
+            woke = waiter.wait_for_jobs(3.0)
             rule = (
                 f"a {name} makes a job runnable, so it wakes wait_for_jobs, also when made "
                 "between two waits of a thread (it counts for the next)"
@@ -167,27 +166,26 @@ def check_wakeup_between_waits(factory: StorageFactory, settings: Settings) -> N
 def check_complete_many(factory: StorageFactory, settings: Settings) -> None:
     """COMPLETE_MANY: removes exactly the pairs still held (500 at once), and nothing else."""
     with opened(factory) as (_, storage):
-        expect(isinstance(storage, SupportsCompleteMany), "COMPLETE_MANY: complete_many exists")
-        assert isinstance(storage, SupportsCompleteMany)
+        many = implements(storage, SupportsCompleteMany, "COMPLETE_MANY: complete_many exists")
         worker = unique("many")
         storage.enqueue([job(f"m-{n}", worker) for n in range(5)])
         held = claim(storage, worker, 4, token="t")
         expect(ids(held) == ["m-0", "m-1", "m-2", "m-3"], "claim takes four jobs", ids(held))
         items = [("m-0", "t"), ("m-1", "stale"), ("m-2", "t"), ("m-4", "t"), ("nope", "t")]
         rule = "complete_many removes exactly the jobs still running with the token given"
-        done = sorted(storage.complete_many(items))
+        done = sorted(many.complete_many(items))
         expect(done == ["m-0", "m-2"], rule, done)
         left = {r.id: r.state for r in storage.list_jobs(worker=worker)}
         expect(left == {"m-1": RUNNING, "m-3": RUNNING, "m-4": WAITING}, rule, left)
-        expect(storage.complete_many([]) == [], "complete_many of nothing removes nothing")
-        storage.complete_many([("m-1", "t"), ("m-3", "t")])
+        expect(many.complete_many([]) == [], "complete_many of nothing removes nothing")
+        many.complete_many([("m-1", "t"), ("m-3", "t")])
         storage.delete("m-4")
         big = unique("many-big")
         storage.enqueue([job(f"{big}-{n}", big) for n in range(520)])
         taken = claim(storage, big, 520, token="b")
         expect(len(taken) == 520, "claim takes 520 runnable jobs", len(taken))
         pairs = [(r.id, "b") for r in taken[:500]]
-        done = storage.complete_many(pairs)
+        done = many.complete_many(pairs)
         expect(sorted(done) == sorted(i for i, _ in pairs), rule, f"removed {len(done)} of 500")
         left_ids = ids(storage.list_jobs(worker=big, limit=1000))
         expect(left_ids == ids(taken[500:]), rule, f"{len(left_ids)} left, expected 20")
@@ -208,22 +206,19 @@ class _Rollback(Exception):
 def check_transactional_enqueue(factory: StorageFactory, settings: Settings) -> None:
     """TRANSACTIONAL_ENQUEUE: enqueue_in commits and rolls back with the caller's transaction."""
     with opened(factory) as (_, storage):
-        expect(
-            isinstance(storage, SupportsTransactionalEnqueue),
-            "TRANSACTIONAL_ENQUEUE is declared: enqueue_in exists",
-        )
-        assert isinstance(storage, SupportsTransactionalEnqueue)
+        rule = "TRANSACTIONAL_ENQUEUE is declared: enqueue_in exists"
+        tx_store = implements(storage, SupportsTransactionalEnqueue, rule)
         opener = _transaction_opener(storage)
         if opener is None:
             return  # the transaction type is the backend's own: existence only
         worker = unique("tx")
         with opener() as tx:
-            storage.enqueue_in(tx, [job("tx-kept", worker), job("tx-kept-2", worker)])
+            tx_store.enqueue_in(tx, [job("tx-kept", worker), job("tx-kept-2", worker)])
         rule = "enqueue_in persists its jobs when the caller's transaction commits"
         expect(ids(storage.list_jobs(worker=worker)) == ["tx-kept", "tx-kept-2"], rule)
         try:
             with opener() as tx:
-                storage.enqueue_in(tx, [job("tx-dropped", worker)])
+                tx_store.enqueue_in(tx, [job("tx-dropped", worker)])
                 raise _Rollback
         except _Rollback:
             pass
@@ -236,10 +231,9 @@ def check_server_clock(factory: StorageFactory, settings: Settings) -> None:
     """SERVER_CLOCK: server_time() is epoch seconds, within a second of this machine's clock."""
     rule = "server_time() returns the store's clock as epoch seconds (a float)"
     with opened(factory) as (_, storage):
-        expect(isinstance(storage, SupportsServerClock), rule, "server_time is missing")
-        assert isinstance(storage, SupportsServerClock)
+        clock = implements(storage, SupportsServerClock, rule)
         before = time.time()
-        server = storage.server_time()
+        server = clock.server_time()
         after = time.time()
         expect(isinstance(server, float), rule, f"got {server!r}")
         # Loopback servers share this machine's clock; the slack covers a loaded machine.

@@ -23,6 +23,7 @@ from conformance.base import (
     expect,
     got,
     ids,
+    implements,
     job,
     opened,
     run_to,
@@ -38,39 +39,20 @@ from exqueue.storage import (
     WAITING,
     CancelRequest,
     SnoozeRequest,
-    Storage,
     SupportsAsyncEnqueue,
     SupportsCancel,
     SupportsSnooze,
 )
 
 AREA = "cancellation and snooze"
-
-
-def _cancel(storage: Storage) -> SupportsCancel:
-    expect(
-        isinstance(storage, SupportsCancel),
-        "a backend declaring 'cancel' implements cancel and cancel_requested",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsCancel)
-    return storage
-
-
-def _snooze(storage: Storage) -> SupportsSnooze:
-    expect(
-        isinstance(storage, SupportsSnooze),
-        "a backend declaring 'snooze' implements snooze and snoozes",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsSnooze)
-    return storage
+CANCEL_API = "a backend declaring 'cancel' implements cancel and cancel_requested"
+SNOOZE_API = "a backend declaring 'snooze' implements snooze and snoozes"
 
 
 def check_cancel_waiting(factory: StorageFactory, settings: Settings) -> None:
     """A waiting job cancelled is kept dead with the error "cancelled", never claimed."""
     with opened(factory) as (_, storage):
-        store, worker = _cancel(storage), unique("cancel-wait")
+        store, worker = implements(storage, SupportsCancel, CANCEL_API), unique("cancel-wait")
         storage.enqueue([job("w1", worker), job("w2", worker, run_at=NOW + 3600)])
         for job_id in ("w1", "w2"):
             outcome = store.cancel(CancelRequest(job_id))
@@ -93,7 +75,7 @@ def check_cancel_waiting(factory: StorageFactory, settings: Settings) -> None:
 def check_cancel_delete(factory: StorageFactory, settings: Settings) -> None:
     """``delete=True`` removes a waiting or dead job instead of keeping it."""
     with opened(factory) as (_, storage):
-        store, worker = _cancel(storage), unique("cancel-del")
+        store, worker = implements(storage, SupportsCancel, CANCEL_API), unique("cancel-del")
         storage.enqueue([job("d1", worker), job("d2", worker)])
         outcome = store.cancel(CancelRequest("d1", delete=True))
         expect(outcome == "deleted", "cancel(delete=True) of a waiting job: 'deleted'", outcome)
@@ -107,7 +89,7 @@ def check_cancel_delete(factory: StorageFactory, settings: Settings) -> None:
 def check_cancel_running(factory: StorageFactory, settings: Settings) -> None:
     """A running job is only marked; its holder sees the mark and records the outcome, fenced."""
     with opened(factory) as (_, storage):
-        store, worker = _cancel(storage), unique("cancel-run")
+        store, worker = implements(storage, SupportsCancel, CANCEL_API), unique("cancel-run")
         storage.enqueue([job("r1", worker), job("r2", worker)])
         token = run_to(storage, "r1", worker)
         before = got(storage, "r1")
@@ -133,7 +115,7 @@ def check_cancel_running(factory: StorageFactory, settings: Settings) -> None:
 def check_cancel_mark_per_attempt(factory: StorageFactory, settings: Settings) -> None:
     """A mark dies with its attempt: a release, a retry or a recovery ends it."""
     with opened(factory) as (_, storage):
-        store, worker = _cancel(storage), unique("cancel-att")
+        store, worker = implements(storage, SupportsCancel, CANCEL_API), unique("cancel-att")
         storage.enqueue([job("m1", worker, max_attempts=5)])
         token = run_to(storage, "m1", worker)
         store.cancel(CancelRequest("m1"))
@@ -151,7 +133,7 @@ def check_cancel_mark_per_attempt(factory: StorageFactory, settings: Settings) -
 def check_snooze(factory: StorageFactory, settings: Settings) -> None:
     """A snooze puts the held job back at run_at, attempt given back, fenced."""
     with opened(factory) as (_, storage):
-        store, worker = _snooze(storage), unique("snooze")
+        store, worker = implements(storage, SupportsSnooze, SNOOZE_API), unique("snooze")
         storage.enqueue([job("s1", worker)])
         token = run_to(storage, "s1", worker)
         stale = store.snooze(SnoozeRequest("s1", unique("tok"), NOW + 60, 5))
@@ -185,7 +167,7 @@ def check_snooze(factory: StorageFactory, settings: Settings) -> None:
 def check_snooze_cap(factory: StorageFactory, settings: Settings) -> None:
     """Once snoozed ``max_snoozes`` times, a snooze is refused and changes nothing."""
     with opened(factory) as (_, storage):
-        store, worker = _snooze(storage), unique("snooze-cap")
+        store, worker = implements(storage, SupportsSnooze, SNOOZE_API), unique("snooze-cap")
         storage.enqueue([job("c1", worker)])
         for _ in range(2):
             token = run_to(storage, "c1", worker)
@@ -206,18 +188,15 @@ def check_snooze_cap(factory: StorageFactory, settings: Settings) -> None:
 def check_async_enqueue(factory: StorageFactory, settings: Settings) -> None:
     """``aenqueue`` is ``enqueue`` awaited: same ids, same records, same duplicate refusal."""
     with opened(factory) as (_, storage):
-        expect(
-            isinstance(storage, SupportsAsyncEnqueue),
-            "a backend declaring 'async_enqueue' implements aenqueue",
-            type(storage).__name__,
+        store = implements(
+            storage, SupportsAsyncEnqueue, "a backend declaring 'async_enqueue' implements aenqueue"
         )
-        assert isinstance(storage, SupportsAsyncEnqueue)
         worker = unique("aenqueue")
 
         async def twice() -> tuple[list[str], str]:
-            got = await storage.aenqueue([job("a1", worker), job("a2", worker, priority=0)])
+            got = await store.aenqueue([job("a1", worker), job("a2", worker, priority=0)])
             try:
-                await storage.aenqueue([job("a3", worker), job("a1", worker)])
+                await store.aenqueue([job("a3", worker), job("a1", worker)])
             except ValueError:
                 return got, "refused"
             return got, "stored"

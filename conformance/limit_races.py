@@ -23,12 +23,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.base import StorageFactory
+from conformance.base import StorageFactory, implements
 from conformance.races import Barrier, run_processes, run_threads
 from exqueue.storage import LimitedClaim, Limits, NewJob, Storage, SupportsLimits
 
 NOW = 1_700_000_000.0
 LEASE = 3600.0
+LIMITS_API = "a backend declaring 'limits' implements claim_limited"
 #: The type bounded as a whole, and the type bounded per partition.
 WHOLE = Limits(concurrency=3)
 PER_PARTITION = Limits(concurrency=2, partitioned=True)
@@ -77,7 +78,7 @@ def _claimer(
     storage: Storage, index: int, start: Barrier, workers: tuple[str, str], deadline: float
 ) -> list[Interval]:
     """Claim both types in turn until neither has a waiting job; the intervals held."""
-    assert isinstance(storage, SupportsLimits), "a LIMITS backend implements claim_limited"
+    limited = implements(storage, SupportsLimits, LIMITS_API)
     rng = random.Random(index)
     held: list[Interval] = []
     done = {workers[0]: False, workers[1]: False}
@@ -95,7 +96,7 @@ def _claimer(
         request = LimitedClaim(
             worker, 1 + index % 2, NOW, f"racer-{index}", token, NOW + LEASE, limits
         )
-        got = storage.claim_limited(request)
+        got = limited.claim_limited(request)
         claimed_at = time.perf_counter()
         if not got:
             counts = storage.counts(NOW).get(worker)
@@ -202,8 +203,7 @@ def _process_claimer(
 
 def _hold_and_wait(factory: StorageFactory, worker: str, limit: int, ready: Any) -> None:
     """A node that takes every slot of ``worker`` and then hangs until it is killed."""
-    storage = factory()
-    assert isinstance(storage, SupportsLimits), "a LIMITS backend implements claim_limited"
+    storage = implements(factory(), SupportsLimits, LIMITS_API)
     request = LimitedClaim(worker, limit, NOW, "doomed-node", "doomed", NOW + 5, Limits(limit))
     got = storage.claim_limited(request)
     ready.put(len(got))
@@ -222,7 +222,7 @@ def kill_and_recover(factory: StorageFactory, *, limit: int = 2, jobs: int = 5) 
     limits = Limits(concurrency=limit)
     storage = factory()
     try:
-        assert isinstance(storage, SupportsLimits), "a LIMITS backend implements claim_limited"
+        limited = implements(storage, SupportsLimits, LIMITS_API)
         storage.enqueue(_jobs(worker, jobs, False))
         context = multiprocessing.get_context("spawn")
         ready = context.Queue()
@@ -238,7 +238,7 @@ def kill_and_recover(factory: StorageFactory, *, limit: int = 2, jobs: int = 5) 
 
         def claim(now: float, owner: str) -> list[str]:
             request = LimitedClaim(worker, jobs, now, owner, uuid.uuid4().hex, now + 60, limits)
-            return [record.id for record in storage.claim_limited(request)]
+            return [record.id for record in limited.claim_limited(request)]
 
         early = claim(NOW + 1, "survivor")
         assert early == [], (

@@ -24,15 +24,19 @@ from conformance.base import (
     expect,
     got,
     ids,
+    implements,
     job,
     opened,
     unique,
 )
+from conformance.control import CANCEL_API, SNOOZE_API
 from conformance.limit_races import (
+    LIMITS_API,
     kill_and_recover,
     race_limits_processes,
     race_limits_threads,
 )
+from conformance.schedule_races import SCHEDULES_API
 from exqueue.storage import (
     CANCEL,
     COMPLETE_MANY,
@@ -43,6 +47,7 @@ from exqueue.storage import (
     PAUSE,
     PERSISTENT,
     RUNNING,
+    SCHEDULES,
     SNOOZE,
     UNIQUE,
     WAITING,
@@ -57,6 +62,7 @@ from exqueue.storage import (
     SupportsCompleteMany,
     SupportsLimits,
     SupportsPause,
+    SupportsSchedules,
     SupportsSnooze,
     Unique,
 )
@@ -65,6 +71,8 @@ if TYPE_CHECKING:
     from hypothesis import settings as Settings
 
 AREA = "limits and pause"
+COMPLETE_MANY_API = "a backend declaring 'complete_many' implements complete_many"
+PAUSE_API = "a backend declaring 'pause' implements pause and paused"
 
 CONCURRENCY_RULE = (
     "claim_limited never lets a bucket's running jobs exceed limits.concurrency; a limited "
@@ -83,26 +91,6 @@ RATE_RULE = (
     "sliding window that counts claims, whatever became of their jobs"
 )
 PAUSE_RULE = "a paused worker type is claimed by neither claim nor claim_limited"
-
-
-def limiter(storage: Storage) -> SupportsLimits:
-    expect(
-        isinstance(storage, SupportsLimits),
-        "a backend declaring 'limits' implements claim_limited",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsLimits)
-    return storage
-
-
-def pauser(storage: Storage) -> SupportsPause:
-    expect(
-        isinstance(storage, SupportsPause),
-        "a backend declaring 'pause' implements pause and paused",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsPause)
-    return storage
 
 
 def lclaim(
@@ -126,7 +114,7 @@ def lclaim(
         lease_until=now + LONG if lease_until is None else lease_until,
         limits=limits,
     )
-    return limiter(storage).claim_limited(request)
+    return implements(storage, SupportsLimits, LIMITS_API).claim_limited(request)
 
 
 def _claimed(records: list[JobRecord], expected: list[str], rule: str, when: str) -> None:
@@ -182,8 +170,8 @@ def check_limits_slot_freed(factory: StorageFactory, settings: Settings) -> None
             if name == "complete":
                 done = storage.complete(a, token)
             elif name == "complete_many":
-                assert isinstance(storage, SupportsCompleteMany)
-                done = storage.complete_many([(a, token)]) == [a]
+                many = implements(storage, SupportsCompleteMany, COMPLETE_MANY_API)
+                done = many.complete_many([(a, token)]) == [a]
             elif name == "retry":
                 done = storage.schedule_retry(a, token, run_at=late + 100, error="x")
             elif name == "bury":
@@ -195,12 +183,12 @@ def check_limits_slot_freed(factory: StorageFactory, settings: Settings) -> None
             elif name == "recover owner":
                 done = storage.recover(NOW + 1, owner=worker, error="lost").waiting == (a,)
             elif name == "cancel":
-                assert isinstance(storage, SupportsCancel)
-                storage.cancel(CancelRequest(a))  # marks it; the holder then buries it
+                # The cancel marks it; the holder then buries it.
+                implements(storage, SupportsCancel, CANCEL_API).cancel(CancelRequest(a))
                 done = storage.bury(a, token, error="cancelled")
             else:
-                assert isinstance(storage, SupportsSnooze)
-                done = storage.snooze(SnoozeRequest(a, token, late + 100, 5)) == "snoozed"
+                store = implements(storage, SupportsSnooze, SNOOZE_API)
+                done = store.snooze(SnoozeRequest(a, token, late + 100, 5)) == "snoozed"
             expect(done, f"the holder's {name} applies", name)
             # A release keeps run_at, so the job is first in line again; a recovered
             # job's run_at is the recovery's now, behind b.
@@ -292,7 +280,7 @@ def check_limits_rate_window(factory: StorageFactory, settings: Settings) -> Non
 def check_limits_pause(factory: StorageFactory, settings: Settings) -> None:
     """PAUSE: a paused type is not claimed; running jobs finish; resume; survives reopen."""
     with opened(factory) as (session, storage):
-        store = pauser(storage)
+        store = implements(storage, SupportsPause, PAUSE_API)
         worker, other = unique("pause"), unique("pause-other")
         storage.enqueue([job(f"w{n}", worker) for n in range(3)] + [job("o1", other)])
         token = unique("tok")
@@ -311,13 +299,38 @@ def check_limits_pause(factory: StorageFactory, settings: Settings) -> None:
         expect(empty in store.paused(), "a type with no jobs may be paused", store.paused())
         if PERSISTENT in storage.capabilities:
             storage = session.reopen()
-            store = pauser(storage)
+            store = implements(storage, SupportsPause, PAUSE_API)
             expect(worker in store.paused(), "a pause survives a reopen", store.paused())
             expect(claim(storage, worker, 5) == [], PAUSE_RULE, "after a reopen")
         store.pause(worker, False)
         store.pause(empty, False)
         expect(worker not in store.paused(), "resume removes the pause", store.paused())
         expect(ids(claim(storage, worker, 5)) == ["w1", "w2"], "a resumed type is claimed")
+
+
+def check_limits_pause_apart(factory: StorageFactory, settings: Settings) -> None:
+    """PAUSE with SCHEDULES: a worker type's pause and a schedule's pause never mix."""
+    rule = (
+        "pause(worker) pauses only that worker type and pause_schedule(name) only that "
+        "schedule, whichever of the two a storage object runs first"
+    )
+    for schedule_first in (False, True):
+        # A fresh storage object for each order: a backend may cache per object what
+        # each call runs (RedisStorage's scripts once shared one name, 'PAUSE').
+        with opened(factory) as (_, storage):
+            store = implements(storage, SupportsPause, PAUSE_API)
+            sched = implements(storage, SupportsSchedules, SCHEDULES_API)
+            worker, name = unique("apart-type"), unique("apart-schedule")
+            if schedule_first:
+                sched.pause_schedule(name, True)
+            store.pause(worker, True)
+            if not schedule_first:
+                sched.pause_schedule(name, True)
+            order = "schedule first" if schedule_first else "worker type first"
+            types = store.paused() & {worker, name}
+            expect(types == {worker}, rule, f"{order}: paused worker types {sorted(types)}")
+            states = {s.name: s.paused for s in sched.schedules() if s.name in (worker, name)}
+            expect(states == {name: True}, rule, f"{order}: schedules {states}")
 
 
 def check_limits_dead_error(factory: StorageFactory, settings: Settings) -> None:
@@ -439,6 +452,7 @@ CHECKS = [
     Check("limits_partitions", LIMITS, check_limits_partitions, AREA),
     Check("limits_rate_window", LIMITS, check_limits_rate_window, AREA),
     Check("limits_pause", PAUSE, check_limits_pause, AREA),
+    Check("limits_pause_apart", (PAUSE, SCHEDULES), check_limits_pause_apart, AREA),
     Check("limits_dead_error", LIMITS, check_limits_dead_error, AREA),
     Check("limits_partition_stored", LIMITS, check_limits_partition_stored, AREA),
     Check("limits_state_machine", LIMITS, check_limits_state_machine, AREA),

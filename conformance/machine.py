@@ -19,7 +19,6 @@ carry a per-example nonce so no id is ever reused.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,7 +26,6 @@ from typing import Any
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -36,17 +34,15 @@ from hypothesis.stateful import (
 )
 
 from conformance.error_history import fail_often
+from conformance.machine_base import ModelledMachine
 from conformance.machine_v2 import ProtocolTwoRules
-from conformance.model import Model
 from conformance.observation import observe
 from conformance.session import (
     ALL_WORKERS,
     OWNERS,
     SERIAL_WORKERS,
-    T0,
     StorageFactory,
     StorageSession,
-    check_record,
 )
 from exqueue.storage import (
     COMPLETE_MANY,
@@ -59,7 +55,6 @@ from exqueue.storage import (
     UNIQUE,
     WAITING,
     WORKER_LOST,
-    JobRecord,
     JobState,
     NewJob,
 )
@@ -73,34 +68,16 @@ payloads = st.binary(max_size=12)
 attempts = st.integers(min_value=1, max_value=3)
 
 
-class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
+class StorageMachine(ProtocolTwoRules, ModelledMachine):
     """Random sequences of storage operations, checked against the model after each step."""
 
     def __init__(self, session: StorageSession) -> None:
-        super().__init__()
-        self.session = session
-        self.storage = session.fresh()
-        self.capabilities = frozenset(self.storage.capabilities)
-        self.model = Model()
-        self.now = T0
-        self.nonce = uuid.uuid4().hex[:8]
-        self.counter = 0
-        # (job id, token) of every claim so far: the current ones and the stale ones.
-        self.issued: list[tuple[str, str]] = []
-        # The backend's seq of each job, as first seen; it must never change.
-        self.real_seq: dict[str, int] = {}
+        super().__init__(session)
         self.known: list[str] = []
         self.touched: set[str] = set()
         self.observed = 0
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _next(self, kind: str) -> str:
-        self.counter += 1
-        # Real ids (uuid4) sort in no relation to enqueue order; scramble ours the
-        # same way so a backend ordering by id instead of seq shows up at once.
-        scrambled = (self.counter * 7919) % 10007
-        return f"{kind}-{self.nonce}-{scrambled:05d}-{self.counter}"
 
     def _new_job(
         self, worker: str, delay: float, max_attempts: int, payload: bytes, **v2: Any
@@ -114,10 +91,6 @@ class StorageMachine(ProtocolTwoRules, RuleBasedStateMachine):
             max_attempts=max_attempts,
             **v2,
         )
-
-    def _check(self, record: JobRecord) -> None:
-        """``record`` equals the model's job, field by field, and keeps its seq."""
-        check_record(self.model, self.real_seq, record)
 
     def _pick_job(self, data: st.DataObject, label: str) -> str:
         """An id, evenly by kind: waiting, running, dead, gone (removed) or never stored.

@@ -22,6 +22,8 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 
+from conformance.base import implements
+from conformance.control import CANCEL_API, SNOOZE_API
 from conformance.machine import StorageMachine, delays
 from conformance.session import StorageFactory, StorageSession
 from exqueue.storage import (
@@ -95,7 +97,7 @@ class ControlMachine(StorageMachine):
         storage = self.storage
         if SNOOZE not in self.capabilities or not self.issued:
             return
-        assert isinstance(storage, SupportsSnooze), "a backend declaring 'snooze' implements it"
+        store = implements(storage, SupportsSnooze, SNOOZE_API)
         job_id, token = self._holder(data)
         tokens = [token]
         if self.model.held(job_id, token) is not None:
@@ -104,7 +106,7 @@ class ControlMachine(StorageMachine):
         run_at = self.now + abs(delay)
         for holder in tokens:
             expected = self._model_snooze(job_id, holder, run_at)
-            got = storage.snooze(SnoozeRequest(job_id, holder, run_at, MAX_SNOOZES))
+            got = store.snooze(SnoozeRequest(job_id, holder, run_at, MAX_SNOOZES))
             assert got == expected, (
                 f"snooze({job_id!r}, token={holder!r}, run_at={run_at}, "
                 f"max_snoozes={MAX_SNOOZES}) returned {got!r}, expected {expected!r}"
@@ -117,7 +119,7 @@ class ControlMachine(StorageMachine):
         storage = self.storage
         if CANCEL not in self.capabilities:
             return
-        assert isinstance(storage, SupportsCancel), "a backend declaring 'cancel' implements it"
+        store = implements(storage, SupportsCancel, CANCEL_API)
         # Half the time a running job (if any): the mark, and what ends it, is the
         # subtle part; else a job of any kind.
         running = [job.id for job in self.model.ordered() if job.state == RUNNING]
@@ -127,7 +129,7 @@ class ControlMachine(StorageMachine):
         else:
             job_id = self._pick_job(data, "job to cancel")
         expected = self._model_cancel(job_id, delete)
-        got = storage.cancel(CancelRequest(job_id, delete=delete))
+        got = store.cancel(CancelRequest(job_id, delete=delete))
         assert got == expected, (
             f"cancel({job_id!r}, delete={delete}) returned {got!r}, expected {expected!r}"
         )

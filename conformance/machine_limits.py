@@ -18,13 +18,11 @@ name per example keeps an earlier example's starts out of this one.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -32,15 +30,17 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conformance.model import Model
-from conformance.session import LIST_ALL, T0, StorageFactory, StorageSession, check_record
+from conformance.base import implements
+from conformance.limit_races import LIMITS_API
+from conformance.limits import PAUSE_API
+from conformance.machine_base import ModelledMachine
+from conformance.session import LIST_ALL, StorageFactory, StorageSession
 from exqueue.storage import (
     PAUSE,
     PERSISTENT,
     PRIORITY,
     RUNNING,
     WORKER_LOST,
-    JobRecord,
     LimitedClaim,
     Limits,
     NewJob,
@@ -62,40 +62,21 @@ MAX_EXAMPLES = 15
 STEPS = 30
 
 
-class LimitsMachine(RuleBasedStateMachine):
+class LimitsMachine(ModelledMachine):
     """Limited claims and pause, checked against the model after each step."""
 
     def __init__(self, session: StorageSession) -> None:
-        super().__init__()
-        self.session = session
-        self.storage = session.fresh()
-        self.capabilities = frozenset(self.storage.capabilities)
-        self.model = Model()
-        self.now = T0
-        self.nonce = uuid.uuid4().hex[:8]
+        super().__init__(session)
         self.limits = {f"{stem}·{self.nonce}": limits for stem, limits in LIMITED.items()}
         self.workers = sorted(self.limits)
-        self.counter = 0
-        self.issued: list[tuple[str, str]] = []
-        self.real_seq: dict[str, int] = {}
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _next(self, kind: str) -> str:
-        self.counter += 1
-        return f"{kind}-{self.nonce}-{(self.counter * 7919) % 10007:05d}-{self.counter}"
-
     def _claimer(self) -> SupportsLimits:
-        assert isinstance(self.storage, SupportsLimits), "a LIMITS backend has claim_limited"
-        return self.storage
+        return implements(self.storage, SupportsLimits, LIMITS_API)
 
     def _pauser(self) -> SupportsPause:
-        assert isinstance(self.storage, SupportsPause), "a PAUSE backend has pause and paused"
-        return self.storage
-
-    def _check(self, record: JobRecord) -> None:
-        """``record`` equals the model's job, field by field, and keeps its seq."""
-        check_record(self.model, self.real_seq, record)
+        return implements(self.storage, SupportsPause, PAUSE_API)
 
     def _new_job(self, data: st.DataObject, worker: str) -> NewJob:
         dead = data.draw(st.integers(0, 9), label="dead_error") == 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
+from conformance.base import implements
 from conformance.model import Model
 from conformance.session import SERIAL_WORKERS, WORKERS
 from exqueue.storage import (
@@ -188,12 +189,12 @@ class ProtocolTwoRules:
         False when not drawn (the caller lists with list_jobs)."""
         if JOB_SCAN not in self.capabilities or not data.draw(st.booleans(), label="scan"):
             return False
-        assert isinstance(self.storage, SupportsJobScan)
+        scanner = implements(self.storage, SupportsJobScan, "a JOB_SCAN backend has scan_jobs")
         state, worker, tag = filters
         budget = data.draw(st.integers(1, 5), label="budget")
         limit = max(limit, 1)
         scan = JobScan(state, worker, tag, real_after, limit, budget)
-        got = self.storage.scan_jobs(scan)
+        got = scanner.scan_jobs(scan)
         candidates = self.model.list_jobs(
             state=state, worker=worker, limit=1_000_000, after_seq=model_after
         )

@@ -15,7 +15,7 @@ import threading
 
 from hypothesis import settings as Settings
 
-from conformance.base import NOW, Check, StorageFactory, expect, opened, unique
+from conformance.base import NOW, Check, StorageFactory, expect, implements, opened, unique
 from exqueue.storage import (
     HISTORY,
     NODES,
@@ -23,34 +23,15 @@ from exqueue.storage import (
     HistoryCount,
     NodeInfo,
     ScheduleSettings,
-    Storage,
     SupportsHistory,
     SupportsNodes,
     TypeSettings,
 )
 
 AREA = "nodes and history"
+NODES_API = "a backend declaring 'nodes' implements beat_node, nodes and drop_nodes"
+HISTORY_API = "a backend declaring 'history' implements add_history, history and prune_history"
 MINUTE = int(NOW) // 60 * 60
-
-
-def _nodes(storage: Storage) -> SupportsNodes:
-    expect(
-        isinstance(storage, SupportsNodes),
-        "a backend declaring 'nodes' implements beat_node, nodes and drop_nodes",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsNodes)
-    return storage
-
-
-def _history(storage: Storage) -> SupportsHistory:
-    expect(
-        isinstance(storage, SupportsHistory),
-        "a backend declaring 'history' implements add_history, history and prune_history",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsHistory)
-    return storage
 
 
 def _mine(store: SupportsNodes, names: set[str]) -> list[NodeInfo]:
@@ -60,7 +41,7 @@ def _mine(store: SupportsNodes, names: set[str]) -> list[NodeInfo]:
 def check_node_beat(factory: StorageFactory, settings: Settings) -> None:
     """A heartbeat stores the node, replacing every field; nodes are listed by name."""
     with opened(factory) as (_, storage):
-        store = _nodes(storage)
+        store = implements(storage, SupportsNodes, NODES_API)
         base = unique("node")
         b, a = f"{base}-b", f"{base}-a"
         workers = {"app.send": 4, "app.other": 1}
@@ -107,7 +88,7 @@ SERIAL = TypeSettings(concurrency=1, serial=True, max_attempts=1)
 def check_node_types(factory: StorageFactory, settings: Settings) -> None:
     """A node's published worker type settings round-trip, and a heartbeat replaces them."""
     with opened(factory) as (_, storage):
-        store = _nodes(storage)
+        store = implements(storage, SupportsNodes, NODES_API)
         name = unique("types")
         types = {"app.send": FULL, "app.serial": SERIAL, "app.plain": TypeSettings()}
         store.beat_node(NodeInfo(name, "h", 1, NOW, NOW, {"app.send": 3}, 0, types))
@@ -144,7 +125,7 @@ EVERY = ScheduleSettings("app.poll", None, 2.5, "America/New_York", "skip")
 def check_node_schedules(factory: StorageFactory, settings: Settings) -> None:
     """A node's published schedule definitions round-trip, and a heartbeat replaces them."""
     with opened(factory) as (_, storage):
-        store = _nodes(storage)
+        store = implements(storage, SupportsNodes, NODES_API)
         name = unique("scheds")
         given = {"nightly <é>": CRON, "poll": EVERY}
         store.beat_node(NodeInfo(name, "h", 1, NOW, NOW, {}, 0, {}, given))
@@ -175,7 +156,7 @@ def check_node_schedules(factory: StorageFactory, settings: Settings) -> None:
 def check_node_drop(factory: StorageFactory, settings: Settings) -> None:
     """drop_nodes removes nodes seen strictly before ``before``, and the node named."""
     with opened(factory) as (_, storage):
-        store = _nodes(storage)
+        store = implements(storage, SupportsNodes, NODES_API)
         base = unique("drop")
         old, edge, new, named = (f"{base}-{n}" for n in ("old", "edge", "new", "named"))
         store.beat_node(NodeInfo(old, "h", 1, NOW, NOW - 100))
@@ -196,7 +177,7 @@ def check_node_drop(factory: StorageFactory, settings: Settings) -> None:
 def check_node_bad_input(factory: StorageFactory, settings: Settings) -> None:
     """An invalid node raises ValueError and stores nothing."""
     with opened(factory) as (_, storage):
-        store = _nodes(storage)
+        store = implements(storage, SupportsNodes, NODES_API)
         name = unique("bad")
         for bad in (
             NodeInfo("", "h", 1, NOW, NOW),
@@ -260,7 +241,7 @@ def _rows(store: SupportsHistory, worker: str) -> list[HistoryCount]:
 def check_history_adds(factory: StorageFactory, settings: Settings) -> None:
     """History counts are added to their (worker, minute) row, within and across batches."""
     with opened(factory) as (_, storage):
-        store = _history(storage)
+        store = implements(storage, SupportsHistory, HISTORY_API)
         worker = unique("hist")
         store.add_history(
             [
@@ -286,7 +267,7 @@ def check_history_adds(factory: StorageFactory, settings: Settings) -> None:
 def check_history_read(factory: StorageFactory, settings: Settings) -> None:
     """history(since, worker) reads rows from ``since`` on, by (minute, worker)."""
     with opened(factory) as (_, storage):
-        store = _history(storage)
+        store = implements(storage, SupportsHistory, HISTORY_API)
         base = unique("read")
         a, b = f"{base}-a", f"{base}-b"
         store.add_history(
@@ -311,7 +292,7 @@ def check_history_read(factory: StorageFactory, settings: Settings) -> None:
 def check_history_prune(factory: StorageFactory, settings: Settings) -> None:
     """prune_history removes the rows of minutes strictly before ``before``."""
     with opened(factory) as (_, storage):
-        store = _history(storage)
+        store = implements(storage, SupportsHistory, HISTORY_API)
         worker = unique("prune")
         store.add_history([HistoryCount(worker, MINUTE + 60 * i, 1) for i in range(4)])
         removed = store.prune_history(MINUTE + 120)
@@ -323,7 +304,7 @@ def check_history_prune(factory: StorageFactory, settings: Settings) -> None:
 def check_history_bad_input(factory: StorageFactory, settings: Settings) -> None:
     """A batch with an invalid count raises ValueError and stores none of it."""
     with opened(factory) as (_, storage):
-        store = _history(storage)
+        store = implements(storage, SupportsHistory, HISTORY_API)
         worker = unique("badh")
         for bad in (
             HistoryCount(worker, MINUTE + 1, 1),
@@ -344,7 +325,7 @@ def check_history_bad_input(factory: StorageFactory, settings: Settings) -> None
 def check_history_threads(factory: StorageFactory, settings: Settings) -> None:
     """Threads adding to the same rows at once lose no count."""
     with opened(factory) as (_, storage):
-        store = _history(storage)
+        store = implements(storage, SupportsHistory, HISTORY_API)
         worker = unique("race")
         threads, rounds = 4, 25
         start = threading.Barrier(threads)
@@ -391,16 +372,18 @@ def check_observe_persisted(factory: StorageFactory, settings: Settings) -> None
         caps = storage.capabilities
         if NODES in caps:
             node = NodeInfo(name, "h", 1, NOW, NOW, {"w": 1}, 0, {"w": FULL}, {"s": CRON})
-            _nodes(storage).beat_node(node)
+            implements(storage, SupportsNodes, NODES_API).beat_node(node)
         if HISTORY in caps:
-            _history(storage).add_history([HistoryCount(name, MINUTE, 3)])
+            implements(storage, SupportsHistory, HISTORY_API).add_history(
+                [HistoryCount(name, MINUTE, 3)]
+            )
         reopened = session.reopen()
         if NODES in caps:
-            kept = _mine(_nodes(reopened), {name})
+            kept = _mine(implements(reopened, SupportsNodes, NODES_API), {name})
             expect(len(kept) == 1, "a node survives a reopen", kept)
             expect(kept == [node], "a node survives a reopen with every field", kept)
         if HISTORY in caps:
-            rows = _rows(_history(reopened), name)
+            rows = _rows(implements(reopened, SupportsHistory, HISTORY_API), name)
             expect(rows == [HistoryCount(name, MINUTE, 3)], "history survives a reopen", rows)
 
 

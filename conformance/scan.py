@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from hypothesis import settings as Settings
 
-from conformance.base import Check, StorageFactory, claim, expect, ids, job, opened, unique
+from conformance.base import (
+    Check,
+    StorageFactory,
+    claim,
+    expect,
+    ids,
+    implements,
+    job,
+    opened,
+    unique,
+)
 from exqueue.storage import DEAD, METADATA, RUNNING, WAITING, JobRecord, JobState, Storage
 from exqueue.storage_scan import JOB_SCAN, JobScan, SupportsJobScan
 
@@ -44,13 +54,10 @@ def _follow(
     after: int | None = None
     listed: list[JobRecord] = []
     for _ in range(len(candidates) + 2):
-        expect(
-            isinstance(storage, SupportsJobScan),
-            "a backend declaring job_scan implements SupportsJobScan",
-            type(storage).__name__,
+        scanner = implements(
+            storage, SupportsJobScan, "a backend declaring job_scan implements SupportsJobScan"
         )
-        assert isinstance(storage, SupportsJobScan)
-        page = storage.scan_jobs(
+        page = scanner.scan_jobs(
             JobScan(
                 state=state, worker=worker, tag=tag, after_seq=after, limit=limit, budget=budget
             )

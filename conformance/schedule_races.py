@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
+from conformance.base import StorageFactory, implements
 from conformance.races import Barrier, run_processes, run_threads
 from exqueue.storage import NewJob, Storage, SupportsSchedules
 
-StorageFactory = Callable[[], Storage]
-
 NOW = 1_700_000_000.0
+
+SCHEDULES_API = "a backend declaring 'schedules' implements fire, schedules and pause_schedule"
 
 
 def _tick_job(worker: str, racer: int, tick: int) -> NewJob:
@@ -33,11 +33,11 @@ def _tick_job(worker: str, racer: int, tick: int) -> NewJob:
 
 def _offer(storage: Storage, schedule: str, worker: str, racer: int, ticks: int) -> list[int]:
     """Fire ticks 1..ticks of ``schedule``; the ticks this racer won."""
-    assert isinstance(storage, SupportsSchedules)
+    store = implements(storage, SupportsSchedules, SCHEDULES_API)
     return [
         tick
         for tick in range(1, ticks + 1)
-        if storage.fire(schedule, NOW + tick, _tick_job(worker, racer, tick))
+        if store.fire(schedule, NOW + tick, _tick_job(worker, racer, tick))
     ]
 
 

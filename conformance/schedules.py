@@ -10,29 +10,28 @@ from __future__ import annotations
 
 from hypothesis import settings as Settings
 
-from conformance.base import NOW, Check, RuleBroken, StorageFactory, expect, job, opened, unique
-from conformance.schedule_races import race_fire_processes, race_fire_threads
+from conformance.base import (
+    NOW,
+    Check,
+    RuleBroken,
+    StorageFactory,
+    expect,
+    implements,
+    job,
+    opened,
+    unique,
+)
+from conformance.schedule_races import SCHEDULES_API, race_fire_processes, race_fire_threads
 from exqueue.storage import (
     MULTI_PROCESS,
     PERSISTENT,
     SCHEDULES,
     WAITING,
     ScheduleState,
-    Storage,
     SupportsSchedules,
 )
 
 AREA = "schedules"
-
-
-def _store(storage: Storage) -> SupportsSchedules:
-    expect(
-        isinstance(storage, SupportsSchedules),
-        "a backend declaring 'schedules' implements fire, schedules and pause_schedule",
-        type(storage).__name__,
-    )
-    assert isinstance(storage, SupportsSchedules)
-    return storage
 
 
 def _state(storage: SupportsSchedules, name: str) -> ScheduleState | None:
@@ -42,7 +41,8 @@ def _state(storage: SupportsSchedules, name: str) -> ScheduleState | None:
 def check_tick_once(factory: StorageFactory, settings: Settings) -> None:
     """A tick fires once: the first fire stores its job and records it, a repeat stores nothing."""
     with opened(factory) as (_, storage):
-        store, name, worker = _store(storage), unique("sched"), unique("tick-once")
+        store = implements(storage, SupportsSchedules, SCHEDULES_API)
+        name, worker = unique("sched"), unique("tick-once")
         tick = NOW + 0.25
         expect(_state(store, name) is None, "a schedule never fired or paused has no state")
         first = store.fire(name, tick, job("t1", worker, b"first"))
@@ -67,7 +67,8 @@ def check_tick_once(factory: StorageFactory, settings: Settings) -> None:
 def check_ticks_forward(factory: StorageFactory, settings: Settings) -> None:
     """Ticks only move forward: a tick at or before the recorded one stores and records nothing."""
     with opened(factory) as (_, storage):
-        store, name, worker = _store(storage), unique("sched"), unique("forward")
+        store = implements(storage, SupportsSchedules, SCHEDULES_API)
+        name, worker = unique("sched"), unique("forward")
         expect(store.fire(name, NOW + 10, job("f10", worker)), "the first tick fires")
         older = store.fire(name, NOW + 5, job("f5", worker))
         expect(
@@ -99,7 +100,8 @@ def check_ticks_forward(factory: StorageFactory, settings: Settings) -> None:
 def check_pause(factory: StorageFactory, settings: Settings) -> None:
     """A paused schedule's ticks are recorded without jobs; resumed, later ticks fire."""
     with opened(factory) as (_, storage):
-        store, name, worker = _store(storage), unique("sched"), unique("pause")
+        store = implements(storage, SupportsSchedules, SCHEDULES_API)
+        name, worker = unique("sched"), unique("pause")
         store.pause_schedule(name, True)
         expect(
             _state(store, name) == ScheduleState(name, None, True),
@@ -131,7 +133,8 @@ def check_pause(factory: StorageFactory, settings: Settings) -> None:
 def check_duplicate_job(factory: StorageFactory, settings: Settings) -> None:
     """A fire whose job id is already stored raises ValueError and records no tick."""
     with opened(factory) as (_, storage):
-        store, name, worker = _store(storage), unique("sched"), unique("dup")
+        store = implements(storage, SupportsSchedules, SCHEDULES_API)
+        name, worker = unique("sched"), unique("dup")
         storage.enqueue([job("d1", worker, b"original")])
         try:
             store.fire(name, NOW, job("d1", worker, b"copy"))
@@ -157,10 +160,11 @@ def check_persisted(factory: StorageFactory, settings: Settings) -> None:
     with opened(factory) as (session, storage):
         if PERSISTENT not in storage.capabilities:
             return  # nothing to keep across a reopen
-        store, name, worker = _store(storage), unique("sched"), unique("persist")
+        store = implements(storage, SupportsSchedules, SCHEDULES_API)
+        name, worker = unique("sched"), unique("persist")
         store.fire(name, NOW + 3, job("k1", worker))
         store.pause_schedule(name, True)
-        reopened = _store(session.reopen())
+        reopened = implements(session.reopen(), SupportsSchedules, SCHEDULES_API)
         expect(
             _state(reopened, name) == ScheduleState(name, NOW + 3, True),
             "the recorded tick and the pause survive a reopen",

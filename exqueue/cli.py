@@ -127,6 +127,27 @@ def open_queue(
     return Queue(connect(storage or DEFAULT_URL, create=create, **options))
 
 
+def for_each_name(method: Callable[[Queue, str], None], done: str) -> Callable[..., None]:
+    """A command taking NAMES that calls ``method(queue, name)`` for each in turn and
+    echoes ``<done> <name>`` after each (``pause``, ``resume`` and their schedule twins)."""
+
+    @storage_options
+    @click.argument("names", nargs=-1, required=True)
+    def command(
+        storage: str | None,
+        app: str | None,
+        prefix: str | None,
+        namespace: str | None,
+        names: tuple[str, ...],
+    ) -> None:
+        queue = open_queue(storage, app, prefix, namespace, create=False)
+        for name in names:
+            method(queue, name)
+            click.echo(f"{done} {safe(name)}")
+
+    return command
+
+
 def storage_url(queue: Queue) -> str | None:
     """The URL the app's storage was opened with, when the backend tells (for comparison)."""
     engine = getattr(queue.storage, "engine", None)

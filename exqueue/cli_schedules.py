@@ -13,7 +13,16 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from exqueue.cli import echo_json, local_time, main, open_queue, safe, storage_options
+from exqueue.cli import (
+    echo_json,
+    for_each_name,
+    local_time,
+    main,
+    open_queue,
+    safe,
+    storage_options,
+)
+from exqueue.queue import Queue
 from exqueue.schedules import ScheduleInfo
 
 
@@ -65,32 +74,11 @@ def schedules(
         click.echo("(no live node publishes the ones without an expression: --app shows its own)")
 
 
-def _pause(paused: bool) -> Any:
-    @storage_options
-    @click.argument("names", nargs=-1, required=True)
-    def command(
-        storage: str | None,
-        app: str | None,
-        prefix: str | None,
-        namespace: str | None,
-        names: tuple[str, ...],
-    ) -> None:
-        queue = open_queue(storage, app, prefix, namespace, create=False)
-        for name in names:
-            if paused:
-                queue.pause_schedule(name)
-            else:
-                queue.resume_schedule(name)
-            click.echo(f"{'paused' if paused else 'resumed'} {safe(name)}")
-
-    return command
-
-
 main.command(
     "schedule-pause",
     help="Pause schedules on every node: their ticks pass without jobs until resumed.",
-)(_pause(True))
+)(for_each_name(Queue.pause_schedule, "paused"))
 main.command(
     "schedule-resume",
     help="Resume paused schedules: the next tick fires (paused ticks are not run).",
-)(_pause(False))
+)(for_each_name(Queue.resume_schedule, "resumed"))

@@ -57,7 +57,7 @@ from exqueue.policy import (
     Fixed,
 )
 from exqueue.queue_async import AsyncMethods
-from exqueue.queue_limits import LimitMethods
+from exqueue.queue_limits import LimitMethods, with_partition
 from exqueue.queue_manage import ManageMethods, WorkerStats, new_job_id
 from exqueue.queue_observe import ObserveMethods
 from exqueue.queue_schedules import ScheduleMethods
@@ -322,7 +322,20 @@ class Queue(ManageMethods, LimitMethods, ScheduleMethods, ObserveMethods, AsyncM
         defaults = worker_type.defaults if worker_type is not None else None
         if worker_type is not None and worker_type.limits is not None:
             if worker_type.limits.partition is not None:
-                return self._partitioned(worker_type, args, kwargs, run_at, delay, now, options)
+                args = args if type(args) is tuple else tuple(args)
+                kwargs = kwargs if type(kwargs) is dict else dict(kwargs)
+                job = self._new_job_with_options(
+                    worker_type,
+                    worker_type.name,
+                    args,
+                    kwargs,
+                    run_at,
+                    delay,
+                    now,
+                    options or JobOptions(),
+                    defaults,
+                )
+                return with_partition(worker_type, job, args, kwargs)
         if options is not None or defaults is not None:
             return self._new_job_with_options(
                 worker_type, worker, args, kwargs, run_at, delay, now, options, defaults

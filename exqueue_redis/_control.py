@@ -13,7 +13,7 @@ Each call is one script, atomic on the server; every key is the namespace's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from exqueue.storage import (
     CANCELLED,
@@ -23,7 +23,7 @@ from exqueue.storage import (
     SnoozeRequest,
     SnoozeResult,
 )
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._lazy import LazyScripts
 from exqueue_redis._records import _number
 
 # ARGV: id, delete ('1' or '0'), error. Returns cancelled, requested, finished,
@@ -91,21 +91,14 @@ _SOURCES = {
 }
 
 
-class RedisControl:
+class RedisControl(LazyScripts):
     """The cancel and snooze calls of ``RedisStorage`` (a base class of it)."""
-
-    _client: Any
-    _scripts: dict[str, Any]
-
-    def _run(self, name: str, *args: bytes | str | int | float) -> Any: ...  # RedisStorage's
 
     def delete(self, job_id: str) -> DeleteResult:
         raise NotImplementedError
 
     def _control(self, name: str) -> str:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(PRELUDE + _SOURCES[name])
-        return name
+        return self._lazy("CONTROL", _SOURCES, name)
 
     def cancel(self, request: CancelRequest) -> CancelResult:
         flag = "1" if request.delete else "0"

@@ -32,10 +32,10 @@ A claim looks past at most :data:`SCAN_LIMIT` ready jobs of full partitions.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from exqueue.storage import JobRecord, LimitedClaim
-from exqueue_redis._prelude import PRELUDE
+from exqueue_redis._claim_text import CLAIM_DAMAGE, PROMOTE_DUE, READ_JOB, RUNNING_VIEW
+from exqueue_redis._lazy import LazyScripts
 from exqueue_redis._records import _number, _record, _text
 
 #: The most ready jobs one limited claim examines (those of full partitions are passed over).
@@ -97,25 +97,16 @@ end
 if not parted and not room('') then return {{}, {}} end
 local good, damaged, stale, later = {}, {}, {}, {}
 local function consider(member, seq, id)
-  local h, m, at = redis.call('HGETALL', jkey(id)), {}, 0
-  for j = 1, #h, 2 do
-    m[h[j]] = h[j + 1]
-    if h[j] == 'attempt' then at = j + 1 end
-  end
-  local hseq = int(m.seq)
+"""
+    + READ_JOB
+    + r"""
   if seq == nil or m.state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = member
     return
   end
-  local r, e = tonumber(m.run_at), m.expires_at and tonumber(m.expires_at)
-  local why = nil
-  if m.id ~= id or hseq == nil or int(m.attempt) == nil or r == nil or r ~= r
-      or r == math.huge or r == -math.huge or (m.expires_at and (e == nil or e ~= e)) then
-    why = damage_of(id, m) or 'damaged stored job'
-  end
-  if why == nil and m.worker ~= worker then
-    why = 'damaged stored job: indexed under worker ' .. worker
-  end
+"""
+    + CLAIM_DAMAGE
+    + r"""
   if why then
     damaged[#damaged + 1] = {member, id, seq, why}
   elseif r > now_n then
@@ -130,19 +121,9 @@ local function consider(member, seq, id)
     end
   end
 end
-local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, PROMOTE)
-for _, member in ipairs(due) do
-  local id = string.sub(member, 17)
-  local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
-  redis.call('ZREM', sq, member)
-  local seq = int(string.sub(member, 1, 16))
-  if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
-    local prio, run_at = '-2147483648', '-1e308'
-    if prio_ok(f[2]) then prio = f[2] or '0' end
-    if num(f[3]) then run_at = f[3] end
-    redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
-  end
-end
+"""
+    + PROMOTE_DUE
+    + r"""
 local offset, step, seen = 0, math.max(limit, 100), 0
 while #good < limit and seen < SCAN do
   local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
@@ -181,11 +162,9 @@ for i, g in ipairs(good) do
     redis.call('ZADD', skey(g[7]), now, token .. ':' .. id)
     redis.call('EXPIRE', skey(g[7]), ttl)
   end
-  local n = #h
-  h[n + 1], h[n + 2], h[n + 3], h[n + 4], h[n + 5] = 'state', 'running', 'lease_owner', owner,
-    'lease_token'
-  h[n + 6], h[n + 7], h[n + 8], h[n + 9], h[n + 10] = token, 'lease_expires', lease_until,
-    'started_at', now
+"""
+    + RUNNING_VIEW
+    + r"""
   out[i] = h
 end
 return {out, gone}
@@ -206,19 +185,13 @@ return 1
 _SOURCES = {"CLAIM_LIMITED": CLAIM_LIMITED, "PAUSE": PAUSE}
 
 
-class RedisLimits:
+class RedisLimits(LazyScripts):
     """The limited claim and pause calls of ``RedisStorage`` (a base class of it)."""
 
-    _client: Any
     _prefix: str
-    _scripts: dict[str, Any]
-
-    def _run(self, name: str, *args: bytes | str | int | float) -> Any: ...  # RedisStorage's
 
     def _limits_script(self, name: str) -> str:
-        if name not in self._scripts:
-            self._scripts[name] = self._client.register_script(PRELUDE + _SOURCES[name])
-        return name
+        return self._lazy("LIMITS", _SOURCES, name)
 
     def claim_limited(self, request: LimitedClaim) -> list[JobRecord]:
         lim = request.limits

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from exqueue.storage import (
     HistoryCount,
@@ -35,6 +34,7 @@ from exqueue.storage import (
     types_as_json,
     types_from_json,
 )
+from exqueue_redis._lazy import LazyScripts
 
 # ARGV: name, the node as JSON, seen_at.
 BEAT = r"""
@@ -104,19 +104,12 @@ return removed
 _SOURCES = {"BEAT": BEAT, "DROP": DROP, "ADD": ADD, "READ": READ, "PRUNE": PRUNE}
 
 
-class RedisObserve:
+class RedisObserve(LazyScripts):
     """The node and history calls of ``RedisStorage`` (a base class of it)."""
 
-    _client: Any
-    _scripts: dict[str, Any]
-
-    def _run(self, name: str, *args: bytes | str | int | float) -> Any: ...  # RedisStorage's
-
     def _observe_script(self, name: str) -> str:
-        key = "OBSERVE_" + name
-        if key not in self._scripts:
-            self._scripts[key] = self._client.register_script(_SOURCES[name])
-        return key
+        # These scripts stand alone: they use none of the prelude.
+        return self._lazy("OBSERVE", _SOURCES, name, prelude=False)
 
     def beat_node(self, node: NodeInfo) -> None:
         problem = node_problem(node)

@@ -19,11 +19,9 @@ before the enqueue body reads it, so the body runs unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
 from exqueue.storage import NewJob, ScheduleState
 from exqueue_redis import _scripts
-from exqueue_redis._prelude import prelude_for
+from exqueue_redis._lazy import LazyScripts
 from exqueue_redis._records import _enqueue_args, _number
 
 # ARGV: name, tick, then ENQUEUE's arguments for one job.
@@ -75,19 +73,14 @@ return 1
 """
 
 
-class RedisSchedules:
+_SOURCES = {"FIRE": FIRE, "SCHEDULES": SCHEDULES, "PAUSE": PAUSE}
+
+
+class RedisSchedules(LazyScripts):
     """The schedule calls of ``RedisStorage`` (a base class of it)."""
 
-    _client: Any
-    _scripts: dict[str, Any]
-
-    def _run(self, name: str, *args: bytes | str | int | float) -> Any: ...  # RedisStorage's
-
     def _script(self, name: str) -> str:
-        if name not in self._scripts:
-            source = {"FIRE": FIRE, "SCHEDULES": SCHEDULES, "PAUSE": PAUSE}[name]
-            self._scripts[name] = self._client.register_script(prelude_for(source) + source)
-        return name
+        return self._lazy("SCHEDULES", _SOURCES, name)
 
     def fire(self, schedule: str, tick: float, job: NewJob) -> bool:
         result = self._run(

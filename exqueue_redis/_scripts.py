@@ -13,6 +13,8 @@ they round-trip exactly; Redis parses them itself for sorted-set scores.
 
 from __future__ import annotations
 
+from exqueue_redis._claim_text import PROMOTE_DUE
+
 #: Values per job in an ENQUEUE call (see ENQUEUE).
 ENQUEUE_FIELDS = 7
 #: The most due scheduled jobs one claim promotes into the ready set.
@@ -251,20 +253,9 @@ if ARGV[7] == '1' then
     end
   end
 elseif limit > 0 then
-  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, PROMOTE)
-  for _, member in ipairs(due) do
-    local id = string.sub(member, 17)
-    local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
-    redis.call('ZREM', sq, member)
-    local seq = int(string.sub(member, 1, 16))
-    if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
-      -- A damaged priority or run_at sorts first, for the claim to bury it.
-      local prio, run_at = '-2147483648', '-1e308'
-      if prio_ok(f[2]) then prio = f[2] or '0' end
-      if num(f[3]) then run_at = f[3] end
-      redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
-    end
-  end
+"""
+    + PROMOTE_DUE
+    + r"""
   local offset, step = 0, limit
   while #good < limit do
     local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ import pytest
 
 from exqueue.storage import DEAD, RUNNING, WAITING, LimitedClaim, Limits, NewJob
 from tests.support import services
+from tests.support.history import source_tree
 
 BEFORE = "8614a79"
-ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_700_000_000.0
 
 WRITE = """
@@ -51,16 +50,7 @@ s.close()
 @pytest.fixture(scope="module")
 def before_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The source tree from before limits (``git archive``)."""
-    target = tmp_path_factory.mktemp("exqueue_before_limits")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", BEFORE], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        pytest.fail(f"git archive {BEFORE} failed: {archive.stderr.decode()[:300]}")
-    (target / "src.tar").write_bytes(archive.stdout)
-    with tarfile.open(target / "src.tar") as tar:
-        tar.extractall(target, filter="data")
-    return target
+    return source_tree(BEFORE, tmp_path_factory.mktemp("exqueue_before_limits"))
 
 
 def _open(kind: str, url: str, name: str) -> Any:

@@ -18,11 +18,6 @@ from tests.support.clock import FakeClock
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def queue(storage: exqueue.Storage, clock: FakeClock) -> exqueue.Queue:
     return exqueue.Queue(storage, clock=clock, lease=30.0, node="node-a", poll_interval=0.05)
 

@@ -10,39 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import exqueue
 from exqueue import JobExpiredError, JobOptions
-from exqueue.storage import EXPIRED, PROTOCOL_2
-from tests.support.backends import BackendHandle, backend_factory
+from exqueue.storage import EXPIRED
 from tests.support.clock import FakeClock
 from tests.support.procapp import wait_until
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres", "mysql", "redis"])
-def v2_backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
-    handle = BackendHandle(request.param, backend_factory(request.param, tmp_path))
-    storage = handle.open()
-    if not PROTOCOL_2 <= storage.capabilities:
-        handle.close_all()
-        pytest.skip(f"the {request.param} backend does not declare protocol 2 yet")
-    yield handle
-    handle.close_all()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def queue(v2_backend: BackendHandle, clock: FakeClock) -> exqueue.Queue:
-    return exqueue.Queue(v2_backend.open(), clock=clock, poll_interval=0.05)
 
 
 def test_lower_priority_runs_first(queue: exqueue.Queue) -> None:

@@ -7,8 +7,6 @@ holder's id with ``.duplicate`` True; states and period decide who holds a key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,32 +14,8 @@ import pytest
 import exqueue
 from exqueue import Call, DuplicateJobId, JobId, JobOptions, Uniqueness
 from exqueue.options import HASHED_KEY_PREFIX
-from exqueue.storage import PROTOCOL_2, UNIQUE_KEY_LIMIT
-from tests.support.backends import BackendHandle, backend_factory
+from exqueue.storage import UNIQUE_KEY_LIMIT
 from tests.support.clock import FakeClock
-
-V2_BACKENDS = ["memory", "sqlite", "postgres", "mysql", "redis"]
-
-
-@pytest.fixture(params=V2_BACKENDS)
-def v2_backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
-    handle = BackendHandle(request.param, backend_factory(request.param, tmp_path))
-    storage = handle.open()
-    if not PROTOCOL_2 <= storage.capabilities:
-        handle.close_all()
-        pytest.skip(f"the {request.param} backend does not declare protocol 2 yet")
-    yield handle
-    handle.close_all()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def queue(v2_backend: BackendHandle, clock: FakeClock) -> exqueue.Queue:
-    return exqueue.Queue(v2_backend.open(), clock=clock, poll_interval=0.05)
 
 
 def register(queue: exqueue.Queue, ran: list[Any], **defaults: Any) -> Any:

@@ -1,8 +1,8 @@
 """RedisStorage at the storage level, on the shared Redis server and on a local cluster.
 
-The ``backend`` fixture is overridden here to run every test twice: on the shared
-server (``redis``, as conftest opens it) and on a three-master Redis Cluster that
-the ``redis_cluster`` fixture starts from the redis-server binary (``redis-cluster``).
+The ``backend`` fixture (``tests/backends/redis/conftest.py``) runs every test
+twice: on the shared server (``redis``) and on a three-master Redis Cluster
+(``redis-cluster``).
 The storage contract itself is proved on both by ``tests/conformance``; these
 tests keep what is Redis's own: exact float and byte encoding, key names built
 from awkward worker names, the Lua scripts' atomicity (a refused batch uses no
@@ -15,9 +15,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -25,37 +22,9 @@ import redis
 from exqueue.errors import ConfigurationError
 from exqueue.storage import RUNNING, WAITING, Counts, NewJob, Storage
 from exqueue_redis import RedisStorage
+from tests.backends.redis.helpers import claim, job
 from tests.support import services
-from tests.support.backends import BackendHandle, backend_factory
-from tests.support.redis_servers import RedisClusterProcesses
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
-    factory: Callable[[], Storage]
-    if request.param == "redis":
-        factory = backend_factory("redis", tmp_path)
-    else:
-        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-        namespace = f"t{uuid.uuid4().hex[:8]}"
-        factory = lambda: RedisStorage(cluster.url, namespace=namespace)  # noqa: E731
-    handle = BackendHandle(request.param, factory)
-    yield handle
-    handle.close_all()
-
-
-def job(job_id: str, worker: str = "w", run_at: float = 0.0, **kw: Any) -> NewJob:
-    fields: dict[str, Any] = {"payload": b"p", "enqueued_at": 0.0, "max_attempts": 3}
-    fields.update(kw)
-    return NewJob(id=job_id, worker=worker, run_at=run_at, **fields)
-
-
-def claim(storage: Storage, worker: str = "w", limit: int = 10, now: float = 100.0,
-          token: str = "t1", serial: bool = False, owner: str = "node") -> list[str]:  # fmt: skip
-    records = storage.claim(
-        worker, limit, now=now, owner=owner, token=token, lease_until=now + 30, serial=serial
-    )
-    return [record.id for record in records]
+from tests.support.backends import BackendHandle
 
 
 def test_enqueue_and_get_round_trip_exactly(storage: Storage) -> None:

@@ -13,13 +13,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exqueue_redis import RedisStorage
-from tests.support import services
-from tests.support.redis_servers import RedisClusterProcesses
 
 REPO = Path(__file__).resolve().parents[3]
 ROUNDS = 10
@@ -49,14 +46,6 @@ ENQUEUER = textwrap.dedent("""
         thread.join()
     print(json.dumps(out))
 """)
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def url(request: Any) -> str:
-    if request.param == "redis":
-        return services.require("redis")
-    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-    return cluster.url
 
 
 @pytest.fixture

@@ -30,10 +30,9 @@ from exqueue.storage import DEAD, RUNNING, WAITING, JobRecord, NewJob
 from exqueue_redis import RedisStorage
 from exqueue_redis._layout import open_layout
 from tests.support import services
-from tests.support.redis_servers import RedisClusterProcesses
+from tests.support.history import ROOT, source_tree
 
 V1_COMMIT = "c524ee1"
-REPO = Path(__file__).resolve().parents[3]
 
 # Run by the version-1 code: fill a namespace, print every job as v1 reads it.
 WRITE_V1 = textwrap.dedent("""
@@ -86,20 +85,7 @@ OPEN_NEW = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def v1_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The version-1 code, unpacked from git history."""
-    target = tmp_path_factory.mktemp("exqueue-v1")
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", V1_COMMIT], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def url(request: Any) -> str:
-    if request.param == "redis":
-        return services.require("redis")
-    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-    return cluster.url
+    return source_tree(V1_COMMIT, tmp_path_factory.mktemp("exqueue-v1"))
 
 
 @pytest.fixture
@@ -210,7 +196,7 @@ def test_processes_opening_a_v1_store_together_upgrade_it_once(
     openers = [
         subprocess.Popen(
             [sys.executable, "-c", OPEN_NEW, url, namespace, repr(start)],
-            cwd=REPO,
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

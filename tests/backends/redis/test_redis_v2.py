@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -27,7 +24,6 @@ from exqueue.storage import (
     PROTOCOL_2,
     RUNNING,
     WAITING,
-    NewJob,
     NodeInfo,
     ScheduleSettings,
     Storage,
@@ -35,37 +31,9 @@ from exqueue.storage import (
     Unique,
 )
 from exqueue_redis import RedisStorage
+from tests.backends.redis.helpers import claim, job
 from tests.support import services
-from tests.support.backends import BackendHandle, backend_factory
-from tests.support.redis_servers import RedisClusterProcesses
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def backend(request: Any, tmp_path: Path) -> Iterator[BackendHandle]:
-    factory: Callable[[], Storage]
-    if request.param == "redis":
-        factory = backend_factory("redis", tmp_path)
-    else:
-        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-        namespace = f"t{uuid.uuid4().hex[:8]}"
-        factory = lambda: RedisStorage(cluster.url, namespace=namespace)  # noqa: E731
-    handle = BackendHandle(request.param, factory)
-    yield handle
-    handle.close_all()
-
-
-def job(job_id: str, worker: str = "w", run_at: float = 0.0, **kw: Any) -> NewJob:
-    fields: dict[str, Any] = {"payload": b"p", "enqueued_at": 0.0, "max_attempts": 3}
-    fields.update(kw)
-    return NewJob(id=job_id, worker=worker, run_at=run_at, **fields)
-
-
-def claim(storage: Storage, worker: str = "w", limit: int = 10, now: float = 100.0,
-          token: str = "t1", serial: bool = False) -> list[str]:  # fmt: skip
-    records = storage.claim(
-        worker, limit, now=now, owner="node", token=token, lease_until=now + 30, serial=serial
-    )
-    return [record.id for record in records]
+from tests.support.backends import BackendHandle
 
 
 def test_declares_protocol_2(storage: Storage) -> None:

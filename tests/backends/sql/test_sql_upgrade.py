@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,9 +27,9 @@ from exqueue.errors import SchemaVersionError
 from exqueue.storage import DEAD, RUNNING, WAITING, NewJob, Unique
 from exqueue_sql import SQLStorage
 from tests.support import services
+from tests.support.history import ROOT, source_tree
 
 V1_COMMIT = "c524ee1"
-ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_700_000_000.0
 FIELDS = (
     "id seq worker payload state attempt max_attempts run_at enqueued_at errors error_count "
@@ -84,16 +83,7 @@ s.close()
 @pytest.fixture(scope="module")
 def v1_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The version-1 source tree (``git archive`` of the last version-1 commit)."""
-    target = tmp_path_factory.mktemp("exqueue_v1")
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", V1_COMMIT], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        pytest.fail(f"git archive {V1_COMMIT} failed: {archive.stderr.decode()[:300]}")
-    (target / "v1.tar").write_bytes(archive.stdout)
-    with tarfile.open(target / "v1.tar") as tar:
-        tar.extractall(target, filter="data")
-    return target
+    return source_tree(V1_COMMIT, tmp_path_factory.mktemp("exqueue_v1"))
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
