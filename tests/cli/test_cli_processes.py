@@ -1,4 +1,6 @@
-"""``exqueue worker``'s process count: one per CPU for ``cpu_bound`` apps, else one; ``--processes`` wins.
+"""``exqueue worker``'s process count: a process per CPU for ``cpu_bound`` apps, else one.
+
+``--processes`` (or ``EXQUEUE_PROCESSES``) overrides it.
 
 The supervisor and the blocking run are replaced: these tests read only which
 one the command chose, and with how many processes (no process is started).
