@@ -5,6 +5,9 @@
   connection per thread; for asyncio, a pool that hands each running job its own).
 - ``sleep``: 10 ms of waiting (``time.sleep`` or ``asyncio.sleep``), so
   concurrency / 10 ms is the physical limit.
+- ``cpu`` (``benchmarks.scaling`` only, not in the like-for-like matrix): a fixed
+  amount of pure-Python arithmetic (``CPU_LOOPS`` iterations, about 1 ms here),
+  which holds the GIL: what more processes, not more threads, speed up.
 
 Each body ends with ``counter.hit`` given the job's start, which is how every
 run counts its jobs and times them. The ``incr`` total in Redis is checked by the
@@ -29,6 +32,9 @@ if BODY == "incr":
     # Imported with the job's module, not inside the first job's timed run.
     import redis
     import redis.asyncio  # noqa: F401
+#: Iterations of the ``cpu`` body: fixed work, not a fixed time, so more
+#: processes show as more jobs per second.
+CPU_LOOPS = 20_000
 _local = threading.local()
 _async_clients: dict[int, Any] = {}
 
@@ -51,6 +57,10 @@ def run(n: int) -> None:
         _client().incr(INCR_KEY)
     elif BODY == "sleep":
         time.sleep(SLEEP_SECONDS)
+    elif BODY == "cpu":
+        total = 0
+        for i in range(CPU_LOOPS):
+            total += i * i
     counter.hit(n, started)
 
 

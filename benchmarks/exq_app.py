@@ -46,7 +46,9 @@ def make_queue(storage: Any, concurrency: int = 8, **options: Any) -> exqueue.Qu
 
         return queue
 
-    @queue.worker(name=JOB, concurrency=concurrency, max_retries=0)
+    # The cpu body holds the GIL: declared so, ``exqueue worker`` without
+    # --processes runs a process per CPU (the matrix always passes --processes 1).
+    @queue.worker(name=JOB, concurrency=concurrency, max_retries=0, cpu_bound=bodies.BODY == "cpu")
     def noop(n: int) -> None:
         bodies.run(n)
 

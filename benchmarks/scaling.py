@@ -1,7 +1,8 @@
 """Drain throughput with 1, 2 and 4 worker processes over one store.
 
     python -m benchmarks.scaling [--backends sqlite,postgres,mariadb,redis] [--jobs 10000]
-                                 [--processes 1,2,4] [--concurrency 8]
+                                 [--processes 1,2,4] [--concurrency 8] [--body noop|incr|sleep|cpu]
+                                 [--repeat 1]
 
 Each run batch-enqueues ``--jobs`` no-op jobs, then runs N worker processes with
 ``--concurrency`` threads each: by default ``exqueue worker --processes N`` (the
@@ -10,7 +11,9 @@ plain OS processes (``python -m benchmarks.scaling --child URL``) each running
 ``queue.drain()``, waited for. Throughput is jobs
 over the time from the first job's start to the last job's end, as the jobs
 record them (``benchmarks.counter``), so process start-up is not counted; every
-run verifies that exactly ``--jobs`` jobs ran.
+run verifies that exactly ``--jobs`` jobs ran. ``--body`` picks the job body
+(``benchmarks.bodies``; ``cpu`` is fixed pure-Python work that holds the GIL).
+Repeats interleave the process counts (1, 2, 4, 1, 2, 4, ...); figures are medians.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def run(backend: str, processes: int, args: argparse.Namespace, root: str) -> fl
                 env={
                     "EXQ_BENCH_URL": adapter.resolved_url(),
                     "EXQ_BENCH_CONCURRENCY": str(args.concurrency),
+                    "EXQ_BENCH_BODY": args.body,
                 },
                 log_path=os.path.join(tempfile.gettempdir(), f"exqbench-scaling-{backend}.log"),
             )
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--body", choices=("noop", "incr", "sleep", "cpu"), default="noop")
     parser.add_argument(
         "--plain",
         action="store_true",
@@ -118,26 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, args.concurrency)
+    os.environ["EXQ_BENCH_BODY"] = args.body  # for --plain children too
     common.ensure_databases()
     counts = [int(p) for p in args.processes.split(",")]
     root = tempfile.mkdtemp(prefix="exqbench-scaling-")
     rows = []
     for backend in args.backends.split(","):
-        rates = []
-        for processes in counts:
-            runs = []
-            for _ in range(args.repeat):
+        runs: dict[int, list[float]] = {p: [] for p in counts}
+        for _ in range(args.repeat):
+            for processes in counts:  # interleaved: a burst of load hits every count alike
                 print(f"{backend} x{processes} ...", file=sys.stderr, flush=True)
-                runs.append(run(backend, processes, args, root))
-            rates.append(statistics.median(runs))
+                runs[processes].append(run(backend, processes, args, root))
+        rates = [statistics.median(runs[p]) for p in counts]
+        spans = [f"{min(runs[p]):,.0f}–{max(runs[p]):,.0f}" for p in counts]
         rows.append(
-            [backend, *(f"{r:,.0f}" for r in rates), *(f"{r / rates[0]:.2f}×" for r in rates[1:])]
+            [
+                backend,
+                *(f"{r:,.0f} ({span})" for r, span in zip(rates, spans, strict=True)),
+                *(f"{r / rates[0]:.2f}×" for r in rates[1:]),
+            ]
         )
     print()
     how = "processes running queue.drain()" if args.plain else "exqueue worker --processes N"
     print(
-        f"drain throughput (jobs/s), {args.jobs:,} jobs, {how}, {args.concurrency} threads "
-        f"per process, {os.cpu_count()} CPUs"
+        f"drain throughput (jobs/s, median (min–max) of {args.repeat}), {args.jobs:,} jobs, "
+        f"{args.body} body, {how}, {args.concurrency} threads per process, {os.cpu_count()} CPUs"
     )
     print(
         tabulate(

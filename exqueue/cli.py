@@ -193,7 +193,14 @@ def main() -> None:
 @main.command()
 @storage_options
 @click.option("--stop-timeout", default=30.0, show_default=True, help="Seconds to finish jobs.")
-@click.option("--processes", default=1, show_default=True, help="Worker processes to supervise.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    envvar="EXQUEUE_PROCESSES",
+    help="Worker processes to supervise. Default: one per usable CPU when the app has a "
+    "worker type declared cpu_bound=True (on a store shared between processes), else 1. "
+    "Env: EXQUEUE_PROCESSES.",
+)
 @click.option("--node", metavar="NAME", help="Stable node name (reclaims its own jobs at start).")
 @click.option(
     "--max-jobs",
@@ -227,7 +234,7 @@ def worker(
     prefix: str | None,
     namespace: str | None,
     stop_timeout: float,
-    processes: int,
+    processes: int | None,
     node: str | None,
     max_jobs: int | None,
     max_memory: int | None,
@@ -244,13 +251,25 @@ def worker(
         fail("worker uses the app's own storage; drop --storage")
     if prefix or namespace:
         fail("worker uses the app's own storage; drop --prefix / --namespace")
-    if processes < 1:
-        fail("--processes must be at least 1")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("exqueue").setLevel(logging.INFO)
+    loaded: Queue | None = None
+    if processes is None:
+        from exqueue.supervisor import default_processes
+
+        # The choice needs the app's worker types: import it here (the children
+        # import it again; a single process keeps this one).
+        loaded = load_app(app)
+        processes, reason = default_processes(loaded)
+        logging.getLogger("exqueue").info(
+            "running %d worker process%s: %s (override with --processes)",
+            processes,
+            "" if processes == 1 else "es",
+            reason,
+        )
     if processes > 1:
         from exqueue.supervisor import supervise
 
@@ -264,7 +283,7 @@ def worker(
 
             extra += serve_children_metrics(app, metrics_port)
         sys.exit(supervise(app, processes, base, stop_timeout, extra))
-    queue = load_app(app)
+    queue = loaded if loaded is not None else load_app(app)
     if not queue.workers:
         fail(f"{app} has no registered workers")
     if storage and storage != storage_url(queue):

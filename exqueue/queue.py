@@ -182,6 +182,7 @@ class Queue(ManageMethods, LimitMethods, ScheduleMethods, ObserveMethods, AsyncM
         global_limit: int | None = ...,
         partition: PartitionOption = ...,
         rate_limit: str | None = ...,
+        cpu_bound: bool = ...,
     ) -> Callable[[Callable[P, R]], WorkerType[P, R]]: ...
 
     def worker(
@@ -202,6 +203,7 @@ class Queue(ManageMethods, LimitMethods, ScheduleMethods, ObserveMethods, AsyncM
         global_limit: int | None = None,
         partition: PartitionOption = None,
         rate_limit: str | None = None,
+        cpu_bound: bool = False,
     ) -> WorkerType[P, R] | Callable[[Callable[P, R]], WorkerType[P, R]]:
         """Register a job function; usable as ``@queue.worker`` or ``@queue.worker(...)``.
 
@@ -213,9 +215,15 @@ class Queue(ManageMethods, LimitMethods, ScheduleMethods, ObserveMethods, AsyncM
         type's running jobs across every node; ``rate_limit`` (``"100/m"``) its
         starts per period; ``partition`` (a parameter name, or a function of the
         job's arguments returning a str) applies them per key.
+
+        ``cpu_bound=True`` says the job's body spends its time in Python code (it
+        holds the GIL): ``exqueue worker`` without ``--processes`` then runs one
+        worker process per usable CPU instead of one (see docs/performance.md).
         """
         check_count("concurrency", concurrency, low=1)
         check_count("max_retries", max_retries, low=0, high=MAX_RETRIES)
+        if not isinstance(cpu_bound, bool):
+            raise ConfigurationError(f"cpu_bound must be True or False, not {cpu_bound!r}")
 
         def register(func: Callable[P, R]) -> WorkerType[P, R]:
             check_worker_function(func)
@@ -253,6 +261,7 @@ class Queue(ManageMethods, LimitMethods, ScheduleMethods, ObserveMethods, AsyncM
                 serial=serial,
                 defaults=defaults,
                 limits=limits,
+                cpu_bound=cpu_bound,
             )
             self.workers[worker_name] = worker_type
             return worker_type

@@ -30,9 +30,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from exqueue.runtime.signals import REPEAT_WINDOW
+from exqueue.storage import PERSISTENT
+
+if TYPE_CHECKING:
+    from exqueue.queue import Queue
 
 log = logging.getLogger("exqueue")
 
@@ -49,6 +53,8 @@ class _Child:
 
     def __init__(self, app: str, node: str, stop_timeout: float, extra: list[str]) -> None:
         command = [sys.executable, "-m", "exqueue", "worker", "--app", app, "--node", node]
+        # Explicit, so a child never picks a process count of its own (and supervises).
+        command += ["--processes", "1"]
         command += ["--stop-timeout", str(stop_timeout), *extra]
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE)
@@ -160,6 +166,33 @@ def supervise(app: str, processes: int, base: str, stop_timeout: float, extra: l
             child.process.wait()
             status = 1
     return status
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS tells)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def default_processes(queue: Queue, cpus: int | None = None) -> tuple[int, str]:
+    """How many worker processes ``exqueue worker`` runs without ``--processes``, and why.
+
+    One process runs Python code on one CPU at a time (the GIL): a job body that
+    computes (``cpu_bound=True``) gains nothing from more threads, only from more
+    processes, so such an app gets one process per usable CPU. Bodies that wait
+    (I/O, sleeps) overlap under one process's threads, and each extra process costs
+    its own connections, heartbeat and claims, so every other app gets one. An
+    in-process store (the memory backend) cannot be shared by processes: one.
+    """
+    heavy = sorted(name for name, worker in queue.workers.items() if worker.cpu_bound)
+    if not heavy:
+        return 1, "no worker type is declared cpu_bound=True"
+    if PERSISTENT not in queue.storage.capabilities:
+        return 1, f"{type(queue.storage).__name__} lives in one process"
+    cpus = usable_cpus() if cpus is None else cpus
+    return cpus, f"one per usable CPU ({cpus}), for cpu_bound worker types {', '.join(heavy)}"
 
 
 #: Job threads abandoned past their timeout after which a worker process is replaced.

@@ -43,6 +43,7 @@ class WorkerType(Generic[P, R]):
         serial: bool,
         defaults: JobOptions | None = None,
         limits: WorkerLimits | None = None,
+        cpu_bound: bool = False,
     ) -> None:
         self.queue = queue
         self.fn = fn
@@ -54,6 +55,8 @@ class WorkerType(Generic[P, R]):
         self.defaults = defaults
         #: Cluster-wide limits (``global_limit``, ``rate_limit``, ``partition``); None: none.
         self.limits = limits
+        #: Its body holds the GIL: ``exqueue worker`` runs a process per CPU (see cli).
+        self.cpu_bound = bool(cpu_bound)
         #: An ``async def`` function: its jobs run as coroutines on the worker's event loop.
         self.is_async = is_async_function(fn)
         self.__doc__ = fn.__doc__
