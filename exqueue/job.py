@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from exqueue._frozen import cheap_init
 from exqueue.codec import Codec
 from exqueue.errors import SerializationError
 from exqueue.storage import JobRecord, JobState
@@ -153,6 +154,7 @@ class DuplicateJobId(JobId):
     duplicate: bool = True
 
 
+@cheap_init
 @dataclass(frozen=True)
 class Call:
     """One job to enqueue: a worker name with its arguments, optionally delayed.
@@ -171,6 +173,7 @@ class Call:
     options: JobOptions | None = None
 
 
+@cheap_init
 @dataclass(frozen=True)
 class JobContext:
     """What a running job may know about itself (``exqueue.current_job()``).
