@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- |" + " --- |" * (len(trees) + 1))
     for name in names:
         for phase in phases:
-            figures = [per_job(t, BACKENDS[name], phase, args.small, args.large) for t in trees.values()]
+            figures = [
+                per_job(t, BACKENDS[name], phase, args.small, args.large) for t in trees.values()
+            ]
             ratio = figures[-1] / figures[0]
             cells = " | ".join(f"{f:,.0f}" for f in figures)
             print(f"| {name} | {phase} | {cells} | {ratio:.3f} |", flush=True)

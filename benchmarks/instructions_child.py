@@ -11,9 +11,10 @@ import json
 import sys
 import tempfile
 
+from versions_child import noop, open_storage  # this script's directory is on sys.path
+
 import exqueue
 from exqueue.job import Call
-from versions_child import noop, open_storage  # this script's directory is on sys.path
 
 
 def main() -> None:

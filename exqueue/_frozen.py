@@ -35,7 +35,7 @@ def cheap_init(cls: type[T]) -> type[T]:
         return cls  # a field left out of __init__: keep the generated one
     slots = cls.__dict__.get("__slots__")
     draft: type = type(f"_{cls.__name__}Draft", (), {} if slots is None else {"__slots__": slots})
-    probe = object.__new__(draft)
+    probe: Any = object.__new__(draft)
     try:
         probe.__class__ = cls
     except TypeError:  # layouts differ (not CPython?): keep the generated __init__
@@ -76,5 +76,5 @@ def cheap_init(cls: type[T]) -> type[T]:
     init = names["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[misc]
+    cls.__init__ = init  # type: ignore[method-assign]
     return cls

@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from exqueue._frozen import cheap_init
+
 # Limits and pause (issue 15) and the optional capabilities' protocols live in
 # their own modules; re-exported here so the protocol stays one import for a
 # backend author.
