@@ -25,6 +25,7 @@ def _utc(timestamp: float) -> dt.datetime:
         return (dt.datetime.max if timestamp > 0 else dt.datetime.min).replace(tzinfo=dt.UTC)
 
 
+@cheap_init
 @dataclass(frozen=True)
 class Job:
     """A stored job as a caller sees it. ``errors`` is oldest first.

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from exqueue._frozen import cheap_init
-from exqueue.job import Call, JobContext
+from exqueue.job import Call, Job, JobContext
+from exqueue.options import Resolved
 from exqueue.storage import JobRecord, NewJob, Unique
 
 
@@ -31,7 +32,7 @@ class _Cheap:
     c: dict[str, str] = field(default_factory=dict)
 
 
-@pytest.mark.parametrize("cls", [NewJob, JobRecord, Call, JobContext])
+@pytest.mark.parametrize("cls", [NewJob, JobRecord, Call, JobContext, Job, Resolved])
 def test_the_signature_is_the_dataclass_signature(cls: type) -> None:
     assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"  # the cheap one is in place
     params = list(inspect.signature(cls).parameters.values())
