@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from exqueue._frozen import cheap_init
 from exqueue.codec import Codec
 from exqueue.errors import SerializationError
 from exqueue.storage import JobRecord, JobState
@@ -24,6 +25,7 @@ def _utc(timestamp: float) -> dt.datetime:
         return (dt.datetime.max if timestamp > 0 else dt.datetime.min).replace(tzinfo=dt.UTC)
 
 
+@cheap_init
 @dataclass(frozen=True)
 class Job:
     """A stored job as a caller sees it. ``errors`` is oldest first.
@@ -153,6 +155,7 @@ class DuplicateJobId(JobId):
     duplicate: bool = True
 
 
+@cheap_init
 @dataclass(frozen=True)
 class Call:
     """One job to enqueue: a worker name with its arguments, optionally delayed.
@@ -171,6 +174,7 @@ class Call:
     options: JobOptions | None = None
 
 
+@cheap_init
 @dataclass(frozen=True)
 class JobContext:
     """What a running job may know about itself (``exqueue.current_job()``).

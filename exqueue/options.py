@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, TypedDict, Unpack
 
+from exqueue._frozen import cheap_init
 from exqueue.errors import ConfigurationError, InvalidScheduleError
 from exqueue.guards import MAX_DELAY, check_delay, check_run_at, check_seconds, is_real
 from exqueue.storage import (
@@ -454,6 +455,7 @@ def worker_defaults(
 # -- applying them -------------------------------------------------------------------------
 
 
+@cheap_init
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """What options decide for one new job (the fields of ``NewJob`` they set)."""

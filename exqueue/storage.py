@@ -82,6 +82,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
+from exqueue._frozen import cheap_init
+
 # Limits and pause (issue 15) and the optional capabilities' protocols live in
 # their own modules; re-exported here so the protocol stays one import for a
 # backend author.
@@ -201,6 +203,7 @@ class Unique:
     period: float | None = None
 
 
+@cheap_init
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job to persist: everything the core decided before enqueue."""
@@ -228,6 +231,7 @@ class NewJob:
     dead_error: str | None = None
 
 
+@cheap_init
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job as stored.

@@ -162,16 +162,35 @@ def _optional_text(raw: bytes | None) -> str | None:
 
 def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
     """The 7 values of one job in an ENQUEUE call (see ``_scripts.ENQUEUE``)."""
-    base = (
+    priority = job.priority
+    if (
+        type(priority) is int  # a bool or another type takes the checked path below
+        and priority == 0
+        and not job.meta
+        and job.timeout is None
+        and job.expires_at is None
+        and job.unique is None
+        and job.partition is None
+        and job.dead_error is None
+    ):
+        options = ""  # the common case: no options to encode or decode
+    else:
+        options = _options_arg(job)
+    return (
         job.id, job.worker, job.payload, _number(job.run_at, "run_at"),
         _number(job.enqueued_at, "enqueued_at"), _count(job.max_attempts, "max_attempts", 1),
+        options,
     )  # fmt: skip
+
+
+def _options_arg(job: NewJob) -> str:
+    """The options value of a job with any protocol-2 or limits field set ("" if none is)."""
     unique = job.unique if job.dead_error is None else None  # a dead job holds no key
     priority = _priority_arg(job.priority)
     extra = job.partition is not None or job.dead_error is not None
     if priority == "0" and not job.meta and job.timeout is None and job.expires_at is None:
         if unique is None and not extra:
-            return (*base, "")  # the common case: no options to encode or decode
+            return ""
     options = [
         priority, _meta_arg(job.meta),
         "" if job.timeout is None else _number(job.timeout, "timeout"),
@@ -183,7 +202,7 @@ def _enqueue_args(job: NewJob) -> tuple[bytes | str | int, ...]:
     ]  # fmt: skip
     if extra:
         options += _limit_options(job)
-    return (*base, json.dumps(options, ensure_ascii=False, separators=(",", ":")))
+    return json.dumps(options, ensure_ascii=False, separators=(",", ":"))
 
 
 def _priority_arg(value: int) -> str:
