@@ -23,6 +23,14 @@ from exqueue.cli import (
 )
 from exqueue.errors import ExqueueError, JobNotFoundError
 from exqueue.job import Job
+from exqueue.queue import Queue
+from exqueue.storage import METADATA, JobState
+from exqueue.storage_scan import JOB_SCAN, JobScan, SupportsJobScan
+
+#: With ``--tag``, the most jobs one ``exqueue jobs`` reads where the store scans in
+#: bounds (capability job_scan), as a dashboard page does: a tag that matches few of
+#: many jobs gives a partial listing and a cursor, not one long read of them all.
+SCAN_BUDGET = 10_000
 
 
 def short_error(job: Job, width: int = 60) -> str:
@@ -61,6 +69,39 @@ def job_json(job: Job, now: float) -> dict[str, Any]:
     return fields
 
 
+def find_jobs(
+    queue: Queue,
+    state: JobState | None,
+    worker: str | None,
+    tag: tuple[str, str] | None,
+    limit: int,
+    after_seq: int | None,
+    budget: int,
+) -> tuple[list[Job], int | None]:
+    """The jobs ``exqueue jobs`` lists, and the ``seq`` a partial listing stopped at.
+
+    With a tag, on a store that scans in bounds (capability job_scan), one call
+    reads at most ``budget`` jobs; when that ends before ``limit`` match, the
+    second value is where to go on (else None). Other stores read until ``limit``
+    match, as ``Queue.jobs`` does.
+    """
+    storage = queue.storage
+    capabilities = storage.capabilities
+    if (
+        tag is not None
+        and METADATA in capabilities
+        and JOB_SCAN in capabilities
+        and isinstance(storage, SupportsJobScan)
+    ):
+        scan = JobScan(
+            state=state, worker=worker, tag=tag, after_seq=after_seq, limit=limit, budget=budget
+        )
+        found = storage.scan_jobs(scan)
+        listed = [Job.from_record(record, queue.codec) for record in found.jobs]
+        return listed, (found.next_after if len(listed) < limit else None)
+    return queue.jobs(state, worker, limit, tag=tag, after_seq=after_seq), None
+
+
 @main.command()
 @storage_options
 @click.option("--state", type=click.Choice(["waiting", "running", "dead"]), help="Only this state.")
@@ -77,6 +118,19 @@ def job_json(job: Job, now: float) -> dict[str, Any]:
     type=click.IntRange(min=1),
     help="At most this many jobs.",
 )
+@click.option(
+    "--after-seq",
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="Only jobs stored after this one (the cursor a partial --tag listing prints).",
+)
+@click.option(
+    "--scan-budget",
+    default=SCAN_BUDGET,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --tag, read at most this many jobs (where the store scans in bounds).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def jobs(
     storage: str | None,
@@ -87,6 +141,8 @@ def jobs(
     worker_name: str | None,
     tag: str | None,
     limit: int,
+    after_seq: int | None,
+    scan_budget: int,
     as_json: bool,
 ) -> None:
     """List stored jobs, oldest first."""
@@ -97,13 +153,20 @@ def jobs(
             fail(f"--tag must look like KEY=VALUE, not {tag!r}")
         pair = (key, value)
     queue = open_queue(storage, app, prefix, namespace, create=False)
-    found = queue.jobs(state=state, worker=worker_name, limit=limit, tag=pair)
+    found, stopped = find_jobs(queue, state, worker_name, pair, limit, after_seq, scan_budget)
     now = queue.clock()
+    if stopped is not None:
+        # On stderr: --json output stays one JSON value, and a table stays greppable.
+        click.echo(
+            f"searched up to {scan_budget:,} jobs (to seq {stopped}) and found {len(found)};"
+            f" continue with --after-seq {stopped}",
+            err=True,
+        )
     if as_json:
         echo_json([job_json(job, now) for job in found])
         return
     if not found:
-        click.echo("no jobs")
+        click.echo("no jobs" if stopped is None else "no jobs among those searched")
         return
     rows = [
         [

@@ -54,9 +54,12 @@ class AsyncMethods:
         limit: int = 100,
         *,
         tag: tuple[str, str] | None = None,
+        after_seq: int | None = None,
     ) -> list[Job]:
         queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.jobs, state, worker, limit, tag=tag)
+        return await asyncio.to_thread(
+            queue.jobs, state, worker, limit, tag=tag, after_seq=after_seq
+        )
 
     async def aretry(self, job_id: str) -> str:
         queue: Queue = self  # type: ignore[assignment]

@@ -72,15 +72,23 @@ class ManageMethods:
         limit: int = 100,
         *,
         tag: tuple[str, str] | None = None,
+        after_seq: int | None = None,
     ) -> list[Job]:
         """Stored jobs, oldest first, filtered by state, worker name and a meta entry.
 
-        ``tag=(key, value)`` keeps jobs whose ``meta[key] == value``.
+        ``tag=(key, value)`` keeps jobs whose ``meta[key] == value``; ``after_seq``
+        keeps jobs stored after that one (a cursor, as ``exqueue jobs --after-seq``).
         """
         if state is not None and state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+        if after_seq is not None and (
+            isinstance(after_seq, bool) or not isinstance(after_seq, int)
+        ):
+            raise ValueError(f"after_seq must be an int or None, not {after_seq!r}")
         if tag is None:
-            records = self.storage.list_jobs(state=state, worker=worker, limit=limit)
+            records = self.storage.list_jobs(
+                state=state, worker=worker, limit=limit, after_seq=after_seq
+            )
         else:
             if (
                 not isinstance(tag, tuple)
@@ -93,7 +101,9 @@ class ManageMethods:
                     f"filtering by tag needs the storage capability {METADATA!r}, which "
                     f"{type(self.storage).__name__} does not declare"
                 )
-            records = self.storage.list_jobs(state=state, worker=worker, limit=limit, tag=tag)
+            records = self.storage.list_jobs(
+                state=state, worker=worker, limit=limit, tag=tag, after_seq=after_seq
+            )
         return [Job.from_record(record, self.codec) for record in records]
 
     def get(self, job_id: str) -> Job | None:
