@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from exqueue.storage import ASYNC_ENQUEUE, SupportsAsyncEnqueue
 
@@ -25,11 +25,17 @@ if TYPE_CHECKING:
 class AsyncMethods:
     """``await queue.aenqueue_many(...)``, ``await queue.aget(id)`` and the like."""
 
+    @property
+    def _queue(self) -> Queue:
+        """This object as the :class:`~exqueue.Queue` it is always a base of (which mypy
+        cannot know of a base class): one cast here instead of one in every method."""
+        return cast("Queue", self)
+
     async def aenqueue_many(
         self, calls: Iterable[Call], *, allow_unknown: bool = False
     ) -> list[JobId]:
         """:meth:`Queue.enqueue_many` without blocking the event loop."""
-        queue: Queue = self  # type: ignore[assignment]
+        queue = self._queue
         storage = queue.storage
         if ASYNC_ENQUEUE not in storage.capabilities or not isinstance(
             storage, SupportsAsyncEnqueue
@@ -44,8 +50,7 @@ class AsyncMethods:
         return queue._job_ids(new_jobs, held)
 
     async def aget(self, job_id: str) -> Job | None:
-        queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.get, job_id)
+        return await asyncio.to_thread(self._queue.get, job_id)
 
     async def ajobs(
         self,
@@ -56,23 +61,18 @@ class AsyncMethods:
         tag: tuple[str, str] | None = None,
         after_seq: int | None = None,
     ) -> list[Job]:
-        queue: Queue = self  # type: ignore[assignment]
         return await asyncio.to_thread(
-            queue.jobs, state, worker, limit, tag=tag, after_seq=after_seq
+            self._queue.jobs, state, worker, limit, tag=tag, after_seq=after_seq
         )
 
     async def aretry(self, job_id: str) -> str:
-        queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.retry, job_id)
+        return await asyncio.to_thread(self._queue.retry, job_id)
 
     async def adelete(self, job_id: str) -> bool:
-        queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.delete, job_id)
+        return await asyncio.to_thread(self._queue.delete, job_id)
 
     async def acancel(self, job_id: str, *, delete: bool = False) -> CancelResult:
-        queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.cancel, job_id, delete=delete)
+        return await asyncio.to_thread(self._queue.cancel, job_id, delete=delete)
 
     async def astats(self) -> dict[str, WorkerStats]:
-        queue: Queue = self  # type: ignore[assignment]
-        return await asyncio.to_thread(queue.stats)
+        return await asyncio.to_thread(self._queue.stats)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import exqueue
 from tests.support.backends import BackendHandle
 
@@ -43,6 +45,11 @@ def test_aenqueue_and_async_management(backend: BackendHandle) -> None:
         record = await queue.aget(ids[1])
         assert record is not None and record.priority == 3 and record.args == (2,)
         assert len(await queue.ajobs(state="waiting")) == 5
+        third = queue.storage.get(ids[2])
+        assert third is not None
+        assert [j.id for j in await queue.ajobs(after_seq=third.seq)] == ids[3:]
+        with pytest.raises(ValueError, match="after_seq must be an int"):
+            await queue.ajobs(after_seq="2")  # type: ignore[arg-type]
         stats = await queue.astats()
         assert stats[job.name].waiting == 4
         stop.set()
