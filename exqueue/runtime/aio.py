@@ -27,6 +27,7 @@ from typing import Any
 
 from exqueue.errors import JobCancelled, JobTimeout, Snooze
 from exqueue.job import JobContext, _current
+from exqueue.middleware import Hooks
 from exqueue.runtime.lanes import Lane
 from exqueue.storage import JobRecord
 
@@ -63,6 +64,11 @@ class Undecodable(Exception):
         self.cause = cause
 
 
+#: A claimed job on its way to the loop: (record, token, its arguments and context,
+#: or why they cannot be decoded, or None when the loop is to decode them).
+Starting = tuple[JobRecord, str, "Prepared | Undecodable | None"]
+
+
 def timed_out(seconds: float) -> JobTimeout:
     return JobTimeout(f"timed out after {seconds:g} s")
 
@@ -78,8 +84,11 @@ class AsyncRunner:
         conclude: Callable[[Lane, JobRecord, str, BaseException | None], bool],
         finished: Callable[[list[tuple[Lane, JobRecord, bool, float]]], None],
         claim_here: Callable[[Lane], bool],
+        hooks: Hooks | None = None,
     ) -> None:
         self.lanes = lanes
+        #: The node's hooks: with none registered, feeders decode jobs off the loop.
+        self._hooks = hooks
         self._prepare = prepare
         self._conclude = conclude
         self._finished = finished
@@ -130,33 +139,62 @@ class AsyncRunner:
                 take = min(len(lane.buffer), limit - lane.executing)
                 batch = [lane.buffer.popleft() for _ in range(take)]
                 lane.executing += take
+                # Decode the batch here, off the loop and with the lane unlocked: the
+                # loop thread is the one every job's body waits for.
+                ready.release()
                 try:
-                    self.loop.call_soon_threadsafe(self._start, lane, batch)
+                    started = self._prepare_batch(batch)
+                finally:
+                    ready.acquire()
+                try:
+                    self.loop.call_soon_threadsafe(self._start, lane, started)
                 except RuntimeError:  # the loop is closed: the node is stopping
                     return
 
-    def _start(self, lane: Lane, batch: list[tuple[JobRecord, str]]) -> None:
+    def _prepare_batch(self, batch: list[tuple[JobRecord, str]]) -> list[Starting]:
+        """Each job's arguments and context, or its decoding error (None: on the loop)."""
+        if self._hooks is None or self._hooks.chain:
+            # A started hook runs on the thread that runs the job: the loop.
+            return [(record, token, None) for record, token in batch]
+        prepare = self._prepare
+        started: list[Starting] = []
+        for record, token in batch:
+            try:
+                started.append((record, token, prepare(record)))
+            except Undecodable as bad:
+                started.append((record, token, bad))
+            except Exception:  # not a payload's fault: the loop decodes it, as ever
+                started.append((record, token, None))
+        return started
+
+    def _start(self, lane: Lane, batch: list[Starting]) -> None:
         # The Task class itself rather than loop.create_task: this loop never has a
         # task factory, and the method's checks and naming cost a call per job.
         loop, tasks, running = self.loop, self._tasks, self.running
-        for record, token in batch:
-            task = asyncio.Task(self._job(lane, record, token), loop=loop)
+        for record, token, prepared in batch:
+            task = asyncio.Task(self._job(lane, record, token, prepared), loop=loop)
             tasks.add(task)
             running[record.id] = task
 
     # -- one job ---------------------------------------------------------------------
 
-    async def _job(self, lane: Lane, record: JobRecord, token: str) -> None:
+    async def _job(
+        self, lane: Lane, record: JobRecord, token: str, prepared: Prepared | Undecodable | None
+    ) -> None:
         # One coroutine per job, the attempt inline: each resumption of the job
         # (every await in its body) passes through one frame fewer.
         started = time.monotonic()
         error: BaseException | None = None
         try:
-            try:
-                args, kwargs, context = self._prepare(record)
-            except Undecodable as bad:
-                error = bad
+            if prepared is None:
+                try:
+                    prepared = self._prepare(record)
+                except Undecodable as bad:
+                    prepared = bad
+            if isinstance(prepared, Undecodable):
+                error = prepared
             else:
+                args, kwargs, context = prepared
                 _current.set(context)  # each task runs in a copy of the context
                 worker = lane.worker
                 try:

@@ -115,6 +115,7 @@ class Runtime(JobRunner):
                 conclude=self._conclude,
                 finished=self._async_finished,
                 claim_here=self._claimer.claim_here,
+                hooks=self.config.hooks,
             )
         try:
             self._leases.check_clock()

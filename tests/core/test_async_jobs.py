@@ -15,6 +15,7 @@ from typing import Any
 
 import exqueue
 from exqueue import Fixed
+from exqueue.storage import JobRecord, NewJob
 from tests.support.backends import BackendHandle
 
 
@@ -175,4 +176,57 @@ def test_stop_hands_back_a_running_async_job(backend: BackendHandle) -> None:
     queue.stop(timeout=0.2)
     record = queue.storage.get(job_id)
     assert record is not None and record.state == "waiting" and record.attempt == 0
+    queue.close()
+
+
+def test_an_undecodable_async_job_dies_and_the_batch_around_it_runs(
+    backend: BackendHandle,
+) -> None:
+    # Feeders decode a claimed batch off the loop: one bad payload in it must cost
+    # only its own job, and every job still sees its own context.
+    storage = backend.open()
+    queue = exqueue.Queue(storage, poll_interval=0.05)
+    seen: dict[int, tuple[str, int, dict[str, str]]] = {}
+
+    @queue.worker(name="fetch", concurrency=20, max_retries=2)
+    async def fetch(n: int) -> None:
+        job = exqueue.current_job()
+        assert job is not None
+        await asyncio.sleep(0)
+        seen[n] = (job.id, job.attempt, dict(job.meta))
+
+    ids = {fetch.enqueue(n): n for n in range(5)}
+    storage.enqueue([NewJob("bad-1", "fetch", b"!not json", 0.0, 0.0, 3)])
+    ids.update({fetch.enqueue(n): n for n in range(5, 10)})
+    assert queue.drain(timeout=60) == 11
+    assert {job_id: n for n, (job_id, _, _) in seen.items()} == ids
+    assert all(attempt == 1 and meta == {} for _, attempt, meta in seen.values())
+    record = storage.get("bad-1")
+    assert record is not None and (record.state, record.attempt) == ("dead", 1)
+    assert "payload could not be decoded" in record.errors[-1]
+    queue.close()
+
+
+def test_a_started_hook_runs_on_the_loop_before_the_async_job(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+    log: list[tuple[str, str, int | None]] = []
+
+    class Started(exqueue.Middleware):
+        def started(self, job: JobRecord) -> None:
+            log.append(("started", job.id, threading.get_ident()))
+
+    @queue.worker(concurrency=10)
+    async def job() -> None:
+        current = exqueue.current_job()
+        assert current is not None
+        log.append(("ran", current.id, threading.get_ident()))
+        await asyncio.sleep(0)
+
+    ids = [job.enqueue() for _ in range(5)]
+    queue.add_middleware(Started())  # after the queue was built: read per batch
+    assert queue.drain(timeout=60) == 5
+    for job_id in ids:
+        mine = [entry for entry in log if entry[1] == job_id]
+        assert [kind for kind, _, _ in mine] == ["started", "ran"]
+        assert mine[0][2] == mine[1][2]  # the hook ran on the thread of the job: the loop
     queue.close()
