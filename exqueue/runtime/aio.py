@@ -52,6 +52,9 @@ def claim_batch(concurrency: int) -> int:
 
 
 Prepared = tuple[tuple[Any, ...], dict[str, Any], JobContext]
+#: Successes by worker type, ``[count, seconds]``, written by one thread alone
+#: (see ``runtime.observe.Tally.own``).
+Counter = dict[str, list[float]]
 #: (lane, record, token, the attempt's exception or None, when it started)
 Outcome = tuple[Lane, JobRecord, str, BaseException | None, float]
 
@@ -81,10 +84,13 @@ class AsyncRunner:
         lanes: list[Lane],
         *,
         prepare: Callable[[JobRecord], Prepared],
-        conclude: Callable[[Lane, JobRecord, str, BaseException | None], bool],
+        conclude: Callable[
+            [Lane, JobRecord, str, BaseException | None, float | None, Counter | None], bool
+        ],
         finished: Callable[[list[tuple[Lane, JobRecord, bool, float]]], None],
         claim_here: Callable[[Lane], bool],
         hooks: Hooks | None = None,
+        counter: Callable[[], Counter] | None = None,
     ) -> None:
         self.lanes = lanes
         #: The node's hooks: with none registered, feeders decode jobs off the loop.
@@ -93,6 +99,8 @@ class AsyncRunner:
         self._conclude = conclude
         self._finished = finished
         self._claim_here = claim_here
+        #: Gives each finisher a success counter of its own (lock-free, as job threads have).
+        self._counter = counter
         self.loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         # Outcomes go to the finishers a loop iteration's worth at a time: one
@@ -249,6 +257,7 @@ class AsyncRunner:
 
     def _finish_loop(self) -> None:
         outcomes = self._outcomes
+        own = self._counter() if self._counter is not None else None
         while True:
             first = outcomes.get()
             if first is None:
@@ -271,7 +280,7 @@ class AsyncRunner:
             for lane, record, token, error, started in items:
                 deferred = False
                 try:
-                    deferred = self._conclude(lane, record, token, error)
+                    deferred = self._conclude(lane, record, token, error, None, own)
                 except Exception:
                     log.exception("internal error while recording job %s", record.id)
                 done.append((lane, record, deferred, started))

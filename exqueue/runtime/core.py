@@ -116,6 +116,7 @@ class Runtime(JobRunner):
                 finished=self._async_finished,
                 claim_here=self._claimer.claim_here,
                 hooks=self.config.hooks,
+                counter=self._tally.own if self._tally is not None else None,
             )
         try:
             self._leases.check_clock()

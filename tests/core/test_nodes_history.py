@@ -41,6 +41,28 @@ def test_drain_writes_outcome_history(storage: exqueue.Storage) -> None:
         queue.history(minutes=0)
 
 
+def test_async_outcomes_reach_the_history(storage: exqueue.Storage) -> None:
+    # Async successes are counted by the finisher threads, in counters of their own.
+    clock = FakeClock()
+    queue = exqueue.Queue(storage, clock=clock, node="hist-async")
+
+    @queue.worker(name="hist.aok", concurrency=4)
+    async def aok() -> None: ...
+
+    @queue.worker(name="hist.abad", max_retries=0)
+    async def abad() -> None:
+        raise ValueError("no")
+
+    for _ in range(7):
+        aok.enqueue()
+    abad.enqueue()
+    queue.drain()
+    rows = {(row.worker, row.minute): row for row in queue.history(minutes=5)}
+    minute = minute_of(clock.now)
+    assert (rows[("hist.aok", minute)].succeeded, rows[("hist.aok", minute)].failed) == (7, 0)
+    assert (rows[("hist.abad", minute)].succeeded, rows[("hist.abad", minute)].dead) == (0, 1)
+
+
 def test_a_started_node_is_listed_and_leaves_at_stop(storage: exqueue.Storage) -> None:
     queue = exqueue.Queue(storage, node="live-node", lease=3.0, poll_interval=0.05)
 
