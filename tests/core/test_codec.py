@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import pickle
 import uuid
@@ -85,6 +86,31 @@ def test_pickled_payload_is_refused_not_unpickled() -> None:
 def test_corrupt_payloads_raise_serialization_error(payload: bytes) -> None:
     with pytest.raises(SerializationError):
         codec.decode(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[[1],{}] x",
+        b"[[1],{}][[2],{}]",
+        b"[[1],{}],[[2],{}]",
+        b"[[1",
+        b"[[NaNx],{}]",
+        b" ",
+    ],
+)
+def test_a_payload_that_is_not_exactly_one_json_value_is_refused(payload: bytes) -> None:
+    # Extra data after the value (or a value cut short) must never decode as its first part.
+    with pytest.raises(SerializationError, match="not valid JSON"):
+        codec.decode(payload)
+
+
+@pytest.mark.parametrize(
+    "payload", [b" [[1],{}]", b"[[1],{}]\n", b'\t[["a"], {"b": 2}] ', b"[[NaN, -Infinity],{}]"]
+)
+def test_a_payload_from_another_json_writer_decodes_as_json_loads_would(payload: bytes) -> None:
+    args, kwargs = codec.decode(payload)
+    assert json.dumps([list(args), kwargs]) == json.dumps(json.loads(payload))  # NaN too
 
 
 def test_pickle_codec_is_opt_in_by_name() -> None:
