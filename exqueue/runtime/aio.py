@@ -8,8 +8,10 @@ only the other coroutines' bodies, never a claim, a heartbeat or an
 acknowledgement, and no job loses its lease to it.
 
 A feeder thread per async lane takes claimed jobs from the lane's buffer while
-fewer than ``concurrency`` of its coroutines run, and hands them to the loop in
-batches (one wake-up of the loop per batch, not per job).
+fewer than ``concurrency`` of its coroutines run, decodes them and builds their
+job contexts (off the loop, unless a middleware's ``started`` hook must run on
+the job's thread), and hands them to the loop in batches (one wake-up of the
+loop per batch, not per job).
 """
 
 from __future__ import annotations
@@ -148,14 +150,16 @@ class AsyncRunner:
                 batch = [lane.buffer.popleft() for _ in range(take)]
                 lane.executing += take
                 # Decode the batch here, off the loop and with the lane unlocked: the
-                # loop thread is the one every job's body waits for.
+                # loop thread is the one every job's body waits for. The batch counts
+                # as executing already, so a stop that begins meanwhile waits for it
+                # to run, as for any batch handed over just before a stop.
                 ready.release()
                 try:
-                    started = self._prepare_batch(batch)
+                    starting = self._prepare_batch(batch)
                 finally:
                     ready.acquire()
                 try:
-                    self.loop.call_soon_threadsafe(self._start, lane, started)
+                    self.loop.call_soon_threadsafe(self._start, lane, starting)
                 except RuntimeError:  # the loop is closed: the node is stopping
                     return
 
@@ -165,15 +169,15 @@ class AsyncRunner:
             # A started hook runs on the thread that runs the job: the loop.
             return [(record, token, None) for record, token in batch]
         prepare = self._prepare
-        started: list[Starting] = []
+        starting: list[Starting] = []
         for record, token in batch:
             try:
-                started.append((record, token, prepare(record)))
+                starting.append((record, token, prepare(record)))
             except Undecodable as bad:
-                started.append((record, token, bad))
-            except Exception:  # not a payload's fault: the loop decodes it, as ever
-                started.append((record, token, None))
-        return started
+                starting.append((record, token, bad))
+            except Exception:  # not a payload's fault: the loop prepares it, as ever
+                starting.append((record, token, None))
+        return starting
 
     def _start(self, lane: Lane, batch: list[Starting]) -> None:
         # The Task class itself rather than loop.create_task: this loop never has a
