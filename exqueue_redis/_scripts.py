@@ -376,54 +376,60 @@ if now ~= '' then need_num(now, 'now') end
 -- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
 -- worker type, not five calls per job), then the unique markers: removals
 -- first, since in a Redis at maxmemory a script's first write is the one checked.
-local out, done, seen, by_worker, marked = {}, {}, {}, {}, false
+-- Per job only an HMGET and no table: the ids (out), their keys, and apart the
+-- few with a unique key.
+local out, keys, seen, by_worker, keyed, marked = {}, {}, {}, {}, {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  local f = not seen[id] and held(id, ARGV[i + 1])
-  if f then
-    seen[id] = true
-    out[#out + 1] = id
-    done[#done + 1] = {id, f}
-    if f[3] then
-      local ids = by_worker[f[3]]
-      if not ids then ids = {} by_worker[f[3]] = ids end
-      ids[#ids + 1] = id
+  if not seen[id] then
+    local k = jkey(id)
+    -- The running check of every transition, without the seq (unused here).
+    local f = redis.call('HMGET', k, 'state', 'lease_token', 'worker', 'unique_key',
+      'unique_period')
+    if f[1] == 'running' and f[2] == ARGV[i + 1] then
+      seen[id] = true
+      local n = #out + 1
+      out[n], keys[n] = id, k
+      local worker = f[3]
+      if worker then
+        local ids = by_worker[worker]
+        if not ids then ids = {} by_worker[worker] = ids end
+        ids[#ids + 1] = id
+        if f[4] then keyed[#keyed + 1] = {id, worker, f[4], f[5]} end
+      end
     end
   end
 end
 local CHUNK = 500
-local function each_chunk(list, fn)
-  for a = 1, #list, CHUNK do fn(a, math.min(a + CHUNK - 1, #list)) end
-end
-local keys = {}
-for n, d in ipairs(done) do keys[n] = jkey(d[1]) end
 -- The hashes go whole: no need to clear their lease fields.
-each_chunk(keys, function(a, b) redis.call('DEL', unpack(keys, a, b)) end)
-each_chunk(out, function(a, b) redis.call('ZREM', P .. 'leases', unpack(out, a, b)) end)
+for a = 1, #keys, CHUNK do
+  local b = math.min(a + CHUNK - 1, #keys)
+  redis.call('DEL', unpack(keys, a, b))
+  redis.call('ZREM', P .. 'leases', unpack(out, a, b))
+end
 for worker, ids in pairs(by_worker) do
-  each_chunk(ids, function(a, b)
+  for a = 1, #ids, CHUNK do
+    local b = math.min(a + CHUNK - 1, #ids)
     redis.call('ZREM', P .. 'running:' .. worker, unpack(ids, a, b))
     redis.call('ZREM', P .. 'all:' .. worker, unpack(ids, a, b))
-  end)
+  end
   if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
     redis.call('SREM', P .. 'workers', worker)
   end
 end
-for _, d in ipairs(done) do
-  local id, f = d[1], d[2]
-  if f[3] and f[5] then
-    unhold(id, f[3], f[5])
-    local period = num(f[6])
-    if now ~= '' and period then
-      -- The marker that holds the key longest is kept.
-      local k = dkey(f[3], f[5])
-      local m = redis.call('HMGET', k, 'at', 'period')
-      local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
-      if until_before <= tonumber(now) + period then
-        redis.call('HSET', k, 'at', now, 'period', f[6], 'id', id)
-        redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
-        marked = true
-      end
+for _, u in ipairs(keyed) do
+  local id, worker, key = u[1], u[2], u[3]
+  unhold(id, worker, key)
+  local period = num(u[4])
+  if now ~= '' and period then
+    -- The marker that holds the key longest is kept.
+    local k = dkey(worker, key)
+    local m = redis.call('HMGET', k, 'at', 'period')
+    local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+    if until_before <= tonumber(now) + period then
+      redis.call('HSET', k, 'at', now, 'period', u[4], 'id', id)
+      redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
+      marked = true
     end
   end
 end
