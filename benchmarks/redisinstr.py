@@ -112,10 +112,8 @@ def run_tree(tree: str, jobs: int, batches: list[int], scope: str) -> dict[str, 
         found = {}
         for dump in sorted(Path(tmp).glob("cg.out.*")):
             text = dump.read_text(errors="replace")
-            label = next(
-                (ln.split()[-1] for ln in text.splitlines() if ln.startswith("desc: Trigger: dump")),
-                "",
-            )
+            trigger = "desc: Trigger: dump"
+            label = next((ln.split()[-1] for ln in text.splitlines() if ln.startswith(trigger)), "")
             if label.startswith(("claim-", "complete-")):
                 found[label] = totals(dump) / jobs
         return found

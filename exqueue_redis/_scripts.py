@@ -187,8 +187,9 @@ return {'ok', out}
 # damaged jobs that were picked and made dead instead. Each claimed job is the
 # CLAIMED_FIELDS of its hash in that order (the new attempt; false for a field
 # that is absent), then its error fields as name, text pairs; a job with only
-# the fields every job has, and no errors, stops after ``errors`` (the rest absent). The state and the
-# lease fields are not sent: the caller wrote them (see _records._claimed).
+# the fields every job has, and no errors, stops after ``errors`` (the rest
+# absent). The state and the lease fields are not sent: the caller wrote them
+# (see _records._claimed).
 CLAIM = (
     f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
     + r"""
