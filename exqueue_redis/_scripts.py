@@ -208,17 +208,13 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 local ngood, gfrom, gmember, gid, gf = 0, {}, {}, {}, {}
 local damaged, stale, later = {}, {}, {}
 local function consider(member, seq, id, from)
-  -- Read once, by position: checked now, returned (patched) after the writes,
-  -- with no table of names to build per job. The fields are CLAIMED_FIELDS
-  -- (_records.py), then state. A job with every option at its default has
-  -- exactly the ten fields every job has (see ENQUEUE): a hash of ten fields
-  -- that has those has nothing else, so only they are asked for (HMGET looks
-  -- a name up by walking the hash, an absent one to its end, and the six optional
-  -- fields are absent from most jobs). Such a row stops after errors (the caller
-  -- reads the rest as absent); any other has every field, false where absent.
-  -- The names are written out, not unpacked from a table: no table per call.
-  -- (HGETALL into a row by a name->position table measured the same as HMGET of
-  -- all sixteen: callgrind, claims of 1-400.)
+  -- Read once, by position (CLAIMED_FIELDS, then state): checked now, returned
+  -- (patched) after the writes. A job with every option at its default has just
+  -- the ten fields every job has (see ENQUEUE): a hash of ten with those has
+  -- nothing else, so only they are asked for (HMGET walks the hash for each name,
+  -- an absent one to its end). Such a row stops after errors (the caller reads
+  -- the rest as absent); any other has every field, false where absent. (HGETALL
+  -- into a row by a name->position table measured the same: callgrind.)
   local k, f, state = jkey(id), nil, nil
   if redis.call('HLEN', k) == 10 then
     f = redis.call('HMGET', k, 'id', 'seq', 'worker', 'payload', 'attempt',
