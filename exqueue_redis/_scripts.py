@@ -203,10 +203,15 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
--- The jobs to claim, in claim order, as columns (no table per job): where each was
--- found ('serial' or the ready set), its member there, its id, its fields.
+-- The jobs to claim, as columns (no table per job): from where, member, id, fields.
 local ngood, gfrom, gmember, gid, gf = 0, {}, {}, {}, {}
 local damaged, stale, later = {}, {}, {}
+-- The damage rules' helpers are defined on first use only (see with_prelude).
+local damage, bury_damaged
+local function damage_rules()
+--[[damage helpers]]
+  return damage, bury_damaged
+end
 local function consider(member, seq, id, from)
   -- Read once, by position (CLAIMED_FIELDS, then state): checked now, returned
   -- (patched) after the writes. A job with every option at its default has just
@@ -246,6 +251,7 @@ local function consider(member, seq, id, from)
   local why = nil
   if f[1] ~= id or hseq == nil or a == nil or r == nil or r ~= r
       or r == math.huge or r == -math.huge or (f[13] and (e == nil or e ~= e)) then
+    if not damage then damage, bury_damaged = damage_rules() end
     why = damage(id) or 'damaged stored job'
   end
   if why == nil and f[3] ~= worker then
@@ -259,8 +265,7 @@ local function consider(member, seq, id, from)
     return  -- never claimed; expire() makes it dead
   else
     ngood = ngood + 1
-    -- The new attempt, in the row as returned (the writes use it too).
-    f[5] = string.format('%d', a + 1)
+    f[5] = string.format('%d', a + 1)  -- the new attempt, returned and written
     gfrom[ngood], gmember[ngood], gid[ngood], gf[ngood] = from, member, id, f
   end
 end
@@ -282,8 +287,7 @@ elseif limit > 0 then
 """
     + PROMOTE_DUE
     + r"""
-  -- The first look passes strings (the usual claim makes only this one): Lua
-  -- formats a number argument with sprintf. Later looks go by rank, O(log n).
+  -- Strings reach the first look (usually the only one): Lua sprintf's numbers.
   local batch = redis.call('ZRANGE', rq, '-inf', '+inf', 'BYSCORE', 'LIMIT', '0', ARGV[2])
   local offset = 0
   while #batch > 0 do
@@ -302,6 +306,7 @@ for _, l in ipairs(later) do
   redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
 end
 local gone = {}
+if #damaged > 0 and not bury_damaged then damage, bury_damaged = damage_rules() end
 for _, d in ipairs(damaged) do
   if d[1] == 'serial' then
     redis.call('ZREM', sq, smember(d[4], d[3]))
@@ -332,12 +337,10 @@ for i = 1, ngood do
   if gfrom[i] ~= 'serial' and f[13] then
     redis.call('ZREM', P .. 'expiry', smember(f[2], id))
   end
-  local attempt = f[5]  -- the new one (consider)
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
-    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
+    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', f[5])
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
-  -- The seq as stored (checked equal to the member's): a string, which ZADD
-  -- takes as it is, where a Lua number would be formatted with sprintf first.
+  -- The stored seq's text (checked equal): a Lua number would go through sprintf.
   ran[#ran + 1], ran[#ran + 2] = f[2], id
   -- The reply is the fields read (CLAIMED_FIELDS) with the new attempt, not the
   -- whole hash with its lease: about half as much for the server to write and
@@ -371,8 +374,7 @@ if now ~= '' then need_num(now, 'now') end
 -- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
 -- worker type, not five calls per job), then the unique markers: removals
 -- first, since in a Redis at maxmemory a script's first write is the one checked.
--- Per job only an HMGET and no table: the ids (out), their keys, and apart the
--- few with a unique key.
+-- Per job one HMGET, no table: ids (out), keys, and apart the few with a unique key.
 local out, keys, seen, by_worker, keyed, marked = {}, {}, {}, {}, {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
@@ -396,10 +398,9 @@ for i = 2, #ARGV, 2 do
   end
 end
 local CHUNK = 500
--- The hashes go whole: no need to clear their lease fields.
 for a = 1, #keys, CHUNK do
   local b = math.min(a + CHUNK - 1, #keys)
-  redis.call('DEL', unpack(keys, a, b))
+  redis.call('DEL', unpack(keys, a, b))  -- the hashes whole, lease fields and all
   redis.call('ZREM', P .. 'leases', unpack(out, a, b))
 end
 for worker, ids in pairs(by_worker) do
