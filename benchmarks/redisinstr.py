@@ -101,7 +101,9 @@ def run_tree(tree: str, jobs: int, batches: list[int], scope: str) -> dict[str, 
             spec = {"url": f"redis://127.0.0.1:{port}/0", "pid": proc.pid,
                     "jobs": jobs, "batches": batches}  # fmt: skip
             if scope == "all":
-                subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True)
+                subprocess.run(
+                    ["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True
+                )
             env = {**os.environ, "PYTHONPATH": tree, "PYTHONHASHSEED": "0"}
             subprocess.run(
                 [sys.executable, "-c", CHILD, json.dumps(spec)], env=env, check=True, cwd=tree
