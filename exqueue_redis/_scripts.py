@@ -288,7 +288,7 @@ elseif limit > 0 then
     + PROMOTE_DUE
     + r"""
   -- Strings reach the first look (usually the only one): Lua sprintf's numbers.
-  local batch = redis.call('ZRANGE', rq, '-inf', '+inf', 'BYSCORE', 'LIMIT', '0', ARGV[2])
+  local batch = redis.call('ZRANGEBYSCORE', rq, '-inf', '+inf', 'LIMIT', '0', ARGV[2])
   local offset = 0
   while #batch > 0 do
     offset = offset + #batch
