@@ -132,7 +132,7 @@ from exqueue_redis._control import RedisControl
 from exqueue_redis._layout import LAYOUT_VERSION, open_layout
 from exqueue_redis._limits import RedisLimits
 from exqueue_redis._observe import RedisObserve
-from exqueue_redis._prelude import prelude_for
+from exqueue_redis._prelude import with_prelude
 from exqueue_redis._records import (
     _claimed,
     _count,
@@ -493,4 +493,4 @@ class RedisStorage(
 
 @functools.cache
 def _with_prelude(body: str) -> str:
-    return prelude_for(body) + body
+    return with_prelude(body)

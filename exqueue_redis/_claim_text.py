@@ -13,10 +13,10 @@ without the last newline, which the text after it brings.
 
 from __future__ import annotations
 
-# Reads sq, rq, now, PROMOTE: moves up to PROMOTE due jobs of the scheduled set to
+# Reads sq, rq, now, PROMOTE (a string): moves up to PROMOTE due jobs of the scheduled set to
 # the ready set.
 PROMOTE_DUE = r"""
-  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', 0, PROMOTE)
+  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', '0', PROMOTE)
   for _, member in ipairs(due) do
     local id = string.sub(member, 17)
     local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')

@@ -45,7 +45,7 @@ _PROMOTE = 1000
 # ARGV: worker, limit, now, owner, token, lease_until, concurrency ('' none), rate ('' none),
 # since (now - per), partitioned ('1'/'0'), starts ttl (seconds). Returns as CLAIM does.
 CLAIM_LIMITED = (
-    f"local PROMOTE, SCAN = {_PROMOTE}, {SCAN_LIMIT}\n"
+    f"local PROMOTE, SCAN = '{_PROMOTE}', {SCAN_LIMIT}\n"
     + r"""
 local worker, limit, now = ARGV[1], need_int(ARGV[2], 'claim limit', 0), ARGV[3]
 local owner, token, lease_until = ARGV[4], ARGV[5], ARGV[6]

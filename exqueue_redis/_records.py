@@ -80,6 +80,7 @@ CLAIMED_FIELDS = (
     "errors", "priority", "meta", "timeout", "expires_at", "unique_key", "partition",
 )  # fmt: skip
 _CLAIMED = len(CLAIMED_FIELDS)
+_ABSENT: list[bytes | None] = [None] * _CLAIMED
 
 
 def _claimed(
@@ -91,6 +92,8 @@ def _claimed(
     sent back; every other field is read as :func:`_record_from` reads it (the
     same checks, the same errors for a damaged one).
     """
+    if len(row) < _CLAIMED:  # a plain job: the optional fields are absent
+        row = [*row, *_ABSENT[len(row) :]]
     (
         job_id, seq, worker, payload, attempt, max_attempts, run_at, enqueued_at,
         errors, priority, meta, timeout, expires_at, unique, partition,

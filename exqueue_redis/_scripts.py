@@ -186,10 +186,12 @@ return {'ok', out}
 # Returns {claimed jobs in claim order, {id, reason, ...}}: the second list names
 # damaged jobs that were picked and made dead instead. Each claimed job is the
 # CLAIMED_FIELDS of its hash in that order (the new attempt; false for a field
-# that is absent), then its error fields as name, text pairs. The state and the
-# lease fields are not sent: the caller wrote them (see _records._claimed).
+# that is absent), then its error fields as name, text pairs; a job with only
+# the fields every job has, and no errors, stops after ``errors`` (the rest
+# absent). The state and the lease fields are not sent: the caller wrote them
+# (see _records._claimed).
 CLAIM = (
-    f"local PROMOTE = {PROMOTE_CHUNK}\n"
+    f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
     + r"""
 local worker, limit, now = ARGV[1], need_int(ARGV[2], 'claim limit', 0), ARGV[3]
 local owner, token, lease_until = ARGV[4], ARGV[5], ARGV[6]
@@ -201,17 +203,43 @@ if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
-local good, damaged, stale, later = {}, {}, {}, {}
--- The fields a claim reads, by position: CLAIMED_FIELDS (_records.py), then state.
-local CF = {'id', 'seq', 'worker', 'payload', 'attempt', 'max_attempts', 'run_at',
-  'enqueued_at', 'errors', 'priority', 'meta', 'timeout', 'expires_at', 'unique_key',
-  'partition', 'state'}
+-- The jobs to claim, as columns (no table per job): from where, member, id, fields.
+local ngood, gfrom, gmember, gid, gf = 0, {}, {}, {}, {}
+local damaged, stale, later = {}, {}, {}
+-- The damage rules' helpers are defined on first use only (see with_prelude).
+local damage, bury_damaged
+local function damage_rules()
+--[[damage helpers]]
+  return damage, bury_damaged
+end
 local function consider(member, seq, id, from)
-  -- Read once, by position (false where absent): checked now, returned (patched)
-  -- after the writes, with no table of names to build per job.
-  local f = redis.call('HMGET', jkey(id), unpack(CF))
+  -- Read once, by position (CLAIMED_FIELDS, then state): checked now, returned
+  -- (patched) after the writes. A job with every option at its default has just
+  -- the ten fields every job has (see ENQUEUE): a hash of ten with those has
+  -- nothing else, so only they are asked for (HMGET walks the hash for each name,
+  -- an absent one to its end). Such a row stops after errors (the caller reads
+  -- the rest as absent); any other has every field, false where absent. (HGETALL
+  -- into a row by a name->position table measured the same: callgrind.)
+  local k, f, state = jkey(id), nil, nil
+  if redis.call('HLEN', k) == 10 then
+    f = redis.call('HMGET', k, 'id', 'seq', 'worker', 'payload', 'attempt',
+      'max_attempts', 'run_at', 'enqueued_at', 'errors', 'state')
+    state = f[10]
+    if state and f[1] and f[2] and f[3] and f[4] and f[5] and f[6] and f[7] and f[8]
+        and f[9] then
+      f[10] = nil
+    else
+      f = nil
+    end
+  end
+  if f == nil then
+    f = redis.call('HMGET', k, 'id', 'seq', 'worker', 'payload', 'attempt',
+      'max_attempts', 'run_at', 'enqueued_at', 'errors', 'priority', 'meta', 'timeout',
+      'expires_at', 'unique_key', 'partition', 'state')
+    state, f[16] = f[16], nil
+  end
   local hseq = int(f[2])
-  if seq == nil or f[16] ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
+  if seq == nil or state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
     stale[#stale + 1] = {from, member}
     return
   end
@@ -219,10 +247,11 @@ local function consider(member, seq, id, from)
   -- is checked here, with tonumber rather than the stricter num()/int() (a
   -- full check per job costs about as much as the claim's writes); a field
   -- that fails to read back in Python is buried from there.
-  local r, e = tonumber(f[7]), f[13] and tonumber(f[13])
+  local r, e, a = tonumber(f[7]), f[13] and tonumber(f[13]), int(f[5])
   local why = nil
-  if f[1] ~= id or hseq == nil or int(f[5]) == nil or r == nil or r ~= r
+  if f[1] ~= id or hseq == nil or a == nil or r == nil or r ~= r
       or r == math.huge or r == -math.huge or (f[13] and (e == nil or e ~= e)) then
+    if not damage then damage, bury_damaged = damage_rules() end
     why = damage(id) or 'damaged stored job'
   end
   if why == nil and f[3] ~= worker then
@@ -235,7 +264,9 @@ local function consider(member, seq, id, from)
   elseif e and e <= now_n then
     return  -- never claimed; expire() makes it dead
   else
-    good[#good + 1] = {from, member, id, seq, f}
+    ngood = ngood + 1
+    f[5] = string.format('%d', a + 1)  -- the new attempt, returned and written
+    gfrom[ngood], gmember[ngood], gid[ngood], gf[ngood] = from, member, id, f
   end
 end
 if ARGV[7] == '1' then
@@ -256,15 +287,17 @@ elseif limit > 0 then
 """
     + PROMOTE_DUE
     + r"""
-  local offset, step = 0, limit
-  while #good < limit do
-    local batch = redis.call('ZRANGE', rq, offset, offset + step - 1)
-    if #batch == 0 then break end
+  -- Strings reach the first look (usually the only one): Lua sprintf's numbers.
+  local batch = redis.call('ZRANGEBYSCORE', rq, '-inf', '+inf', 'LIMIT', '0', ARGV[2])
+  local offset = 0
+  while #batch > 0 do
     offset = offset + #batch
     for _, member in ipairs(batch) do
       consider(member, tonumber(string.sub(member, 9, 24)), string.sub(member, 25), rq)
-      if #good >= limit then break end
+      if ngood >= limit then break end
     end
+    if ngood >= limit then break end
+    batch = redis.call('ZRANGE', rq, offset, offset + limit - 1)
   end
 end
 for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
@@ -273,6 +306,7 @@ for _, l in ipairs(later) do
   redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
 end
 local gone = {}
+if #damaged > 0 and not bury_damaged then damage, bury_damaged = damage_rules() end
 for _, d in ipairs(damaged) do
   if d[1] == 'serial' then
     redis.call('ZREM', sq, smember(d[4], d[3]))
@@ -288,32 +322,32 @@ end
 -- one checked against the limit, and a removal is never refused.
 local CHUNK = 500
 local out, taken, leased, ran = {}, {}, {}, {}
-for _, g in ipairs(good) do
-  if g[1] == 'serial' then
-    unwait(g[3], worker, g[4], g[5][7])
+for i = 1, ngood do
+  if gfrom[i] == 'serial' then
+    unwait(gid[i], worker, gf[i][2], gf[i][7])
   else
-    taken[#taken + 1] = g[2]
+    taken[#taken + 1] = gmember[i]
   end
 end
 for a = 1, #taken, CHUNK do
   redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
 end
-for i, g in ipairs(good) do
-  local id, f = g[3], g[5]
-  if g[1] ~= 'serial' and f[13] then
-    redis.call('ZREM', P .. 'expiry', smember(g[4], id))
+for i = 1, ngood do
+  local id, f = gid[i], gf[i]
+  if gfrom[i] ~= 'serial' and f[13] then
+    redis.call('ZREM', P .. 'expiry', smember(f[2], id))
   end
-  -- attempt was checked to be an integer above; HSET writes it with the lease.
-  local attempt = string.format('%d', int(f[5]) + 1)
   redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
-    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', attempt)
+    'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', f[5])
   leased[#leased + 1], leased[#leased + 2] = lease_until, id
-  ran[#ran + 1], ran[#ran + 2] = g[4], id
+  -- The stored seq's text (checked equal): a Lua number would go through sprintf.
+  ran[#ran + 1], ran[#ran + 2] = f[2], id
   -- The reply is the fields read (CLAIMED_FIELDS) with the new attempt, not the
   -- whole hash with its lease: about half as much for the server to write and
   -- the caller to read. The lease fields are the caller's own.
-  f[5], f[16] = attempt, nil
   if f[9] ~= '0' then
+    -- The error fields follow the fifteen claimed ones: a short row is filled out first.
+    for j = #f + 1, 15 do f[j] = false end
     local h = redis.call('HGETALL', jkey(id))
     for j = 1, #h, 2 do
       if string.sub(h[j], 1, 6) == 'error:' then f[#f + 1], f[#f + 2] = h[j], h[j + 1] end
@@ -340,54 +374,58 @@ if now ~= '' then need_num(now, 'now') end
 -- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
 -- worker type, not five calls per job), then the unique markers: removals
 -- first, since in a Redis at maxmemory a script's first write is the one checked.
-local out, done, seen, by_worker, marked = {}, {}, {}, {}, false
+-- Per job one HMGET, no table: ids (out), keys, and apart the few with a unique key.
+local out, keys, seen, by_worker, keyed, marked = {}, {}, {}, {}, {}, false
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  local f = not seen[id] and held(id, ARGV[i + 1])
-  if f then
-    seen[id] = true
-    out[#out + 1] = id
-    done[#done + 1] = {id, f}
-    if f[3] then
-      local ids = by_worker[f[3]]
-      if not ids then ids = {} by_worker[f[3]] = ids end
-      ids[#ids + 1] = id
+  if not seen[id] then
+    local k = jkey(id)
+    -- The running check of every transition, without the seq (unused here).
+    local f = redis.call('HMGET', k, 'state', 'lease_token', 'worker', 'unique_key',
+      'unique_period')
+    if f[1] == 'running' and f[2] == ARGV[i + 1] then
+      seen[id] = true
+      local n = #out + 1
+      out[n], keys[n] = id, k
+      local worker = f[3]
+      if worker then
+        local ids = by_worker[worker]
+        if not ids then ids = {} by_worker[worker] = ids end
+        ids[#ids + 1] = id
+        if f[4] then keyed[#keyed + 1] = {id, worker, f[4], f[5]} end
+      end
     end
   end
 end
 local CHUNK = 500
-local function each_chunk(list, fn)
-  for a = 1, #list, CHUNK do fn(a, math.min(a + CHUNK - 1, #list)) end
+for a = 1, #keys, CHUNK do
+  local b = math.min(a + CHUNK - 1, #keys)
+  redis.call('DEL', unpack(keys, a, b))  -- the hashes whole, lease fields and all
+  redis.call('ZREM', P .. 'leases', unpack(out, a, b))
 end
-local keys = {}
-for n, d in ipairs(done) do keys[n] = jkey(d[1]) end
--- The hashes go whole: no need to clear their lease fields.
-each_chunk(keys, function(a, b) redis.call('DEL', unpack(keys, a, b)) end)
-each_chunk(out, function(a, b) redis.call('ZREM', P .. 'leases', unpack(out, a, b)) end)
 for worker, ids in pairs(by_worker) do
-  each_chunk(ids, function(a, b)
+  for a = 1, #ids, CHUNK do
+    local b = math.min(a + CHUNK - 1, #ids)
     redis.call('ZREM', P .. 'running:' .. worker, unpack(ids, a, b))
     redis.call('ZREM', P .. 'all:' .. worker, unpack(ids, a, b))
-  end)
+  end
   if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
     redis.call('SREM', P .. 'workers', worker)
   end
 end
-for _, d in ipairs(done) do
-  local id, f = d[1], d[2]
-  if f[3] and f[5] then
-    unhold(id, f[3], f[5])
-    local period = num(f[6])
-    if now ~= '' and period then
-      -- The marker that holds the key longest is kept.
-      local k = dkey(f[3], f[5])
-      local m = redis.call('HMGET', k, 'at', 'period')
-      local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
-      if until_before <= tonumber(now) + period then
-        redis.call('HSET', k, 'at', now, 'period', f[6], 'id', id)
-        redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
-        marked = true
-      end
+for _, u in ipairs(keyed) do
+  local id, worker, key = u[1], u[2], u[3]
+  unhold(id, worker, key)
+  local period = num(u[4])
+  if now ~= '' and period then
+    -- The marker that holds the key longest is kept.
+    local k = dkey(worker, key)
+    local m = redis.call('HMGET', k, 'at', 'period')
+    local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+    if until_before <= tonumber(now) + period then
+      redis.call('HSET', k, 'at', now, 'period', u[4], 'id', id)
+      redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
+      marked = true
     end
   end
 end

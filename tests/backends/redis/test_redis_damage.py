@@ -220,3 +220,20 @@ def test_a_vanished_serial_head_does_not_block_its_type(storage: RedisStorage) -
     assert claimed == []  # this claim drops the stale head...
     claimed = storage.claim("w", 1, now=100.0, owner="n", token="t", lease_until=130.0, serial=True)
     assert [job.id for job in claimed] == ["second"]  # ...and the next one moves on
+
+
+def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -> None:
+    # The claim's text puts the helpers only the damage rules need inside the
+    # function it calls on a damaged job; every other helper once, up front.
+    from exqueue_redis import _scripts
+    from exqueue_redis._prelude import with_prelude
+
+    text = with_prelude(_scripts.CLAIM)
+    head, rest = text.split("local function damage_rules()", 1)
+    inner = rest.split("  return damage, bury_damaged\nend\n", 1)[0]
+    for helper in ("damage_of", "damage", "bury_damaged", "add_error"):
+        assert f"local function {helper}(" not in head
+        assert inner.count(f"local function {helper}(") == 1
+    for helper in ("jkey", "int", "num", "unwait"):
+        assert text.count(f"local function {helper}(") == 1
+        assert f"local function {helper}(" in head
