@@ -102,7 +102,7 @@ class Runtime(JobRunner):
             # At most one success per job thread queues for the next commit: a
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
-            self._acker = Acker(self._recorder, self.storage, bound)
+            self._acker = Acker(self._recorder, self.storage, bound, self._starved)
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):
@@ -305,6 +305,17 @@ class Runtime(JobRunner):
             self._leases.expire()
         except Exception as exc:
             log.warning("burying expired jobs failed (%s: %s)", type(exc).__name__, exc)
+
+    def _starved(self) -> bool:
+        """Whether a lane wants jobs that its own threads will not claim (the acker asks).
+
+        Read without the lanes' locks: a wrong answer costs one wake-up of the
+        dispatcher too many, or one left to the acker's next write or the poll.
+        """
+        for lane in self._lanes.values():
+            if not lane.more_waiting and lane.wanted() > 0:
+                return True
+        return False
 
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():

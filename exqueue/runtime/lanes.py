@@ -138,8 +138,12 @@ class Claimer:
                     lane.failures = 0
         return claimed, failed
 
-    def claim(self, lane: Lane) -> int:
-        """Claim what ``lane`` wants into its buffer (``lane.claim_lock`` held)."""
+    def claim(self, lane: Lane, taker: bool = False) -> int:
+        """Claim what ``lane`` wants into its buffer (``lane.claim_lock`` held).
+
+        ``taker``: the caller is one of the lane's threads and takes a job itself,
+        so one thread fewer is woken for the claimed jobs.
+        """
         with lane.ready:
             want = lane.wanted()
         if want <= 0:
@@ -177,7 +181,9 @@ class Claimer:
             closing = lane.closing
             if not closing:
                 lane.buffer.extend((record, token) for record in records)
-                lane.ready.notify(len(records))
+                woken = len(records) - taker
+                if woken:
+                    lane.ready.notify(woken)
         if closing:
             with ledger.lock:
                 for record in records:
@@ -217,7 +223,7 @@ class Claimer:
         lane.claiming = True
         lane.ready.release()
         try:
-            if self.claim(lane) > 0:
+            if self.claim(lane, taker=True) > 0:
                 return True
             self.wake.set()  # came up empty: the dispatcher (or a drain) takes over
             return False
