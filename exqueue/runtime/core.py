@@ -321,7 +321,7 @@ class Runtime(JobRunner):
         if self._acker is not None and self._acker.busy():
             return True
         for lane in self._lanes.values():
-            with lane.ready:  # a job moves from buffer to executing under this lock
+            with lane.lock:  # a job moves from buffer to executing under this lock
                 if lane.executing or lane.buffer or lane.claiming:
                     return True
         return False
@@ -413,7 +413,7 @@ class Runtime(JobRunner):
         wanted = 0
         for lane in {id(lane): lane for lane, _, _, _ in done}.values():
             mine = [started for other, _, _, started in done if other is lane]
-            with lane.ready:
+            with lane.ready:  # notified below
                 lane.executing -= len(mine)
                 for started in mine:
                     lane.observe(now - started)
