@@ -141,16 +141,14 @@ class Claimer:
                     lane.failures = 0
         return claimed, failed
 
-    def claim(self, lane: Lane, taker: bool = False, want: int | None = None) -> int:
+    def claim(self, lane: Lane, taker: bool = False) -> int:
         """Claim what ``lane`` wants into its buffer (``lane.claim_lock`` held).
 
         ``taker``: the caller is one of the lane's threads and takes a job itself,
-        so one thread fewer is woken for the claimed jobs; it passes ``want``,
-        read under ``lane.ready``.
+        so one thread fewer is woken for the claimed jobs.
         """
-        if want is None:
-            with lane.lock:
-                want = lane.wanted()
+        with lane.lock:
+            want = lane.wanted()
         if want <= 0:
             return 0
         config = self.config
@@ -226,10 +224,10 @@ class Claimer:
         if not lane.claim_lock.acquire(blocking=False):
             return False
         lane.claiming = True
-        want = lane.wanted()
         lane.ready.release()
         try:
-            if self.claim(lane, taker=True, want=want) > 0:
+            # ``want`` is read after the release: threads that finish meanwhile are claimed for.
+            if self.claim(lane, taker=True) > 0:
                 return True
             self.wake.set()  # came up empty: the dispatcher (or a drain) takes over
             return False

@@ -214,8 +214,12 @@ class JobRunner:
         self._count_success(record, duration, own)
         acker = self._acker
         if acker is not None:
-            # A job thread (``thread``) writes its success itself when the acker is idle.
-            queued = acker.submit(record.id, token, thread)
+            # The one thread of a lane (``thread``) writes its success itself when
+            # the acker is idle: its successes could never share a batch anyway.
+            # With more threads, writing its own made batches smaller (4 threads,
+            # Redis: 3.6 -> 2.1 jobs per write) for no less CPU: they queue.
+            own = thread and lane.worker.concurrency == 1
+            queued = acker.submit(record.id, token, own)
             if not queued:
                 acker.write_own(record.id, token)
             if hooks.chain:
