@@ -218,8 +218,8 @@ class JobRunner:
             # the acker is idle: its successes could never share a batch anyway.
             # With more threads, writing its own made batches smaller (4 threads,
             # Redis: 3.6 -> 2.1 jobs per write) for no less CPU: they queue.
-            own = thread and lane.worker.concurrency == 1
-            queued = acker.submit(record.id, token, own)
+            single = thread and lane.worker.concurrency == 1
+            queued = acker.submit(record.id, token, single)
             if not queued:
                 acker.write_own(record.id, token)
             if hooks.chain:
