@@ -365,7 +365,7 @@ class Runtime(JobRunner):
                     lane.observe(time.monotonic() - started)
                 # The dispatcher needs waking only when this lane wants jobs that
                 # its own threads will not claim.
-                if not wake.is_set() and not lane.more_waiting and lane.wanted():
+                if not lane.more_waiting and not wake.is_set() and lane.wanted():
                     wake.set()
 
     def _dispatch_loop(self) -> None:
