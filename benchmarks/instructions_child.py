@@ -23,7 +23,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage = open_storage(spec["url"], tmp)
         queue = exqueue.Queue(storage, check_clock=False)
-        job = queue.worker(name="bench.versions", concurrency=8, max_retries=0)(noop)
+        job = queue.worker(
+            name="bench.versions", concurrency=int(spec.get("concurrency", 8)), max_retries=0
+        )(noop)
         try:
             for phase in spec["phases"].split(","):
                 if phase == "enqueue":

@@ -35,6 +35,11 @@ def format_error(exc: BaseException) -> str:
     return text[-MAX_ERROR_CHARS:]
 
 
+def _extra(job_id: str) -> dict[str, str] | None:
+    """A log record's extra for ``job_id``; none for a batch ("3 jobs")."""
+    return None if " " in job_id else {"job_id": job_id}
+
+
 class Recorder:
     """Records outcomes; tells the queue's reporters of each death it records."""
 
@@ -113,7 +118,10 @@ class Recorder:
         )
 
     def successes(self, storage: SupportsCompleteMany, batch: list[tuple[str, str]]) -> None:
-        """Write one batch of successes (on the acker's thread)."""
+        """Write one batch of successes (on the acker's thread, or a job thread's own).
+
+        The caller wakes the dispatcher if it needs to (see ``Acker._loop``).
+        """
         done: set[str] = set()
 
         def write() -> bool:
@@ -138,7 +146,6 @@ class Recorder:
             for job_id, _ in batch:
                 ledger.held.pop(job_id, None)
             ledger.progress += 1
-        self.wake.set()
 
     def record(
         self, job_id: str, what: str, call: Callable[[], bool], patience: float | None = None
@@ -149,13 +156,12 @@ class Recorder:
         storage stayed unreachable: then the lease expires and the job runs again.
         """
         give_up = time.monotonic() + (patience if patience is not None else 2 * self.config.lease)
-        # ``job_id`` names a batch ("3 jobs") when successes are written together.
-        extra = None if " " in job_id else {"job_id": job_id}
         pause = 0.05
         while True:
             try:
                 ok = call()
             except Exception as exc:
+                extra = _extra(job_id)
                 if time.monotonic() + pause > give_up:
                     log.error(
                         "could not record the %s of job %s (%s); it will run again "
@@ -183,7 +189,7 @@ class Recorder:
                     "handed it back (it runs again unless that was its last attempt)",
                     job_id,
                     what,
-                    extra=extra,
+                    extra=_extra(job_id),
                 )
             return ok
 
@@ -202,31 +208,67 @@ class Acker:
     slow: a commit carries at most ``bound`` successes.
     """
 
-    def __init__(self, recorder: Recorder, storage: SupportsCompleteMany, bound: int) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        storage: SupportsCompleteMany,
+        bound: int,
+        starved: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.recorder = recorder
         self.storage = storage
         self.bound = max(bound, 1)
+        #: Whether a lane wants jobs that only the dispatcher will claim for it.
+        self.starved = starved
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
+        self.inline = ""  # the id whose success a job thread is writing itself (``submit``)
         self.writing: set[str] = set()  # ids of the batch being written
         self.closing = False
         self.waiting = False
-        lock = threading.Lock()
+        # ``with self.lock`` where nothing waits: cheaper than the Condition's ``with``.
+        self.lock = lock = threading.Lock()
         self.cond = threading.Condition(lock)  # the acker waits for successes
         self.room = threading.Condition(lock)  # job threads wait for room
         self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
         self.thread.start()
 
-    def submit(self, job_id: str, token: str) -> None:
-        with self.cond:
+    def submit(self, job_id: str, token: str, own: bool = False) -> bool:
+        """Queue a success; False (nothing queued) when the caller is to write it itself.
+
+        A success that finds the acker idle, nothing queued and no other thread
+        writing its own is written by its job thread (``write_own``): a batch of
+        one either way, without waking the acker and switching threads. Successes
+        that arrive meanwhile queue for the acker as before, so batches still form
+        under load. Only a caller that may block on a write passes ``own``.
+        """
+        with self.lock:
+            if own and not (self.pending or self.in_flight or self.inline or self.closing):
+                self.inline = job_id
+                return False
             while len(self.pending) >= self.bound and not self.closing:
                 self.room.wait()
             self.pending.append((job_id, token))
             if self.waiting:  # a notify costs more than the append; skip it when busy
                 self.cond.notify()
+            return True
+
+    def write_own(self, job_id: str, token: str) -> None:
+        """Write the success that ``submit`` handed back, on the calling job thread.
+
+        No wake-up follows: the job thread is still counted as executing, and
+        its lane loop wakes the dispatcher when the lane wants jobs.
+        """
+        try:
+            self.recorder.successes(self.storage, [(job_id, token)])
+        finally:
+            with self.lock:
+                self.inline = ""
+                if self.pending and self.waiting:  # queued while this one was written
+                    self.cond.notify()
 
     def busy(self) -> bool:
-        with self.cond:
+        with self.lock:
             return bool(self.pending or self.in_flight)
 
     def close(self, timeout: float) -> set[str]:
@@ -237,14 +279,19 @@ class Acker:
             self.room.notify_all()
         self.thread.join(timeout)
         with self.cond:
-            if not self.thread.is_alive():
-                return set()
-            return {job_id for job_id, _ in self.pending} | self.writing
+            # A job thread may still be writing its own (the acker does not wait for it).
+            unwritten = {self.inline} if self.inline else set()
+            if self.thread.is_alive():
+                unwritten.update(job_id for job_id, _ in self.pending)
+                unwritten |= self.writing
+            return unwritten
 
     def _loop(self) -> None:
         while True:
             with self.cond:
-                while not self.pending and not self.closing:
+                # One write at a time, a job thread's own included, so that
+                # successes arriving meanwhile go together in the next batch.
+                while (not self.pending or self.inline) and not self.closing:
                     self.waiting = True
                     self.cond.wait()
                     self.waiting = False
@@ -261,4 +308,12 @@ class Acker:
                 with self.cond:
                     self.in_flight = 0
                     self.writing = set()
-                    self.room.notify_all()
+                    if len(batch) >= self.bound:  # only a full queue keeps threads waiting
+                        self.room.notify_all()
+                    # Another batch is queued: its write wakes the dispatcher, unless a
+                    # lane is starved now (a serial successor the write made runnable).
+                    # The last write always wakes it, after ``in_flight`` is cleared, so
+                    # a drain waiting for the acker sees it idle.
+                    quiet = bool(self.pending)
+                if not quiet or self.starved():
+                    self.recorder.wake.set()

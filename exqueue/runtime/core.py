@@ -102,7 +102,7 @@ class Runtime(JobRunner):
             # At most one success per job thread queues for the next commit: a
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
-            self._acker = Acker(self._recorder, self.storage, bound)
+            self._acker = Acker(self._recorder, self.storage, bound, self._starved)
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):
@@ -308,11 +308,22 @@ class Runtime(JobRunner):
         except Exception as exc:
             log.warning("burying expired jobs failed (%s: %s)", type(exc).__name__, exc)
 
+    def _starved(self) -> bool:
+        """Whether a lane wants jobs that its own threads will not claim (the acker asks).
+
+        Read without the lanes' locks: a wrong answer costs one wake-up of the
+        dispatcher too many, or one left to the acker's next write or the poll.
+        """
+        for lane in self._lanes.values():
+            if not lane.more_waiting and lane.wanted() > 0:
+                return True
+        return False
+
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():
             return True
         for lane in self._lanes.values():
-            with lane.ready:  # a job moves from buffer to executing under this lock
+            with lane.lock:  # a job moves from buffer to executing under this lock
                 if lane.executing or lane.buffer or lane.claiming:
                     return True
         return False
@@ -356,7 +367,7 @@ class Runtime(JobRunner):
                     lane.observe(time.monotonic() - started)
                 # The dispatcher needs waking only when this lane wants jobs that
                 # its own threads will not claim.
-                if not wake.is_set() and not lane.more_waiting and lane.wanted():
+                if not lane.more_waiting and not wake.is_set() and lane.wanted():
                     wake.set()
 
     def _dispatch_loop(self) -> None:
@@ -404,7 +415,7 @@ class Runtime(JobRunner):
         wanted = 0
         for lane in {id(lane): lane for lane, _, _, _ in done}.values():
             mine = [started for other, _, _, started in done if other is lane]
-            with lane.ready:
+            with lane.ready:  # notified below
                 lane.executing -= len(mine)
                 for started in mine:
                     lane.observe(now - started)

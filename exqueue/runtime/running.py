@@ -113,9 +113,10 @@ class JobRunner:
         try:
             try:
                 result = lane.worker.fn(*args, **kwargs)
-                check_result(result)
-                if isinstance(result, Snooze):
-                    error = result
+                if result is not None:  # None, the usual result, needs no check
+                    check_result(result)
+                    if isinstance(result, Snooze):
+                        error = result
             except BaseException as exc:  # a job's SystemExit is a failure too, not our exit
                 error = exc
             finally:
@@ -131,7 +132,7 @@ class JobRunner:
                 error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
-        return self._conclude(lane, record, token, error, time.monotonic() - began, own)
+        return self._conclude(lane, record, token, error, time.monotonic() - began, own, True)
 
     def _settle(self, watch: Watch, error: BaseException | None) -> BaseException | None:
         """Claim the outcome from the watchdog; the error to record."""
@@ -158,6 +159,7 @@ class JobRunner:
         error: BaseException | None,
         duration: float | None = None,
         own: dict[str, list[float]] | None = None,
+        thread: bool = False,
     ) -> bool:
         """Record an attempt's outcome; True when its success was queued for the acker.
 
@@ -210,11 +212,19 @@ class JobRunner:
             self._recorder.failure(lane.worker, record, token, error, duration)
             return False
         self._count_success(record, duration, own)
-        if self._acker is not None:
-            self._acker.submit(record.id, token)
+        acker = self._acker
+        if acker is not None:
+            # The one thread of a lane (``thread``) writes its success itself when
+            # the acker is idle: its successes could never share a batch anyway.
+            # With more threads, writing its own made batches smaller (4 threads,
+            # Redis: 3.6 -> 2.1 jobs per write) for no less CPU: they queue.
+            single = thread and lane.worker.concurrency == 1
+            queued = acker.submit(record.id, token, single)
+            if not queued:
+                acker.write_own(record.id, token)
             if hooks.chain:
                 hooks.succeeded(record, duration)
-            return True
+            return queued
         self._recorder.success(record.id, token)
         if hooks.chain:
             hooks.succeeded(record, duration)

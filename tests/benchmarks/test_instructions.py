@@ -36,10 +36,16 @@ def test_per_job_is_the_difference_between_sizes(monkeypatch: pytest.MonkeyPatch
     counts |= {("enqueue_many,drain", 10): 5_000, ("enqueue_many,drain", 30): 9_000}
     counts |= {("enqueue_many", 10): 2_000, ("enqueue_many", 30): 4_000}
 
-    def fake(tree: str, url: str, phases: str, jobs: int) -> int:
+    threads: list[int] = []
+
+    def fake(tree: str, url: str, phases: str, jobs: int, concurrency: int = 8) -> int:
+        threads.append(concurrency)
         return counts[(phases, jobs)]
 
     monkeypatch.setattr(instructions, "instructions", fake)
     assert instructions.per_job("t", "memory://", "enqueue", 10, 30) == 100
     assert instructions.per_job("t", "memory://", "enqueue_many", 10, 30) == 100
     assert instructions.per_job("t", "memory://", "drain", 10, 30) == 100  # (4000-2000)/20
+    threads.clear()
+    assert instructions.per_job("t", "memory://", "drain", 10, 30, concurrency=1) == 100
+    assert threads[:2] == [1, 1], "the drain runs at the concurrency asked for"
