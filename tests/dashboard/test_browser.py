@@ -7,6 +7,7 @@ Skips when ``/usr/bin/chromium`` or Playwright is missing, except under
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,8 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def test_every_page_loads_and_escapes(site: tuple[str, Filled], page: Any) -> None:
+    from playwright.sync_api import expect
+
     url, filled = site
     now = time.time()
     published = {"app.serial": TypeSettings(serial=True), FINE: TypeSettings(3, global_limit=5)}
@@ -82,61 +85,69 @@ def test_every_page_loads_and_escapes(site: tuple[str, Filled], page: Any) -> No
     page.goto(url + "/")
     for name in ["Jobs", "Schedules", "Nodes", "Overview"]:
         page.get_by_role("link", name=name, exact=True).click()
+        # A click starts the navigation; these assertions retry until the new page is shown.
+        expect(page.locator("nav a[aria-current=page]")).to_have_text(name)
         page.wait_for_load_state()
-        assert page.locator("nav a[aria-current=page]").inner_text() == name
         assert page.evaluate("window.__pwned") is None
-    assert page.locator("[data-total=dead]").inner_text() == "3"
-    assert page.locator("svg.chart rect.succeeded").count() == 1
-    assert page.locator('tr[data-type="app.serial"] [data-serial]').inner_text() == "serial"
-    assert (
-        "at most 5 running in the cluster" in page.locator(f'tr[data-type="{FINE}"]').inner_text()
+    expect(page.locator("[data-total=dead]")).to_have_text("3")
+    expect(page.locator("svg.chart rect.succeeded")).to_have_count(1)
+    expect(page.locator('tr[data-type="app.serial"] [data-serial]')).to_have_text("serial")
+    expect(page.locator(f'tr[data-type="{FINE}"]')).to_contain_text(
+        "at most 5 running in the cluster"
     )
     page.goto(url + "/nodes")
-    assert f"node {SCRIPT}" in page.locator("table").inner_text()
+    expect(page.locator("table")).to_contain_text(f"node {SCRIPT}")
     page.goto(url + "/schedules")
-    assert f"nightly {SCRIPT}" in page.locator("table").inner_text()
-    assert "not registered on any live node" in page.locator("table").inner_text()
+    expect(page.locator("table")).to_contain_text(f"nightly {SCRIPT}")
+    expect(page.locator("table")).to_contain_text("not registered on any live node")
     page.goto(f"{url}/job/{filled.dead[0]}")
-    assert SCRIPT in page.locator("pre.traceback").first.inner_text()
-    assert page.locator("img").count() == 0
+    expect(page.locator("pre.traceback").first).to_contain_text(SCRIPT)
+    expect(page.locator("img")).to_have_count(0)
     assert page.evaluate("window.__pwned") is None
     assert page.problems == []
 
 
 def test_filter_open_retry_and_bulk_delete(site: tuple[str, Filled], page: Any) -> None:
+    from playwright.sync_api import expect
+
     url, filled = site
     page.goto(url + "/jobs")
-    assert page.locator("table.jobs tbody tr").count() == 6
+    rows = page.locator("table.jobs tbody tr")
+    expect(rows).to_have_count(6)
     page.select_option("select[name=state]", "dead")
     page.get_by_role("button", name="Filter").click()
-    rows = page.locator("table.jobs tbody tr")
-    assert rows.count() == 3
+    # Every check after a click retries until the page it navigated to is shown: a plain
+    # count() or is_visible() may still read the page the click left.
+    expect(page).to_have_url(re.compile(r"state=dead"))
+    expect(rows).to_have_count(3)
     page.select_option("select[name=worker]", FINE)
     page.get_by_role("button", name="Filter").click()
-    assert page.get_by_text("No jobs match.").is_visible()
+    expect(page.get_by_text("No jobs match.")).to_be_visible()
     page.select_option("select[name=worker]", FAILING)
     page.get_by_role("button", name="Filter").click()
-    assert rows.count() == 3
+    expect(page).to_have_url(re.compile(re.escape(f"worker={FAILING}")))
+    expect(rows).to_have_count(3)
 
     first = rows.first.locator("a.mono").get_attribute("title")
     assert first is not None
     rows.first.locator("a.mono").click()
-    assert first in page.locator("h1").inner_text()
-    assert page.locator("pre.traceback").count() == 1
+    expect(page.locator("h1")).to_contain_text(first)
+    expect(page.locator("pre.traceback")).to_have_count(1)
     page.go_back()
+    expect(rows).to_have_count(3)
 
     rows.first.get_by_role("button", name="Retry").click()
-    assert "retried dead job" in page.locator("p.note").inner_text()
-    assert rows.count() == 2
-    assert first not in page.locator("table.jobs").inner_text()
+    expect(page.locator("p.note")).to_contain_text("retried dead job")
+    expect(rows).to_have_count(2)
+    expect(page.locator("table.jobs")).not_to_contain_text(first)
     assert filled.queue.stats()[FAILING].waiting == 1
 
     page.get_by_role("link", name="Delete all…").click()
-    assert page.locator("#confirm-count").inner_text() == "2"
-    assert "Delete 2 dead jobs?" in page.locator("h1").inner_text()
+    expect(page.locator("#confirm-count")).to_have_text("2")
+    expect(page.locator("h1")).to_contain_text("Delete 2 dead jobs?")
     page.get_by_role("button", name="Yes, delete 2 jobs").click()
-    assert "deleted 2 dead jobs" in page.locator("p.note").inner_text()
-    assert page.get_by_text("No jobs match.").is_visible()
+    expect(page.locator("p.note")).to_contain_text("deleted 2 dead jobs")
+    expect(page.get_by_text("No jobs match.")).to_be_visible()
     assert filled.queue.stats()[FAILING].dead == 0
     assert page.problems == []
 
