@@ -94,6 +94,10 @@ from exqueue.storage_limits import LimitedClaim as LimitedClaim
 from exqueue.storage_limits import Limits as Limits
 from exqueue.storage_limits import SupportsLimits as SupportsLimits
 from exqueue.storage_limits import SupportsPause as SupportsPause
+from exqueue.storage_next import FINISH_AND_CLAIM as FINISH_AND_CLAIM
+from exqueue.storage_next import FinishAndClaim as FinishAndClaim
+from exqueue.storage_next import Finished as Finished
+from exqueue.storage_next import SupportsFinishAndClaim as SupportsFinishAndClaim
 from exqueue.storage_optional import ASYNC_ENQUEUE as ASYNC_ENQUEUE
 from exqueue.storage_optional import CANCEL as CANCEL
 from exqueue.storage_optional import CANCELLED as CANCELLED
