@@ -41,13 +41,16 @@ from conformance.base import (
 from exqueue.storage import (
     COMPLETE_MANY,
     EXPIRY,
+    FINISH_AND_CLAIM,
     RUNNING,
     SERVER_CLOCK,
     TRANSACTIONAL_ENQUEUE,
     WAITING,
     WAKEUP,
+    FinishAndClaim,
     Storage,
     SupportsCompleteMany,
+    SupportsFinishAndClaim,
     SupportsServerClock,
     SupportsTransactionalEnqueue,
     SupportsWakeup,
@@ -191,6 +194,53 @@ def check_complete_many(factory: StorageFactory, settings: Settings) -> None:
         expect(left_ids == ids(taken[500:]), rule, f"{len(left_ids)} left, expected 20")
 
 
+def check_finish_and_claim(factory: StorageFactory, settings: Settings) -> None:
+    """FINISH_AND_CLAIM: the successes are recorded first (fenced), then the claim is made."""
+    with opened(factory) as (_, storage):
+        rule = "FINISH_AND_CLAIM is declared: finish_and_claim exists"
+        both = implements(storage, SupportsFinishAndClaim, rule)
+
+        def request(done: list[tuple[str, str]], worker: str, limit: int, **kw: Any) -> Any:
+            return FinishAndClaim(done, worker, limit, NOW, "node-a", "t2", NOW + 60.0, **kw)
+
+        serial = unique("fc-serial")
+        storage.enqueue([job(f"{serial}-{n}", serial) for n in range(3)])
+        head = claim(storage, serial, 1, token="t", serial=True)
+        expect(ids(head) == [f"{serial}-0"], "a serial claim takes the head", ids(head))
+        out = both.finish_and_claim(request([(f"{serial}-0", "t")], serial, 1, serial=True))
+        rule = (
+            "finish_and_claim records the successes before it claims: a serial type's "
+            "next head is handed out in the same call"
+        )
+        expect(out.completed == [f"{serial}-0"], rule, f"completed {out.completed}")
+        expect(ids(out.claimed) == [f"{serial}-1"], rule, f"claimed {ids(out.claimed)}")
+        record = out.claimed[0]
+        rule = "finish_and_claim returns its claimed jobs as claim does (running, its lease)"
+        seen = (record.state, record.lease_token, record.attempt)
+        expect(seen == (RUNNING, "t2", 1), rule, seen)
+
+        plain = unique("fc")
+        storage.enqueue([job(f"{plain}-{n}", plain) for n in range(5)])
+        held = claim(storage, plain, 2, token="t")
+        expect(ids(held) == [f"{plain}-0", f"{plain}-1"], "claim takes two jobs", ids(held))
+        done = [(f"{plain}-1", "t"), (f"{plain}-0", "stale"), (f"missing-{plain}", "t")]
+        out = both.finish_and_claim(request(done, plain, 10))
+        rule = "finish_and_claim completes exactly the pairs still held, in the order given"
+        expect(out.completed == [f"{plain}-1"], rule, f"completed {out.completed}")
+        rule = (
+            "finish_and_claim claims as claim does after the successes: a job still "
+            "running (a stale token's) is not taken again, a completed one is gone"
+        )
+        taken = ids(out.claimed)
+        expect(taken == [f"{plain}-{n}" for n in (2, 3, 4)], rule, f"claimed {taken}")
+        left = {r.id: (r.state, r.lease_token) for r in storage.list_jobs(worker=plain)}
+        expect(left.get(f"{plain}-0") == (RUNNING, "t"), rule, left)
+        expect(f"{plain}-1" not in left, rule, left)
+        out = both.finish_and_claim(request([], plain, 0))
+        rule = "finish_and_claim of no successes and limit 0 does nothing"
+        expect(out.completed == [] and out.claimed == [], rule, out)
+
+
 def _transaction_opener(storage: object) -> Callable[[], AbstractContextManager[Any]] | None:
     hook = getattr(storage, "conformance_transaction", None)
     if callable(hook):
@@ -250,5 +300,6 @@ CHECKS = [
     Check("wakeup_between_waits", WAKEUP, check_wakeup_between_waits, AREA),
     Check("transactional_enqueue", TRANSACTIONAL_ENQUEUE, check_transactional_enqueue, AREA),
     Check("complete_many", COMPLETE_MANY, check_complete_many, AREA),
+    Check("finish_and_claim", FINISH_AND_CLAIM, check_finish_and_claim, AREA),
     Check("server_clock", SERVER_CLOCK, check_server_clock, AREA),
 ]

@@ -49,12 +49,14 @@ from exqueue.storage import (
     DEAD,
     ERRORS_KEPT,
     EXPIRY,
+    FINISH_AND_CLAIM,
     PERSISTENT,
     RUNNING,
     STATES,
     UNIQUE,
     WAITING,
     WORKER_LOST,
+    FinishAndClaim,
     JobState,
     NewJob,
 )
@@ -318,6 +320,70 @@ class StorageMachine(ProtocolTwoRules, ModelledMachine):
             f"complete_many({items}) removed {sorted(got)}, expected {sorted(expected)}"
         )
         self.touched.update(job_id for job_id, _ in items)
+
+    @rule(
+        data=st.data(),
+        size=st.integers(0, 3),
+        limit=st.sampled_from((0, 1, 1, 2, 3)),
+        owner=st.sampled_from(OWNERS),
+        lease=leases,
+    )
+    def finish_and_claim(
+        self, data: st.DataObject, size: int, limit: int, owner: str, lease: float
+    ) -> None:
+        """FINISH_AND_CLAIM: successes, then a claim, in one call; as complete_many then claim.
+
+        The worker claimed is mostly the first success's own: a serial type's next
+        head must come back in the same call (the claim sees the successes).
+        """
+        if FINISH_AND_CLAIM not in self.capabilities:
+            return
+        items: list[tuple[str, str]] = []
+        for _ in range(size if self.issued else 0):
+            job_id, token = self._holder(data)
+            if all(job_id != i for i, _ in items):
+                items.append((job_id, token))
+        first = self.model.jobs.get(items[0][0]) if items else None
+        own: int = data.draw(st.integers(0, 3), label="claim the first success's worker")
+        if first is not None and own:
+            worker = first.worker
+        else:
+            worker = data.draw(workers, label="worker")
+        request = FinishAndClaim(
+            done=items,
+            worker=worker,
+            limit=limit,
+            now=self.now,
+            owner=owner,
+            token=self._next("token"),
+            lease_until=self.now + lease,
+            serial=worker in SERIAL_WORKERS,
+        )
+        expected_done, expected = self.model.finish_and_claim(
+            items,
+            worker,
+            limit,
+            now=self.now,
+            owner=owner,
+            token=request.token,
+            lease_until=request.lease_until,
+            serial=request.serial,
+        )
+        got = self.storage.finish_and_claim(request)  # type: ignore[attr-defined]
+        call = f"finish_and_claim(done={items}, {worker!r}, {limit}, serial={request.serial})"
+        assert list(got.completed) == expected_done, (
+            f"{call} completed {list(got.completed)}, expected {expected_done} "
+            "(the pairs still held, in order)"
+        )
+        assert [r.id for r in got.claimed] == expected, (
+            f"{call} claimed {[r.id for r in got.claimed]}, expected {expected} (in this "
+            "order, claimed after the successes were recorded)"
+        )
+        for record in got.claimed:
+            self._check(record)
+            self.issued.append((record.id, request.token))
+        self.touched.update(job_id for job_id, _ in items)
+        self.touched.update(expected)
 
     @rule(data=st.data(), lease=leases)
     def extend(self, data: st.DataObject, lease: float) -> None:

@@ -275,6 +275,25 @@ class Model:
         del self.jobs[job_id]
         return True
 
+    def finish_and_claim(
+        self,
+        done: Sequence[tuple[str, str]],
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        owner: str,
+        token: str,
+        lease_until: float,
+        serial: bool,
+    ) -> tuple[list[str], list[str]]:
+        """FINISH_AND_CLAIM: the successes of ``done`` first, then the claim (their ids)."""
+        completed = [job_id for job_id, held in done if self.complete(job_id, held, now=now)]
+        claimed = self.claim(
+            worker, limit, now=now, owner=owner, token=token, lease_until=lease_until, serial=serial
+        )
+        return completed, claimed
+
     def expire(self, now: float, *, limit: int) -> list[str]:
         """Bury up to ``limit`` expired waiting jobs, oldest seq first; their ids."""
         due = [job for job in self.ordered() if job.state == WAITING and job.expired(now)]

@@ -124,8 +124,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f'pip install "exqueue[redis]"'
     ) from exc
 
+from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished
 from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
-from exqueue_redis import _scripts, _scripts_read
+from exqueue_redis import _finish, _scripts, _scripts_read
 from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._control import RedisControl
@@ -172,7 +173,7 @@ class RedisStorage(
 
     capabilities = frozenset(
         {PERSISTENT, MULTI_PROCESS, WAKEUP, COMPLETE_MANY, SERVER_CLOCK, SCHEDULES, NODES, HISTORY}
-        | {CANCEL, SNOOZE, ASYNC_ENQUEUE, LIMITS, PAUSE, JOB_SCAN}
+        | {CANCEL, SNOOZE, ASYNC_ENQUEUE, LIMITS, PAUSE, JOB_SCAN, FINISH_AND_CLAIM}
         | PROTOCOL_2
     )
 
@@ -218,6 +219,7 @@ class RedisStorage(
                 (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
                             "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
                 (_scripts_read, ("EXPIRE", "COUNTS", "LIST", "SCAN", "UPGRADE")),
+                (_finish, ("FINISH",)),
             )
             for name in names
         }  # fmt: skip
@@ -326,6 +328,12 @@ class RedisStorage(
         rows, damaged = self._run(
             "CLAIM", worker, limit, now_text, owner, token, lease_text, "1" if serial else "0"
         )
+        return self._claimed_records(rows, damaged, owner, token, now_text, lease_text)
+
+    def _claimed_records(
+        self, rows: Any, damaged: Any, owner: str, token: str, now_text: str, lease_text: str
+    ) -> list[JobRecord]:
+        """The records of a CLAIM reply (``rows``, ``damaged``); unreadable rows are buried."""
         for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
             log.error("job %s is dead: %s", _text(job_id), _text(reason))
         records = []
@@ -342,6 +350,30 @@ class RedisStorage(
                 if self._run("BURY", raw_id, token, reason):
                     log.error("job %s is dead: %s", _text(raw_id), reason)
         return records
+
+    def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+        """``complete_many`` then ``claim`` in one script, so one round trip (FINISH)."""
+        limit = _count(request.limit, "claim limit", 0)
+        now_text = _number(request.now, "now")
+        lease_text = _number(request.lease_until, "lease_until")
+        pairs = [part for pair in request.done for part in pair]
+        completed, rows, damaged = self._run(
+            "FINISH",
+            len(request.done),
+            now_text,
+            *pairs,
+            request.worker,
+            limit,
+            now_text,
+            request.owner,
+            request.token,
+            lease_text,
+            "1" if request.serial else "0",
+        )
+        records = self._claimed_records(
+            rows, damaged, request.owner, request.token, now_text, lease_text
+        )
+        return Finished([job_id.decode() for job_id in completed], records)
 
     def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
         when = "" if now is None else _number(now, "now")

@@ -31,6 +31,8 @@ from exqueue.storage import (
     WORKER_LOST,
     Counts,
     DeleteResult,
+    FinishAndClaim,
+    Finished,
     JobRecord,
     JobState,
     NewJob,
@@ -577,6 +579,34 @@ class CompleteManyFirst256(MemoryStorage):
         self, items: Sequence[tuple[str, str]], *, now: float | None = None
     ) -> list[str]:
         return super().complete_many(items[:256], now=now)
+
+
+class ClaimsBeforeFinishing(MemoryStorage):
+    """finish_and_claim() claims first, then records the successes (a serial head waits)."""
+
+    def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+        claimed = self.claim(
+            request.worker,
+            request.limit,
+            now=request.now,
+            owner=request.owner,
+            token=request.token,
+            lease_until=request.lease_until,
+            serial=request.serial,
+        )
+        return Finished(self.complete_many(request.done, now=request.now), claimed)
+
+
+class FinishIgnoresTokens(MemoryStorage):
+    """finish_and_claim() completes every running job named, whatever token it is given."""
+
+    def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+        done = []
+        for job_id, _ in request.done:
+            record = self._jobs.get(job_id)
+            if record is not None and record.state == RUNNING and record.lease_token:
+                done.append((job_id, record.lease_token))
+        return super().finish_and_claim(replace(request, done=done))
 
 
 # -- names ---------------------------------------------------------------------------
@@ -1185,6 +1215,10 @@ BROKEN: dict[str, Bug] = {
         K, "transactional_enqueue", lambda: on_sqlite(SQLEnqueueInCommits)
     ),
     "complete_many stops after 256 pairs": _bug(K, "complete_many", _cls(CompleteManyFirst256)),
+    "finish_and_claim claims before it finishes": _bug(
+        K, "finish_and_claim", _cls(ClaimsBeforeFinishing)
+    ),
+    "finish_and_claim ignores the tokens": _bug(K, "finish_and_claim", _cls(FinishIgnoresTokens)),
     "wake-up between waits lost": _bug(K, "wakeup_between_waits", _cls(DropsWakeupBetweenWaits)),
     "retry wakes nobody": _bug(K, "wakeup_between_waits", _cls(RetryWakesNobody)),
     "release wakes nobody": _bug(K, "wakeup_between_waits", _cls(ReleaseWakesNobody)),
@@ -1194,7 +1228,7 @@ BROKEN: dict[str, Bug] = {
     "server clock in whole seconds": _bug(K, "server_clock", _cls(ServerClockWholeSeconds)),
 }
 
-#: The original fourteen, which the state machine must also find on its own.
+#: The original fourteen and later rules, which the state machine must also find on its own.
 MODEL_FINDS = (
     "scheduled job claimable early",
     "claim takes running jobs",
@@ -1210,6 +1244,8 @@ MODEL_FINDS = (
     "requeue changes seq",
     "extend ignores the token",
     "delete removes a running job",
+    "finish_and_claim claims before it finishes",
+    "finish_and_claim ignores the tokens",
 )
 
 #: Correct backends built the same ways: the suite must pass every one.
