@@ -23,6 +23,7 @@ from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
     from exqueue.queue import WorkerType
+    from exqueue.runtime.lanes import Lane
 
 log = logging.getLogger("exqueue")
 
@@ -54,7 +55,10 @@ class Recorder:
         #: Outcome counts for the store's history (None: the store keeps none).
         self.tally: Tally | None = None
 
-    def success(self, job_id: str, token: str) -> bool:
+    def success(self, job_id: str, token: str, done: list[str] | None = None) -> bool:
+        """Record a success; ``done``: it was written already (the ids that call completed)."""
+        if done is not None:
+            return self._written(job_id, "success", job_id in done)
         if self.pass_now:
             clock = self.config.clock
             return self.record(
@@ -117,12 +121,19 @@ class Recorder:
             record.id, "death", lambda: self.storage.bury(record.id, token, error=error)
         )
 
-    def successes(self, storage: SupportsCompleteMany, batch: list[tuple[str, str]]) -> None:
+    def successes(
+        self,
+        storage: SupportsCompleteMany,
+        batch: list[tuple[str, str]],
+        written_as: list[str] | None = None,
+    ) -> None:
         """Write one batch of successes (on the acker's thread, or a job thread's own).
 
+        ``written_as``: the batch was written already, with its claim
+        (``Claimer.finish``), and these are the ids it completed.
         The caller wakes the dispatcher if it needs to (see ``Acker._loop``).
         """
-        done: set[str] = set()
+        done: set[str] = set(written_as or ())
 
         def write() -> bool:
             if self.pass_now:
@@ -131,7 +142,7 @@ class Recorder:
                 done.update(storage.complete_many(batch))
             return True
 
-        written = self.record(
+        written = written_as is not None or self.record(
             f"{len(batch)} jobs" if len(batch) > 1 else batch[0][0], "success", write
         )
         lost = [job_id for job_id, _ in batch if job_id not in done]
@@ -183,15 +194,19 @@ class Recorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
                 continue
-            if not ok:
-                log.warning(
-                    "lease on job %s was lost before its %s was recorded; recovery "
-                    "handed it back (it runs again unless that was its last attempt)",
-                    job_id,
-                    what,
-                    extra=_extra(job_id),
-                )
-            return ok
+            return self._written(job_id, what, ok)
+
+    def _written(self, job_id: str, what: str, ok: bool) -> bool:
+        """``ok``: whether the outcome was recorded; warn when the lease was lost."""
+        if not ok:
+            log.warning(
+                "lease on job %s was lost before its %s was recorded; recovery "
+                "handed it back (it runs again unless that was its last attempt)",
+                job_id,
+                what,
+                extra=_extra(job_id),
+            )
+        return ok
 
 
 class Acker:
@@ -220,6 +235,9 @@ class Acker:
         self.bound = max(bound, 1)
         #: Whether a lane wants jobs that only the dispatcher will claim for it.
         self.starved = starved
+        #: Writes a job thread's own success with its lane's next claim, where the
+        #: storage can (``Claimer.finish``): the ids completed, or None (not written).
+        self.finish: Callable[[Lane, list[tuple[str, str]]], list[str] | None] | None = None
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
         self.inline = ""  # the id whose success a job thread is writing itself (``submit``)
@@ -253,14 +271,22 @@ class Acker:
                 self.cond.notify()
             return True
 
-    def write_own(self, job_id: str, token: str) -> None:
+    def write_own(self, job_id: str, token: str, lane: Lane | None = None) -> None:
         """Write the success that ``submit`` handed back, on the calling job thread.
 
+        With ``lane`` (the job's) and a storage that can, the write also claims
+        the lane's next jobs: one round trip instead of two (``Claimer.finish``).
         No wake-up follows: the job thread is still counted as executing, and
         its lane loop wakes the dispatcher when the lane wants jobs.
         """
+        batch = [(job_id, token)]
         try:
-            self.recorder.successes(self.storage, [(job_id, token)])
+            finish = self.finish
+            done = finish(lane, batch) if finish is not None and lane is not None else None
+            if done is None:
+                self.recorder.successes(self.storage, batch)
+            else:
+                self.recorder.successes(self.storage, batch, done)
         finally:
             with self.lock:
                 self.inline = ""

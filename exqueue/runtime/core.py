@@ -103,6 +103,8 @@ class Runtime(JobRunner):
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
             self._acker = Acker(self._recorder, self.storage, bound, self._starved)
+            if self._claimer.both is not None:
+                self._acker.finish = self._claimer.finish
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):

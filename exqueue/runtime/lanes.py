@@ -3,7 +3,8 @@
 A lane is one worker type on this node: ``concurrency`` job threads take jobs
 from its buffer. The :class:`Claimer` fills buffers with ``Storage.claim``, on
 the dispatcher's thread for every lane, or on a job thread whose lane ran dry
-while more jobs were waiting.
+while more jobs were waiting; or, where the storage can (``FINISH_AND_CLAIM``),
+with the claim that a job thread makes in the same call as its success.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from exqueue.errors import ConfigurationError
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.storage import JobRecord, LimitedClaim, Limits, SupportsLimits
+from exqueue.storage import (
+    FINISH_AND_CLAIM,
+    FinishAndClaim,
+    JobRecord,
+    LimitedClaim,
+    Limits,
+    SupportsFinishAndClaim,
+    SupportsLimits,
+)
 
 if TYPE_CHECKING:
     from exqueue.queue import WorkerType
@@ -60,6 +69,8 @@ class Lane:
         # A lane whose claims fail backs off alone: other worker types go on.
         self.failures = 0
         self.retry_at = 0.0
+        #: Its job threads claim with their successes (``Claimer.finish``): set by the Claimer.
+        self.finishes = False
 
     def claim_failed(self, exc: Exception) -> None:
         """Note a failed claim (``claim_lock`` held): back off, doubling, up to a limit."""
@@ -76,9 +87,13 @@ class Lane:
             return 0
         return min(self.max_prefetch, int(BUFFER_SECONDS / max(self.mean_duration, 1e-6)))
 
-    def wanted(self) -> int:
-        """How many jobs to claim now: 0 unless the lane is worth a round trip."""
-        outstanding = self.executing + len(self.buffer)
+    def wanted(self, finishing: int = 0) -> int:
+        """How many jobs to claim now: 0 unless the lane is worth a round trip.
+
+        ``finishing``: running jobs whose slots count as free (their thread is
+        recording their success and claims with it).
+        """
+        outstanding = self.executing - finishing + len(self.buffer)
         prefetch = self.prefetch()
         want = self.worker.concurrency + prefetch - outstanding
         # Refill in batches, but never leave a thread idle.
@@ -113,6 +128,15 @@ class Claimer:
         self.release = release
         self.wake = ledger.wake
         self.stopping = ledger.stopping
+        storage = config.storage
+        #: The storage, where a success and a claim go in one call (FINISH_AND_CLAIM).
+        self.both: SupportsFinishAndClaim | None = None
+        if FINISH_AND_CLAIM in storage.capabilities and isinstance(storage, SupportsFinishAndClaim):
+            self.both = storage
+            for lane in lanes.values():
+                # A limited claim is another call (claim_limited); async lanes
+                # write their successes from the finisher, not a job thread.
+                lane.finishes = lane.worker.limits is None and not lane.worker.is_async
 
     def dispatch(self) -> tuple[int, bool]:
         """Claim for every lane that wants jobs: (how many were claimed, whether any lane failed).
@@ -167,6 +191,12 @@ class Claimer:
             )
         else:
             records = self.claim_limited(lane, want, now, token, limits.storage_limits)
+        return self._hand_out(lane, records, want, token, taker)
+
+    def _hand_out(
+        self, lane: Lane, records: list[JobRecord], want: int, token: str, taker: bool
+    ) -> int:
+        """Put claimed ``records`` in ``lane``'s buffer (``lane.claim_lock`` held); how many."""
         # A full claim suggests more are waiting: the lane's threads then claim
         # for themselves when they run dry, without a round of the dispatcher.
         # A limited claim that came back short leaves the lane to the dispatcher's
@@ -195,6 +225,58 @@ class Claimer:
                 self.release(record.id, token)
             return 0
         return len(records)
+
+    def finish(self, lane: Lane, done: list[tuple[str, str]]) -> list[str] | None:
+        """Record ``done``, the calling job thread's success, and claim for its lane in one
+        call; the ids completed, or None when the caller is to write the success as usual.
+
+        Only when the lane's buffer is empty and it wants jobs with the caller's slot
+        free (``prefetch=0`` is kept: the slot claimed for is the one this success
+        frees), and no one else is claiming for it. A failed call counts as a failed
+        claim (the lane backs off) and returns None: the caller's usual write then
+        retries the success, so a success is never dropped with the claim.
+        """
+        storage = self.both
+        if (
+            storage is None
+            or lane.buffer
+            or self.stopping.is_set()
+            or self.ledger.skewed.is_set()
+            or lane.retry_at > time.monotonic()
+        ):
+            return None
+        if not lane.claim_lock.acquire(blocking=False):
+            return None
+        try:
+            with lane.lock:
+                want = 0 if lane.closing else lane.wanted(finishing=1)
+            if want <= 0:
+                return None
+            config = self.config
+            now = config.clock()
+            token = os.urandom(16).hex()
+            request = FinishAndClaim(
+                done,
+                lane.worker.name,
+                want,
+                now,
+                config.node,
+                token,
+                now + config.lease,
+                lane.worker.serial,
+            )
+            try:
+                finished = storage.finish_and_claim(request)
+            except Exception as exc:
+                lane.claim_failed(exc)  # the dispatcher retries once the lane's pause is over
+                self.wake.set()
+                return None
+            lane.failures = 0
+            # The caller takes one itself once its job is counted as finished.
+            self._hand_out(lane, finished.claimed, want, token, True)
+            return finished.completed
+        finally:
+            lane.claim_lock.release()
 
     def claim_limited(
         self, lane: Lane, want: int, now: float, token: str, limits: Limits

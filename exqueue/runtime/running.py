@@ -21,7 +21,7 @@ from exqueue.middleware import job_extra
 from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.aio import Prepared, Undecodable, timed_out
 from exqueue.runtime.config import NodeConfig
-from exqueue.runtime.lanes import Lane
+from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.observe import DEAD, SUCCEEDED, Tally
 from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
@@ -49,6 +49,7 @@ class JobRunner:
     config: NodeConfig
     storage: Storage
     _recorder: Recorder
+    _claimer: Claimer
     _acker: Acker | None
     _tally: Tally | None
     _watchdog: Watchdog
@@ -221,11 +222,15 @@ class JobRunner:
             single = thread and lane.worker.concurrency == 1
             queued = acker.submit(record.id, token, single)
             if not queued:
-                acker.write_own(record.id, token)
+                # With its lane's next claim, where the storage can (Claimer.finish).
+                acker.write_own(record.id, token, lane if lane.finishes else None)
             if hooks.chain:
                 hooks.succeeded(record, duration)
             return queued
-        self._recorder.success(record.id, token)
+        done = None
+        if thread and lane.finishes:  # the success and the lane's next claim in one call
+            done = self._claimer.finish(lane, [(record.id, token)])
+        self._recorder.success(record.id, token, done)
         if hooks.chain:
             hooks.succeeded(record, duration)
         return False
