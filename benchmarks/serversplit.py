@@ -12,15 +12,17 @@ Per job it reports:
   ``SLOWLOG`` with a threshold of 0 (every command, with its duration and its
   script's SHA, so claims and acknowledgements are told apart): claim
   (``CLAIM``), acknowledgement (``COMPLETE``, which ``complete_many`` runs for a
-  batch), and the other scripts (heartbeat, recovery, expiry). The slow log
+  batch), a job thread's success and next claim in one script (``FINISH``,
+  ``finish_and_claim``), and the other scripts (heartbeat, recovery, expiry). The slow log
   also lists each command a script runs; those are inside the script's time
   and not added again;
 - **server CPU**: the server process's CPU (``INFO cpu``, user + system) over
   the drain, which adds reading and writing the sockets to the scripts' time;
 - **client CPU**: this process's CPU over the drain (``time.process_time``:
   every thread, the job threads, the acker, the dispatcher, the heartbeat);
-- **wall**: the drain's time per job; and how many jobs a claim and an
-  acknowledgement carried on average.
+- **wall**: the drain's time per job; how many jobs a claim and an
+  acknowledgement carried on average; and the claim and acknowledgement round
+  trips per job (``CLAIM``, ``COMPLETE`` and ``FINISH`` calls).
 
 ``--backend postgres`` drains on the benchmark's PostgreSQL database
 (``benchmarks.common.PG_URL``, a table prefix of its own). Per-statement server
@@ -120,6 +122,7 @@ def postgres_drain(jobs: int, concurrency: int) -> dict[str, float]:
         return {
             "claim_us": nan,
             "ack_us": nan,
+            "finish_us": nan,
             "other_us": nan,
             "server_cpu_us": server * 1e6 / jobs,
             "client_cpu_us": (cpu_after - cpu_before) * 1e6 / jobs,
@@ -127,6 +130,7 @@ def postgres_drain(jobs: int, concurrency: int) -> dict[str, float]:
             "per_claim": jobs / max(len(claims), 1),
             "claims_per_job": nan,
             "per_ack": nan,
+            "trips_per_job": nan,
         }
     finally:
         storage.destroy()
@@ -167,8 +171,8 @@ def one_drain(url: str, jobs: int, concurrency: int) -> dict[str, float]:
         if ran != jobs:
             raise RuntimeError(f"{ran} of {jobs} jobs ran")
         entries = client.slowlog_get(SLOWLOG_MAX)
-        usec: dict[str, float] = {"CLAIM": 0.0, "COMPLETE": 0.0, "other": 0.0}
-        calls: dict[str, int] = {"CLAIM": 0, "COMPLETE": 0, "other": 0}
+        usec: dict[str, float] = {"CLAIM": 0.0, "COMPLETE": 0.0, "FINISH": 0.0, "other": 0.0}
+        calls: dict[str, int] = {"CLAIM": 0, "COMPLETE": 0, "FINISH": 0, "other": 0}
         for entry in entries:
             command = entry["command"].split()
             # Only scripts: the slow log also lists each command a script runs,
@@ -182,6 +186,7 @@ def one_drain(url: str, jobs: int, concurrency: int) -> dict[str, float]:
         return {
             "claim_us": usec["CLAIM"] / jobs,
             "ack_us": usec["COMPLETE"] / jobs,
+            "finish_us": usec["FINISH"] / jobs,
             "other_us": usec["other"] / jobs,
             "server_cpu_us": (server_after - server_before) * 1e6 / jobs,
             "client_cpu_us": (cpu_after - cpu_before) * 1e6 / jobs,
@@ -189,6 +194,7 @@ def one_drain(url: str, jobs: int, concurrency: int) -> dict[str, float]:
             "per_claim": jobs / max(len(claims), 1),
             "claims_per_job": calls["CLAIM"] / jobs,
             "per_ack": jobs / max(calls["COMPLETE"], 1),
+            "trips_per_job": (calls["CLAIM"] + calls["COMPLETE"] + calls["FINISH"]) / jobs,
         }
     finally:
         client.config_set("slowlog-log-slower-than", "-1")
@@ -221,6 +227,7 @@ def main() -> None:
     keys = [
         "claim_us",
         "ack_us",
+        "finish_us",
         "other_us",
         "server_cpu_us",
         "client_cpu_us",
@@ -228,6 +235,7 @@ def main() -> None:
         "claims_per_job",
         "per_claim",
         "per_ack",
+        "trips_per_job",
     ]
     rows = [[c, *(f"{statistics.median(r[k] for r in runs[c]):.1f}" for k in keys)] for c in levels]
     print(
@@ -239,6 +247,7 @@ def main() -> None:
         "threads",
         "server: claim",
         "server: ack",
+        "server: finish",
         "server: other scripts",
         "server CPU",
         "client CPU",
@@ -246,6 +255,7 @@ def main() -> None:
         "claims/job",
         "jobs/claim",
         "jobs/ack",
+        "trips/job",
     ]
     print(tabulate(rows, headers, tablefmt="github", disable_numparse=True))
 
