@@ -9,6 +9,9 @@ executes are not. For each tree (a directory holding ``exqueue`` and
 and a child process (``PYTHONPATH`` = the tree) enqueues ``--jobs`` jobs, claims
 them ``batch`` at a time, then completes them in the same batches (``complete``
 for a batch of 1, ``complete_many`` otherwise), once per ``--batches`` entry.
+Where the tree has ``finish_and_claim``, ``finish-1`` is a job thread's loop at
+concurrency 1: each success and the next claim of one in one call (compare it
+with ``claim-1`` + ``complete-1``).
 The server's counts are dumped after each phase (``callgrind_control --dump``),
 so each figure is that phase's instructions divided by its jobs.
 
@@ -62,6 +65,23 @@ for batch in spec['batches']:
             assert len(storage.complete_many(pairs, now=3.0)) == len(pairs)
     dump(f'complete-{batch}')
     assert sum(len(p) for p in held) == jobs, 'every job claimed once'
+if hasattr(storage, 'finish_and_claim'):
+    # A job thread at concurrency 1: each success and the next claim in one call.
+    from exqueue.storage import FinishAndClaim
+    for start in range(0, jobs, 100):
+        storage.enqueue([NewJob(f'f-{n}', 'w', payload, 1.0, 1.0, 3)
+                         for n in range(start, min(start + 100, jobs))])
+    rows = storage.claim('w', 1, now=2.0, owner=owner, token='t' * 32, lease_until=1e9)
+    dump('first')
+    finished = 0
+    while rows:
+        out = storage.finish_and_claim(FinishAndClaim(
+            [(rows[0].id, 't' * 32)], 'w', 1, 3.0, owner, 't' * 32, 1e9))
+        assert out.completed == [rows[0].id]
+        finished += 1
+        rows = out.claimed
+    dump('finish-1')
+    assert finished == jobs, 'every job finished once'
 storage.close()
 """
 
@@ -116,7 +136,7 @@ def run_tree(tree: str, jobs: int, batches: list[int], scope: str) -> dict[str, 
             text = dump.read_text(errors="replace")
             trigger = "desc: Trigger: dump"
             label = next((ln.split()[-1] for ln in text.splitlines() if ln.startswith(trigger)), "")
-            if label.startswith(("claim-", "complete-")):
+            if label.startswith(("claim-", "complete-", "finish-")):
                 found[label] = totals(dump) / jobs
         return found
 
@@ -135,6 +155,9 @@ def main() -> None:
         results[name] = run_tree(str(Path(path).resolve()), options.jobs, batches, options.scope)
     labels = [f"{kind}-{b}" for b in batches for kind in ("claim", "complete")]
     names = list(results)
+    if any("finish-1" in found for found in results.values()):
+        # Against claim-1 + complete-1: the same work in one script (FINISH_AND_CLAIM).
+        labels.append("finish-1")
     rows = [[label, *(f"{results[n].get(label, 0):,.0f}" for n in names)] for label in labels]
     print(f"server instructions per job ({options.scope}), {options.jobs} jobs per phase")
     print(tabulate(rows, headers=["phase", *names]))
