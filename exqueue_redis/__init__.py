@@ -3,7 +3,8 @@
 Each transition (enqueue batch, claim batch, complete, retry, ...) is a single
 EVALSHA of a script in :mod:`exqueue_redis._scripts`: atomic on the server and
 one round trip. ``finish_and_claim`` runs the complete and claim scripts one
-after the other in one script (:mod:`exqueue_redis._finish`). The backend holds no policy; it applies what the core decides.
+after the other in one script (:mod:`exqueue_redis._finish`). The backend holds
+no policy; it applies what the core decides.
 
 Key layout (version 2). ``ns`` is the namespace (default ``exqueue``); ``<w>`` a
 worker name, ``<id>`` a job id and ``<k>`` a unique key, all as UTF-8 bytes.
