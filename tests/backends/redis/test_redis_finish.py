@@ -1,0 +1,57 @@
+"""RedisStorage.finish_and_claim (the FINISH script): one call, on a server and a cluster.
+
+The conformance suite checks the rule (successes first, then the claim); these
+check what is Redis's own: the script survives a flushed script cache, the claim
+part buries a damaged job alone as CLAIM does, and the two parts' arguments are
+cut apart whatever the number of successes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exqueue.storage import DEAD, RUNNING, FinishAndClaim, Storage
+from tests.backends.redis.helpers import claim, job
+
+
+def _raw(storage: Any) -> Any:
+    return storage._client
+
+
+def _request(done: list[tuple[str, str]], limit: int, **kw: Any) -> FinishAndClaim:
+    return FinishAndClaim(done, "w", limit, 100.0, "node", "t2", 130.0, **kw)
+
+
+def test_finish_and_claim_after_the_script_cache_was_flushed(storage: Storage) -> None:
+    storage.enqueue([job(f"j{n}") for n in range(3)])
+    assert claim(storage, limit=1) == ["j0"]
+    _raw(storage).script_flush()
+    out = storage.finish_and_claim(_request([("j0", "t1")], 1))  # type: ignore[attr-defined]
+    assert out.completed == ["j0"]
+    assert [r.id for r in out.claimed] == ["j1"]
+    got = storage.get("j1")
+    assert got is not None and got.state == RUNNING and got.lease_token == "t2"
+
+
+def test_the_claim_part_buries_a_damaged_job_alone(storage: Storage) -> None:
+    storage.enqueue([job(f"j{n}") for n in range(4)])
+    assert claim(storage, limit=1) == ["j0"]
+    prefix = storage._prefix  # type: ignore[attr-defined]
+    _raw(storage).hset(f"{prefix}job:j1", "attempt", "x")
+    out = storage.finish_and_claim(_request([("j0", "t1")], 2))  # type: ignore[attr-defined]
+    assert out.completed == ["j0"]
+    assert [r.id for r in out.claimed] == ["j2", "j3"]
+    dead = storage.get("j1")
+    assert dead is not None and dead.state == DEAD
+
+
+def test_many_successes_and_none_are_cut_apart_from_the_claim(storage: Storage) -> None:
+    storage.enqueue([job(f"j{n}") for n in range(8)])
+    assert claim(storage, limit=5) == [f"j{n}" for n in range(5)]
+    done = [(f"j{n}", "t1") for n in range(5)] + [("j9", "t1")]
+    out = storage.finish_and_claim(_request(done, 10))  # type: ignore[attr-defined]
+    assert out.completed == [f"j{n}" for n in range(5)]
+    assert [r.id for r in out.claimed] == ["j5", "j6", "j7"]
+    out = storage.finish_and_claim(_request([], 5))  # type: ignore[attr-defined]
+    assert out.completed == [] and out.claimed == []
+    assert storage.counts(100.0)["w"].running == 3
