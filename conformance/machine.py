@@ -301,14 +301,21 @@ class StorageMachine(ProtocolTwoRules, ModelledMachine):
 
     @rule(data=st.data(), size=st.integers(1, 4))
     def succeed_many(self, data: st.DataObject, size: int) -> None:
-        """COMPLETE_MANY: a batch of successes; only the pairs still held are removed."""
-        if COMPLETE_MANY not in self.capabilities or not self.issued:
+        """COMPLETE_MANY: a batch of successes; only the pairs still held are removed.
+
+        With FINISH_AND_CLAIM, half the time the batch goes with a claim, in one call.
+        """
+        many, both = COMPLETE_MANY in self.capabilities, FINISH_AND_CLAIM in self.capabilities
+        if not (many or both) or not self.issued:
             return
         items: list[tuple[str, str]] = []
         for _ in range(size):
             job_id, token = self._holder(data)
             if all(job_id != i for i, _ in items):
                 items.append((job_id, token))
+        if both and (not many or data.draw(st.booleans(), label="and claim")):
+            self._finish_and_claim(data, items)
+            return
         if UNIQUE in self.capabilities:
             now: float | None = self.now
             got = self.storage.complete_many(items, now=now)  # type: ignore[attr-defined]
@@ -321,29 +328,17 @@ class StorageMachine(ProtocolTwoRules, ModelledMachine):
         )
         self.touched.update(job_id for job_id, _ in items)
 
-    @rule(
-        data=st.data(),
-        size=st.integers(0, 3),
-        limit=st.sampled_from((0, 1, 1, 2, 3)),
-        owner=st.sampled_from(OWNERS),
-        lease=leases,
-    )
-    def finish_and_claim(
-        self, data: st.DataObject, size: int, limit: int, owner: str, lease: float
-    ) -> None:
+    def _finish_and_claim(self, data: st.DataObject, items: list[tuple[str, str]]) -> None:
         """FINISH_AND_CLAIM: successes, then a claim, in one call; as complete_many then claim.
 
-        The worker claimed is mostly the first success's own: a serial type's next
-        head must come back in the same call (the claim sees the successes).
+        The worker claimed is mostly the first held success's own: a serial type's
+        next head must come back in the same call (the claim sees the successes).
         """
-        if FINISH_AND_CLAIM not in self.capabilities:
-            return
-        items: list[tuple[str, str]] = []
-        for _ in range(size if self.issued else 0):
-            job_id, token = self._holder(data)
-            if all(job_id != i for i, _ in items):
-                items.append((job_id, token))
-        first = self.model.jobs.get(items[0][0]) if items else None
+        limit: int = data.draw(st.sampled_from((0, 1, 1, 2, 3)), label="limit")
+        owner: str = data.draw(st.sampled_from(OWNERS), label="owner")
+        lease: float = data.draw(leases, label="lease")
+        held = [job for job in (self.model.held(*pair) for pair in items) if job is not None]
+        first = held[0] if held else None
         own: int = data.draw(st.integers(0, 3), label="claim the first success's worker")
         if first is not None and own:
             worker = first.worker
