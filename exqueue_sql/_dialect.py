@@ -156,6 +156,9 @@ class Dialect:
     #: Whether ``complete_marking`` deletes held jobs and leaves their completion
     #: markers in one statement (else the storage uses a transaction).
     marks_in_one_statement: ClassVar[bool] = False
+    #: Whether ``finish_and_claim`` writes successes (with their markers) and a
+    #: claim in one statement (else the storage runs both in a transaction).
+    finishes_in_one_statement: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
@@ -330,6 +333,19 @@ class Dialect:
                 tuple(found),
             )
         return found
+
+    def finish_and_claim(
+        self,
+        conn: Connection,
+        pairs: Sequence[tuple[str, str]],
+        now: float,
+        worker: str,
+        limit: int,
+        lease: Lease,
+    ) -> tuple[list[str], list[JobRecord | Damaged]]:
+        """``complete_marking`` then ``claim_many`` in one statement: the ids deleted
+        and the rows claimed. Only where ``finishes_in_one_statement``."""
+        raise NotImplementedError
 
     def claim_index(self, pick: Select[Any]) -> Select[Any]:
         """``pick`` (the claim's SELECT) told to read the claim index, where a planner needs it."""

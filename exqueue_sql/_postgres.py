@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     tuple_,
     update,
 )
@@ -62,6 +63,7 @@ _QUERY_CANCELED = "57014"  # what statement_timeout raises
 class PostgresDialect(Dialect):
     claim_is_one_statement = True
     marks_in_one_statement = True
+    finishes_in_one_statement = True
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         super().__init__(engine, prefix, timeouts)
@@ -183,7 +185,7 @@ class PostgresDialect(Dialect):
             .cte("picked")
         )
         # One round trip; the CTE locks at most ``limit`` rows.
-        claim = (
+        leasing = (
             update(self.jobs)
             .where(j.seq == pick.c.seq)
             .values(
@@ -195,7 +197,7 @@ class PostgresDialect(Dialect):
             )
             .returning(*self.jobs.c)
         )
-        self._claim = Prepared(self.engine, claim)
+        self._claim = Prepared(self.engine, leasing)
         # A completion: (id, token) pairs as two arrays, so one statement text
         # serves every batch size; ``id = ANY`` lets the planner use the id index.
         ids = bindparam("ids", type_=ARRAY(Text))
@@ -224,6 +226,18 @@ class PostgresDialect(Dialect):
             .cte("marks")
         )
         self._complete = Prepared(self.engine, select(g.id).add_cte(marks))
+        # Successes then a claim, one statement: the deleted ids as one array beside
+        # the claimed rows (a row of NULLs when the claim takes nothing). Every CTE
+        # sees the snapshot the statement started with; the rows it deletes are
+        # running, so none of them is one the claim could take.
+        claimed = leasing.cte("claimed")
+        finished = select(func.array_agg(g.id).label("finished")).subquery("finished")
+        both = (
+            select(finished.c.finished, *claimed.c)
+            .select_from(finished.outerjoin(claimed, true()))
+            .add_cte(marks)
+        )
+        self._finish = Prepared(self.engine, both)
 
     def complete_marking(
         self, conn: Connection, pairs: Sequence[tuple[str, str]], now: float
@@ -231,6 +245,23 @@ class PostgresDialect(Dialect):
         """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
         ids, tokens = [i for i, _ in pairs], [t for _, t in pairs]
         return list(self._complete.run(conn, ids=ids, tokens=tokens, now=now).scalars())
+
+    def finish_and_claim(
+        self,
+        conn: Connection,
+        pairs: Sequence[tuple[str, str]],
+        now: float,
+        worker: str,
+        limit: int,
+        lease: Lease,
+    ) -> tuple[list[str], list[JobRecord | Damaged]]:
+        """One statement: ``complete_marking``'s CTEs, then ``claim_many``'s."""
+        rows = self._finish.run(
+            conn, ids=[i for i, _ in pairs], tokens=[t for _, t in pairs], now=now,
+            worker=worker, limit=limit, owner=lease.owner, token=lease.token, until=lease.until,
+        ).all()  # fmt: skip
+        done: list[str] = rows[0][0] or []
+        return done, _claim_order([parse(r) for r in rows if r.seq is not None])
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         u = self.tables.unique
@@ -244,10 +275,7 @@ class PostgresDialect(Dialect):
             conn, worker=worker, now=now, limit=limit, owner=lease.owner, token=lease.token,
             until=lease.until,
         )  # fmt: skip
-        found = [parse(r) for r in rows]
-        good = [r for r in found if isinstance(r, JobRecord)]
-        good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
-        return [*good, *(r for r in found if isinstance(r, Damaged))]
+        return _claim_order([parse(r) for r in rows])
 
     def wait_for_jobs(self, timeout: float) -> bool:
         return self._listener.wait(timeout)
@@ -357,6 +385,13 @@ class _Listener:
             if not self._listening:
                 self._drop()
             self._wake.notify_all()
+
+
+def _claim_order(found: list[JobRecord | Damaged]) -> list[JobRecord | Damaged]:
+    """Claimed rows in claim order (RETURNING has none), the damaged ones last."""
+    good = [r for r in found if isinstance(r, JobRecord)]
+    good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
+    return [*good, *(r for r in found if isinstance(r, Damaged))]
 
 
 def _insert_sql(engine: Engine, table: str, columns: Sequence[str], single: bool) -> str:
