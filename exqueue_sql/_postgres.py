@@ -48,7 +48,7 @@ from exqueue_sql._dialect import (
     runnable,
 )
 from exqueue_sql._prepared import Prepared
-from exqueue_sql._records import Damaged, parse
+from exqueue_sql._records import Damaged, DictRow, parse
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
 
@@ -244,7 +244,7 @@ class PostgresDialect(Dialect):
     ) -> list[str]:
         """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
         ids, tokens = [i for i, _ in pairs], [t for _, t in pairs]
-        return list(self._complete.run(conn, ids=ids, tokens=tokens, now=now).scalars())
+        return [r[0] for r in self._complete.rows(conn, ids=ids, tokens=tokens, now=now)]
 
     def finish_and_claim(
         self,
@@ -256,12 +256,16 @@ class PostgresDialect(Dialect):
         lease: Lease,
     ) -> tuple[list[str], list[JobRecord | Damaged]]:
         """One statement: ``complete_marking``'s CTEs, then ``claim_many``'s."""
-        rows = self._finish.run(
+        statement = self._finish
+        rows = statement.rows(
             conn, ids=[i for i, _ in pairs], tokens=[t for _, t in pairs], now=now,
             worker=worker, limit=limit, owner=lease.owner, token=lease.token, until=lease.until,
-        ).all()  # fmt: skip
+        )  # fmt: skip
         done: list[str] = rows[0][0] or []
-        return done, _claim_order([parse(r) for r in rows if r.seq is not None])
+        names = statement.names or ()
+        # A row of NULLs (no seq, the second column) stands for "claimed nothing".
+        found = [parse(DictRow(names, r)) for r in rows if r[1] is not None]
+        return done, _claim_order(found)
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         u = self.tables.unique
@@ -271,11 +275,13 @@ class PostgresDialect(Dialect):
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
     ) -> list[JobRecord | Damaged]:
-        rows = self._claim.run(
+        statement = self._claim
+        rows = statement.rows(
             conn, worker=worker, now=now, limit=limit, owner=lease.owner, token=lease.token,
             until=lease.until,
         )  # fmt: skip
-        return _claim_order([parse(r) for r in rows])
+        names = statement.names or ()
+        return _claim_order([parse(DictRow(names, r)) for r in rows])
 
     def wait_for_jobs(self, timeout: float) -> bool:
         return self._listener.wait(timeout)

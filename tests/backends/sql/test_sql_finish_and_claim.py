@@ -1,7 +1,7 @@
 """``finish_and_claim`` on SQLite, PostgreSQL and MariaDB: successes, then a claim, one call.
 
 Each part keeps its own call's rules (fencing, pause, claim order, serial heads,
-completion markers); on PostgreSQL a type that is not serial sends one statement.
+completion markers), on PostgreSQL's one statement as in the other databases' transaction.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from exqueue.storage import DEAD, RUNNING, Unique
 from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished
@@ -146,25 +146,27 @@ def test_a_damaged_row_the_claim_takes_is_buried(sql: SQLStorage) -> None:
     assert dead is not None and dead.state == DEAD and "damaged" in dead.errors[-1]
 
 
-def test_postgres_sends_one_statement(sql: SQLStorage) -> None:
-    if sql.engine.dialect.name != "postgresql":
-        pytest.skip("one statement is PostgreSQL's")
-    sql.enqueue([job("a"), job("b")])
-    assert claim(sql, 1) == ["a"]
-    sent: list[str] = []
-    engines = {sql.engine, sql._dialect.single_engine(True), sql._dialect.single_engine(False)}
-    hooks = []
-    for engine in engines:
-
-        def hook(*args: Any, **kw: Any) -> None:
-            sent.append(args[2])
-
-        event.listen(engine, "before_cursor_execute", hook)
-        hooks.append((engine, hook))
-    try:
-        got = finish(sql, [("a", "t1")])
-    finally:
-        for engine, hook in hooks:
-            event.remove(engine, "before_cursor_execute", hook)
-    assert (got.completed, [r.id for r in got.claimed]) == (["a"], ["b"])
-    assert len(sent) == 1
+@pytest.mark.parametrize("call", ["finish", "claim", "complete"])
+def test_postgres_a_connection_the_server_closed_is_replaced_and_the_call_runs(
+    tmp_path: Path, call: str
+) -> None:
+    # The hot statements run on the driver's cursor (``Prepared.rows``): a driver
+    # error must still reach the runner as SQLAlchemy's, with the connection invalidated.
+    with opened_sql("postgres", tmp_path) as sql:
+        sql.enqueue([job("a"), job("b"), job("c")])
+        assert claim(sql, 1) == ["a"]
+        relaxed = sql._dialect.single_engine(True)
+        assert relaxed is not None
+        with relaxed.connect() as conn:  # the pool's one connection, the next call's too
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with sql.engine.connect() as admin:
+            assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
+        if call == "finish":
+            got = finish(sql, [("a", "t1")], limit=1)
+            assert (got.completed, [r.id for r in got.claimed]) == (["a"], ["b"])
+        elif call == "claim":
+            assert claim(sql, 1, token="t2") == ["b"]
+        else:
+            assert sql.complete_many([("a", "t1")], now=NOW) == ["a"]
+        with relaxed.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
