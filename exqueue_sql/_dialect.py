@@ -43,8 +43,8 @@ from exqueue.storage import (
     JobRecord,
     NewJob,
 )
-from exqueue_sql._prepared import Prepared, mark, marks
-from exqueue_sql._records import Damaged, dump_meta, parse
+from exqueue_sql._prepared import Prepared, driver_rows, mark, marks
+from exqueue_sql._records import Damaged, DictRow, dump_meta, parse
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
@@ -277,8 +277,10 @@ class Dialect:
         No UPDATE ... RETURNING here: the locked rows are read whole and the lease
         applied to them in Python, three round trips in all.
         """
-        found = self._pick.run(conn, worker=worker, now=now, limit=limit)
-        picked = [parse(r) for r in found]
+        pick = self._pick
+        found = pick.rows(conn, worker=worker, now=now, limit=limit)
+        names = pick.names or ()
+        picked = [parse(DictRow(names, r)) for r in found]
         if not picked:
             return []
         sql = self._leasing.get(len(picked))
@@ -326,7 +328,7 @@ class Dialect:
                 else f"SELECT id FROM {self.table} WHERE {held} FOR UPDATE"
             )
         values = tuple(v for pair in pairs for v in pair)
-        found = list(conn.exec_driver_sql(sql, values).scalars())
+        found = [r[0] for r in driver_rows(conn, sql, values)[0]]
         if found and not self.engine.dialect.delete_returning:
             conn.exec_driver_sql(
                 f"DELETE FROM {self.table} WHERE id IN ({marks(self.mark, len(found))})",

@@ -64,23 +64,31 @@ class Prepared:
     def rows(self, conn: Connection, **values: Any) -> list[tuple[Any, ...]]:
         """The statement's rows as the driver's tuples, run on ``conn``'s own cursor
         (in its transaction, if it has one); the column names are :attr:`names`."""
-        params = self.params(values)
-        pooled = conn.connection
-        cursor = pooled.cursor()
-        try:
-            cursor.execute(self.sql, params)
-            if self.names is None:
-                self.names = tuple(column[0] for column in cursor.description)
-            return cast("list[tuple[Any, ...]]", cursor.fetchall())
-        except conn.dialect.loaded_dbapi.Error as exc:
-            # What exec_driver_sql does with a driver error: wrapped, handle_error
-            # events, and on a disconnect the connection and the pool invalidated.
-            conn._handle_dbapi_exception(exc, self.sql, params, cursor, None)
-            raise  # not reached: the call above raises
-        finally:
-            # A cursor of a connection just invalidated may refuse to close; nothing is lost.
-            with contextlib.suppress(Exception):
-                cursor.close()
+        found, names = driver_rows(conn, self.sql, self.params(values), self.names is None)
+        if names is not None:
+            self.names = names
+        return found
+
+
+def driver_rows(
+    conn: Connection, sql: str, params: Any, named: bool = False
+) -> tuple[list[tuple[Any, ...]], tuple[str, ...] | None]:
+    """The rows of ``sql`` (a statement that returns rows) run on ``conn``'s DB-API
+    cursor, and with ``named`` the column names as the driver gives them."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        names = tuple(column[0] for column in cursor.description) if named else None
+        return cast("list[tuple[Any, ...]]", cursor.fetchall()), names
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # What exec_driver_sql does with a driver error: wrapped, handle_error
+        # events, and on a disconnect the connection and the pool invalidated.
+        conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+        raise  # not reached: the call above raises
+    finally:
+        # A cursor of a connection just invalidated may refuse to close; nothing is lost.
+        with contextlib.suppress(Exception):
+            cursor.close()
 
 
 def mark(engine: Engine) -> str:
