@@ -14,7 +14,12 @@ import pytest
 from sqlalchemy import select, text
 
 from exqueue.storage import DEAD, RUNNING, Unique
-from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished
+from exqueue.storage_next import (
+    FINISH_AND_CLAIM,
+    FinishAndClaim,
+    Finished,
+    SupportsFinishAndClaim,
+)
 from exqueue_sql import SQLStorage
 from tests.support.backends import opened_sql
 from tests.support.jobs import NOW
@@ -56,6 +61,7 @@ def state(storage: SQLStorage, job_id: str) -> tuple[str, str | None] | None:
 
 def test_declared_on_every_sql_database(sql: SQLStorage) -> None:
     assert FINISH_AND_CLAIM in sql.capabilities
+    assert isinstance(sql, SupportsFinishAndClaim)
 
 
 def test_completes_then_claims_in_claim_order_with_the_new_lease(sql: SQLStorage) -> None:
