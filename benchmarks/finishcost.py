@@ -2,6 +2,7 @@
 
     python -m benchmarks.finishcost [--backend postgres|sqlite|mariadb] [--jobs 3000]
                                     [--repeat 5] [--profile] [--instructions]
+                                    [--modes split,together]
 
 One thread drains ``--jobs`` no-op jobs straight on the storage protocol, as a
 job thread with ``prefetch=0`` does, in two ways, rounds interleaved:
@@ -120,11 +121,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--modes", default=",".join(MODES), help="split,together")
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--fill", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.instructions:
-        for mode in MODES:
+        for mode in args.modes.split(","):
             runs = [instructions(args.backend, mode, n, args.jobs) for n in (SMALL, args.jobs)]
             per_job = (runs[1] - runs[0]) / (args.jobs - SMALL)
             print(f"{args.backend} {mode:9} instructions/job {per_job:,.0f}")
