@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Text,
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -73,6 +74,8 @@ class PostgresDialect(Dialect):
         self._relaxed = create_engine(
             engine.url,
             isolation_level="AUTOCOMMIT",
+            # Autocommit leaves no transaction to roll back when a connection goes back.
+            pool_reset_on_return=None,
             connect_args={"options": "-c synchronous_commit=off"},
         )
         ping_when_idle(self._relaxed)
@@ -200,51 +203,56 @@ class PostgresDialect(Dialect):
         self._claim = Prepared(self.engine, leasing)
         # A completion: (id, token) pairs as two arrays, so one statement text
         # serves every batch size; ``id = ANY`` lets the planner use the id index.
+        # One pair (a job thread's own success, most calls) goes as two scalars,
+        # cheaper to send than arrays. Each in two statements: the completion
+        # alone, and followed by a claim.
         ids = bindparam("ids", type_=ARRAY(Text))
         pairs = select(
             func.unnest(ids, bindparam("tokens", type_=ARRAY(Text)))
             .table_valued("id", "token")
             .render_derived()
         )
-        gone = (
-            delete(self.jobs)
-            .where(
-                j.id == func.any(ids), j.state == RUNNING, tuple_(j.id, j.lease_token).in_(pairs)
-            )
-            .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
-            .cte("gone")
-        )
-        g = gone.c
-        marks = (
-            insert(done)
-            .from_select(
-                ["worker", "unique_key", "seq", "job_id", "hold_until"],
-                select(
-                    g.worker, g.unique_key, g.seq, g.id, bindparam("now") + g.unique_period
-                ).where(g.unique_key.is_not(None), g.unique_period.is_not(None)),
-            )
-            .cte("marks")
-        )
-        self._complete = Prepared(self.engine, select(g.id).add_cte(marks))
-        # Successes then a claim, one statement: the deleted ids as one array beside
-        # the claimed rows (a row of NULLs when the claim takes nothing). Every CTE
-        # sees the snapshot the statement started with; the rows it deletes are
-        # running, so none of them is one the claim could take.
+        many = and_(j.id == func.any(ids), tuple_(j.id, j.lease_token).in_(pairs))
+        one = and_(j.id == bindparam("id"), j.lease_token == bindparam("token_done"))
         claimed = leasing.cte("claimed")
-        finished = select(func.array_agg(g.id).label("finished")).subquery("finished")
-        both = (
-            select(finished.c.finished, *claimed.c)
-            .select_from(finished.outerjoin(claimed, true()))
-            .add_cte(marks)
-        )
-        self._finish = Prepared(self.engine, both)
+        self._complete: dict[bool, Prepared] = {}
+        self._finish: dict[bool, Prepared] = {}
+        for single, held in ((False, many), (True, one)):
+            gone = (
+                delete(self.jobs)
+                .where(held, j.state == RUNNING)
+                .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                .cte("gone")
+            )
+            g = gone.c
+            marks = (
+                insert(done)
+                .from_select(
+                    ["worker", "unique_key", "seq", "job_id", "hold_until"],
+                    select(
+                        g.worker, g.unique_key, g.seq, g.id, bindparam("now") + g.unique_period
+                    ).where(g.unique_key.is_not(None), g.unique_period.is_not(None)),
+                )
+                .cte("marks")
+            )
+            self._complete[single] = Prepared(self.engine, select(g.id).add_cte(marks))
+            # Successes then a claim, one statement: the deleted ids as one array beside
+            # the claimed rows (a row of NULLs when the claim takes nothing). Every CTE
+            # sees the snapshot the statement started with; the rows it deletes are
+            # running, so none of them is one the claim could take.
+            finished = select(func.array_agg(g.id).label("finished")).subquery("finished")
+            both = (
+                select(finished.c.finished, *claimed.c)
+                .select_from(finished.outerjoin(claimed, true()))
+                .add_cte(marks)
+            )
+            self._finish[single] = Prepared(self.engine, both)
 
     def complete_marking(
         self, conn: Connection, pairs: Sequence[tuple[str, str]], now: float
     ) -> list[str]:
         """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
-        ids, tokens = [i for i, _ in pairs], [t for _, t in pairs]
-        return [r[0] for r in self._complete.rows(conn, ids=ids, tokens=tokens, now=now)]
+        return [r[0] for r in self._complete[len(pairs) == 1].rows(conn, **_held(pairs), now=now)]
 
     def finish_and_claim(
         self,
@@ -256,10 +264,10 @@ class PostgresDialect(Dialect):
         lease: Lease,
     ) -> tuple[list[str], list[JobRecord | Damaged]]:
         """One statement: ``complete_marking``'s CTEs, then ``claim_many``'s."""
-        statement = self._finish
+        statement = self._finish[len(pairs) == 1]
         rows = statement.rows(
-            conn, ids=[i for i, _ in pairs], tokens=[t for _, t in pairs], now=now,
-            worker=worker, limit=limit, owner=lease.owner, token=lease.token, until=lease.until,
+            conn, **_held(pairs), now=now, worker=worker, limit=limit, owner=lease.owner,
+            token=lease.token, until=lease.until,
         )  # fmt: skip
         done: list[str] = rows[0][0] or []
         names = statement.names or ()
@@ -391,6 +399,13 @@ class _Listener:
             if not self._listening:
                 self._drop()
             self._wake.notify_all()
+
+
+def _held(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The values of a completion's held-job condition: scalars for one pair, else arrays."""
+    if len(pairs) == 1:
+        return {"id": pairs[0][0], "token_done": pairs[0][1]}
+    return {"ids": [i for i, _ in pairs], "tokens": [t for _, t in pairs]}
 
 
 def _claim_order(found: list[JobRecord | Damaged]) -> list[JobRecord | Damaged]:

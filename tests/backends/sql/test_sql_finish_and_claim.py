@@ -138,6 +138,15 @@ def test_a_unique_period_leaves_its_completion_marker(sql: SQLStorage) -> None:
         assert conn.scalar(select(sql._tables.done.c.hold_until)) == NOW + 101
     # The completed job holds its key for its period: a new enqueue names it.
     assert sql.enqueue([job("d", enqueued_at=NOW + 50, unique=period)]) == ["a"]
+    # One success alone (PostgreSQL sends it as scalars, not arrays) leaves its marker too.
+    sql.enqueue([job("e", unique=Unique("q", period=5.0))])
+    got = finish(sql, [("c", "t2")], token="t3")
+    assert (got.completed, [r.id for r in got.claimed]) == (["c"], ["e"])
+    got = finish(sql, [("e", "t3")], token="t4")
+    assert (got.completed, got.claimed) == (["e"], [])
+    with sql.engine.connect() as conn:
+        held = conn.execute(select(sql._tables.done.c.job_id, sql._tables.done.c.hold_until))
+        assert sorted(held) == [("a", NOW + 101), ("e", NOW + 6)]
 
 
 def test_a_damaged_row_the_claim_takes_is_buried(sql: SQLStorage) -> None:
