@@ -41,7 +41,7 @@ from exqueue.storage import NewJob
 from exqueue.storage_next import FinishAndClaim
 from exqueue_sql import SQLStorage
 
-from .common import MYSQL_URL, PG_URL, arguments
+from .common import MYSQL_URL, PG_URL, arguments, ensure_databases
 
 NOW = 1_700_000_000.0
 
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--fill", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.backend != "sqlite" and not args.child:
+        ensure_databases()
     if args.instructions:
         for mode in args.modes.split(","):
             runs = [instructions(args.backend, mode, n, args.jobs) for n in (SMALL, args.jobs)]
