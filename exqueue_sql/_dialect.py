@@ -43,8 +43,8 @@ from exqueue.storage import (
     JobRecord,
     NewJob,
 )
-from exqueue_sql._prepared import Prepared, mark, marks
-from exqueue_sql._records import Damaged, dump_meta, parse
+from exqueue_sql._prepared import Prepared, driver_rows, mark, marks
+from exqueue_sql._records import Damaged, DictRow, dump_meta, parse
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
@@ -156,6 +156,9 @@ class Dialect:
     #: Whether ``complete_marking`` deletes held jobs and leaves their completion
     #: markers in one statement (else the storage uses a transaction).
     marks_in_one_statement: ClassVar[bool] = False
+    #: Whether ``finish_and_claim`` writes successes (with their markers) and a
+    #: claim in one statement (else the storage runs both in a transaction).
+    finishes_in_one_statement: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         self.engine = engine
@@ -274,8 +277,10 @@ class Dialect:
         No UPDATE ... RETURNING here: the locked rows are read whole and the lease
         applied to them in Python, three round trips in all.
         """
-        found = self._pick.run(conn, worker=worker, now=now, limit=limit)
-        picked = [parse(r) for r in found]
+        pick = self._pick
+        found = pick.rows(conn, worker=worker, now=now, limit=limit)
+        names = pick.names or ()
+        picked = [parse(DictRow(names, r)) for r in found]
         if not picked:
             return []
         sql = self._leasing.get(len(picked))
@@ -323,13 +328,26 @@ class Dialect:
                 else f"SELECT id FROM {self.table} WHERE {held} FOR UPDATE"
             )
         values = tuple(v for pair in pairs for v in pair)
-        found = list(conn.exec_driver_sql(sql, values).scalars())
+        found = [r[0] for r in driver_rows(conn, sql, values)[0]]
         if found and not self.engine.dialect.delete_returning:
             conn.exec_driver_sql(
                 f"DELETE FROM {self.table} WHERE id IN ({marks(self.mark, len(found))})",
                 tuple(found),
             )
         return found
+
+    def finish_and_claim(
+        self,
+        conn: Connection,
+        pairs: Sequence[tuple[str, str]],
+        now: float,
+        worker: str,
+        limit: int,
+        lease: Lease,
+    ) -> tuple[list[str], list[JobRecord | Damaged]]:
+        """``complete_marking`` then ``claim_many`` in one statement: the ids deleted
+        and the rows claimed. Only where ``finishes_in_one_statement``."""
+        raise NotImplementedError
 
     def claim_index(self, pick: Select[Any]) -> Select[Any]:
         """``pick`` (the claim's SELECT) told to read the claim index, where a planner needs it."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Text,
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     tuple_,
     update,
 )
@@ -47,7 +49,7 @@ from exqueue_sql._dialect import (
     runnable,
 )
 from exqueue_sql._prepared import Prepared
-from exqueue_sql._records import Damaged, parse
+from exqueue_sql._records import Damaged, DictRow, parse
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
 
@@ -62,6 +64,7 @@ _QUERY_CANCELED = "57014"  # what statement_timeout raises
 class PostgresDialect(Dialect):
     claim_is_one_statement = True
     marks_in_one_statement = True
+    finishes_in_one_statement = True
 
     def __init__(self, engine: Engine, prefix: str, timeouts: Timeouts | None) -> None:
         super().__init__(engine, prefix, timeouts)
@@ -71,6 +74,8 @@ class PostgresDialect(Dialect):
         self._relaxed = create_engine(
             engine.url,
             isolation_level="AUTOCOMMIT",
+            # Autocommit leaves no transaction to roll back when a connection goes back.
+            pool_reset_on_return=None,
             connect_args={"options": "-c synchronous_commit=off"},
         )
         ping_when_idle(self._relaxed)
@@ -183,7 +188,7 @@ class PostgresDialect(Dialect):
             .cte("picked")
         )
         # One round trip; the CTE locks at most ``limit`` rows.
-        claim = (
+        leasing = (
             update(self.jobs)
             .where(j.seq == pick.c.seq)
             .values(
@@ -195,42 +200,80 @@ class PostgresDialect(Dialect):
             )
             .returning(*self.jobs.c)
         )
-        self._claim = Prepared(self.engine, claim)
+        self._claim = Prepared(self.engine, leasing)
         # A completion: (id, token) pairs as two arrays, so one statement text
         # serves every batch size; ``id = ANY`` lets the planner use the id index.
+        # One pair (a job thread's own success, most calls) goes as two scalars,
+        # cheaper to send than arrays. Each in two statements: the completion
+        # alone, and followed by a claim.
         ids = bindparam("ids", type_=ARRAY(Text))
         pairs = select(
             func.unnest(ids, bindparam("tokens", type_=ARRAY(Text)))
             .table_valued("id", "token")
             .render_derived()
         )
-        gone = (
-            delete(self.jobs)
-            .where(
-                j.id == func.any(ids), j.state == RUNNING, tuple_(j.id, j.lease_token).in_(pairs)
+        many = and_(j.id == func.any(ids), tuple_(j.id, j.lease_token).in_(pairs))
+        one = and_(j.id == bindparam("id"), j.lease_token == bindparam("token_done"))
+        claimed = leasing.cte("claimed")
+        self._complete: dict[bool, Prepared] = {}
+        self._finish: dict[bool, Prepared] = {}
+        for single, held in ((False, many), (True, one)):
+            gone = (
+                delete(self.jobs)
+                .where(held, j.state == RUNNING)
+                .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                .cte("gone")
             )
-            .returning(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
-            .cte("gone")
-        )
-        g = gone.c
-        marks = (
-            insert(done)
-            .from_select(
-                ["worker", "unique_key", "seq", "job_id", "hold_until"],
-                select(
-                    g.worker, g.unique_key, g.seq, g.id, bindparam("now") + g.unique_period
-                ).where(g.unique_key.is_not(None), g.unique_period.is_not(None)),
+            g = gone.c
+            marks = (
+                insert(done)
+                .from_select(
+                    ["worker", "unique_key", "seq", "job_id", "hold_until"],
+                    select(
+                        g.worker, g.unique_key, g.seq, g.id, bindparam("now") + g.unique_period
+                    ).where(g.unique_key.is_not(None), g.unique_period.is_not(None)),
+                )
+                .cte("marks")
             )
-            .cte("marks")
-        )
-        self._complete = Prepared(self.engine, select(g.id).add_cte(marks))
+            self._complete[single] = Prepared(self.engine, select(g.id).add_cte(marks))
+            # Successes then a claim, one statement: the deleted ids as one array beside
+            # the claimed rows (a row of NULLs when the claim takes nothing). Every CTE
+            # sees the snapshot the statement started with; the rows it deletes are
+            # running, so none of them is one the claim could take.
+            finished = select(func.array_agg(g.id).label("finished")).subquery("finished")
+            both = (
+                select(finished.c.finished, *claimed.c)
+                .select_from(finished.outerjoin(claimed, true()))
+                .add_cte(marks)
+            )
+            self._finish[single] = Prepared(self.engine, both)
 
     def complete_marking(
         self, conn: Connection, pairs: Sequence[tuple[str, str]], now: float
     ) -> list[str]:
         """One statement: a DELETE ... RETURNING feeding the markers' INSERT."""
-        ids, tokens = [i for i, _ in pairs], [t for _, t in pairs]
-        return list(self._complete.run(conn, ids=ids, tokens=tokens, now=now).scalars())
+        return [r[0] for r in self._complete[len(pairs) == 1].rows(conn, **_held(pairs), now=now)]
+
+    def finish_and_claim(
+        self,
+        conn: Connection,
+        pairs: Sequence[tuple[str, str]],
+        now: float,
+        worker: str,
+        limit: int,
+        lease: Lease,
+    ) -> tuple[list[str], list[JobRecord | Damaged]]:
+        """One statement: ``complete_marking``'s CTEs, then ``claim_many``'s."""
+        statement = self._finish[len(pairs) == 1]
+        rows = statement.rows(
+            conn, **_held(pairs), now=now, worker=worker, limit=limit, owner=lease.owner,
+            token=lease.token, until=lease.until,
+        )  # fmt: skip
+        done: list[str] = rows[0][0] or []
+        names = statement.names or ()
+        # A row of NULLs (no seq, the second column) stands for "claimed nothing".
+        found = [parse(DictRow(names, r)) for r in rows if r[1] is not None]
+        return done, _claim_order(found)
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
         u = self.tables.unique
@@ -240,14 +283,13 @@ class PostgresDialect(Dialect):
     def claim_many(
         self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
     ) -> list[JobRecord | Damaged]:
-        rows = self._claim.run(
+        statement = self._claim
+        rows = statement.rows(
             conn, worker=worker, now=now, limit=limit, owner=lease.owner, token=lease.token,
             until=lease.until,
         )  # fmt: skip
-        found = [parse(r) for r in rows]
-        good = [r for r in found if isinstance(r, JobRecord)]
-        good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
-        return [*good, *(r for r in found if isinstance(r, Damaged))]
+        names = statement.names or ()
+        return _claim_order([parse(DictRow(names, r)) for r in rows])
 
     def wait_for_jobs(self, timeout: float) -> bool:
         return self._listener.wait(timeout)
@@ -357,6 +399,20 @@ class _Listener:
             if not self._listening:
                 self._drop()
             self._wake.notify_all()
+
+
+def _held(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The values of a completion's held-job condition: scalars for one pair, else arrays."""
+    if len(pairs) == 1:
+        return {"id": pairs[0][0], "token_done": pairs[0][1]}
+    return {"ids": [i for i, _ in pairs], "tokens": [t for _, t in pairs]}
+
+
+def _claim_order(found: list[JobRecord | Damaged]) -> list[JobRecord | Damaged]:
+    """Claimed rows in claim order (RETURNING has none), the damaged ones last."""
+    good = [r for r in found if isinstance(r, JobRecord)]
+    good.sort(key=lambda r: (r.priority, r.run_at, r.seq))
+    return [*good, *(r for r in found if isinstance(r, Damaged))]
 
 
 def _insert_sql(engine: Engine, table: str, columns: Sequence[str], single: bool) -> str:

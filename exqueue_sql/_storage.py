@@ -47,11 +47,13 @@ from exqueue.storage import (
     NewJob,
     Recovered,
 )
+from exqueue.storage_next import FINISH_AND_CLAIM
 from exqueue.storage_scan import JOB_SCAN
 from exqueue_sql import _expiry, _unique
 from exqueue_sql._aio import SQLAsyncEnqueue
 from exqueue_sql._control import SQLControl, create_control_table
 from exqueue_sql._dialect import Dialect, Lease, StorageTimeoutError, Timeouts, not_paused
+from exqueue_sql._finish import SQLFinish
 from exqueue_sql._limits import SQLLimits, bury_new, check_jobs, create_limit_tables, has_dead
 from exqueue_sql._limits import without_unique as _without_unique
 from exqueue_sql._manual import SQLManual
@@ -85,7 +87,9 @@ _DUPLICATE = "duplicate job id in enqueue batch"
 log = logging.getLogger("exqueue")
 
 
-class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueue):
+class SQLStorage(
+    SQLFinish, SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQLAsyncEnqueue
+):
     """Jobs in SQL tables named ``{prefix}jobs``, ``{prefix}meta`` and ``{prefix}unique``.
 
     ``SQLStorage("sqlite:///jobs.db")``, ``SQLStorage("postgresql://host/db")``,
@@ -139,6 +143,7 @@ class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQL
                 LIMITS,
                 PAUSE,
                 JOB_SCAN,
+                FINISH_AND_CLAIM,
             }
             if self._open_native_enqueue(self._dialect, _DUPLICATE):
                 self.capabilities |= {ASYNC_ENQUEUE}
@@ -278,41 +283,46 @@ class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQL
             return []
         lease = Lease(owner, token, lease_until)
         if not serial:
-            dialect = self._dialect
-
-            def claim_many(conn: Connection) -> list[JobRecord]:
-                return self._good(conn, dialect.claim_many(conn, worker, limit, now, lease))
-
             # Where the claim is one autocommit statement, a burial is a second one.
-            return self._run(claim_many, relaxed=True, single=dialect.claim_is_one_statement)
-        j = self._jobs.c
-
-        def claim_serial(conn: Connection) -> list[JobRecord]:
-            # Lock the head itself (no SKIP LOCKED): a second claimer waits for the
-            # first to commit and then sees the head running, so never runs two.
-            head = conn.execute(
-                select(self._jobs)
-                .where(j.worker == worker, not_paused(self._jobs, worker))
-                .order_by(j.seq)
-                .limit(1)
-                .with_for_update()
-            ).first()
-            if head is None:
-                return []
-            found = parse(head)
-            if isinstance(found, Damaged):
-                # A damaged head dies alone; the next claim takes the job after it.
-                return self._good(conn, [found])
-            if found.state != WAITING or found.run_at > now:
-                return []
-            if found.expires_at is not None and found.expires_at <= now:
-                return []  # expire() buries it; the head stays in place until then
-            conn.execute(
-                update(self._jobs).where(j.seq == head.seq).values(**lease.values(self._jobs))
+            single = self._dialect.claim_is_one_statement
+            return self._run(
+                lambda conn: self._claim_many(conn, worker, limit, now, lease),
+                relaxed=True,
+                single=single,
             )
-            return self._good(conn, [lease.apply(found)])
+        return self._run(lambda conn: self._claim_serial(conn, worker, now, lease), relaxed=True)
 
-        return self._run(claim_serial, relaxed=True)
+    def _claim_many(
+        self, conn: Connection, worker: str, limit: int, now: float, lease: Lease
+    ) -> list[JobRecord]:
+        return self._good(conn, self._dialect.claim_many(conn, worker, limit, now, lease))
+
+    def _claim_serial(
+        self, conn: Connection, worker: str, now: float, lease: Lease
+    ) -> list[JobRecord]:
+        """The head of a serial type, leased in ``conn``'s transaction if runnable."""
+        j = self._jobs.c
+        # Lock the head itself (no SKIP LOCKED): a second claimer waits for the
+        # first to commit and then sees the head running, so never runs two.
+        head = conn.execute(
+            select(self._jobs)
+            .where(j.worker == worker, not_paused(self._jobs, worker))
+            .order_by(j.seq)
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if head is None:
+            return []
+        found = parse(head)
+        if isinstance(found, Damaged):
+            # A damaged head dies alone; the next claim takes the job after it.
+            return self._good(conn, [found])
+        if found.state != WAITING or found.run_at > now:
+            return []
+        if found.expires_at is not None and found.expires_at <= now:
+            return []  # expire() buries it; the head stays in place until then
+        conn.execute(update(self._jobs).where(j.seq == head.seq).values(**lease.values(self._jobs)))
+        return self._good(conn, [lease.apply(found)])
 
     def _good(self, conn: Connection, found: Sequence[JobRecord | Damaged]) -> list[JobRecord]:
         """The readable jobs of ``found``; each damaged one is made dead with the reason."""
@@ -365,24 +375,26 @@ class SQLStorage(SQLManual, SQLSchedules, SQLObserve, SQLControl, SQLLimits, SQL
         done = self._run(deleting, relaxed=True, single=single)
         if now is None or len(done) == len(pairs):
             return done
+        return done + self._run(lambda conn: self._keep(conn, chunks, now), relaxed=True)
+
+    def _keep(self, conn: Connection, chunks: list[list[tuple[str, str]]], now: float) -> list[str]:
+        """Delete the held jobs of ``chunks`` that the plain DELETE left, with their markers.
+
+        Those are the jobs whose completion holds their unique key, and jobs not held.
+        """
         j = self._jobs.c
-
-        def keeping(conn: Connection) -> list[str]:
-            # Jobs whose completion holds their unique key, and jobs not held.
-            kept: list[Any] = []
-            for chunk in chunks:
-                held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
-                kept += conn.execute(
-                    select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
-                    .where(held)
-                    .with_for_update()
-                ).all()
-            if kept:
-                conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
-                _unique.hold(conn, dialect, _unique.completions(kept), now)
-            return [r.id for r in kept]
-
-        return done + self._run(keeping, relaxed=True)
+        kept: list[Any] = []
+        for chunk in chunks:
+            held = and_(tuple_(j.id, j.lease_token).in_(chunk), j.state == RUNNING)
+            kept += conn.execute(
+                select(j.id, j.seq, j.worker, j.unique_key, j.unique_period)
+                .where(held)
+                .with_for_update()
+            ).all()
+        if kept:
+            conn.execute(sql_delete(self._jobs).where(j.id.in_([r.id for r in kept])))
+            _unique.hold(conn, self._dialect, _unique.completions(kept), now)
+        return [r.id for r in kept]
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:
         return self._fail(job_id, token, error, WAITING, run_at)
