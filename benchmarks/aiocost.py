@@ -9,7 +9,8 @@ shared 2-core box moves 2x between runs); each is per job:
   started in this process on the benchmark Redis database
   (``$EXQ_BENCH_REDIS_DB``), with ``--jobs`` jobs enqueued first; the CPU of each
   thread (``/proc/self/task``) while they run: the event loop, the claiming
-  threads (dispatcher, feeder), the finishers, the acknowledger.
+  threads (dispatcher, feeder), the finishers, the acknowledger; and the mean
+  number of slots executing a job (sampled every 10 ms).
 - ``server``: Redis's own CPU (``utime + stime`` of a private redis-server)
   per job claimed and per job completed, ``--batch`` at a time, and this
   process's CPU for the same calls (reading the replies into records).
@@ -79,8 +80,12 @@ def threads(jobs: int) -> None:
     before_all = _cpu()
     queue.start()
     before = _per_thread()
+    lanes = list(queue._runtime._lanes.values()) if queue._runtime is not None else []
+    samples: list[int] = []
     while counter.read(directory).count < jobs:
-        time.sleep(0.05)
+        # The slots executing, sampled: claims that come in waves leave slots idle.
+        samples.append(sum(lane.executing for lane in lanes))
+        time.sleep(0.01)
     after = _per_thread()
     total = _cpu() - before_all
     done = counter.read(directory)
@@ -89,6 +94,9 @@ def threads(jobs: int) -> None:
     common.flush_bench_redis()
     rate = jobs / (done.last_end - done.first_start)
     print(f"worker in this process: {rate:,.0f} jobs/s, {total / jobs * 1e6:.1f} µs CPU per job")
+    if samples:
+        mean = sum(samples) / len(samples)
+        print(f"  slots executing: {mean:.0f} of {CONCURRENCY} on average ({len(samples)} samples)")
     for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
         spent = (after[name] - before.get(name, 0.0)) / jobs * 1e6
         if spent > 0:
