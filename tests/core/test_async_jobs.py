@@ -103,6 +103,25 @@ def test_claims_never_exceed_the_free_slots(backend: BackendHandle) -> None:
     queue.close()
 
 
+def test_stop_ends_the_claiming_and_feeding_threads(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+
+    @queue.worker(name="aio-threads", concurrency=3)
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    for _ in range(10):
+        job.enqueue()
+    assert queue.drain(timeout=60) == 10
+    queue.close()
+    left = [
+        thread.name
+        for thread in threading.enumerate()
+        if thread.name.startswith("exqueue-aio-threads-")
+    ]
+    assert left == []
+
+
 def test_an_async_failure_is_retried_then_dead(backend: BackendHandle) -> None:
     queue = make_queue(backend)
     attempts: list[int] = []
