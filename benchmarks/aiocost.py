@@ -9,7 +9,7 @@ shared 2-core box moves 2x between runs); each is per job:
   started in this process on the benchmark Redis database
   (``$EXQ_BENCH_REDIS_DB``), with ``--jobs`` jobs enqueued first; the CPU of each
   thread (``/proc/self/task``) while they run: the event loop, the claiming
-  threads (dispatcher, claimer), the feeder, the finishers, the acknowledger;
+  threads (dispatcher, feeder), the finishers, the acknowledger;
   and where the 1,000 slots are on average (sampled every 10 ms): a job's task
   on the loop, handed over to the loop or finished but not yet freed, claimed
   and buffered, or free (waiting for a claim).

@@ -1,7 +1,7 @@
 """Async worker types: their jobs run as coroutines on one event loop per node.
 
 The loop runs in a thread of its own and does nothing but run job bodies. Every
-storage call stays on other threads: the dispatcher (or a lane's claimer) claims, the
+storage call stays on other threads: the dispatcher (or a feeder) claims, the
 heartbeat extends leases, and finisher threads record outcomes. So a job that
 blocks the loop (a CPU-bound stretch, a blocking call in an async def) delays
 only the other coroutines' bodies, never a claim, a heartbeat or an
@@ -11,9 +11,7 @@ A feeder thread per async lane takes claimed jobs from the lane's buffer while
 fewer than ``concurrency`` of its coroutines run, decodes them and builds their
 job contexts (off the loop, unless a middleware's ``started`` hook must run on
 the job's thread), and hands them to the loop in batches (one wake-up of the
-loop per batch, not per job). A claimer thread per async lane claims for the
-free slots when the feeder asks, so the next claim is in flight while the
-feeder decodes and starts the last one's jobs.
+loop per batch, not per job).
 """
 
 from __future__ import annotations
@@ -82,57 +80,6 @@ def timed_out(seconds: float) -> JobTimeout:
     return JobTimeout(f"timed out after {seconds:g} s")
 
 
-class _Claims:
-    """The claiming thread of one async lane: claims for its free slots on request.
-
-    The feeder asks (``request``, ``lane.ready`` held) when a claim's worth of
-    slots is free and no claim is out, and goes on handing jobs to the loop while
-    the claim is in flight: a claim is out nearly all the time the lane has free
-    slots, where one feeder thread claiming and then decoding left them waiting
-    for the decode and the hand-off. Only this thread and the dispatcher claim
-    for the lane (``lane.claim_lock``), each for the slots free at that moment,
-    so claims never exceed the free slots under ``prefetch=0``.
-    """
-
-    def __init__(self, runner: AsyncRunner, lane: Lane) -> None:
-        self.runner = runner
-        self.lane = lane
-        #: A claim is requested or in flight (read and written under ``lane.ready``).
-        self.busy = False
-        # Its own event, not ``lane.ready``: a notify meant for the feeder must
-        # never wake this thread instead.
-        self.asked = threading.Event()
-
-    def request(self) -> None:
-        self.busy = True
-        self.asked.set()
-
-    def loop(self) -> None:
-        lane, ready, asked = self.lane, self.lane.ready, self.asked
-        limit = lane.worker.concurrency
-        enough = claim_batch(limit)
-        claim_here = self.runner._claim_here
-        while True:
-            asked.wait()
-            asked.clear()
-            with ready:
-                # Claim again at once while a claim's worth of slots is still free
-                # (slots freed during the last claim) and the last came back full.
-                while (
-                    not lane.closing
-                    and limit - lane.executing - len(lane.buffer) >= enough
-                    and claim_here(lane)
-                ):
-                    # The feeder (``claim`` wakes one thread fewer than it claimed).
-                    ready.notify_all()
-                # A claim that was not made (the dispatcher holds the lane's claim, or
-                # nothing more is waiting) wakes no one: the feeder asks again when
-                # slots free up, as it did when it claimed itself.
-                self.busy = False
-                if lane.closing:
-                    return
-
-
 class AsyncRunner:
     """The event loop, feeders and finishers of a node's async lanes."""
 
@@ -173,11 +120,7 @@ class AsyncRunner:
         for number in range(FINISHERS):
             self._spawn(self._finish_loop, f"exqueue-finisher-{number}")
         for lane in lanes:
-            claims = _Claims(self, lane)
-            self._spawn(claims.loop, f"exqueue-{lane.worker.name}-claimer")
-            self._spawn(
-                functools.partial(self._feed, lane, claims), f"exqueue-{lane.worker.name}-feeder"
-            )
+            self._spawn(functools.partial(self._feed, lane), f"exqueue-{lane.worker.name}-feeder")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -193,34 +136,21 @@ class AsyncRunner:
 
     # -- feeding ---------------------------------------------------------------------
 
-    def _feed(self, lane: Lane, claims: _Claims) -> None:
+    def _feed(self, lane: Lane) -> None:
         ready = lane.ready
         limit = lane.worker.concurrency
         enough = claim_batch(limit)
         with ready:
             while True:
                 while not lane.closing and (not lane.buffer or lane.executing >= limit):
-                    if (
-                        not claims.busy
-                        and lane.more_waiting
-                        and limit - lane.executing - len(lane.buffer) >= enough
-                    ):
-                        claims.request()
+                    if limit - lane.executing >= enough and self._claim_here(lane):
+                        continue
                     ready.wait()
                 if lane.closing:
-                    claims.request()  # it sees ``closing`` and ends
                     return
                 take = min(len(lane.buffer), limit - lane.executing)
                 batch = [lane.buffer.popleft() for _ in range(take)]
                 lane.executing += take
-                # The next claim goes out now, while this batch is decoded and started:
-                # slots freed since the last claim need not wait for the hand-off.
-                if (
-                    not claims.busy
-                    and lane.more_waiting
-                    and limit - lane.executing - len(lane.buffer) >= enough
-                ):
-                    claims.request()
                 # Decode the batch here, off the loop and with the lane unlocked: the
                 # loop thread is the one every job's body waits for. The batch counts
                 # as executing already, so a stop that begins meanwhile waits for it
@@ -233,7 +163,6 @@ class AsyncRunner:
                 try:
                     self.loop.call_soon_threadsafe(self._start, lane, starting)
                 except RuntimeError:  # the loop is closed: the node is stopping
-                    claims.request()
                     return
 
     def _prepare_batch(self, batch: list[tuple[JobRecord, str]]) -> list[Starting]:

@@ -103,7 +103,7 @@ def test_claims_never_exceed_the_free_slots(backend: BackendHandle) -> None:
     queue.close()
 
 
-def test_stop_ends_the_claiming_and_feeding_threads(backend: BackendHandle) -> None:
+def test_stop_ends_the_feeder_thread(backend: BackendHandle) -> None:
     queue = make_queue(backend)
 
     @queue.worker(name="aio-threads", concurrency=3)
