@@ -41,8 +41,6 @@ log = logging.getLogger("exqueue")
 FINISHERS = 2
 #: The most outcomes a finisher takes at once.
 FINISH_BATCH = 512
-#: A finisher frees the slots of the outcomes it recorded every this many.
-FREE_CHUNK = 64
 #: A feeder claims for itself once this share of its lane's slots is free (at
 #: most ``MAX_CLAIM_BATCH`` slots): a thousand coroutines finishing one by one
 #: would otherwise cost a claim round trip each.
@@ -290,11 +288,6 @@ class AsyncRunner:
                 except Exception:
                     log.exception("internal error while recording job %s", record.id)
                 done.append((lane, record, deferred, started))
-                if len(done) >= FREE_CHUNK:
-                    # Free these slots now: the claim for them need not wait for
-                    # the rest of a long batch (or a failure's round trip in it).
-                    self._finished(done)
-                    done = []
             self._finished(done)
             if stop:
                 outcomes.put(None)
