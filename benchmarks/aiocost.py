@@ -9,7 +9,10 @@ shared 2-core box moves 2x between runs); each is per job:
   started in this process on the benchmark Redis database
   (``$EXQ_BENCH_REDIS_DB``), with ``--jobs`` jobs enqueued first; the CPU of each
   thread (``/proc/self/task``) while they run: the event loop, the claiming
-  threads (dispatcher, feeder), the finishers, the acknowledger.
+  threads (dispatcher, feeder), the finishers, the acknowledger;
+  and where the 1,000 slots are on average (sampled every 10 ms): a job's task
+  on the loop, handed over to the loop or finished but not yet freed, claimed
+  and buffered, or free (waiting for a claim).
 - ``server``: Redis's own CPU (``utime + stime`` of a private redis-server)
   per job claimed and per job completed, ``--batch`` at a time, and this
   process's CPU for the same calls (reading the replies into records).
@@ -79,8 +82,20 @@ def threads(jobs: int) -> None:
     before_all = _cpu()
     queue.start()
     before = _per_thread()
+    runtime = queue._runtime
+    lanes = list(runtime._lanes.values()) if runtime is not None else []
+    runner = runtime._aio if runtime is not None else None
+    # Where the slots are, sampled: (tasks on the loop, executing, buffered).
+    samples: list[tuple[int, int, int]] = []
     while counter.read(directory).count < jobs:
-        time.sleep(0.05)
+        samples.append(
+            (
+                len(runner.running) if runner is not None else 0,
+                sum(lane.executing for lane in lanes),
+                sum(len(lane.buffer) for lane in lanes),
+            )
+        )
+        time.sleep(0.01)
     after = _per_thread()
     total = _cpu() - before_all
     done = counter.read(directory)
@@ -89,6 +104,15 @@ def threads(jobs: int) -> None:
     common.flush_bench_redis()
     rate = jobs / (done.last_end - done.first_start)
     print(f"worker in this process: {rate:,.0f} jobs/s, {total / jobs * 1e6:.1f} µs CPU per job")
+    if samples:
+        columns = zip(*samples, strict=True)
+        running, executing, buffered = (sum(column) / len(samples) for column in columns)
+        print(
+            f"  slots executing: {executing:.0f} of {CONCURRENCY} on average "
+            f"({len(samples)} samples): {running:.0f} running on the loop, "
+            f"{executing - running:.0f} handed over or finishing; {buffered:.0f} buffered, "
+            f"{CONCURRENCY - executing - buffered:.0f} free (waiting for a claim)"
+        )
     for name in sorted(after, key=lambda n: -(after[n] - before.get(n, 0.0))):
         spent = (after[name] - before.get(name, 0.0)) / jobs * 1e6
         if spent > 0:

@@ -68,6 +68,60 @@ def test_concurrency_bounds_running_coroutines(backend: BackendHandle) -> None:
     queue.close()
 
 
+def test_claims_never_exceed_the_free_slots(backend: BackendHandle) -> None:
+    # prefetch=0: a lane's claims (its claimer's and the dispatcher's) ask only
+    # for slots no claimed job holds. A job leaves the set below as its body ends,
+    # before its slot is freed, so the set can only overstate what the lane holds.
+    queue = make_queue(backend)
+    storage = queue.storage
+    held: set[str] = set()
+    peak = 0
+    lock = threading.Lock()
+    real_claim = storage.claim
+
+    def claim(*args: Any, **kwargs: Any) -> list[JobRecord]:
+        nonlocal peak
+        records = real_claim(*args, **kwargs)
+        with lock:
+            held.update(record.id for record in records)
+            peak = max(peak, len(held))
+        return records
+
+    storage.claim = claim  # type: ignore[method-assign]
+
+    @queue.worker(concurrency=3)
+    async def job(n: int) -> None:
+        await asyncio.sleep(0.002 * (n % 3))
+        current = exqueue.current_job()
+        assert current is not None
+        with lock:
+            held.discard(current.id)
+
+    queue.enqueue_many([job.call(n) for n in range(60)])
+    assert queue.drain(timeout=60) == 60
+    assert peak == 3
+    queue.close()
+
+
+def test_stop_ends_the_feeder_thread(backend: BackendHandle) -> None:
+    queue = make_queue(backend)
+
+    @queue.worker(name="aio-threads", concurrency=3)
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    for _ in range(10):
+        job.enqueue()
+    assert queue.drain(timeout=60) == 10
+    queue.close()
+    left = [
+        thread.name
+        for thread in threading.enumerate()
+        if thread.name.startswith("exqueue-aio-threads-")
+    ]
+    assert left == []
+
+
 def test_an_async_failure_is_retried_then_dead(backend: BackendHandle) -> None:
     queue = make_queue(backend)
     attempts: list[int] = []
