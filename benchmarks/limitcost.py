@@ -18,7 +18,8 @@ round starting with the next type):
 * ``paused``: a paused type (every claim finds it paused and returns nothing).
 
 Round trips per claim batch: SQL counts every statement the driver is sent
-(SQLAlchemy ``before_cursor_execute`` on every engine of the storage) plus each
+(SQLAlchemy ``before_cursor_execute`` on every engine of the storage, and the
+statements run on the driver's cursor, ``exqueue_sql._prepared.driver_rows``) plus each
 COMMIT, plus each BEGIN on PostgreSQL (psycopg sends it as a round trip of its
 own; PyMySQL and SQLite do not); Redis counts the scripts run (each one EVALSHA).
 Claim time: the median over rounds of each round's median claim-batch time, with
@@ -105,6 +106,17 @@ def open_store(backend: str, tmp: str) -> tuple[Any, Counter]:
         event.listen(target, "commit", one)
         if pg:
             event.listen(target, "begin", begun)
+    # The hot statements run on the driver's cursor, unseen by SQLAlchemy's events.
+    from exqueue_sql import _dialect, _prepared
+
+    real_rows = _prepared.driver_rows
+
+    def counted_rows(*args: Any, **kwargs: Any) -> Any:
+        counter.n += 1
+        return real_rows(*args, **kwargs)
+
+    _prepared.driver_rows = counted_rows  # type: ignore[assignment]
+    _dialect.driver_rows = counted_rows  # type: ignore[assignment]
     return storage, counter
 
 

@@ -295,6 +295,12 @@ class Runtime(JobRunner):
                 with ledger.lock:
                     settled = ledger.progress == progress_before
                 if settled and not self._busy():
+                    # A job that ended after this round's claim looked at its lane
+                    # (slots still taken) and before the idle check freed a slot the
+                    # round never saw: one more claim, with every slot free, settles it.
+                    claimed, failed = self._claimer.dispatch()
+                    if claimed or failed:
+                        continue
                     self._expire_quietly()  # jobs that expired while the drain ran
                     break
                 self._wake.wait(0.5)
