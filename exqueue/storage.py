@@ -98,6 +98,7 @@ from exqueue.storage_next import FINISH_AND_CLAIM as FINISH_AND_CLAIM
 from exqueue.storage_next import FinishAndClaim as FinishAndClaim
 from exqueue.storage_next import Finished as Finished
 from exqueue.storage_next import SupportsFinishAndClaim as SupportsFinishAndClaim
+from exqueue.storage_next import claim_requested as claim_requested
 from exqueue.storage_optional import ASYNC_ENQUEUE as ASYNC_ENQUEUE
 from exqueue.storage_optional import CANCEL as CANCEL
 from exqueue.storage_optional import CANCELLED as CANCELLED

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from exqueue.storage import JobRecord
+    from exqueue.storage import JobRecord, Storage
 
 #: Implements :class:`SupportsFinishAndClaim`: successes and the next claim in one call.
 FINISH_AND_CLAIM = "finish_and_claim"
@@ -67,3 +67,17 @@ class SupportsFinishAndClaim(Protocol):
     def finish_and_claim(self, request: FinishAndClaim) -> Finished:
         """``complete_many(request.done, now=request.now)``, then ``claim(...)``."""
         ...
+
+
+def claim_requested(storage: Storage, request: FinishAndClaim) -> list[JobRecord]:
+    """``storage.claim`` with the claim part of ``request``: for a backend that runs
+    ``finish_and_claim`` as its two parts (successes first, then this)."""
+    return storage.claim(
+        request.worker,
+        request.limit,
+        now=request.now,
+        owner=request.owner,
+        token=request.token,
+        lease_until=request.lease_until,
+        serial=request.serial,
+    )

@@ -46,7 +46,7 @@ from exqueue.storage import (
     add_error,
     clip_error,
 )
-from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished
+from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished, claim_requested
 from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
 from exqueue.storage_scan import finish as finish_scan
 from exqueue_memory._control import MemoryControl
@@ -195,15 +195,7 @@ class MemoryStorage(MemoryIndex, MemoryLimits, MemorySchedules, MemoryObserve, M
     def finish_and_claim(self, request: FinishAndClaim) -> Finished:
         """``complete_many`` then ``claim``: two steps under the lock, the claim second."""
         completed = self.complete_many(request.done, now=request.now) if request.done else []
-        claimed = self.claim(
-            request.worker,
-            request.limit,
-            now=request.now,
-            owner=request.owner,
-            token=request.token,
-            lease_until=request.lease_until,
-            serial=request.serial,
-        )
+        claimed = claim_requested(self, request)
         return Finished(completed, claimed)
 
     def schedule_retry(self, job_id: str, token: str, *, run_at: float, error: str) -> bool:

@@ -39,6 +39,7 @@ from exqueue.storage import (
     Recovered,
     RequeueResult,
     Storage,
+    claim_requested,
 )
 from exqueue_memory import MemoryStorage
 from exqueue_sql import SQLStorage
@@ -585,15 +586,7 @@ class ClaimsBeforeFinishing(MemoryStorage):
     """finish_and_claim() claims first, then records the successes (a serial head waits)."""
 
     def finish_and_claim(self, request: FinishAndClaim) -> Finished:
-        claimed = self.claim(
-            request.worker,
-            request.limit,
-            now=request.now,
-            owner=request.owner,
-            token=request.token,
-            lease_until=request.lease_until,
-            serial=request.serial,
-        )
+        claimed = claim_requested(self, request)
         return Finished(self.complete_many(request.done, now=request.now), claimed)
 
 
