@@ -12,19 +12,18 @@ delete the head before it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection
 
-from exqueue.storage import JobRecord
-from exqueue.storage_next import FinishAndClaim, Finished
+from exqueue.storage import JobRecord, Storage
+from exqueue.storage_next import FinishAndClaim, Finished, claim_requested
 from exqueue_sql._dialect import Lease
+from exqueue_sql._prepared import chunked
 
 if TYPE_CHECKING:
     from exqueue_sql._dialect import Dialect
     from exqueue_sql._runner import Runner
-
-_CHUNK = 500  # pairs per DELETE, as complete_many sends them
 
 
 class SQLFinish:
@@ -50,18 +49,6 @@ class SQLFinish:
             self, conn: Connection, chunks: list[list[tuple[str, str]]], now: float
         ) -> list[str]: ...
 
-        def claim(
-            self,
-            worker: str,
-            limit: int,
-            *,
-            now: float,
-            owner: str,
-            token: str,
-            lease_until: float,
-            serial: bool = False,
-        ) -> list[JobRecord]: ...
-
         def complete_many(
             self, items: list[tuple[str, str]], *, now: float | None = None
         ) -> list[str]: ...
@@ -73,7 +60,8 @@ class SQLFinish:
         now, worker, limit = request.now, request.worker, request.limit
         lease = Lease(request.owner, request.token, request.lease_until)
         if not pairs:
-            return Finished([], self._claim_only(request))
+            # At runtime ``self`` is an SQLStorage (this class is one of its bases).
+            return Finished([], claim_requested(cast("Storage", self), request))
         if limit <= 0:
             return Finished(_in_order(pairs, self.complete_many(pairs, now=now)), [])
         dialect = self._dialect
@@ -96,21 +84,10 @@ class SQLFinish:
         done, claimed = self._runner.run(transaction, relaxed=True)
         return Finished(_in_order(pairs, done), claimed)
 
-    def _claim_only(self, request: FinishAndClaim) -> list[JobRecord]:
-        return self.claim(
-            request.worker,
-            request.limit,
-            now=request.now,
-            owner=request.owner,
-            token=request.token,
-            lease_until=request.lease_until,
-            serial=request.serial,
-        )
-
     def _complete_in(self, conn: Connection, pairs: list[tuple[str, str]], now: float) -> list[str]:
         """``complete_many``'s deletions and completion markers, in ``conn``'s transaction."""
         dialect = self._dialect
-        chunks = [pairs[start : start + _CHUNK] for start in range(0, len(pairs), _CHUNK)]
+        chunks = list(chunked(pairs))
         if dialect.marks_in_one_statement:
             return [i for chunk in chunks for i in dialect.complete_marking(conn, chunk, now)]
         # Most jobs leave no marker: one DELETE; the others are read, deleted and marked.

@@ -13,7 +13,7 @@ The hottest statements skip SQLAlchemy's result machinery too: :meth:`Prepared.r
 runs them on the pooled connection's own DB-API cursor and returns its tuples.
 A result's metadata (a column object per column, each looked up for a result
 processor) is built on every ``exec_driver_sql``, and for a claim's 22 columns
-that cost more than half the client's CPU per job on PostgreSQL. Errors come
+that cost more than half the client's CPU per job on PostgreSQL. Errors still
 go through SQLAlchemy's own handler (wrapped, a broken connection and its pool
 invalidated), so the runner's retries work the same.
 
@@ -24,8 +24,8 @@ written out per size by :func:`marks`, in the driver's own placeholder style.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, CursorResult, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -94,6 +94,18 @@ def driver_rows(
 def mark(engine: Engine) -> str:
     """The driver's positional placeholder: ``?`` for SQLite, ``%s`` for the others."""
     return "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+
+#: Items per ``IN (...)`` list: a batch longer than this goes in several statements.
+CHUNK = 500
+
+_T = TypeVar("_T")
+
+
+def chunked(items: Sequence[_T]) -> Iterator[list[_T]]:
+    """``items`` in lists of at most :data:`CHUNK`, in order."""
+    for start in range(0, len(items), CHUNK):
+        yield list(items[start : start + CHUNK])
 
 
 def marks(mark: str, count: int, width: int = 1) -> str:

@@ -60,6 +60,7 @@ from exqueue_sql._manual import SQLManual
 from exqueue_sql._mysql import MySQLDialect
 from exqueue_sql._observe import SQLObserve, create_observe_tables
 from exqueue_sql._postgres import PostgresDialect
+from exqueue_sql._prepared import CHUNK, chunked
 from exqueue_sql._records import (
     Damaged,
     damage,
@@ -75,7 +76,6 @@ from exqueue_sql._urls import build_engine, parse_url
 
 __all__ = ["SQLStorage"]
 
-_CHUNK = 500  # ids per IN (...) list
 _DIALECTS: dict[str, type[Dialect]] = {
     "sqlite": SQLiteDialect,
     "postgresql": PostgresDialect,
@@ -257,7 +257,7 @@ class SQLStorage(
             # The key rows are locked in the caller's transaction (see _unique).
             return _unique.enqueue(conn, self._dialect, jobs)
         j = self._jobs.c
-        for chunk in _chunks([job.id for job in jobs]):
+        for chunk in chunked([job.id for job in jobs]):
             if conn.execute(select(j.id).where(j.id.in_(chunk)).limit(1)).first():
                 raise ValueError(_DUPLICATE)
         try:
@@ -359,7 +359,7 @@ class SQLStorage(
         transaction of their own. The statements are the dialect's, built once.
         """
         dialect = self._dialect
-        chunks = [pairs[start : start + _CHUNK] for start in range(0, len(pairs), _CHUNK)]
+        chunks = list(chunked(pairs))
         single = len(chunks) == 1
         if now is not None and dialect.marks_in_one_statement:
 
@@ -443,7 +443,7 @@ class SQLStorage(
 
         def work(conn: Connection) -> set[str]:
             done: set[str] = set()
-            for chunk in _chunks(wanted):
+            for chunk in chunked(wanted):
                 held = and_(j.id.in_(chunk), j.state == RUNNING, j.lease_token == token)
                 stmt = update(self._jobs).where(held).values(lease_expires=lease_until)
                 if conn.dialect.update_returning:
@@ -454,7 +454,7 @@ class SQLStorage(
                     done.update(conn.scalars(select(j.id).where(held)))
             return done
 
-        single = len(wanted) <= _CHUNK
+        single = len(wanted) <= CHUNK
         done = self._run(work, relaxed=True, single=single) if wanted else set()
         return [job_id for job_id in job_ids if job_id in done]
 
@@ -568,8 +568,3 @@ def _seconds(name: str, value: float | None) -> float | None:
 def _check_unique(jobs: Sequence[NewJob]) -> None:
     if len({job.id for job in jobs}) != len(jobs):
         raise ValueError(_DUPLICATE)
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
