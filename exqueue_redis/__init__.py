@@ -137,6 +137,7 @@ from exqueue_redis._limits import RedisLimits
 from exqueue_redis._observe import RedisObserve
 from exqueue_redis._prelude import with_prelude
 from exqueue_redis._records import (
+    _claim_reply,
     _claimed,
     _count,
     _enqueue_args,
@@ -327,15 +328,17 @@ class RedisStorage(
         if _count(limit, "claim limit", 0) == 0:
             return []
         now_text, lease_text = _number(now, "now"), _number(lease_until, "lease_until")
-        rows, damaged = self._run(
+        flat = self._run(
             "CLAIM", worker, limit, now_text, owner, token, lease_text, "1" if serial else "0"
         )
-        return self._claimed_records(rows, damaged, owner, token, now_text, lease_text)
+        return self._claimed_records(flat, owner, token, now_text, lease_text)[0]
 
     def _claimed_records(
-        self, rows: Any, damaged: Any, owner: str, token: str, now_text: str, lease_text: str
-    ) -> list[JobRecord]:
-        """The records of a CLAIM reply (``rows``, ``damaged``); unreadable rows are buried."""
+        self, flat: Any, owner: str, token: str, now_text: str, lease_text: str
+    ) -> tuple[list[JobRecord], int]:
+        """The records of a CLAIM reply and where the reply's claim part ends (FINISH
+        has more after it); unreadable rows are buried."""
+        damaged, rows, end = _claim_reply(flat)
         for job_id, reason in zip(damaged[::2], damaged[1::2], strict=True):
             log.error("job %s is dead: %s", _text(job_id), _text(reason))
         records = []
@@ -351,7 +354,7 @@ class RedisStorage(
                 reason = f"damaged stored job: unreadable ({exc!r})"
                 if self._run("BURY", raw_id, token, reason):
                     log.error("job %s is dead: %s", _text(raw_id), reason)
-        return records
+        return records, end
 
     def finish_and_claim(self, request: FinishAndClaim) -> Finished:
         """``complete_many`` then ``claim`` in one script, so one round trip (FINISH)."""
@@ -359,7 +362,7 @@ class RedisStorage(
         now_text = _number(request.now, "now")
         lease_text = _number(request.lease_until, "lease_until")
         pairs = [part for pair in request.done for part in pair]
-        completed, rows, damaged = self._run(
+        flat = self._run(
             "FINISH",
             len(request.done),
             now_text,
@@ -372,10 +375,10 @@ class RedisStorage(
             lease_text,
             "1" if request.serial else "0",
         )
-        records = self._claimed_records(
-            rows, damaged, request.owner, request.token, now_text, lease_text
+        records, end = self._claimed_records(
+            flat, request.owner, request.token, now_text, lease_text
         )
-        return Finished([job_id.decode() for job_id in completed], records)
+        return Finished([job_id.decode() for job_id in flat[end:]], records)
 
     def complete(self, job_id: str, token: str, *, now: float | None = None) -> bool:
         when = "" if now is None else _number(now, "now")

@@ -16,18 +16,22 @@ from __future__ import annotations
 # Reads sq, rq, now, PROMOTE (a string): moves up to PROMOTE due jobs of the scheduled set to
 # the ready set.
 PROMOTE_DUE = r"""
-  local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', '0', PROMOTE)
-  for _, member in ipairs(due) do
-    local id = string.sub(member, 17)
-    local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
-    redis.call('ZREM', sq, member)
-    local seq = int(string.sub(member, 1, 16))
-    if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
-      -- A damaged priority or run_at sorts first, for the claim to bury it.
-      local prio, run_at = '-2147483648', '-1e308'
-      if prio_ok(f[2]) then prio = f[2] or '0' end
-      if num(f[3]) then run_at = f[3] end
-      redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
+  -- Counted first: most claims find none due, and a call costs the server about
+  -- as much per argument it is given as for itself (callgrind).
+  if redis.call('ZCOUNT', sq, '-inf', now) > 0 then
+    local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', '0', PROMOTE)
+    for _, member in ipairs(due) do
+      local id = string.sub(member, 17)
+      local f = redis.call('HMGET', jkey(id), 'state', 'priority', 'run_at', 'seq')
+      redis.call('ZREM', sq, member)
+      local seq = int(string.sub(member, 1, 16))
+      if f[1] == 'waiting' and seq and (int(f[4]) == nil or int(f[4]) == seq) then
+        -- A damaged priority or run_at sorts first, for the claim to bury it.
+        local prio, run_at = '-2147483648', '-1e308'
+        if prio_ok(f[2]) then prio = f[2] or '0' end
+        if num(f[3]) then run_at = f[3] end
+        redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
+      end
     end
   end
 """[1:-1]

@@ -83,6 +83,19 @@ _CLAIMED = len(CLAIMED_FIELDS)
 _ABSENT: list[bytes | None] = [None] * _CLAIMED
 
 
+def _claim_reply(flat: list[Any]) -> tuple[list[Any], list[list[Any]], int]:
+    """A CLAIM reply cut apart: the damaged (id, reason) values, the rows, and the
+    index where the claim's part of ``flat`` ends (see ``_scripts.CLAIM``)."""
+    n_damaged, n_rows = flat[0], flat[1]
+    at = 2 + n_damaged
+    rows = []
+    for _ in range(n_rows):
+        end = at + 1 + flat[at]
+        rows.append(flat[at + 1 : end])
+        at = end
+    return flat[2 : 2 + n_damaged], rows, at
+
+
 def _claimed(
     row: list[bytes | None], owner: str, token: str, lease_expires: float, started_at: float
 ) -> JobRecord:

@@ -183,13 +183,14 @@ return {'ok', out}
 """
 
 # ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
-# Returns {claimed jobs in claim order, {id, reason, ...}}: the second list names
-# damaged jobs that were picked and made dead instead. Each claimed job is the
-# CLAIMED_FIELDS of its hash in that order (the new attempt; false for a field
-# that is absent), then its error fields as name, text pairs; a job with only
-# the fields every job has, and no errors, stops after ``errors`` (the rest
-# absent). The state and the lease fields are not sent: the caller wrote them
-# (see _records._claimed).
+# Returns one flat list (see _records._claim_reply): d, j, then d values naming
+# the damaged jobs that were picked and made dead instead (id, reason, ...), then
+# the j claimed jobs in claim order, each as its row's length and its row. A row
+# is the CLAIMED_FIELDS of the job's hash in that order (the new attempt; false
+# for a field that is absent), then its error fields as name, text pairs; a job
+# with only the fields every job has, and no errors, stops after ``errors`` (the
+# rest absent). The state and the lease fields are not sent: the caller wrote
+# them (see _records._claimed).
 CLAIM = (
     f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
     + r"""
@@ -199,13 +200,15 @@ local now_n = need_num(now, 'now')
 need_num(lease_until, 'lease_until')
 local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
 -- A paused type is not claimed (see _limits).
-if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {{}, {}} end
+if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {0, 0} end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
 -- The jobs to claim, as columns (no table per job): from where, member, id, fields.
+-- The lists of the rare cases are made on their first entry: a table costs the
+-- server about as much as a short string operation, and most claims need none.
 local ngood, gfrom, gmember, gid, gf = 0, {}, {}, {}, {}
-local damaged, stale, later = {}, {}, {}
+local damaged, stale, later = nil, nil, nil
 -- The damage rules' helpers are defined on first use only (see with_prelude).
 local damage, bury_damaged
 local function damage_rules()
@@ -240,6 +243,7 @@ local function consider(member, seq, id, from)
   end
   local hseq = int(f[2])
   if seq == nil or state ~= 'waiting' or (hseq ~= nil and hseq ~= seq) then
+    stale = stale or {}
     stale[#stale + 1] = {from, member}
     return
   end
@@ -258,9 +262,13 @@ local function consider(member, seq, id, from)
     why = 'damaged stored job: indexed under worker ' .. worker
   end
   if why then
+    damaged = damaged or {}
     damaged[#damaged + 1] = {from, member, id, seq, why}
   elseif r > now_n then
-    if from == rq then later[#later + 1] = {member, f[7], seq, id} end
+    if from == rq then
+      later = later or {}
+      later[#later + 1] = {member, f[7], seq, id}
+    end
   elseif e and e <= now_n then
     return  -- never claimed; expire() makes it dead
   else
@@ -280,15 +288,15 @@ if ARGV[7] == '1' then
       redis.call('ZREM', P .. 'all:' .. worker, id)
     elseif state == 'waiting' and limit > 0 then
       consider(nil, tonumber(head[2]), id, 'serial')
-      stale = {}
+      stale = nil
     end
   end
 elseif limit > 0 then
 """
     + PROMOTE_DUE
     + r"""
-  -- Strings reach the first look (usually the only one): Lua sprintf's numbers.
-  local batch = redis.call('ZRANGEBYSCORE', rq, '-inf', '+inf', 'LIMIT', '0', ARGV[2])
+  -- By rank, the ready set's order; a string for a claim of one: Lua sprintf's numbers.
+  local batch = redis.call('ZRANGE', rq, '0', limit == 1 and '0' or limit - 1)
   local offset = 0
   while #batch > 0 do
     offset = offset + #batch
@@ -300,28 +308,38 @@ elseif limit > 0 then
     batch = redis.call('ZRANGE', rq, offset, offset + limit - 1)
   end
 end
-for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
-for _, l in ipairs(later) do
-  redis.call('ZREM', rq, l[1])
-  redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
+if stale then
+  for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
 end
-local gone = {}
-if #damaged > 0 and not bury_damaged then damage, bury_damaged = damage_rules() end
-for _, d in ipairs(damaged) do
-  if d[1] == 'serial' then
-    redis.call('ZREM', sq, smember(d[4], d[3]))
-  elseif d[1] then
-    redis.call('ZREM', d[1], d[2])
+if later then
+  for _, l in ipairs(later) do
+    redis.call('ZREM', rq, l[1])
+    redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
   end
-  bury_damaged(d[3], worker, d[4], now, d[5])
-  gone[#gone + 1], gone[#gone + 2] = d[3], d[5]
+end
+-- The reply, flat: the server writes each nested list of a reply with about
+-- the work of ten of its strings (callgrind), and most replies are short.
+local out, no = {0, ngood}, 2
+if damaged then
+  if not bury_damaged then damage, bury_damaged = damage_rules() end
+  for _, d in ipairs(damaged) do
+    if d[1] == 'serial' then
+      redis.call('ZREM', sq, smember(d[4], d[3]))
+    elseif d[1] then
+      redis.call('ZREM', d[1], d[2])
+    end
+    bury_damaged(d[3], worker, d[4], now, d[5])
+    out[no + 1], out[no + 2] = d[3], d[5]
+    no = no + 2
+  end
+  out[1] = no - 2
 end
 -- The sorted sets are written once per chunk of jobs (variadic ZREM and ZADD),
 -- not once per job: a claim of hundreds of jobs is mostly these calls. The
 -- removals come first: in a Redis at maxmemory, a script's first write is the
 -- one checked against the limit, and a removal is never refused.
 local CHUNK = 500
-local out, taken, leased, ran = {}, {}, {}, {}
+local taken, leased, ran = {}, {}, {}
 for i = 1, ngood do
   if gfrom[i] == 'serial' then
     unwait(gid[i], worker, gf[i][2], gf[i][7])
@@ -353,38 +371,45 @@ for i = 1, ngood do
       if string.sub(h[j], 1, 6) == 'error:' then f[#f + 1], f[#f + 2] = h[j], h[j + 1] end
     end
   end
-  out[i] = f
+  local m = #f
+  out[no + 1] = m
+  for j = 1, m do out[no + 1 + j] = f[j] end
+  no = no + 1 + m
 end
 for a = 1, #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)
   redis.call('ZADD', P .. 'leases', unpack(leased, a, b))
   redis.call('ZADD', P .. 'running:' .. worker, unpack(ran, a, b))
 end
-return {out, gone}
+return out
 """
 )
 
-# ARGV: now ('' for none), then id, token, id, token, ... Returns the ids
-# completed (removed), in order. A success removes the job whole, so a damaged
-# field does not matter here. A job enqueued with a unique period leaves a
-# completion marker for its key, kept until now + that period.
-COMPLETE = r"""
+# ARGV: now ('' for none), then id, token, id, token, ... Defines ``out``, the ids
+# completed (removed), in order, and ``by_worker`` (worker -> its ids in ``out``).
+# A success removes the job whole, so a damaged field does not matter here. A job
+# enqueued with a unique period leaves a completion marker for its key, kept until
+# now + that period. The workers set is left to UNLIST (FINISH runs it after its
+# claim, which may show that a type still has jobs without counting them).
+COMPLETE_PART = r"""
 local now = ARGV[1]
 if now ~= '' then need_num(now, 'now') end
 -- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
 -- worker type, not five calls per job), then the unique markers: removals
 -- first, since in a Redis at maxmemory a script's first write is the one checked.
--- Per job one HMGET, no table: ids (out), keys, and apart the few with a unique key.
-local out, keys, seen, by_worker, keyed, marked = {}, {}, {}, {}, {}, false
+-- Per job one HMGET, no table: ids (out), keys, and apart the few with a unique key
+-- (``keyed``, made on its first entry, as ``seen`` is only for more than one pair).
+local out, keys, by_worker, keyed, marked = {}, {}, {}, nil, false
+local seen = #ARGV > 3 and {} or nil
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  if not seen[id] then
+  if not (seen and seen[id]) then
     local k = jkey(id)
     -- The running check of every transition, without the seq (unused here).
     local f = redis.call('HMGET', k, 'state', 'lease_token', 'worker', 'unique_key',
       'unique_period')
     if f[1] == 'running' and f[2] == ARGV[i + 1] then
-      seen[id] = true
+      if seen then seen[id] = true end
       local n = #out + 1
       out[n], keys[n] = id, k
       local worker = f[3]
@@ -392,7 +417,10 @@ for i = 2, #ARGV, 2 do
         local ids = by_worker[worker]
         if not ids then ids = {} by_worker[worker] = ids end
         ids[#ids + 1] = id
-        if f[4] then keyed[#keyed + 1] = {id, worker, f[4], f[5]} end
+        if f[4] then
+          keyed = keyed or {}
+          keyed[#keyed + 1] = {id, worker, f[4], f[5]}
+        end
       end
     end
   end
@@ -409,23 +437,22 @@ for worker, ids in pairs(by_worker) do
     redis.call('ZREM', P .. 'running:' .. worker, unpack(ids, a, b))
     redis.call('ZREM', P .. 'all:' .. worker, unpack(ids, a, b))
   end
-  if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
-    redis.call('SREM', P .. 'workers', worker)
-  end
 end
-for _, u in ipairs(keyed) do
-  local id, worker, key = u[1], u[2], u[3]
-  unhold(id, worker, key)
-  local period = num(u[4])
-  if now ~= '' and period then
-    -- The marker that holds the key longest is kept.
-    local k = dkey(worker, key)
-    local m = redis.call('HMGET', k, 'at', 'period')
-    local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
-    if until_before <= tonumber(now) + period then
-      redis.call('HSET', k, 'at', now, 'period', u[4], 'id', id)
-      redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
-      marked = true
+if keyed then
+  for _, u in ipairs(keyed) do
+    local id, worker, key = u[1], u[2], u[3]
+    unhold(id, worker, key)
+    local period = num(u[4])
+    if now ~= '' and period then
+      -- The marker that holds the key longest is kept.
+      local k = dkey(worker, key)
+      local m = redis.call('HMGET', k, 'at', 'period')
+      local until_before = (num(m[1]) or -math.huge) + (num(m[2]) or 0)
+      if until_before <= tonumber(now) + period then
+        redis.call('HSET', k, 'at', now, 'period', u[4], 'id', id)
+        redis.call('ZADD', P .. 'udone', tonumber(now) + period, k)
+        marked = true
+      end
     end
   end
 end
@@ -437,8 +464,20 @@ if marked then
     redis.call('ZREM', P .. 'udone', d)
   end
 end
-return out
 """
+
+# Reads by_worker: forgets each worker type whose last job it removed.
+UNLIST = r"""
+for worker in pairs(by_worker) do
+  if redis.call('ZCARD', P .. 'all:' .. worker) == 0 then
+    redis.call('SREM', P .. 'workers', worker)
+  end
+end
+"""
+
+# ARGV: now ('' for none), then id, token, id, token, ... Returns the ids
+# completed (removed), in order.
+COMPLETE = COMPLETE_PART + UNLIST + "return out\n"
 
 # ARGV: id, token, run_at, error. A damaged job becomes dead instead (still 1).
 RETRY = r"""

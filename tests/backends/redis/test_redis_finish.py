@@ -55,3 +55,17 @@ def test_many_successes_and_none_are_cut_apart_from_the_claim(storage: Storage) 
     out = storage.finish_and_claim(_request([], 5))  # type: ignore[attr-defined]
     assert out.completed == [] and out.claimed == []
     assert storage.counts(100.0)["w"].running == 3
+
+
+def test_the_workers_set_keeps_exactly_the_types_with_jobs(storage: Storage) -> None:
+    # FINISH counts a type's jobs after its claim, and not for the type it claimed.
+    storage.enqueue([job("a0", worker="a"), job("w0"), job("w1")])
+    assert claim(storage, worker="a") == ["a0"] and claim(storage, limit=1) == ["w0"]
+    workers = f"{storage._prefix}workers"  # type: ignore[attr-defined]
+    out = storage.finish_and_claim(_request([("a0", "t1"), ("w0", "t1")], 1))  # type: ignore[attr-defined]
+    assert out.completed == ["a0", "w0"] and [r.id for r in out.claimed] == ["w1"]
+    assert _raw(storage).smembers(workers) == {b"w"}
+    out = storage.finish_and_claim(_request([("w1", "t2")], 1))  # type: ignore[attr-defined]
+    assert out.completed == ["w1"] and out.claimed == []
+    assert _raw(storage).smembers(workers) == set()
+    assert storage.counts(100.0) == {}
