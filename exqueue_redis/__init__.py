@@ -369,7 +369,6 @@ class RedisStorage(
             *pairs,
             request.worker,
             limit,
-            now_text,
             request.owner,
             request.token,
             lease_text,

@@ -17,23 +17,31 @@ from __future__ import annotations
 
 from exqueue_redis import _scripts
 
-# ARGV: n (the number of successes), now (the completion time, '' for none), then n
-# (id, token) pairs, then CLAIM's seven arguments. Returns CLAIM's flat list, then the
-# ids completed (as COMPLETE).
+# ARGV: n (the number of successes), now (the completion and claim time), then n
+# (id, token) pairs, then CLAIM's arguments but now: worker, limit, owner, token,
+# lease_until, serial. Returns CLAIM's flat list, then the ids completed (as
+# COMPLETE). Every argument is checked before the first write.
 FINISH = (
-    "local function complete_part(ARGV)\n"
+    "local function complete_part(now, first, last)\n"
     + _scripts.COMPLETE_PART
-    + "return out, by_worker\nend\nlocal function claim_part(ARGV)\n"
-    + _scripts.CLAIM
+    + "return out, by_worker\nend\n"
+    + "local function claim_part(worker, limit, now, now_n, owner, token, lease_until, serial)\n"
+    + _scripts.CLAIM_BODY
     + r"""end
-local n = tonumber(ARGV[1])
-if n == nil or n < 0 or 2 * n + 9 ~= #ARGV then
+local n = ARGV[1] == '1' and 1 or tonumber(ARGV[1])  -- one success: no parse
+if n == nil or n < 0 or 2 * n + 8 ~= #ARGV then
   return redis.error_reply('FINISH: malformed arguments')
 end
-local completed, by_worker = complete_part({unpack(ARGV, 2, 2 + 2 * n)})
-local reply = claim_part({unpack(ARGV, 3 + 2 * n)})
+local c, now = 3 + 2 * n, ARGV[2]
+local worker = ARGV[c]
+local limit = ARGV[c + 1] == '1' and 1 or need_int(ARGV[c + 1], 'claim limit', 0)
+local now_n = need_num(now, 'now')
+need_num(ARGV[c + 4], 'lease_until')
+local completed, by_worker = complete_part(now, 3, c - 1)
+local reply = claim_part(worker, limit, now, now_n, ARGV[c + 2], ARGV[c + 3], ARGV[c + 4],
+  ARGV[c + 5] == '1')
 -- A type the claim just took a job of still has jobs: no need to count them.
-if reply[2] > 0 then by_worker[ARGV[3 + 2 * n]] = nil end
+if reply[2] > 0 then by_worker[worker] = nil end
 """
     + _scripts.UNLIST
     + r"""local m = #reply

@@ -190,24 +190,31 @@ return {'ok', out}
 # for a field that is absent), then its error fields as name, text pairs; a job
 # with only the fields every job has, and no errors, stops after ``errors`` (the
 # rest absent). The state and the lease fields are not sent: the caller wrote
-# them (see _records._claimed).
-CLAIM = (
+# them (see _records._claimed). CLAIM_ARGS reads and checks the arguments into
+# locals, CLAIM_BODY (FINISH runs it too) claims from them.
+CLAIM_ARGS = r"""
+-- A claim of one (a job thread's) skips the parse.
+local worker, limit = ARGV[1], ARGV[2] == '1' and 1 or need_int(ARGV[2], 'claim limit', 0)
+local now, owner, token, lease_until = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_n, serial = need_num(now, 'now'), ARGV[7] == '1'
+need_num(lease_until, 'lease_until')
+"""
+
+# Reads worker, limit, now, now_n, owner, token, lease_until, serial; returns the reply.
+CLAIM_BODY = (
     f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
     + r"""
-local worker, limit, now = ARGV[1], need_int(ARGV[2], 'claim limit', 0), ARGV[3]
-local owner, token, lease_until = ARGV[4], ARGV[5], ARGV[6]
-local now_n = need_num(now, 'now')
-need_num(lease_until, 'lease_until')
 local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
 -- A paused type is not claimed (see _limits).
 if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {0, 0} end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
--- The jobs to claim, as columns (no table per job): from where, member, id, fields.
--- The lists of the rare cases are made on their first entry: a table costs the
--- server about as much as a short string operation, and most claims need none.
-local ngood, gfrom, gmember, gid, gf = 0, {}, {}, {}, {}
+-- The jobs to claim, five values each in one list (no table per job): from where,
+-- member, id, key, fields. The lists of the rare cases are made on their first
+-- entry: a table costs the server about as much as a short string operation, and
+-- most claims need none.
+local ngood, g = 0, {}
 local damaged, stale, later = nil, nil, nil
 -- The damage rules' helpers are defined on first use only (see with_prelude).
 local damage, bury_damaged
@@ -251,7 +258,8 @@ local function consider(member, seq, id, from)
   -- is checked here, with tonumber rather than the stricter num()/int() (a
   -- full check per job costs about as much as the claim's writes); a field
   -- that fails to read back in Python is buried from there.
-  local r, e, a = tonumber(f[7]), f[13] and tonumber(f[13]), int(f[5])
+  -- A first attempt (most claims) skips the parse, and the format below.
+  local r, e, a = tonumber(f[7]), f[13] and tonumber(f[13]), f[5] == '0' and 0 or int(f[5])
   local why = nil
   if f[1] ~= id or hseq == nil or a == nil or r == nil or r ~= r
       or r == math.huge or r == -math.huge or (f[13] and (e == nil or e ~= e)) then
@@ -273,11 +281,12 @@ local function consider(member, seq, id, from)
     return  -- never claimed; expire() makes it dead
   else
     ngood = ngood + 1
-    f[5] = string.format('%d', a + 1)  -- the new attempt, returned and written
-    gfrom[ngood], gmember[ngood], gid[ngood], gf[ngood] = from, member, id, f
+    f[5] = a == 0 and '1' or string.format('%d', a + 1)  -- the new attempt, returned and written
+    local b = 5 * ngood
+    g[b - 4], g[b - 3], g[b - 2], g[b - 1], g[b] = from, member, id, k, f
   end
 end
-if ARGV[7] == '1' then
+if serial then
   -- Serial: only the head (lowest seq in any state), whatever its priority.
   local head = redis.call('ZRANGE', P .. 'all:' .. worker, 0, 0, 'WITHSCORES')
   if head[1] then
@@ -338,35 +347,50 @@ end
 -- not once per job: a claim of hundreds of jobs is mostly these calls. The
 -- removals come first: in a Redis at maxmemory, a script's first write is the
 -- one checked against the limit, and a removal is never refused.
-local CHUNK = 500
-local taken, leased, ran = {}, {}, {}
-for i = 1, ngood do
-  if gfrom[i] == 'serial' then
-    unwait(gid[i], worker, gf[i][2], gf[i][7])
+-- A claim of one job (a job thread's) makes its calls without the lists.
+local CHUNK, one = 500, ngood == 1
+local taken, leased, ran
+if one then
+  if g[1] == 'serial' then
+    unwait(g[3], worker, g[5][2], g[5][7])
   else
-    taken[#taken + 1] = gmember[i]
+    redis.call('ZREM', rq, g[2])
+  end
+else
+  taken, leased, ran = {}, {}, {}
+  for b = 5, 5 * ngood, 5 do
+    if g[b - 4] == 'serial' then
+      unwait(g[b - 2], worker, g[b][2], g[b][7])
+    else
+      taken[#taken + 1] = g[b - 3]
+    end
+  end
+  for a = 1, #taken, CHUNK do
+    redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
   end
 end
-for a = 1, #taken, CHUNK do
-  redis.call('ZREM', rq, unpack(taken, a, math.min(a + CHUNK - 1, #taken)))
-end
-for i = 1, ngood do
-  local id, f = gid[i], gf[i]
-  if gfrom[i] ~= 'serial' and f[13] then
+for b = 5, 5 * ngood, 5 do
+  local id, k, f = g[b - 2], g[b - 1], g[b]
+  if g[b - 4] ~= 'serial' and f[13] then
     redis.call('ZREM', P .. 'expiry', smember(f[2], id))
   end
-  redis.call('HSET', jkey(id), 'state', 'running', 'lease_owner', owner,
+  redis.call('HSET', k, 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', f[5])
-  leased[#leased + 1], leased[#leased + 2] = lease_until, id
-  -- The stored seq's text (checked equal): a Lua number would go through sprintf.
-  ran[#ran + 1], ran[#ran + 2] = f[2], id
+  if one then
+    redis.call('ZADD', P .. 'leases', lease_until, id)
+    -- The stored seq's text (checked equal): a Lua number would go through sprintf.
+    redis.call('ZADD', P .. 'running:' .. worker, f[2], id)
+  else
+    leased[#leased + 1], leased[#leased + 2] = lease_until, id
+    ran[#ran + 1], ran[#ran + 2] = f[2], id
+  end
   -- The reply is the fields read (CLAIMED_FIELDS) with the new attempt, not the
   -- whole hash with its lease: about half as much for the server to write and
   -- the caller to read. The lease fields are the caller's own.
   if f[9] ~= '0' then
     -- The error fields follow the fifteen claimed ones: a short row is filled out first.
     for j = #f + 1, 15 do f[j] = false end
-    local h = redis.call('HGETALL', jkey(id))
+    local h = redis.call('HGETALL', k)
     for j = 1, #h, 2 do
       if string.sub(h[j], 1, 6) == 'error:' then f[#f + 1], f[#f + 2] = h[j], h[j + 1] end
     end
@@ -376,7 +400,7 @@ for i = 1, ngood do
   for j = 1, m do out[no + 1 + j] = f[j] end
   no = no + 1 + m
 end
-for a = 1, #leased, 2 * CHUNK do
+for a = 1, one and 0 or #leased, 2 * CHUNK do
   local b = math.min(a + 2 * CHUNK - 1, #leased)
   redis.call('ZADD', P .. 'leases', unpack(leased, a, b))
   redis.call('ZADD', P .. 'running:' .. worker, unpack(ran, a, b))
@@ -385,23 +409,24 @@ return out
 """
 )
 
-# ARGV: now ('' for none), then id, token, id, token, ... Defines ``out``, the ids
-# completed (removed), in order, and ``by_worker`` (worker -> its ids in ``out``).
+CLAIM = CLAIM_ARGS + CLAIM_BODY
+
+# Reads now ('' for none, else checked), first and last: ARGV[first .. last] are
+# id, token, id, token, ... Defines ``out``, the ids completed (removed), in order,
+# and ``by_worker`` (worker -> its ids in ``out``).
 # A success removes the job whole, so a damaged field does not matter here. A job
 # enqueued with a unique period leaves a completion marker for its key, kept until
 # now + that period. The workers set is left to UNLIST (FINISH runs it after its
 # claim, which may show that a type still has jobs without counting them).
 COMPLETE_PART = r"""
-local now = ARGV[1]
-if now ~= '' then need_num(now, 'now') end
 -- Look first, then remove in batches (one variadic DEL / ZREM per chunk and per
 -- worker type, not five calls per job), then the unique markers: removals
 -- first, since in a Redis at maxmemory a script's first write is the one checked.
 -- Per job one HMGET, no table: ids (out), keys, and apart the few with a unique key
 -- (``keyed``, made on its first entry, as ``seen`` is only for more than one pair).
 local out, keys, by_worker, keyed, marked = {}, {}, {}, nil, false
-local seen = #ARGV > 3 and {} or nil
-for i = 2, #ARGV, 2 do
+local seen = last > first + 1 and {} or nil
+for i = first, last, 2 do
   local id = ARGV[i]
   if not (seen and seen[id]) then
     local k = jkey(id)
@@ -477,7 +502,15 @@ end
 
 # ARGV: now ('' for none), then id, token, id, token, ... Returns the ids
 # completed (removed), in order.
-COMPLETE = COMPLETE_PART + UNLIST + "return out\n"
+COMPLETE = (
+    r"""
+local now, first, last = ARGV[1], 2, #ARGV
+if now ~= '' then need_num(now, 'now') end
+"""
+    + COMPLETE_PART
+    + UNLIST
+    + "return out\n"
+)
 
 # ARGV: id, token, run_at, error. A damaged job becomes dead instead (still 1).
 RETRY = r"""
