@@ -237,3 +237,22 @@ def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -
     for helper in ("jkey", "int", "num", "unwait"):
         assert text.count(f"local function {helper}(") == 1
         assert f"local function {helper}(" in head
+
+
+def test_a_ready_member_of_another_seq_is_dropped_even_when_its_digits_end_alike(
+    storage: RedisStorage,
+) -> None:
+    # The claim matches a member's seq digits against the stored seq's text: a
+    # member left by an earlier job of the same id whose seq (1000012) ends in
+    # the digits of the stored one (12) is stale, not that job's.
+    client = raw(storage)
+    client.set(key(storage, "seq"), 11)
+    storage.enqueue([new("a")])
+    ready = key(storage, "ready:w")
+    [member] = client.zrange(ready, 0, -1)
+    assert member[8:] == b"0000000000000012a"
+    client.zadd(ready, {member[:8] + b"0000000001000012a": -1})  # looked at first
+    claimed = storage.claim("w", 1, now=100.0, owner="n", token="t", lease_until=130.0)
+    assert [(job.id, job.seq) for job in claimed] == [("a", 12)]
+    assert client.zcard(ready) == 0
+    assert storage.complete("a", "t")
