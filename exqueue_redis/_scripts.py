@@ -444,9 +444,10 @@ for i = first, last, 2 do
   local id = ARGV[i]
   if not (seen and seen[id]) then
     local k = jkey(id)
-    -- The running check of every transition, without the seq (unused here).
-    local f = redis.call('HMGET', k, 'state', 'lease_token', 'worker', 'unique_key',
-      'unique_period')
+    -- The running check of every transition, without the seq (unused here). The
+    -- unique period only of a job with a unique key: asking for a field the hash
+    -- lacks walks it whole, and most jobs have neither.
+    local f = redis.call('HMGET', k, 'state', 'lease_token', 'worker', 'unique_key')
     if f[1] == 'running' and f[2] == ARGV[i + 1] then
       if seen then seen[id] = true end
       local n = #out + 1
@@ -458,7 +459,7 @@ for i = first, last, 2 do
         ids[#ids + 1] = id
         if f[4] then
           keyed = keyed or {}
-          keyed[#keyed + 1] = {id, worker, f[4], f[5]}
+          keyed[#keyed + 1] = {id, worker, f[4], redis.call('HGET', k, 'unique_period')}
         end
       end
     end
