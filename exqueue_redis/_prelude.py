@@ -325,12 +325,12 @@ _DAMAGE_NAMES = frozenset({"damage", "bury_damaged"})
 def with_prelude(body: str, prelude: str = PRELUDE) -> str:
     """``body`` with the helpers it needs in front of it.
 
-    A body holding :data:`DAMAGE_HELPERS` declares ``damage`` and ``bury_damaged``
-    itself and puts that marker inside a function it calls only when a job is
-    damaged: the helpers those two need and the rest of the script does not are
-    spliced there, so a claim of sound jobs does not define them (defining a
-    closure costs more the more locals are in scope: the claim's whole prelude
-    cost about 22,000 instructions per call, callgrind).
+    A body holding :data:`DAMAGE_HELPERS` puts that marker inside a block it runs
+    only when a job is damaged: ``damage`` and ``bury_damaged``, with the helpers
+    they need and the rest of the script does not, are defined there, so a claim
+    of sound jobs does not define them (defining a closure costs more the more
+    locals are in scope: the claim's whole prelude cost about 22,000 instructions
+    per call, callgrind).
     """
     if DAMAGE_HELPERS not in body:
         return prelude_for(body, prelude) + body

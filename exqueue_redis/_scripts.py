@@ -182,50 +182,14 @@ signal()
 return {'ok', out}
 """
 
-# ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
-# Returns one flat list (see _records._claim_reply): d, j, then d values naming
-# the damaged jobs that were picked and made dead instead (id, reason, ...), then
-# the j claimed jobs in claim order, each as its row's length and its row. A row
-# is the CLAIMED_FIELDS of the job's hash in that order (the new attempt; false
-# for a field that is absent), then its error fields as name, text pairs; a job
-# with only the fields every job has, and no errors, stops after ``errors`` (the
-# rest absent). The state and the lease fields are not sent: the caller wrote
-# them (see _records._claimed). CLAIM_ARGS reads and checks the arguments into
-# locals, CLAIM_BODY (FINISH runs it too) claims from them.
-CLAIM_ARGS = r"""
--- A claim of one (a job thread's) skips the parse.
-local worker, limit = ARGV[1], ARGV[2] == '1' and 1 or need_int(ARGV[2], 'claim limit', 0)
-local now, owner, token, lease_until = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now_n, serial = need_num(now, 'now'), ARGV[7] == '1'
-need_num(lease_until, 'lease_until')
-"""
-
-# Reads worker, limit, now, now_n, owner, token, lease_until, serial; returns the reply.
-CLAIM_BODY = (
-    f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
-    + r"""
-local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
--- A paused type is not claimed (see _limits).
-if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {0, 0} end
--- Look first, write second: a job that cannot be claimed is buried alone, a
--- member whose job is gone or no longer waiting is dropped, one not yet due
--- goes back to the scheduled set, an expired one is left for expire().
--- The jobs to claim, five values each in one list (no table per job): from where,
--- member, id, key, fields. The lists of the rare cases are made on their first
--- entry: a table costs the server about as much as a short string operation, and
--- most claims need none.
-local ngood, g = 0, {}
-local damaged, stale, later = nil, nil, nil
--- The damage rules' helpers are defined on first use only (see with_prelude).
-local damage, bury_damaged
-local function damage_rules()
---[[damage helpers]]
-  return damage, bury_damaged
-end
--- ``seq``: the seq the index gives, nil if unreadable, false to read it from a ready
--- member (its 16 digits, the seq zero-padded).
-local ZEROS = '0000000000000000'
-local function consider(member, seq, id, from)
+# Reads member, seq, id, from (where the job was found: the ready set, or 'serial'):
+# checks one job and adds it to ``g`` or to a rare case's list. Text spliced into
+# CLAIM_BODY's loops inside ``repeat ... until true`` (``break`` skips the job),
+# not a function: a closure over this many locals costs the server about as
+# much as a call to make, on every claim (callgrind). ``seq``: the seq the index
+# gives, nil if unreadable, false to read it from the ready member (its 16 digits,
+# the seq zero-padded).
+CONSIDER = r"""
   -- Read once, by position (CLAIMED_FIELDS, then state): checked now, returned
   -- (patched) after the writes. A job with every option at its default has just
   -- the ten fields every job has (see ENQUEUE): a hash of ten with those has
@@ -265,7 +229,7 @@ local function consider(member, seq, id, from)
   if state ~= 'waiting' then
     stale = stale or {}
     stale[#stale + 1] = {from, member}
-    return
+    break
   end
   -- Only what would stop this script half-way or hand back another job's id
   -- is checked here, with tonumber rather than the stricter num()/int() (a
@@ -276,8 +240,7 @@ local function consider(member, seq, id, from)
   local why = nil
   if f[1] ~= id or hseq == nil or a == nil or r == nil or r ~= r
       or r == math.huge or r == -math.huge or (f[13] and (e == nil or e ~= e)) then
-    if not damage then damage, bury_damaged = damage_rules() end
-    why = damage(id) or 'damaged stored job'
+    why = true  -- the damage rules tell why, after the look (CLAIM_BODY)
   end
   if why == nil and f[3] ~= worker then
     why = 'damaged stored job: indexed under worker ' .. worker
@@ -292,14 +255,50 @@ local function consider(member, seq, id, from)
       later[#later + 1] = {member, f[7], seq, id}
     end
   elseif e and e <= now_n then
-    return  -- never claimed; expire() makes it dead
+    break  -- never claimed; expire() makes it dead
   else
     ngood = ngood + 1
     f[5] = a == 0 and '1' or string.format('%d', a + 1)  -- the new attempt, returned and written
     local b = 5 * ngood
     g[b - 4], g[b - 3], g[b - 2], g[b - 1], g[b] = from, member, id, k, f
   end
-end
+"""[1:]
+
+# ARGV: worker, limit, now, owner, token, lease_until, serial ('1' or '0').
+# Returns one flat list (see _records._claim_reply): d, j, then d values naming
+# the damaged jobs that were picked and made dead instead (id, reason, ...), then
+# the j claimed jobs in claim order, each as its row's length and its row. A row
+# is the CLAIMED_FIELDS of the job's hash in that order (the new attempt; false
+# for a field that is absent), then its error fields as name, text pairs; a job
+# with only the fields every job has, and no errors, stops after ``errors`` (the
+# rest absent). The state and the lease fields are not sent: the caller wrote
+# them (see _records._claimed). CLAIM_ARGS reads and checks the arguments into
+# locals, CLAIM_BODY (FINISH runs it too) claims from them.
+CLAIM_ARGS = r"""
+-- A claim of one (a job thread's) skips the parse.
+local worker, limit = ARGV[1], ARGV[2] == '1' and 1 or need_int(ARGV[2], 'claim limit', 0)
+local now, owner, token, lease_until = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now_n, serial = need_num(now, 'now'), ARGV[7] == '1'
+need_num(lease_until, 'lease_until')
+"""
+
+# Reads worker, limit, now, now_n, owner, token, lease_until, serial; returns the reply.
+CLAIM_BODY = (
+    f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
+    + r"""
+local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
+-- A paused type is not claimed (see _limits).
+if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {0, 0} end
+-- Look first, write second: a job that cannot be claimed is buried alone, a
+-- member whose job is gone or no longer waiting is dropped, one not yet due
+-- goes back to the scheduled set, an expired one is left for expire().
+-- The jobs to claim, five values each in one list (no table per job): from where,
+-- member, id, key, fields. The lists of the rare cases are made on their first
+-- entry: a table costs the server about as much as a short string operation, and
+-- most claims need none.
+local ngood, g = 0, {}
+local damaged, stale, later = nil, nil, nil
+local ZEROS = '0000000000000000'
 if serial then
   -- Serial: only the head (lowest seq in any state), whatever its priority.
   local head = redis.call('ZRANGE', P .. 'all:' .. worker, 0, 0, 'WITHSCORES')
@@ -310,7 +309,11 @@ if serial then
       -- An index entry whose job is gone would block the type for ever.
       redis.call('ZREM', P .. 'all:' .. worker, id)
     elseif state == 'waiting' and limit > 0 then
-      consider(nil, tonumber(head[2]), id, 'serial')
+      local member, seq, from = nil, tonumber(head[2]), 'serial'
+      repeat
+"""
+    + CONSIDER
+    + r"""      until true
       stale = nil
     end
   end
@@ -324,7 +327,11 @@ elseif limit > 0 then
   while #batch > 0 do
     offset = offset + #batch
     for _, member in ipairs(batch) do
-      consider(member, false, string.sub(member, 25), rq)
+      local seq, id, from = false, string.sub(member, 25), rq
+      repeat
+"""
+    + CONSIDER
+    + r"""      until true
       if ngood >= limit then break end
     end
     if ngood >= limit then break end
@@ -344,15 +351,19 @@ end
 -- the work of ten of its strings (callgrind), and most replies are short.
 local out, no = {0, ngood}, 2
 if damaged then
-  if not bury_damaged then damage, bury_damaged = damage_rules() end
+  -- The damage rules' helpers are defined here, in the branch that needs them
+  -- (see with_prelude): a claim of sound jobs makes none of their closures.
+--[[damage helpers]]
   for _, d in ipairs(damaged) do
+    local why = d[5]
+    if why == true then why = damage(d[3]) or 'damaged stored job' end
     if d[1] == 'serial' then
       redis.call('ZREM', sq, smember(d[4], d[3]))
     elseif d[1] then
       redis.call('ZREM', d[1], d[2])
     end
-    bury_damaged(d[3], worker, d[4], now, d[5])
-    out[no + 1], out[no + 2] = d[3], d[5]
+    bury_damaged(d[3], worker, d[4], now, why)
+    out[no + 1], out[no + 2] = d[3], why
     no = no + 2
   end
   out[1] = no - 2

@@ -224,13 +224,13 @@ def test_a_vanished_serial_head_does_not_block_its_type(storage: RedisStorage) -
 
 def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -> None:
     # The claim's text puts the helpers only the damage rules need inside the
-    # function it calls on a damaged job; every other helper once, up front.
+    # block it runs on a damaged job; every other helper once, up front.
     from exqueue_redis import _scripts
     from exqueue_redis._prelude import with_prelude
 
     text = with_prelude(_scripts.CLAIM)
-    head, rest = text.split("local function damage_rules()", 1)
-    inner = rest.split("  return damage, bury_damaged\nend\n", 1)[0]
+    head, rest = text.split("\nif damaged then\n", 1)
+    inner = rest.split("  for _, d in ipairs(damaged) do\n", 1)[0]
     for helper in ("damage_of", "damage", "bury_damaged", "add_error"):
         assert f"local function {helper}(" not in head
         assert inner.count(f"local function {helper}(") == 1
