@@ -282,13 +282,15 @@ local now_n, serial = need_num(now, 'now'), ARGV[7] == '1'
 need_num(lease_until, 'lease_until')
 """
 
-# Reads worker, limit, now, now_n, owner, token, lease_until, serial; returns the reply.
+# Reads worker, limit, now, now_n, owner, token, lease_until, serial; sets ``reply``
+# (a local of the text around it). Run inside ``repeat ... until true``: a paused
+# type ends it with ``break``. Text, not a function (see CONSIDER), in CLAIM and FINISH.
 CLAIM_BODY = (
     f"local PROMOTE = '{PROMOTE_CHUNK}'\n"
     + r"""
 local sq, rq = P .. 'sched:' .. worker, P .. 'ready:' .. worker
 -- A paused type is not claimed (see _limits).
-if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then return {0, 0} end
+if redis.call('SISMEMBER', P .. 'paused', worker) == 1 then reply = {0, 0} break end
 -- Look first, write second: a job that cannot be claimed is buried alone, a
 -- member whose job is gone or no longer waiting is dropped, one not yet due
 -- goes back to the scheduled set, an expired one is left for expire().
@@ -430,11 +432,11 @@ for a = 1, one and 0 or #leased, 2 * CHUNK do
   redis.call('ZADD', P .. 'leases', unpack(leased, a, b))
   redis.call('ZADD', P .. 'running:' .. worker, unpack(ran, a, b))
 end
-return out
+reply = out
 """
 )
 
-CLAIM = CLAIM_ARGS + CLAIM_BODY
+CLAIM = CLAIM_ARGS + "local reply\nrepeat\n" + CLAIM_BODY + "until true\nreturn reply\n"
 
 # Reads now ('' for none, else checked), first and last: ARGV[first .. last] are
 # id, token, id, token, ... Defines ``out``, the ids completed (removed), in order,

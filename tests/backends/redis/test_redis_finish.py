@@ -69,3 +69,15 @@ def test_the_workers_set_keeps_exactly_the_types_with_jobs(storage: Storage) -> 
     assert out.completed == ["w1"] and out.claimed == []
     assert _raw(storage).smembers(workers) == set()
     assert storage.counts(100.0) == {}
+
+
+def test_a_paused_type_is_not_claimed_but_its_successes_are_written(storage: Storage) -> None:
+    storage.enqueue([job("j0"), job("j1")])
+    assert claim(storage, limit=1) == ["j0"]
+    storage.pause("w", True)  # type: ignore[attr-defined]
+    out = storage.finish_and_claim(_request([("j0", "t1")], 1))  # type: ignore[attr-defined]
+    assert out.completed == ["j0"] and out.claimed == []
+    assert storage.get("j0") is None
+    storage.pause("w", False)  # type: ignore[attr-defined]
+    out = storage.finish_and_claim(_request([], 1))  # type: ignore[attr-defined]
+    assert out.completed == [] and [r.id for r in out.claimed] == ["j1"]
