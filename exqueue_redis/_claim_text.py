@@ -19,6 +19,7 @@ PROMOTE_DUE = r"""
   -- Counted first: most claims find none due, and a call costs the server about
   -- as much per argument it is given as for itself (callgrind).
   if redis.call('ZCOUNT', sq, '-inf', now) > 0 then
+--[[rare]]
     local due = redis.call('ZRANGEBYSCORE', sq, '-inf', now, 'LIMIT', '0', PROMOTE)
     for _, member in ipairs(due) do
       local id = string.sub(member, 17)
@@ -33,6 +34,7 @@ PROMOTE_DUE = r"""
         redis.call('ZADD', rq, prio, rmember(run_at, seq, id))
       end
     end
+--[[/rare]]
   end
 """[1:-1]
 

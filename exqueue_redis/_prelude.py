@@ -316,30 +316,42 @@ def prelude_for(body: str, prelude: str = PRELUDE) -> str:
     return "".join(text for (_, _, text), keep in zip(chunks, needed, strict=True) if keep)
 
 
-#: In a script body, where the helpers of the damage rules go when the script
-#: defines them on first use (see :func:`with_prelude`).
-DAMAGE_HELPERS = "--[[damage helpers]]\n"
-_DAMAGE_NAMES = frozenset({"damage", "bury_damaged"})
+#: In a script body, a region the script seldom runs (a damaged job, a serial
+#: claim, due scheduled jobs, a unique key...) between these two lines, each in
+#: a place where a statement may start and inside one block (see with_prelude).
+RARE_START, RARE_END = "--[[rare]]\n", "--[[/rare]]\n"
+_RARE = re.compile(re.escape(RARE_START) + "(.*?)" + re.escape(RARE_END), re.DOTALL)
+
+
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def _names(code: str) -> set[str]:
+    """The names ``code`` uses, its comments left out (their words are no uses)."""
+    return set(_NAME.findall(_COMMENT.sub("", code)))
 
 
 def with_prelude(body: str, prelude: str = PRELUDE) -> str:
     """``body`` with the helpers it needs in front of it.
 
-    A body holding :data:`DAMAGE_HELPERS` puts that marker inside a block it runs
-    only when a job is damaged: ``damage`` and ``bury_damaged``, with the helpers
-    they need and the rest of the script does not, are defined there, so a claim
-    of sound jobs does not define them (defining a closure costs more the more
-    locals are in scope: the claim's whole prelude cost about 22,000 instructions
-    per call, callgrind).
+    The helpers that only its rare regions (``RARE_START`` .. ``RARE_END``, not
+    nested) need are defined at the start of each region that needs them, not up
+    front, so a run that never enters one does not make their closures (a
+    closure costs the server more the more locals are in scope: the claim's
+    whole prelude cost about 22,000 instructions per call, and the rarely used
+    helpers of FINISH about 4,500, callgrind).
     """
-    if DAMAGE_HELPERS not in body:
+    if RARE_START not in body:
         return prelude_for(body, prelude) + body
     chunks = _chunks(prelude)
-    outer = _needed(chunks, set(_NAME.findall(body.replace(DAMAGE_HELPERS, ""))) - _DAMAGE_NAMES)
-    inner = _needed(chunks, set(_DAMAGE_NAMES))
     texts = [text for _, _, text in chunks]
+    outer = _needed(chunks, _names(_RARE.sub("", body)))
     head = "".join(text for text, keep in zip(texts, outer, strict=True) if keep)
-    rare = "".join(
-        text for text, keep, out in zip(texts, inner, outer, strict=True) if keep and not out
-    )
-    return head + body.replace(DAMAGE_HELPERS, rare)
+
+    def region(match: re.Match[str]) -> str:
+        inner = _needed(chunks, _names(match.group(1)))
+        return "".join(
+            text for text, keep, out in zip(texts, inner, outer, strict=True) if keep and not out
+        ) + match.group(1)
+
+    return head + _RARE.sub(region, body)

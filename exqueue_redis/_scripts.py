@@ -344,10 +344,12 @@ if stale then
   for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
 end
 if later then
+--[[rare]]
   for _, l in ipairs(later) do
     redis.call('ZREM', rq, l[1])
     redis.call('ZADD', sq, l[2], smember(l[3], l[4]))
   end
+--[[/rare]]
 end
 -- The reply, flat: the server writes each nested list of a reply with about
 -- the work of ten of its strings (callgrind), and most replies are short.
@@ -355,7 +357,7 @@ local out, no = {0, ngood}, 2
 if damaged then
   -- The damage rules' helpers are defined here, in the branch that needs them
   -- (see with_prelude): a claim of sound jobs makes none of their closures.
---[[damage helpers]]
+--[[rare]]
   for _, d in ipairs(damaged) do
     local why = d[5]
     if why == true then why = damage(d[3]) or 'damaged stored job' end
@@ -368,6 +370,7 @@ if damaged then
     out[no + 1], out[no + 2] = d[3], why
     no = no + 2
   end
+--[[/rare]]
   out[1] = no - 2
 end
 -- The sorted sets are written once per chunk of jobs (variadic ZREM and ZADD),
@@ -379,7 +382,9 @@ local CHUNK, one = 500, ngood == 1
 local taken, leased, ran
 if one then
   if g[1] == 'serial' then
+--[[rare]]
     unwait(g[3], worker, g[5][2], g[5][7])
+--[[/rare]]
   else
     redis.call('ZREM', rq, g[2])
   end
@@ -387,7 +392,9 @@ else
   taken, leased, ran = {}, {}, {}
   for b = 5, 5 * ngood, 5 do
     if g[b - 4] == 'serial' then
+--[[rare]]
       unwait(g[b - 2], worker, g[b][2], g[b][7])
+--[[/rare]]
     else
       taken[#taken + 1] = g[b - 3]
     end
@@ -399,7 +406,9 @@ end
 for b = 5, 5 * ngood, 5 do
   local id, k, f = g[b - 2], g[b - 1], g[b]
   if g[b - 4] ~= 'serial' and f[13] then
+--[[rare]]
     redis.call('ZREM', P .. 'expiry', smember(f[2], id))
+--[[/rare]]
   end
   redis.call('HSET', k, 'state', 'running', 'lease_owner', owner,
     'lease_token', token, 'lease_expires', lease_until, 'started_at', now, 'attempt', f[5])
@@ -492,6 +501,7 @@ for worker, ids in pairs(by_worker) do
   end
 end
 if keyed then
+--[[rare]]
   for _, u in ipairs(keyed) do
     local id, worker, key = u[1], u[2], u[3]
     unhold(id, worker, key)
@@ -508,6 +518,7 @@ if keyed then
       end
     end
   end
+--[[/rare]]
 end
 if marked then
   -- Each marker written drops up to 16 whose period has passed, so the

@@ -224,7 +224,8 @@ def test_a_vanished_serial_head_does_not_block_its_type(storage: RedisStorage) -
 
 def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -> None:
     # The claim's text puts the helpers only the damage rules need inside the
-    # block it runs on a damaged job; every other helper once, up front.
+    # block it runs on a damaged job, those of other rare paths (a serial claim's
+    # unwait) in theirs, and the ones every claim uses once, up front.
     from exqueue_redis import _scripts
     from exqueue_redis._prelude import with_prelude
 
@@ -234,9 +235,13 @@ def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -
     for helper in ("damage_of", "damage", "bury_damaged", "add_error"):
         assert f"local function {helper}(" not in head
         assert inner.count(f"local function {helper}(") == 1
-    for helper in ("jkey", "int", "num", "unwait"):
+    top = text.split("\nlocal worker, limit", 1)[0]  # before the claim's first statement
+    for helper in ("jkey", "int", "num"):
         assert text.count(f"local function {helper}(") == 1
-        assert f"local function {helper}(" in head
+        assert f"local function {helper}(" in top
+    for helper in ("unwait", "smember", "rmember"):
+        assert f"local function {helper}(" not in top
+        assert f"local function {helper}(" in text
 
 
 def test_a_ready_member_of_another_seq_is_dropped_even_when_its_digits_end_alike(
