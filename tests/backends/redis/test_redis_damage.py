@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -254,7 +255,7 @@ def test_a_ready_member_of_another_seq_is_dropped_even_when_its_digits_end_alike
     client.set(key(storage, "seq"), 11)
     storage.enqueue([new("a")])
     ready = key(storage, "ready:w")
-    [member] = client.zrange(ready, 0, -1)
+    [member] = cast(list[bytes], client.zrange(ready, 0, -1))
     assert member[8:] == b"0000000000000012a"
     client.zadd(ready, {member[:8] + b"0000000001000012a": -1})  # looked at first
     claimed = storage.claim("w", 1, now=100.0, owner="n", token="t", lease_until=130.0)
