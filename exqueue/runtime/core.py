@@ -105,6 +105,9 @@ class Runtime(JobRunner):
             self._acker = Acker(self._recorder, self.storage, bound, self._starved)
             if self._claimer.both is not None:
                 self._acker.finish = self._claimer.finish
+                self._acker.finish_any = self._claimer.finish_any
+                self._claimer.writes_soon = self._acker.writes_soon
+                self._acker.wanting = self._wanting
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):
@@ -326,6 +329,10 @@ class Runtime(JobRunner):
             if not lane.more_waiting and lane.wanted() > 0:
                 return True
         return False
+
+    def _wanting(self) -> bool:
+        """Whether any lane wants jobs now (the acker asks; read without the lanes' locks)."""
+        return any(lane.wanted() > 0 for lane in self._lanes.values())
 
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():
