@@ -19,6 +19,7 @@ from exqueue.middleware import job_extra
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.observe import DEAD, FAILED, Tally
+from exqueue.runtime.sched import no_wakeup_preemption
 from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ class Acker:
             return unwritten
 
     def _loop(self) -> None:
+        no_wakeup_preemption()
         while True:
             with self.cond:
                 # One write at a time, a job thread's own included, so that

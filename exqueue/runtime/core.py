@@ -27,6 +27,7 @@ from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
 from exqueue.runtime.observe import Observer
 from exqueue.runtime.running import JobRunner, _Abandoned
+from exqueue.runtime.sched import no_wakeup_preemption
 from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
     CANCEL,
@@ -346,6 +347,7 @@ class Runtime(JobRunner):
     # -- threads ---------------------------------------------------------------------
 
     def _lane_loop(self, lane: Lane) -> None:
+        no_wakeup_preemption()
         ready = lane.ready
         wake = self._wake
         ledger = self._ledger
@@ -386,6 +388,7 @@ class Runtime(JobRunner):
                     wake.set()
 
     def _dispatch_loop(self) -> None:
+        no_wakeup_preemption()
         idle = MIN_POLL
         poll_interval = self.config.poll_interval
         while not self._stopping.is_set():
