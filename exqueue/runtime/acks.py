@@ -19,6 +19,7 @@ from exqueue.middleware import job_extra
 from exqueue.policy import after_failure
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.observe import DEAD, FAILED, Tally
+from exqueue.runtime.sched import no_wakeup_preemption
 from exqueue.storage import UNIQUE, JobRecord, SupportsCompleteMany
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from exqueue.runtime.lanes import Lane
 
 log = logging.getLogger("exqueue")
+
+#: Writes a batch of successes with a claim (``Claimer.finish_any``): the ids
+#: completed and whether the claim came back full, or None (nothing written).
+FinishAny = Callable[[list[tuple[str, str]]], "tuple[list[str], bool] | None"]
 
 #: Stored error texts are cut to this many characters (the end, where the error is).
 MAX_ERROR_CHARS = 8000
@@ -238,6 +243,11 @@ class Acker:
         #: Writes a job thread's own success with its lane's next claim, where the
         #: storage can (``Claimer.finish``): the ids completed, or None (not written).
         self.finish: Callable[[Lane, list[tuple[str, str]]], list[str] | None] | None = None
+        #: Writes a batch of the acker's with a claim for a lane that wants jobs, where
+        #: the storage can (``Claimer.finish_any``): the ids completed, or None.
+        self.finish_any: FinishAny | None = None
+        #: Whether any lane wants jobs now (set by the runtime; see ``_loop``).
+        self.wanting: Callable[[], bool] = lambda: True
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
         self.inline = ""  # the id whose success a job thread is writing itself (``submit``)
@@ -293,6 +303,11 @@ class Acker:
                 if self.pending and self.waiting:  # queued while this one was written
                     self.cond.notify()
 
+    def writes_soon(self) -> bool:
+        """Whether a write of the acker's is queued or under way (read without the lock:
+        a stale answer costs a claim round trip, or leaves it to the dispatcher's wake-up)."""
+        return bool(self.pending or self.in_flight)
+
     def busy(self) -> bool:
         with self.lock:
             return bool(self.pending or self.in_flight)
@@ -313,6 +328,7 @@ class Acker:
             return unwritten
 
     def _loop(self) -> None:
+        no_wakeup_preemption()
         while True:
             with self.cond:
                 # One write at a time, a job thread's own included, so that
@@ -326,8 +342,17 @@ class Acker:
                 batch, self.pending = self.pending, []
                 self.in_flight = len(batch)
                 self.writing = {job_id for job_id, _ in batch}
+            full = False  # the write claimed jobs, as many as wanted
             try:
-                self.recorder.successes(self.storage, batch)
+                # With a claim for the slots these jobs freed, where the storage can:
+                # one round trip instead of this write and a claim after it.
+                finish_any = self.finish_any
+                both = finish_any(batch) if finish_any is not None else None
+                if both is None:
+                    self.recorder.successes(self.storage, batch)
+                else:
+                    self.recorder.successes(self.storage, batch, both[0])
+                    full = both[1]
             except Exception:  # the thread must live on: job threads wait for its room
                 log.exception("recording %d successes failed", len(batch))
             finally:
@@ -340,6 +365,10 @@ class Acker:
                     # lane is starved now (a serial successor the write made runnable).
                     # The last write always wakes it, after ``in_flight`` is cleared, so
                     # a drain waiting for the acker sees it idle.
-                    quiet = bool(self.pending)
+                    # A write that claimed all its lane wanted leaves the dispatcher
+                    # asleep unless a lane still wants jobs: the next claim is the next
+                    # write's (its jobs' successes) or a job thread's, and a drain is
+                    # woken by the first write whose claim comes back short.
+                    quiet = bool(self.pending) or (full and not self.wanting())
                 if not quiet or self.starved():
                     self.recorder.wake.set()

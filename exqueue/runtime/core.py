@@ -27,6 +27,7 @@ from exqueue.runtime.lanes import Claimer, Lane
 from exqueue.runtime.leases import Leases
 from exqueue.runtime.observe import Observer
 from exqueue.runtime.running import JobRunner, _Abandoned
+from exqueue.runtime.sched import no_wakeup_preemption
 from exqueue.runtime.timeouts import Watch, Watchdog
 from exqueue.storage import (
     CANCEL,
@@ -105,6 +106,9 @@ class Runtime(JobRunner):
             self._acker = Acker(self._recorder, self.storage, bound, self._starved)
             if self._claimer.both is not None:
                 self._acker.finish = self._claimer.finish
+                self._acker.finish_any = self._claimer.finish_any
+                self._claimer.writes_soon = self._acker.writes_soon
+                self._acker.wanting = self._wanting
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):
@@ -327,6 +331,10 @@ class Runtime(JobRunner):
                 return True
         return False
 
+    def _wanting(self) -> bool:
+        """Whether any lane wants jobs now (the acker asks; read without the lanes' locks)."""
+        return any(lane.wanted() > 0 for lane in self._lanes.values())
+
     def _busy(self) -> bool:
         if self._acker is not None and self._acker.busy():
             return True
@@ -339,6 +347,7 @@ class Runtime(JobRunner):
     # -- threads ---------------------------------------------------------------------
 
     def _lane_loop(self, lane: Lane) -> None:
+        no_wakeup_preemption()
         ready = lane.ready
         wake = self._wake
         ledger = self._ledger
@@ -379,6 +388,7 @@ class Runtime(JobRunner):
                     wake.set()
 
     def _dispatch_loop(self) -> None:
+        no_wakeup_preemption()
         idle = MIN_POLL
         poll_interval = self.config.poll_interval
         while not self._stopping.is_set():

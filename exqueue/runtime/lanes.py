@@ -131,12 +131,18 @@ class Claimer:
         storage = config.storage
         #: The storage, where a success and a claim go in one call (FINISH_AND_CLAIM).
         self.both: SupportsFinishAndClaim | None = None
+        #: Whether the acker has successes to write (set by the runtime; see ``claim_here``).
+        self.writes_soon: Callable[[], bool] | None = None
+        #: The one lane whose threads claim with successes, if only one does.
+        self.sole: Lane | None = None
         if FINISH_AND_CLAIM in storage.capabilities and isinstance(storage, SupportsFinishAndClaim):
             self.both = storage
             for lane in lanes.values():
                 # A limited claim is another call (claim_limited); async lanes
                 # write their successes from the finisher, not a job thread.
                 lane.finishes = lane.worker.limits is None and not lane.worker.is_async
+            finishing = [lane for lane in lanes.values() if lane.finishes]
+            self.sole = finishing[0] if len(finishing) == 1 else None
 
     def dispatch(self) -> tuple[int, bool]:
         """Claim for every lane that wants jobs: (how many were claimed, whether any lane failed).
@@ -226,15 +232,20 @@ class Claimer:
             return 0
         return len(records)
 
-    def finish(self, lane: Lane, done: list[tuple[str, str]]) -> list[str] | None:
-        """Record ``done``, the calling job thread's success, and claim for its lane in one
-        call; the ids completed, or None when the caller is to write the success as usual.
+    def finish(
+        self, lane: Lane, done: list[tuple[str, str]], finishing: int = 1
+    ) -> list[str] | None:
+        """Record the successes ``done`` and claim for ``lane`` in one call; the ids
+        completed, or None when the caller is to write the successes as usual.
 
-        Only when the lane's buffer is empty and it wants jobs with the caller's slot
-        free (``prefetch=0`` is kept: the slot claimed for is the one this success
-        frees), and no one else is claiming for it. A failed call counts as a failed
-        claim (the lane backs off) and returns None: the caller's usual write then
-        retries the success, so a success is never dropped with the claim.
+        ``finishing``: 1 when the caller is a job thread of ``lane`` writing its own
+        success (its slot counts as free, and it takes one of the claimed jobs
+        itself), 0 for the acker, whose successes' slots are free already.
+        Only when the lane's buffer is empty and it wants jobs (``prefetch=0`` is
+        kept: the slots claimed for are free ones), and no one else is claiming for
+        it. A failed call counts as a failed claim (the lane backs off) and returns
+        None: the caller's usual write then retries the successes, so a success is
+        never dropped with the claim.
         """
         storage = self.both
         if (
@@ -249,7 +260,7 @@ class Claimer:
             return None
         try:
             with lane.lock:
-                want = 0 if lane.closing else lane.wanted(finishing=1)
+                want = 0 if lane.closing else lane.wanted(finishing)
             if want <= 0:
                 return None
             config = self.config
@@ -272,11 +283,32 @@ class Claimer:
                 self.wake.set()
                 return None
             lane.failures = 0
-            # The caller takes one itself once its job is counted as finished.
-            self._hand_out(lane, finished.claimed, want, token, True)
+            # A job thread takes one itself once its job is counted as finished.
+            self._hand_out(lane, finished.claimed, want, token, finishing > 0)
             return finished.completed
         finally:
             lane.claim_lock.release()
+
+    def finish_any(self, done: list[tuple[str, str]]) -> tuple[list[str], bool] | None:
+        """``finish`` for the acker: its batch ``done`` with a claim for the lane that
+        wants the most jobs now; the ids completed and whether the claim came back
+        full (None: written by no one, the caller writes it).
+
+        The lanes are read without their locks: a stale answer only picks a lane
+        whose claim ``finish`` then finds not wanted, or leaves the claim to the
+        lane's own threads and the dispatcher, as without it.
+        """
+        best: Lane | None = None
+        most = 0
+        for lane in self.lanes.values():
+            if lane.finishes and not lane.buffer:
+                want = lane.wanted()
+                if want > most:
+                    best, most = lane, want
+        if best is None:
+            return None
+        completed = self.finish(best, done, finishing=0)
+        return None if completed is None else (completed, best.more_waiting)
 
     def claim_limited(
         self, lane: Lane, want: int, now: float, token: str, limits: Limits
@@ -302,6 +334,13 @@ class Claimer:
         polling and wake-ups. Saves two thread hand-offs per claim.
         """
         if not lane.more_waiting or self.stopping.is_set() or self.ledger.skewed.is_set():
+            return False
+        writes_soon = self.writes_soon
+        if lane is self.sole and writes_soon is not None and writes_soon():
+            # The acker's next write claims for this lane with its successes
+            # (``finish_any``), after this thread's slot was freed: one round
+            # trip instead of two. Its last write wakes the dispatcher, which
+            # claims for the lane should that write not have.
             return False
         if not lane.claim_lock.acquire(blocking=False):
             return False

@@ -3,7 +3,9 @@
 A job thread that finds the acker idle writes its own success (no thread
 switch), successes arriving meanwhile still go together in one batch, a stop
 never counts a success being written by its job thread as unwritten-and-free to
-release, and the acker wakes the dispatcher after its last queued batch only.
+release, and the acker wakes the dispatcher after its last queued batch only
+(or not at all when that batch went with a claim that came back full and no
+lane wants jobs).
 Driven with a fake recorder whose writes block on events, so no test times anything.
 """
 
@@ -26,11 +28,19 @@ class GatedRecorder:
         self.permits = threading.Semaphore(0)
         self.entered = threading.Semaphore(0)
         self.batches: list[tuple[str, list[tuple[str, str]]]] = []
+        #: Per batch, the ids its write with a claim completed (None: a plain write).
+        self.written_as: list[list[str] | None] = []
 
-    def successes(self, storage: Any, batch: Sequence[tuple[str, str]]) -> None:
+    def successes(
+        self,
+        storage: Any,
+        batch: Sequence[tuple[str, str]],
+        written_as: list[str] | None = None,
+    ) -> None:
         self.entered.release()
         assert self.permits.acquire(timeout=10.0), "a write was never let through"
         self.batches.append((threading.current_thread().name, list(batch)))
+        self.written_as.append(written_as)
 
     def let_through(self, writes: int = 1) -> None:
         self.permits.release(writes)
@@ -104,6 +114,41 @@ def test_the_acker_wakes_the_dispatcher_after_its_last_queued_batch_only() -> No
 
 def test_a_starved_lane_is_woken_for_after_every_batch() -> None:
     assert wake_after_first_of_two_batches(starved=True) == (True, True)
+
+
+def last_write_with_a_claim(full: bool, wanting: bool) -> tuple[list[str] | None, bool]:
+    """What the recorder was told the batch's write completed, and whether the
+    dispatcher was woken after that write (the acker's last)."""
+    recorder = GatedRecorder()
+    acker = make_acker(recorder)
+    claimed_with: list[list[tuple[str, str]]] = []
+
+    def finish_any(batch: list[tuple[str, str]]) -> tuple[list[str], bool]:
+        claimed_with.append(batch)
+        return [job_id for job_id, _ in batch], full
+
+    acker.finish_any = finish_any
+    acker.wanting = lambda: wanting
+    try:
+        assert acker.submit("a", "t") is True
+        recorder.let_through()
+        acker.close(timeout=10.0)
+    finally:
+        recorder.let_through(10)
+    assert claimed_with == [[("a", "t")]], "the batch went with a claim"
+    return recorder.written_as[0], recorder.wake.is_set()
+
+
+def test_a_write_whose_claim_came_back_full_leaves_the_dispatcher_asleep() -> None:
+    # The next claim is the next write's (the claimed jobs' successes) or a job thread's.
+    assert last_write_with_a_claim(full=True, wanting=False) == (["a"], False)
+
+
+def test_a_write_with_a_claim_wakes_the_dispatcher_if_a_lane_still_wants_jobs() -> None:
+    # Slots freed during the write (a failure, which the acker does not write) need a claim.
+    assert last_write_with_a_claim(full=True, wanting=True) == (["a"], True)
+    # A short claim: the lane's jobs ran out, and a drain waits to hear of it.
+    assert last_write_with_a_claim(full=False, wanting=False) == (["a"], True)
 
 
 def test_thread_jobs_on_a_batching_store_all_succeed_at_each_concurrency() -> None:

@@ -156,6 +156,37 @@ def test_claims_with_successes_never_exceed_free_slots() -> None:
     assert max(r.limit for r in storage.requests) <= 4
 
 
+def test_the_ackers_claims_with_its_batches_never_exceed_free_slots() -> None:
+    class Durable(CountingMemory):
+        """Batches successes like a durable store: the acker writes them, with claims."""
+
+        capabilities = CountingMemory.capabilities | {"persistent"}
+
+    storage = Durable()
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    lock = threading.Lock()
+    running = [0]
+    most: list[int] = []
+
+    @queue.worker(name="four", concurrency=4)
+    def four(n: int) -> None:
+        # Counted here, not in the store: a job whose success is queued still holds
+        # its lease there while its slot already runs the next job.
+        with lock:
+            running[0] += 1
+            most.append(running[0])
+        if n % 3 == 0:
+            time.sleep(0.001)
+        with lock:
+            running[0] -= 1
+
+    queue.enqueue_many([four.call(n) for n in range(600)])
+    assert queue.drain(timeout=60) == 600
+    assert len(most) == 600 and max(most) <= 4
+    assert max(r.limit for r in storage.requests) <= 4
+    assert not queue.jobs(), "every success was written"
+
+
 def test_a_serial_type_hands_its_next_head_to_the_finishing_thread(counted: Any) -> None:
     queue = exqueue.Queue(counted, poll_interval=0.05)
     ran: list[int] = []
