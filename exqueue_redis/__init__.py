@@ -128,7 +128,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from exqueue.storage_next import FINISH_AND_CLAIM, FinishAndClaim, Finished
 from exqueue.storage_scan import JOB_SCAN, JobScan, ScannedJobs
-from exqueue_redis import _finish, _scripts, _scripts_read
+from exqueue_redis import _claim_script, _finish, _scripts, _scripts_read
 from exqueue_redis._aio import RedisAsyncEnqueue
 from exqueue_redis._client import connect, decodes_responses, glob_escape, quietly_close, redact
 from exqueue_redis._control import RedisControl
@@ -219,8 +219,9 @@ class RedisStorage(
         self._scripts = {
             name: client.register_script(_with_prelude(getattr(module, name)))
             for module, names in (
-                (_scripts, ("ENQUEUE", "CLAIM", "COMPLETE", "RETRY", "BURY", "RELEASE",
-                            "EXTEND", "RECOVER", "DELETE", "REQUEUE")),
+                (_scripts, ("ENQUEUE", "COMPLETE", "RETRY", "BURY", "RELEASE", "EXTEND",
+                            "RECOVER", "DELETE", "REQUEUE")),
+                (_claim_script, ("CLAIM",)),
                 (_scripts_read, ("EXPIRE", "COUNTS", "LIST", "SCAN", "UPGRADE")),
                 (_finish, ("FINISH",)),
             )

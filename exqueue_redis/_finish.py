@@ -3,7 +3,8 @@
 
 A job thread that has just finished a job writes its success and claims its next
 job in one round trip instead of two. The script is the ``COMPLETE_PART`` and
-``CLAIM_BODY`` texts of :mod:`exqueue_redis._scripts` run unchanged, one after the
+``CLAIM_BODY`` texts of :mod:`exqueue_redis._scripts` and
+:mod:`exqueue_redis._claim_script` run unchanged, one after the
 other, each in a block of its own reading the locals it expects: the claim sees
 the store as the successes left it (a serial type's next head is claimable), and
 one script is atomic, so the claim can never run before the successes, whatever
@@ -15,7 +16,7 @@ Cluster too.
 
 from __future__ import annotations
 
-from exqueue_redis import _scripts
+from exqueue_redis import _claim_script, _scripts
 
 # ARGV: n (the number of successes), now (the completion and claim time), then n
 # (id, token) pairs, then CLAIM's arguments but now: worker, limit, owner, token,
@@ -44,7 +45,7 @@ end
 local reply
 repeat
 """
-    + _scripts.CLAIM_BODY
+    + _claim_script.CLAIM_BODY
     + r"""until true
 local by_worker = unlisted
 -- A type the claim just took a job of still has jobs: no need to count them.

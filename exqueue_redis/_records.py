@@ -74,7 +74,7 @@ def _record_from(f: dict[bytes, bytes]) -> JobRecord:
     )
 
 
-#: The hash fields a claim returns, in this order (see ``_scripts.CLAIM``).
+#: The hash fields a claim returns, in this order (see ``_claim_script.CLAIM``).
 CLAIMED_FIELDS = (
     "id", "seq", "worker", "payload", "attempt", "max_attempts", "run_at", "enqueued_at",
     "errors", "priority", "meta", "timeout", "expires_at", "unique_key", "partition",
@@ -85,7 +85,7 @@ _ABSENT: list[bytes | None] = [None] * _CLAIMED
 
 def _claim_reply(flat: list[Any]) -> tuple[list[Any], list[list[Any]], int]:
     """A CLAIM reply cut apart: the damaged (id, reason) values, the rows, and the
-    index where the claim's part of ``flat`` ends (see ``_scripts.CLAIM``)."""
+    index where the claim's part of ``flat`` ends (see ``_claim_script.CLAIM``)."""
     n_damaged, n_rows = flat[0], flat[1]
     at = 2 + n_damaged
     rows = []

@@ -227,10 +227,10 @@ def test_a_claim_defines_the_damage_helpers_only_when_it_meets_a_damaged_job() -
     # The claim's text puts the helpers only the damage rules need inside the
     # block it runs on a damaged job, those of other rare paths (a serial claim's
     # unwait) in theirs, and the ones every claim uses once, up front.
-    from exqueue_redis import _scripts
+    from exqueue_redis import _claim_script
     from exqueue_redis._prelude import with_prelude
 
-    text = with_prelude(_scripts.CLAIM)
+    text = with_prelude(_claim_script.CLAIM)
     head, rest = text.split("\nif damaged then\n", 1)
     inner = rest.split("  for _, d in ipairs(damaged) do\n", 1)[0]
     for helper in ("damage_of", "damage", "bury_damaged", "add_error"):
