@@ -65,6 +65,9 @@ class Library:
     refuses: dict[int, str] = field(default_factory=dict, hash=False)
     #: Only in the ratio tables as a denominator (the no-queue floor).
     floor: bool = False
+    #: A bound, not a library (``benchmarks.bare``): exqueue's share of it, and it
+    #: over the peers and floors, are in the ratio table.
+    reference: bool = False
 
     @property
     def key(self) -> str:
@@ -172,6 +175,27 @@ LIBRARIES: tuple[Library, ...] = (
             "exqbench",
         ),
         flag="--concurrency",
+    ),
+    Library(
+        "bare",
+        "redis",
+        "threads, 1 call per job",
+        ("python", "-m", "benchmarks.bare", "redis"),
+        reference=True,
+    ),
+    Library(
+        "bare",
+        "redis-asyncio",
+        "asyncio tasks, 1 pump",
+        ("python", "-m", "benchmarks.bare", "redis-asyncio"),
+        reference=True,
+    ),
+    Library(
+        "bare",
+        "postgres",
+        "threads, 1 call per job",
+        ("python", "-m", "benchmarks.bare", "postgres"),
+        reference=True,
     ),
     Library(
         "floor",

@@ -59,11 +59,11 @@ Cell = tuple[str, int, str]  # library key, concurrency, body
 
 def adapters() -> dict[str, Callable[[], Adapter]]:
     """Every adapter with a worker command, by key; a library that fails to import is left out."""
-    from benchmarks import exq, plain
+    from benchmarks import bare, exq, plain
     from benchmarks.peers import PEERS
 
     found: dict[str, Callable[[], Adapter]] = {}
-    for cls in [*exq.ADAPTERS, *PEERS, *plain.FLOORS]:
+    for cls in [*exq.ADAPTERS, *PEERS, *plain.FLOORS, *bare.ADAPTERS]:
         key = f"{cls.library}-{cls.backend}"
         if key in matrix.BY_KEY:
             found[key] = cls
@@ -139,7 +139,7 @@ def watch(
 def run_cell(adapter: Adapter, config: Config, jobs: int, root: str) -> dict[str, float]:
     what = f"{config.library.key} c={config.concurrency} {config.body}"
     # The Redis server's CPU is read on every cell that uses Redis (the store or the body).
-    on_redis = config.library.backend == "redis" or config.body == "incr"
+    on_redis = config.library.backend.split("-")[0] == "redis" or config.body == "incr"
     client = _redis_client()
     adapter.setup()
     try:
@@ -253,26 +253,35 @@ def figures_table(configs: list[Config], results: dict[Cell, dict[str, Any]], no
 def ratio_rows(
     configs: list[Config], results: dict[Cell, dict[str, Any]], notes: Notes
 ) -> list[list[str]]:
-    """exqueue over each peer on the same backend, and over each floor (as a share), cell
-    by cell."""
+    """exqueue over each peer on the same backend, and over each floor and bare bound
+    (as a share), cell by cell; then each bare bound over the same peers and floors."""
 
     def median(key: str, c: int, body: str, metric: str) -> float | None:
         r = results.get((key, c, body)) or {}
         return r.get(metric, {}).get("median") if "error" not in r else None
 
     rows = []
-    for ours in configs:
-        if ours.library.library != "exqueue" or ours.skip:
+    numerators = [cfg for cfg in configs if cfg.library.library == "exqueue"]
+    numerators += [cfg for cfg in configs if cfg.library.reference]
+    for ours in numerators:
+        if ours.skip:
             continue
         c, body, backend = ours.concurrency, ours.body, ours.library.backend
         for peer in configs:
             lib = peer.library
-            if (peer.concurrency, peer.body) != (c, body) or lib.library == "exqueue":
+            if (peer.concurrency, peer.body) != (c, body) or lib.library in (
+                "exqueue",
+                ours.library.library,
+            ):
                 continue
-            # An asyncio variant ("redis-asyncio") is compared with its store's peers.
-            if lib.backend != backend.split("-")[0] and not lib.floor:
+            share = lib.floor or lib.reference
+            # An asyncio variant ("redis-asyncio") is compared with its store's peers;
+            # a bare bound only with its own backend's.
+            if lib.reference and lib.backend != backend:
                 continue
-            name = f"exqueue-{backend} / {lib.key}"
+            if lib.backend != backend.split("-")[0] and not share:
+                continue
+            name = f"{ours.library.key} / {lib.key}"
             if peer.skip:
                 rows.append([str(c), body, name, notes.mark(peer.skip), ""])
                 continue
@@ -284,7 +293,7 @@ def ratio_rows(
                     str(c),
                     body,
                     name,
-                    "—" if not a or not b else f"{a / b:.0%}" if lib.floor else f"{a / b:.2f}×",
+                    "—" if not a or not b else f"{a / b:.0%}" if share else f"{a / b:.2f}×",
                     "—" if not ca or not cb else f"{ca / cb:.2f}×",
                 ]
             )
@@ -296,7 +305,7 @@ def ratios_table(configs: list[Config], results: dict[Cell, dict[str, Any]], not
         "conc.",
         "body",
         "ratio",
-        "jobs/s (>1×: exqueue faster; floor: share reached)",
+        "jobs/s (>1×: faster; floor, bare: share reached)",
         "CPU/job (<1: cheaper)",
     ]
     rows = ratio_rows(configs, results, notes)

@@ -58,8 +58,9 @@ def test_every_library_is_its_own_process_command_with_the_cells_concurrency_and
         lib, argv, env = cfg.library, cfg.argv, cfg.env(500)
         assert env[ENV_CONCURRENCY] == str(cfg.concurrency)
         assert env[ENV_BODY] == cfg.body
-        if lib.floor:
-            assert argv[:3] == [sys.executable, "-m", "benchmarks.plain"]
+        if lib.floor or lib.reference:
+            module = "benchmarks.plain" if lib.floor else "benchmarks.bare"
+            assert argv[:3] == [sys.executable, "-m", module]
             continue
         assert os.path.basename(argv[0]) == OWN_COMMAND[lib.library], argv
         assert os.path.dirname(argv[0]) == os.path.dirname(sys.executable)
@@ -150,6 +151,40 @@ def test_ratios_pair_only_the_same_backend_concurrency_and_body() -> None:
         a = results[(ours, int(c), "incr")]["rate"]["median"]  # type: ignore[index]
         b = results[(peer, int(c), "incr")]["rate"]["median"]  # type: ignore[index]
         assert ratio == (f"{a / b:.0%}" if peer == "floor-threads" else f"{a / b:.2f}×")
+
+
+def test_a_bare_bound_is_a_share_for_exqueue_and_a_ratio_over_the_peers() -> None:
+    keys = ["exqueue-redis", "exqueue-redis-asyncio", "exqueue-postgres", "huey-redis"]
+    keys += ["bare-redis", "bare-redis-asyncio", "bare-postgres", "floor-threads"]
+    configs = matrix.build(keys, concurrencies=(4,), bodies=("incr",))
+    results = {
+        (cfg.library.key, cfg.concurrency, cfg.body): fake(100.0 * (i + 1), 1.0 + i)
+        for i, cfg in enumerate(configs)
+    }
+    rows = run.ratio_rows(configs, results, run.Notes())
+    named = {r[2]: r[3] for r in rows}
+    # Each bound pairs with its own backend only; exqueue's share of it is a percentage.
+    assert {n for n in named if n.startswith("exqueue-") and "bare" in n} == {
+        "exqueue-redis / bare-redis",
+        "exqueue-redis-asyncio / bare-redis-asyncio",
+        "exqueue-postgres / bare-postgres",
+    }
+    # A bound is compared with the peers of its store and the floors, never with exqueue.
+    assert {n for n in named if n.startswith("bare-")} == {
+        "bare-redis / huey-redis",
+        "bare-redis / floor-threads",
+        "bare-redis-asyncio / huey-redis",
+        "bare-redis-asyncio / floor-threads",
+        "bare-postgres / floor-threads",
+    }
+
+    def rate(key: str) -> float:
+        return results[(key, 4, "incr")]["rate"]["median"]  # type: ignore[index]
+
+    assert (
+        named["exqueue-redis / bare-redis"] == f"{rate('exqueue-redis') / rate('bare-redis'):.0%}"
+    )
+    assert named["bare-redis / huey-redis"] == f"{rate('bare-redis') / rate('huey-redis'):.2f}×"
 
 
 def test_cpu_counts_the_worker_and_its_children(tmp_path: Path) -> None:
