@@ -23,7 +23,14 @@ from collections.abc import Callable
 from exqueue.runtime.acks import Acker, Recorder
 from exqueue.runtime.aio import AsyncRunner, claim_batch, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
-from exqueue.runtime.lanes import Claimer, Lane
+from exqueue.runtime.lanes import (
+    NO_WATCHER,
+    SHORT_RECHECK,
+    WATCH_IDLE,
+    WATCHING,
+    Claimer,
+    Lane,
+)
 from exqueue.runtime.leases import Leases
 from exqueue.runtime.observe import Observer
 from exqueue.runtime.running import JobRunner, _Abandoned
@@ -195,6 +202,7 @@ class Runtime(JobRunner):
                 unstarted = list(lane.buffer)
                 lane.buffer.clear()
                 lane.ready.notify_all()
+                lane.watch.notify_all()
             with ledger.lock:
                 for record, _ in unstarted:
                     ledger.held.pop(record.id, None)
@@ -356,12 +364,25 @@ class Runtime(JobRunner):
         with ready:
             while True:
                 while not lane.buffer and not lane.closing:
-                    if not claim_here(lane):
+                    if claim_here(lane):
+                        continue
+                    if lane.watcher or not lane.short():
                         ready.wait()
+                        continue
+                    # A short-job lane wakes one thread per batch (see SHORT_JOB); one
+                    # idle thread looks at the buffer now and then while the lane
+                    # runs jobs, so none waits long behind an unexpectedly slow one.
+                    timed = lane.executing > 0
+                    lane.watcher = WATCHING if timed else WATCH_IDLE
+                    lane.watch.wait(SHORT_RECHECK if timed else None)
+                    lane.watcher = NO_WATCHER
                 if not lane.buffer:
                     return
                 record, token = lane.buffer.popleft()
                 lane.executing += 1
+                if lane.watcher == WATCH_IDLE and lane.buffer:
+                    lane.watcher = WATCHING  # notified once
+                    lane.watch.notify()
                 ready.release()
                 started = time.monotonic()
                 deferred = False

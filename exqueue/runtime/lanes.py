@@ -38,6 +38,17 @@ log = logging.getLogger("exqueue")
 BUFFER_SECONDS = 0.1
 #: The longest pause before a lane whose claims keep failing tries again.
 MAX_CLAIM_PAUSE = 10.0
+#: A thread lane whose jobs take less than this on average (a no-op, a dict
+#: update) runs a claimed batch on the one thread the claim wakes (or on the
+#: claiming thread itself): waking a thread per job costs more than the job, and
+#: under the GIL the others could not run them sooner anyway.
+SHORT_JOB = 50e-6
+#: How often an idle thread of such a lane looks at the buffer while the lane
+#: runs jobs: what a job waits, at most, behind an unexpectedly long one.
+SHORT_RECHECK = 0.005
+#: ``Lane.watcher``: no watcher; one on a timed wait; one waiting for the lane to
+#: get work (it was idle), which the first thread to leave a job behind wakes.
+NO_WATCHER, WATCHING, WATCH_IDLE = 0, 1, 2
 
 
 class Lane:
@@ -71,6 +82,11 @@ class Lane:
         self.retry_at = 0.0
         #: Its job threads claim with their successes (``Claimer.finish``): set by the Claimer.
         self.finishes = False
+        #: The one idle thread of a short-job lane that looks at the buffer now and
+        #: then (``SHORT_RECHECK``) waits on ``watch``, not ``ready``; ``watcher``
+        #: says whether there is one and whether its wait is timed.
+        self.watch = threading.Condition(self.lock)
+        self.watcher = NO_WATCHER
 
     def claim_failed(self, exc: Exception) -> None:
         """Note a failed claim (``claim_lock`` held): back off, doubling, up to a limit."""
@@ -100,6 +116,11 @@ class Lane:
         if outstanding < self.worker.concurrency or want > prefetch // 2:
             return max(want, 0)
         return 0
+
+    def short(self) -> bool:
+        """Whether this thread lane's jobs are so short that one thread runs a batch."""
+        mean = self.mean_duration
+        return mean is not None and mean < SHORT_JOB and not self.worker.is_async
 
     def observe(self, seconds: float) -> None:
         if self.mean_duration is None:
@@ -220,7 +241,8 @@ class Claimer:
             closing = lane.closing
             if not closing:
                 lane.buffer.extend((record, token) for record in records)
-                woken = len(records) - taker
+                # A batch of short jobs goes to one thread (see SHORT_JOB).
+                woken = (0 if taker else 1) if lane.short() else len(records) - taker
                 if woken:
                     lane.ready.notify(woken)
         if closing:

@@ -173,3 +173,31 @@ def test_claims_never_exceed_free_slots_without_prefetch() -> None:
     assert queue.drain(timeout=60) == 1500
     assert len(held) == 1500
     assert max(held) <= 4
+
+
+def test_a_lane_of_short_jobs_leaves_no_job_waiting_behind_a_slow_one(
+    storage: exqueue.Storage,
+) -> None:
+    # Hundreds of no-op jobs make the lane a short-job lane (one thread woken per
+    # claimed batch); the slow job then waits for every job enqueued after it, so it
+    # ends in time only if other threads take them while it runs.
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    after = set(range(1000, 1012))
+    ran_after: set[int] = set()
+    all_after = threading.Event()
+    slow_saw: list[bool] = []
+
+    @queue.worker(name="quick", concurrency=4)
+    def quick(n: int) -> None:
+        if n == -1:
+            slow_saw.append(all_after.wait(timeout=5))
+        elif n in after:
+            ran_after.add(n)
+            if ran_after == after:
+                all_after.set()
+
+    calls = [quick.call(n) for n in range(300)]
+    calls += [quick.call(-1)] + [quick.call(n) for n in sorted(after)]
+    queue.enqueue_many(calls)
+    assert queue.drain(timeout=60) == len(calls)
+    assert slow_saw == [True]
