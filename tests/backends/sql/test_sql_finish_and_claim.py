@@ -185,3 +185,18 @@ def test_postgres_a_connection_the_server_closed_is_replaced_and_the_call_runs(
             assert sql.complete_many([("a", "t1")], now=NOW) == ["a"]
         with relaxed.connect() as conn:
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+
+
+def test_a_claimed_record_is_the_row_as_stored_after_the_claim(sql: SQLStorage) -> None:
+    # PostgreSQL's claim does not read back what it set itself (state, worker,
+    # lease): the record it builds must still be the row a later read finds.
+    full = {
+        "priority": -1, "meta": {"k": "v"}, "timeout": 2.5, "expires_at": NOW + 500,
+        "unique": Unique("u1"), "partition": "p1",
+    }  # fmt: skip
+    sql.enqueue([job("a", **full), job("b", **full | {"unique": Unique("u2")}), job("c")])
+    [first] = sql.claim("w", 1, now=NOW, owner="o", token="t1", lease_until=NOW + 60)
+    assert first == sql.get("a")
+    got = finish(sql, [("a", "t1")], limit=2)
+    assert got.claimed == [sql.get("b"), sql.get("c")]
+    assert (got.claimed[0].meta, got.claimed[0].partition) == ({"k": "v"}, "p1")
