@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import DEAD, RUNNING, Unique
 from exqueue.storage_next import (
@@ -21,6 +22,7 @@ from exqueue.storage_next import (
     SupportsFinishAndClaim,
 )
 from exqueue_sql import SQLStorage
+from exqueue_sql._prepared import driver_rows
 from tests.support.backends import opened_sql
 from tests.support.jobs import NOW
 from tests.support.jobs import new_job as job
@@ -200,3 +202,23 @@ def test_a_claimed_record_is_the_row_as_stored_after_the_claim(sql: SQLStorage) 
     got = finish(sql, [("a", "t1")], limit=2)
     assert got.claimed == [sql.get("b"), sql.get("c")]
     assert (got.claimed[0].meta, got.claimed[0].partition) == ({"k": "v"}, "p1")
+
+
+def test_postgres_a_failed_statement_does_not_spoil_the_next_on_its_connection(
+    tmp_path: Path,
+) -> None:
+    # The hot statements share one psycopg cursor per pooled connection: a statement
+    # that fails on it leaves the connection's next calls working.
+    with opened_sql("postgres", tmp_path) as sql:
+        sql.enqueue([job("a"), job("b")])
+        assert claim(sql, 1) == ["a"]
+        relaxed = sql._dialect.single_engine(True)
+        assert relaxed is not None
+        with relaxed.connect() as conn:  # the pool's one connection, the next call's too
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with pytest.raises(DBAPIError):
+                driver_rows(conn, "SELECT 1 / 0", {})
+        got = finish(sql, [("a", "t1")], limit=1)
+        assert (got.completed, [r.id for r in got.claimed]) == (["a"], ["b"])
+        with relaxed.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid
