@@ -44,7 +44,7 @@ from exqueue.storage import (
     NewJob,
 )
 from exqueue_sql._prepared import Prepared, driver_rows, mark, marks
-from exqueue_sql._records import Damaged, DictRow, dump_meta, parse
+from exqueue_sql._records import Damaged, dump_meta, parse_values
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class Dialect:
         pick = self._pick
         found = pick.rows(conn, worker=worker, now=now, limit=limit)
         names = pick.names or ()
-        picked = [parse(DictRow(names, r)) for r in found]
+        picked = [parse_values(names, r) for r in found]
         if not picked:
             return []
         sql = self._leasing.get(len(picked))

@@ -49,7 +49,7 @@ from exqueue_sql._dialect import (
     runnable,
 )
 from exqueue_sql._prepared import Prepared
-from exqueue_sql._records import Damaged, DictRow, parse
+from exqueue_sql._records import Damaged, parse_values
 from exqueue_sql._runner import Runner
 from exqueue_sql._urls import ping_when_idle
 
@@ -187,7 +187,10 @@ class PostgresDialect(Dialect):
             .with_for_update(skip_locked=True)
             .cte("picked")
         )
-        # One round trip; the CTE locks at most ``limit`` rows.
+        # One round trip; the CTE locks at most ``limit`` rows. RETURNING leaves out
+        # what the claim itself sets (state, worker, lease: _claimed_fields) and what
+        # no record holds (unique_period): fewer columns for the driver to read.
+        returned = [c for c in self.jobs.c if c.name not in _NOT_RETURNED]
         leasing = (
             update(self.jobs)
             .where(j.seq == pick.c.seq)
@@ -198,7 +201,7 @@ class PostgresDialect(Dialect):
                 lease_token=bindparam("token"),
                 lease_expires=bindparam("until"),
             )
-            .returning(*self.jobs.c)
+            .returning(*returned)
         )
         self._claim = Prepared(self.engine, leasing)
         # A completion: (id, token) pairs as two arrays, so one statement text
@@ -272,7 +275,8 @@ class PostgresDialect(Dialect):
         done: list[str] = rows[0][0] or []
         names = statement.names or ()
         # A row of NULLs (no seq, the second column) stands for "claimed nothing".
-        found = [parse(DictRow(names, r)) for r in rows if r[1] is not None]
+        known = _claimed_fields(worker, lease)
+        found = [parse_values(names, r, known) for r in rows if r[1] is not None]
         return done, _claim_order(found)
 
     def add_unique_rows(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
@@ -289,7 +293,8 @@ class PostgresDialect(Dialect):
             until=lease.until,
         )  # fmt: skip
         names = statement.names or ()
-        return _claim_order([parse(DictRow(names, r)) for r in rows])
+        known = _claimed_fields(worker, lease)
+        return _claim_order([parse_values(names, r, known) for r in rows])
 
     def wait_for_jobs(self, timeout: float) -> bool:
         return self._listener.wait(timeout)
@@ -406,6 +411,24 @@ def _held(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     if len(pairs) == 1:
         return {"id": pairs[0][0], "token_done": pairs[0][1]}
     return {"ids": [i for i, _ in pairs], "tokens": [t for _, t in pairs]}
+
+
+#: Columns a claim's RETURNING leaves out (see _claimed_fields).
+_NOT_RETURNED = frozenset(
+    ("state", "worker", "lease_owner", "lease_token", "lease_expires", "unique_period")
+)
+
+
+def _claimed_fields(worker: str, lease: Lease) -> dict[str, Any]:
+    """The record fields of every row a claim takes, as its UPDATE set them (the
+    worker is its WHERE's): not read back from the database."""
+    return {
+        "state": RUNNING,
+        "worker": worker,
+        "lease_owner": lease.owner,
+        "lease_token": lease.token,
+        "lease_expires": lease.until,
+    }
 
 
 def _claim_order(found: list[JobRecord | Damaged]) -> list[JobRecord | Damaged]:

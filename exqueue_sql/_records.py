@@ -202,6 +202,63 @@ def parse(row: Row[Any] | DictRow) -> JobRecord | Damaged:
     return JobRecord(seq=int(m["seq"]), **fields)
 
 
+#: Per column names (as a driver gives them): where ``seq`` is, and for each other
+#: known column its position, its record field and its reader.
+_Plan = tuple[int, tuple[tuple[int, str, Callable[[object], Any]], ...]]
+_plans: dict[tuple[str, ...], _Plan | None] = {}
+
+
+def _plan(names: tuple[str, ...]) -> _Plan | None:
+    if len(set(names)) != len(names) or "seq" not in names:
+        return None  # read by name, as parse reads it
+    readers = tuple(
+        (names.index(name), "partition" if name == "partition_key" else name, reader)
+        for name, (reader, _) in _COLUMNS.items()
+        if name in names
+    )
+    return names.index("seq"), readers
+
+
+def parse_values(
+    names: tuple[str, ...], values: Sequence[Any], known: Mapping[str, Any] | None = None
+) -> JobRecord | Damaged:
+    """:func:`parse` of a row read off a DB-API cursor: its column ``names`` and ``values``,
+    with ``known``, the record fields the statement itself set (not read back).
+
+    A claim reads every row it takes; by position, with the readers planned
+    once per ``names``, a good row costs about half what building a mapping and
+    looking each column up in it does. A row a reader refuses is read by name,
+    as :func:`parse` reads it, to say which columns are damaged.
+    """
+    try:
+        plan = _plans[names]
+    except KeyError:
+        plan = _plans[names] = _plan(names)
+    fields: dict[str, Any] | None = None
+    if plan is not None and len(values) == len(names):
+        seq_at, readers = plan
+        try:
+            fields = {field: reader(values[at]) for at, field, reader in readers}
+        except (ValueError, TypeError, OverflowError):
+            fields = None
+    if fields is None:
+        m = dict(zip(names, values, strict=True))
+        fields, bad = read(m)
+        if bad:
+            return damage(m, fields, bad)
+        seq = int(m["seq"])
+    else:
+        seq = int(values[seq_at])
+        if "errors" in fields:
+            # As read(): a row written before the bound holds every error and a count of 0.
+            stored = fields["errors"]
+            fields["errors"] = kept_errors(stored)
+            fields["error_count"] = max(fields.get("error_count", 0), len(stored))
+    if known:
+        fields.update(known)
+    return JobRecord(seq=seq, **fields)
+
+
 def readable(row: Row[Any]) -> JobRecord:
     """A record for listing and ``get``, even from a damaged row.
 

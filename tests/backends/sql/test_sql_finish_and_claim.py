@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import DEAD, RUNNING, Unique
 from exqueue.storage_next import (
@@ -21,6 +22,7 @@ from exqueue.storage_next import (
     SupportsFinishAndClaim,
 )
 from exqueue_sql import SQLStorage
+from exqueue_sql._prepared import driver_rows
 from tests.support.backends import opened_sql
 from tests.support.jobs import NOW
 from tests.support.jobs import new_job as job
@@ -185,3 +187,38 @@ def test_postgres_a_connection_the_server_closed_is_replaced_and_the_call_runs(
             assert sql.complete_many([("a", "t1")], now=NOW) == ["a"]
         with relaxed.connect() as conn:
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+
+
+def test_a_claimed_record_is_the_row_as_stored_after_the_claim(sql: SQLStorage) -> None:
+    # PostgreSQL's claim does not read back what it set itself (state, worker,
+    # lease): the record it builds must still be the row a later read finds.
+    full = {
+        "priority": -1, "meta": {"k": "v"}, "timeout": 2.5, "expires_at": NOW + 500,
+        "unique": Unique("u1"), "partition": "p1",
+    }  # fmt: skip
+    sql.enqueue([job("a", **full), job("b", **full | {"unique": Unique("u2")}), job("c")])
+    [first] = sql.claim("w", 1, now=NOW, owner="o", token="t1", lease_until=NOW + 60)
+    assert first == sql.get("a")
+    got = finish(sql, [("a", "t1")], limit=2)
+    assert got.claimed == [sql.get("b"), sql.get("c")]
+    assert (got.claimed[0].meta, got.claimed[0].partition) == ({"k": "v"}, "p1")
+
+
+def test_postgres_a_failed_statement_does_not_spoil_the_next_on_its_connection(
+    tmp_path: Path,
+) -> None:
+    # The hot statements share one psycopg cursor per pooled connection: a statement
+    # that fails on it leaves the connection's next calls working.
+    with opened_sql("postgres", tmp_path) as sql:
+        sql.enqueue([job("a"), job("b")])
+        assert claim(sql, 1) == ["a"]
+        relaxed = sql._dialect.single_engine(True)
+        assert relaxed is not None
+        with relaxed.connect() as conn:  # the pool's one connection, the next call's too
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with pytest.raises(DBAPIError):
+                driver_rows(conn, "SELECT 1 / 0", {})
+        got = finish(sql, [("a", "t1")], limit=1)
+        assert (got.completed, [r.id for r in got.claimed]) == (["a"], ["b"])
+        with relaxed.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid
