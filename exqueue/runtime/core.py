@@ -367,7 +367,9 @@ class Runtime(JobRunner):
                     if claim_here(lane):
                         continue
                     if lane.watcher or not lane.short():
+                        lane.waiting += 1
                         ready.wait()
+                        lane.waiting -= 1
                         continue
                     # A short-job lane wakes one thread per batch (see SHORT_JOB); one
                     # idle thread looks at the buffer now and then while the lane

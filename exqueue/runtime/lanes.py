@@ -87,6 +87,8 @@ class Lane:
         #: says whether there is one and whether its wait is timed.
         self.watch = threading.Condition(self.lock)
         self.watcher = NO_WATCHER
+        #: Job threads waiting on ``ready`` (under ``lock``).
+        self.waiting = 0
 
     def claim_failed(self, exc: Exception) -> None:
         """Note a failed claim (``claim_lock`` held): back off, doubling, up to a limit."""
@@ -241,10 +243,19 @@ class Claimer:
             closing = lane.closing
             if not closing:
                 lane.buffer.extend((record, token) for record in records)
-                # A batch of short jobs goes to one thread (see SHORT_JOB).
-                woken = (0 if taker else 1) if lane.short() else len(records) - taker
-                if woken:
-                    lane.ready.notify(woken)
+                if not lane.short():
+                    woken = len(records) - taker
+                    if woken:
+                        lane.ready.notify(woken)
+                elif not taker:
+                    # A batch of short jobs goes to one thread (see SHORT_JOB): one
+                    # waiting on ``ready``, or else the watcher, when it waits for
+                    # the lane to get work (no other thread is idle to take it).
+                    if lane.waiting:
+                        lane.ready.notify()
+                    elif lane.watcher == WATCH_IDLE:
+                        lane.watcher = WATCHING
+                        lane.watch.notify()
         if closing:
             with ledger.lock:
                 for record in records:

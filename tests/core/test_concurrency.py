@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 import exqueue
 from exqueue.storage import JobRecord
 from tests.support.clock import FakeClock
@@ -201,3 +203,34 @@ def test_a_lane_of_short_jobs_leaves_no_job_waiting_behind_a_slow_one(
     queue.enqueue_many(calls)
     assert queue.drain(timeout=60) == len(calls)
     assert slow_saw == [True]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_lane_of_short_jobs_that_went_idle_runs_the_jobs_that_come_later(
+    storage: exqueue.Storage, concurrency: int
+) -> None:
+    # Idle after hundreds of no-op jobs, the lane's threads wait; the next jobs must
+    # reach one of them, whichever condition it waits on.
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    ran: list[int] = []
+    counted = threading.Condition()
+
+    @queue.worker(name="quick", concurrency=concurrency)
+    def quick(n: int) -> None:
+        with counted:
+            ran.append(n)
+            counted.notify_all()
+
+    def ran_all(total: int) -> bool:
+        with counted:
+            return counted.wait_for(lambda: len(ran) >= total, timeout=20)
+
+    queue.enqueue_many([quick.call(n) for n in range(300)])
+    queue.start()
+    try:
+        assert ran_all(300)
+        time.sleep(0.2)  # every thread of the lane now waits for work
+        queue.enqueue_many([quick.call(n) for n in range(300, 320)])
+        assert ran_all(320), f"{len(ran)} of 320 ran"
+    finally:
+        queue.stop()
