@@ -382,9 +382,8 @@ class Runtime(JobRunner):
                     return
                 record, token = lane.buffer.popleft()
                 lane.executing += 1
-                if lane.watcher == WATCH_IDLE and lane.buffer:
-                    lane.watcher = WATCHING  # notified once
-                    lane.watch.notify()
+                if lane.buffer:
+                    lane.rouse_watcher()  # a job waits behind this one
                 ready.release()
                 started = time.monotonic()
                 deferred = False

@@ -124,6 +124,13 @@ class Lane:
         mean = self.mean_duration
         return mean is not None and mean < SHORT_JOB and not self.worker.is_async
 
+    def rouse_watcher(self) -> None:
+        """Wake the watcher if it waits for the lane to get work (``lock`` held):
+        from now on it looks at the buffer every ``SHORT_RECHECK``."""
+        if self.watcher == WATCH_IDLE:
+            self.watcher = WATCHING  # so that it is woken once
+            self.watch.notify()
+
     def observe(self, seconds: float) -> None:
         if self.mean_duration is None:
             self.mean_duration = seconds
@@ -253,9 +260,8 @@ class Claimer:
                     # the lane to get work (no other thread is idle to take it).
                     if lane.waiting:
                         lane.ready.notify()
-                    elif lane.watcher == WATCH_IDLE:
-                        lane.watcher = WATCHING
-                        lane.watch.notify()
+                    else:
+                        lane.rouse_watcher()
         if closing:
             with ledger.lock:
                 for record in records:
