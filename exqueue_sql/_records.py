@@ -154,12 +154,17 @@ def read(m: Mapping[Any, Any]) -> tuple[dict[str, Any], list[str]]:
             bad.append(f"{name}={m[name]!r}"[:80])
     if "partition_key" in fields:
         fields["partition"] = fields.pop("partition_key")
+    _bound_errors(fields)
+    return fields, bad
+
+
+def _bound_errors(fields: dict[str, Any]) -> None:
+    """Keep ``fields``' errors within the bound: a row written before the bound holds
+    every error and a count of 0."""
     if "errors" in fields:
-        # A row written before the bound holds every error and a count of 0.
         stored = fields["errors"]
         fields["errors"] = kept_errors(stored)
         fields["error_count"] = max(fields.get("error_count", 0), len(stored))
-    return fields, bad
 
 
 def with_errors(fields: dict[str, Any], bad: list[str], *new: str) -> tuple[str, int]:
@@ -249,11 +254,7 @@ def parse_values(
         seq = int(m["seq"])
     else:
         seq = int(values[seq_at])
-        if "errors" in fields:
-            # As read(): a row written before the bound holds every error and a count of 0.
-            stored = fields["errors"]
-            fields["errors"] = kept_errors(stored)
-            fields["error_count"] = max(fields.get("error_count", 0), len(stored))
+        _bound_errors(fields)
     if known:
         fields.update(known)
     return JobRecord(seq=seq, **fields)
