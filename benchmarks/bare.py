@@ -159,11 +159,7 @@ class BareRedis(common.RedisPeer):
     def _client(self) -> Any:
         client = getattr(self, "_redis", None)
         if client is None:
-            import redis
-
-            client = self._redis = redis.Redis(
-                host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB
-            )
+            client = self._redis = common.redis_client()
         return client
 
     def teardown(self) -> None:
@@ -218,9 +214,7 @@ ADAPTERS: list[type[common.Adapter]] = [BareRedis, BareRedisAsyncio, BarePostgre
 
 
 def redis_slot(stop: threading.Event) -> None:
-    import redis
-
-    client = redis.Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
+    client = common.redis_client()
     script = client.register_script(FINISH_AND_CLAIM)
     done, old = "", ""
     while not stop.is_set():
@@ -242,9 +236,7 @@ def redis_batches(concurrency: int, stop: threading.Event) -> None:
     """``EXQ_BARE_BATCH=1``: one thread claims up to ``concurrency`` jobs per call, with
     the successes of the last call's jobs, and runs them in turn: the cheapest shape
     for a body that never waits (no-op), where more threads only add hand-offs."""
-    import redis
-
-    client = redis.Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
+    client = common.redis_client()
     script = client.register_script(FINISH_AND_CLAIM_MANY)
     done: list[str] = []
     while not stop.is_set():

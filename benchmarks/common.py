@@ -198,11 +198,16 @@ def venv_bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def flush_bench_redis() -> None:
-    """Flush the benchmark's own Redis database (never any other)."""
+def redis_client() -> Any:
+    """A client of the benchmark's own Redis database."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+
+
+def flush_bench_redis() -> None:
+    """Flush the benchmark's own Redis database (never any other)."""
+    client = redis_client()
     try:
         client.flushdb()
     finally:

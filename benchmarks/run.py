@@ -81,12 +81,6 @@ def enqueue(adapter: Adapter, jobs: int) -> None:
             adapter.enqueue_one(n)
 
 
-def _redis_client() -> Any:
-    import redis
-
-    return redis.Redis(host=common.REDIS_HOST, port=common.REDIS_PORT, db=common.REDIS_DB)
-
-
 def redis_server_usec(client: Any) -> float:
     """CPU microseconds the Redis server process has used so far, for all its clients.
 
@@ -140,7 +134,7 @@ def run_cell(adapter: Adapter, config: Config, jobs: int, root: str) -> dict[str
     what = f"{config.library.key} c={config.concurrency} {config.body}"
     # The Redis server's CPU is read on every cell that uses Redis (the store or the body).
     on_redis = config.library.backend.split("-")[0] == "redis" or config.body == "incr"
-    client = _redis_client()
+    client = common.redis_client()
     adapter.setup()
     try:
         enqueue(adapter, jobs)
