@@ -386,24 +386,29 @@ class Runtime(JobRunner):
                     lane.rouse_watcher()  # a job waits behind this one
                 ready.release()
                 started = time.monotonic()
-                deferred = False
+                deferred = abandoned = False
                 try:
                     deferred = self._execute(lane, record, token, own)
                 except _Abandoned:
-                    ready.acquire()  # the ``with`` releases it
-                    return  # the watchdog recorded the job and started a fresh thread
+                    # The watchdog recorded the job, freed its slot and started a fresh
+                    # thread: this one, back from its C call, counts nothing and ends.
+                    abandoned = True
                 finally:
-                    # Count the job as finished before the lane looks idle, so a
-                    # drain that sees an idle lane also sees this job's completion.
-                    with ledger.lock:
-                        if not deferred:  # a queued success keeps its lease until written
-                            ledger.held.pop(record.id, None)
-                        ledger.finished += 1
-                        ledger.progress += 1
-                    # Finishing and taking the next job share one hold of the lock.
-                    ready.acquire()
-                    lane.executing -= 1
-                    lane.observe(time.monotonic() - started)
+                    if not abandoned:
+                        # Count the job as finished before the lane looks idle, so a
+                        # drain that sees an idle lane also sees this job's completion.
+                        with ledger.lock:
+                            if not deferred:  # a queued success keeps its lease until written
+                                ledger.held.pop(record.id, None)
+                            ledger.finished += 1
+                            ledger.progress += 1
+                        # Finishing and taking the next job share one hold of the lock.
+                        ready.acquire()
+                        lane.executing -= 1
+                        lane.observe(time.monotonic() - started)
+                if abandoned:
+                    ready.acquire()  # the ``with`` releases it
+                    return
                 # The dispatcher needs waking only when this lane wants jobs that
                 # its own threads will not claim.
                 if not lane.more_waiting and not wake.is_set() and lane.wanted():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 
 import exqueue
@@ -103,4 +104,38 @@ def test_a_thread_stuck_in_c_is_abandoned_and_others_finish(backend: BackendHand
     # One thread per attempt, each stuck in recv (told just after the drain may end).
     wait_until(lambda: abandoned == [1, 2], "both threads are reported abandoned", 10)
     server.close()
+    queue.close()
+
+
+def test_an_abandoned_thread_that_returns_later_leaves_its_lane_working(
+    backend: BackendHandle,
+) -> None:
+    queue = make_queue(backend)
+    ran: list[int] = []
+
+    @queue.worker(concurrency=1, timeout=0.2, max_retries=0)
+    def naps(n: int) -> None:
+        if n == 0:
+            time.sleep(1.0)  # in C: abandoned at about 0.5 s, back at 1.0 s
+        ran.append(n)
+
+    abandoned: list[int] = []
+    queue.on_abandoned = abandoned.append
+    first = naps.enqueue(0)
+    queue.start()
+    try:
+        wait_until(lambda: abandoned == [1], "the napping thread is abandoned", 10)
+        time.sleep(1.0)  # the abandoned thread wakes up, finds its job taken and ends
+        for n in (1, 2, 3):
+            naps.enqueue(n)
+        wait_until(lambda: sorted(ran) == [1, 2, 3], "the lane runs the jobs after it", 10)
+    finally:
+        # On a daemon thread: a lane left locked by the returning thread would hang it.
+        stopper = threading.Thread(target=queue.stop, kwargs={"timeout": 5}, daemon=True)
+        stopper.start()
+        stopper.join(30)
+    assert not stopper.is_alive(), "the worker did not stop"
+    record = queue.storage.get(first)
+    assert record is not None and record.state == "dead"
+    assert "timed out after 0.2 s" in record.errors[-1]
     queue.close()
