@@ -116,6 +116,8 @@ class Runtime(JobRunner):
                 self._acker.finish_any = self._claimer.finish_any
                 self._claimer.writes_soon = self._acker.writes_soon
                 self._acker.wanting = self._wanting
+                for lane in self._lanes.values():
+                    lane.keeps = lane.finishes
         for lane in self._lanes.values():
             if not lane.worker.is_async:
                 for _ in range(lane.worker.concurrency):
@@ -361,6 +363,9 @@ class Runtime(JobRunner):
         ledger = self._ledger
         claim_here = self._claimer.claim_here
         own = self._tally.own() if self._tally is not None else None
+        # Successes of a short-job lane that this thread writes with the lane's next
+        # claim, once the batch it runs is done (see ``JobRunner._conclude``).
+        kept: list[tuple[str, str]] | None = [] if lane.keeps else None
         with ready:
             while True:
                 while not lane.buffer and not lane.closing:
@@ -388,7 +393,7 @@ class Runtime(JobRunner):
                 started = time.monotonic()
                 deferred = abandoned = False
                 try:
-                    deferred = self._execute(lane, record, token, own)
+                    deferred = self._execute(lane, record, token, own, kept)
                 except _Abandoned:
                     # The watchdog recorded the job, freed its slot and started a fresh
                     # thread: this one, back from its C call, counts nothing and ends.
@@ -404,8 +409,22 @@ class Runtime(JobRunner):
                             ledger.progress += 1
                         # Finishing and taking the next job share one hold of the lock.
                         ready.acquire()
+                        ran = time.monotonic() - started
+                        if kept and (
+                            not lane.buffer
+                            or lane.closing
+                            or len(kept) >= lane.worker.concurrency
+                            or not lane.short()
+                        ):
+                            # Written while the job still counts as executing, so that a
+                            # drain never sees the lane idle with a success unwritten.
+                            ready.release()
+                            try:
+                                self._write_kept(lane, kept)
+                            finally:
+                                ready.acquire()
                         lane.executing -= 1
-                        lane.observe(time.monotonic() - started)
+                        lane.observe(ran)
                 if abandoned:
                     ready.acquire()  # the ``with`` releases it
                     return

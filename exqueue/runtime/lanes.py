@@ -82,6 +82,9 @@ class Lane:
         self.retry_at = 0.0
         #: Its job threads claim with their successes (``Claimer.finish``): set by the Claimer.
         self.finishes = False
+        #: Its threads, when its jobs are short, keep their successes until their batch
+        #: is done and write them with the lane's next claim: set by the runtime.
+        self.keeps = False
         #: The one idle thread of a short-job lane that looks at the buffer now and
         #: then (``SHORT_RECHECK``) waits on ``watch``, not ``ready``; ``watcher``
         #: says whether there is one and whether its wait is timed.
@@ -190,6 +193,12 @@ class Claimer:
                 break
             if lane.retry_at > now:
                 failed = True
+                continue
+            if lane.keeps and lane.more_waiting and lane.short() and (
+                lane.executing or lane.buffer
+            ):
+                # Its running thread claims with its batch's successes (read without the
+                # lock: a stale answer leaves the claim to the thread, or to the next round).
                 continue
             with lane.claim_lock:
                 try:

@@ -62,10 +62,11 @@ class JobRunner:
         record: JobRecord,
         token: str,
         own: dict[str, list[float]] | None = None,
+        kept: list[tuple[str, str]] | None = None,
     ) -> bool:
-        """Run one job; True when its success was queued for the acker."""
+        """Run one job; True when its success was queued for the acker or ``kept``."""
         try:
-            return self._run(lane, record, token, own)
+            return self._run(lane, record, token, own, kept)
         except _Abandoned:
             raise
         except Exception:
@@ -95,7 +96,12 @@ class JobRunner:
         return args, kwargs, context
 
     def _run(
-        self, lane: Lane, record: JobRecord, token: str, own: dict[str, list[float]] | None
+        self,
+        lane: Lane,
+        record: JobRecord,
+        token: str,
+        own: dict[str, list[float]] | None,
+        kept: list[tuple[str, str]] | None,
     ) -> bool:
         try:
             args, kwargs, context = self._prepare(record)
@@ -133,7 +139,9 @@ class JobRunner:
                 error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
-        return self._conclude(lane, record, token, error, time.monotonic() - began, own, True)
+        return self._conclude(
+            lane, record, token, error, time.monotonic() - began, own, True, kept
+        )
 
     def _settle(self, watch: Watch, error: BaseException | None) -> BaseException | None:
         """Claim the outcome from the watchdog; the error to record."""
@@ -161,12 +169,15 @@ class JobRunner:
         duration: float | None = None,
         own: dict[str, list[float]] | None = None,
         thread: bool = False,
+        kept: list[tuple[str, str]] | None = None,
     ) -> bool:
         """Record an attempt's outcome; True when its success was queued for the acker.
 
         ``duration`` is the attempt's run time; an async job's is taken from its
         claim (``started_at``). ``own`` is the calling thread's success counter
         (see ``runtime.observe.Tally``); without one, successes go to the shared tally.
+        ``kept``: the job thread's successes not yet written, where its lane writes
+        them with its next claim (``_write_kept``).
         """
         if duration is None:
             started = record.started_at
@@ -213,6 +224,15 @@ class JobRunner:
             self._recorder.failure(lane.worker, record, token, error, duration)
             return False
         self._count_success(record, duration, own)
+        if kept is not None and lane.short():
+            # A short-job lane's thread runs its claimed batch alone (see SHORT_JOB):
+            # its successes go in one call with the lane's next claim once the batch
+            # is done, where a write per job cost more than the jobs. Their leases
+            # stay held (and extended) until then; a kill re-runs at most a batch.
+            kept.append((record.id, token))
+            if hooks.chain:
+                hooks.succeeded(record, duration)
+            return True
         acker = self._acker
         if acker is not None:
             # The one thread of a lane (``thread``) writes its success itself when
@@ -234,6 +254,17 @@ class JobRunner:
         if hooks.chain:
             hooks.succeeded(record, duration)
         return False
+
+    def _write_kept(self, lane: Lane, kept: list[tuple[str, str]]) -> None:
+        """Write the successes ``kept`` by a job thread of ``lane``, with the lane's next
+        claim where it wants jobs (the thread's own slot counts as free, and it takes
+        one of the claimed jobs itself); ``kept`` is emptied."""
+        acker = self._acker
+        assert acker is not None  # successes are kept only beside an acker's storage
+        batch = kept.copy()
+        kept.clear()
+        done = self._claimer.finish(lane, batch)
+        self._recorder.successes(acker.storage, batch, done)
 
     def _count_success(
         self, record: JobRecord, duration: float, own: dict[str, list[float]] | None

@@ -234,3 +234,34 @@ def test_a_lane_of_short_jobs_that_went_idle_runs_the_jobs_that_come_later(
         assert ran_all(320), f"{len(ran)} of 320 ran"
     finally:
         queue.stop()
+
+
+def test_successes_a_short_lane_keeps_behind_a_long_job_keep_their_leases(
+    storage: exqueue.Storage,
+) -> None:
+    # A short-job lane's thread writes its batch's successes with the lane's next
+    # claim, after the batch. A job longer than the lease in that batch leaves the
+    # successes before it unwritten for longer than their lease: the heartbeat must
+    # extend them, or recovery hands them back and they run twice.
+    queue = exqueue.Queue(storage, poll_interval=0.02, lease=1.0)
+    runs: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @queue.worker(name="quick", concurrency=4)
+    def quick(n: int) -> None:
+        with lock:
+            runs[n] = runs.get(n, 0) + 1
+        if n < 0:
+            time.sleep(2.5)
+
+    # Where a batch begins is up to the claims: a few quick jobs before each long one
+    # make sure that some thread runs quick ones and then a long one in one batch.
+    calls = [quick.call(n) for n in range(400)]
+    for long_job in range(-1, -5, -1):
+        calls += [quick.call(n) for n in range(1000 + 10 * long_job, 1003 + 10 * long_job)]
+        calls.append(quick.call(long_job))
+    queue.enqueue_many(calls)
+    assert queue.drain(timeout=60) == len(calls)
+    assert len(runs) == len(calls)
+    assert [n for n, count in runs.items() if count != 1] == []
+    assert storage.list_jobs(limit=10) == []
