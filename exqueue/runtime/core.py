@@ -393,6 +393,10 @@ class Runtime(JobRunner):
                 started = time.monotonic()
                 deferred = abandoned = False
                 try:
+                    if kept and record.timeout is not None:
+                        # A job past its timeout may leave its thread abandoned: the
+                        # successes this thread kept must not be stranded with it.
+                        self._write_kept(lane, kept, claim=False)
                     deferred = self._execute(lane, record, token, own, kept)
                 except _Abandoned:
                     # The watchdog recorded the job, freed its slot and started a fresh

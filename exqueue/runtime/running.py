@@ -255,15 +255,18 @@ class JobRunner:
             hooks.succeeded(record, duration)
         return False
 
-    def _write_kept(self, lane: Lane, kept: list[tuple[str, str]]) -> None:
-        """Write the successes ``kept`` by a job thread of ``lane``, with the lane's next
-        claim where it wants jobs (the thread's own slot counts as free, and it takes
-        one of the claimed jobs itself); ``kept`` is emptied."""
+    def _write_kept(self, lane: Lane, kept: list[tuple[str, str]], claim: bool = True) -> None:
+        """Write the successes ``kept`` by a job thread of ``lane``; ``kept`` is emptied.
+
+        With ``claim``, the thread's job is over: the write also claims the lane's
+        next jobs where it wants some (the thread's slot counts as free, and it takes
+        one of the claimed jobs itself).
+        """
         acker = self._acker
         assert acker is not None  # successes are kept only beside an acker's storage
         batch = kept.copy()
         kept.clear()
-        done = self._claimer.finish(lane, batch)
+        done = self._claimer.finish(lane, batch) if claim else None
         self._recorder.successes(acker.storage, batch, done)
 
     def _count_success(

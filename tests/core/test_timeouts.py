@@ -139,3 +139,28 @@ def test_an_abandoned_thread_that_returns_later_leaves_its_lane_working(
     assert record is not None and record.state == "dead"
     assert "timed out after 0.2 s" in record.errors[-1]
     queue.close()
+
+
+def test_an_abandoned_thread_strands_no_success_of_the_jobs_before_it(
+    backend: BackendHandle,
+) -> None:
+    # A lane of short jobs writes a batch's successes after the batch; a thread
+    # abandoned in the middle of one must not take the earlier successes with it.
+    queue = make_queue(backend)
+
+    @queue.worker(concurrency=4, max_retries=0)
+    def quick(n: int) -> None:
+        if n < 0:
+            time.sleep(1.5)  # in C, past its timeout: its thread is abandoned
+
+    calls = [quick.call(n) for n in range(400)]
+    for long_job in range(-1, -4, -1):
+        calls += [quick.call(n) for n in range(1000 + 10 * long_job, 1003 + 10 * long_job)]
+        calls.append(quick.options(timeout=0.2).call(long_job))
+    ids = queue.enqueue_many(calls)
+    stuck = [job_id for job_id, call in zip(ids, calls, strict=True) if call.args[0] < 0]
+    queue.drain(timeout=60)
+    left = queue.storage.list_jobs(limit=20)
+    assert sorted(record.id for record in left) == sorted(stuck)
+    assert all(record.state == "dead" for record in left)
+    queue.close()
