@@ -194,8 +194,11 @@ class Claimer:
             if lane.retry_at > now:
                 failed = True
                 continue
-            if lane.keeps and lane.more_waiting and lane.short() and (
-                lane.executing or lane.buffer
+            if (
+                lane.keeps
+                and lane.more_waiting
+                and lane.short()
+                and (lane.executing or lane.buffer)
             ):
                 # Its running thread claims with its batch's successes (read without the
                 # lock: a stale answer leaves the claim to the thread, or to the next round).

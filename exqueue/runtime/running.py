@@ -139,9 +139,7 @@ class JobRunner:
                 error = error if error is not None else stray
         if watch is not None:
             error = self._settle(watch, error)
-        return self._conclude(
-            lane, record, token, error, time.monotonic() - began, own, True, kept
-        )
+        return self._conclude(lane, record, token, error, time.monotonic() - began, own, True, kept)
 
     def _settle(self, watch: Watch, error: BaseException | None) -> BaseException | None:
         """Claim the outcome from the watchdog; the error to record."""
