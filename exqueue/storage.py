@@ -95,6 +95,7 @@ from exqueue.storage_limits import Limits as Limits
 from exqueue.storage_limits import SupportsLimits as SupportsLimits
 from exqueue.storage_limits import SupportsPause as SupportsPause
 from exqueue.storage_next import FINISH_AND_CLAIM as FINISH_AND_CLAIM
+from exqueue.storage_next import FINISH_IN_PARALLEL as FINISH_IN_PARALLEL
 from exqueue.storage_next import FinishAndClaim as FinishAndClaim
 from exqueue.storage_next import Finished as Finished
 from exqueue.storage_next import SupportsFinishAndClaim as SupportsFinishAndClaim

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 #: Implements :class:`SupportsFinishAndClaim`: successes and the next claim in one call.
 FINISH_AND_CLAIM = "finish_and_claim"
+#: A hint beside :data:`FINISH_AND_CLAIM`, no method of its own: calls made at once
+#: run side by side (each on its own connection, one statement each), so every job
+#: thread of a lane writes its own success with the claim for its slot, as many at
+#: once as the lane has threads, rather than queueing it for one writer's batch.
+FINISH_IN_PARALLEL = "finish_in_parallel"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ from exqueue_sql._records import Damaged, dump_meta, parse_values
 from exqueue_sql._schema import Tables, tables
 
 if TYPE_CHECKING:
-    from exqueue_sql._runner import Runner
+    from exqueue_sql._runner import Kept, Runner
 
 INSERT_COLUMNS = (
     "id",
@@ -211,6 +211,11 @@ class Dialect:
         ``relaxed`` marks a transition whose loss in a crash only makes a job run
         again (see ``Runner.run``).
         """
+        return None
+
+    def kept(self, relaxed: bool) -> Kept | None:
+        """Connections kept out of the pool for one-statement calls (see ``Kept``);
+        None: each call checks one out of :meth:`single_engine`'s pool."""
         return None
 
     def begin(self, conn: Connection, relaxed: bool) -> None:

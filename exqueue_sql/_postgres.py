@@ -50,7 +50,7 @@ from exqueue_sql._dialect import (
 )
 from exqueue_sql._prepared import Prepared
 from exqueue_sql._records import Damaged, parse_values
-from exqueue_sql._runner import Runner
+from exqueue_sql._runner import Kept, Runner
 from exqueue_sql._urls import ping_when_idle
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class PostgresDialect(Dialect):
             connect_args={"options": "-c synchronous_commit=off"},
         )
         ping_when_idle(self._relaxed)
+        # As many as the pool keeps idle: the job threads, the acker and the dispatcher.
+        self._kept = Kept(self._relaxed, self._relaxed.pool.size())  # type: ignore[attr-defined]
         if timeouts is not None:
             for pool in (engine, self._relaxed):
                 _install_timeouts(pool, timeouts)
@@ -104,6 +106,9 @@ class PostgresDialect(Dialect):
 
     def single_engine(self, relaxed: bool) -> Engine:
         return self._relaxed if relaxed else self._autocommit
+
+    def kept(self, relaxed: bool) -> Kept | None:
+        return self._kept if relaxed else None
 
     def begin(self, conn: Connection, relaxed: bool) -> None:
         if relaxed:
@@ -307,6 +312,7 @@ class PostgresDialect(Dialect):
 
     def close(self) -> None:
         self._listener.close()
+        self._kept.close()
         self._relaxed.dispose()
 
 

@@ -47,7 +47,7 @@ from exqueue.storage import (
     NewJob,
     Recovered,
 )
-from exqueue.storage_next import FINISH_AND_CLAIM
+from exqueue.storage_next import FINISH_AND_CLAIM, FINISH_IN_PARALLEL
 from exqueue.storage_scan import JOB_SCAN
 from exqueue_sql import _expiry, _unique
 from exqueue_sql._aio import SQLAsyncEnqueue
@@ -145,6 +145,9 @@ class SQLStorage(
                 JOB_SCAN,
                 FINISH_AND_CLAIM,
             }
+            if self._dialect.finishes_in_one_statement:
+                # Each call is one autocommit statement on a connection of its own.
+                self.capabilities |= {FINISH_IN_PARALLEL}
             if self._open_native_enqueue(self._dialect, _DUPLICATE):
                 self.capabilities |= {ASYNC_ENQUEUE}
             self._runner = Runner(engine, self._dialect)

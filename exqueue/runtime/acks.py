@@ -250,7 +250,8 @@ class Acker:
         self.wanting: Callable[[], bool] = lambda: True
         self.pending: list[tuple[str, str]] = []
         self.in_flight = 0
-        self.inline = ""  # the id whose success a job thread is writing itself (``submit``)
+        #: Ids whose successes job threads are writing themselves (``submit``).
+        self.inline: set[str] = set()
         self.writing: set[str] = set()  # ids of the batch being written
         self.closing = False
         self.waiting = False
@@ -261,7 +262,7 @@ class Acker:
         self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
         self.thread.start()
 
-    def submit(self, job_id: str, token: str, own: bool = False) -> bool:
+    def submit(self, job_id: str, token: str, own: bool = False, parallel: bool = False) -> bool:
         """Queue a success; False (nothing queued) when the caller is to write it itself.
 
         A success that finds the acker idle, nothing queued and no other thread
@@ -269,11 +270,14 @@ class Acker:
         one either way, without waking the acker and switching threads. Successes
         that arrive meanwhile queue for the acker as before, so batches still form
         under load. Only a caller that may block on a write passes ``own``.
+        With ``parallel`` (a lane whose store finishes in parallel) other threads
+        writing their own do not stop this one writing its own too.
         """
         with self.lock:
-            if own and not (self.pending or self.in_flight or self.inline or self.closing):
-                self.inline = job_id
-                return False
+            if own and not (self.pending or self.in_flight or self.closing):
+                if parallel or not self.inline:
+                    self.inline.add(job_id)
+                    return False
             while len(self.pending) >= self.bound and not self.closing:
                 self.room.wait()
             self.pending.append((job_id, token))
@@ -299,7 +303,7 @@ class Acker:
                 self.recorder.successes(self.storage, batch, done)
         finally:
             with self.lock:
-                self.inline = ""
+                self.inline.discard(job_id)
                 if self.pending and self.waiting:  # queued while this one was written
                     self.cond.notify()
 
@@ -321,7 +325,7 @@ class Acker:
         self.thread.join(timeout)
         with self.cond:
             # A job thread may still be writing its own (the acker does not wait for it).
-            unwritten = {self.inline} if self.inline else set()
+            unwritten = set(self.inline)
             if self.thread.is_alive():
                 unwritten.update(job_id for job_id, _ in self.pending)
                 unwritten |= self.writing

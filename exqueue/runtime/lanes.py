@@ -21,6 +21,7 @@ from exqueue.errors import ConfigurationError
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.storage import (
     FINISH_AND_CLAIM,
+    FINISH_IN_PARALLEL,
     FinishAndClaim,
     JobRecord,
     LimitedClaim,
@@ -92,6 +93,15 @@ class Lane:
         self.watcher = NO_WATCHER
         #: Job threads waiting on ``ready`` (under ``lock``).
         self.waiting = 0
+        #: Jobs being claimed for the lane right now (under ``lock``): counted as
+        #: outstanding, so claims that run at once never take more than it wants.
+        self.reserved = 0
+        #: Job threads of a parallel lane in ``Claimer.finish`` (under ``lock``): their
+        #: slots count as free, their claims as ``reserved``.
+        self.finishing = 0
+        #: Its job threads each write their own success with a claim for their slot,
+        #: at the same time (``Claimer.finish``): set by the Claimer.
+        self.parallel = False
 
     def claim_failed(self, exc: Exception) -> None:
         """Note a failed claim (``claim_lock`` held): back off, doubling, up to a limit."""
@@ -114,7 +124,7 @@ class Lane:
         ``finishing``: running jobs whose slots count as free (their thread is
         recording their success and claims with it).
         """
-        outstanding = self.executing - finishing + len(self.buffer)
+        outstanding = self.executing - finishing - self.finishing + len(self.buffer) + self.reserved
         prefetch = self.prefetch()
         want = self.worker.concurrency + prefetch - outstanding
         # Refill in batches, but never leave a thread idle.
@@ -176,6 +186,10 @@ class Claimer:
                 lane.finishes = lane.worker.limits is None and not lane.worker.is_async
             finishing = [lane for lane in lanes.values() if lane.finishes]
             self.sole = finishing[0] if len(finishing) == 1 else None
+            if FINISH_IN_PARALLEL in storage.capabilities:
+                for lane in finishing:
+                    # A serial type claims its head in a transaction, one at a time.
+                    lane.parallel = lane.worker.concurrency > 1 and not lane.worker.serial
 
     def dispatch(self) -> tuple[int, bool]:
         """Claim for every lane that wants jobs: (how many were claimed, whether any lane failed).
@@ -221,25 +235,30 @@ class Claimer:
         """
         with lane.lock:
             want = lane.wanted()
-        if want <= 0:
-            return 0
-        config = self.config
-        now = config.clock()
-        token = os.urandom(16).hex()  # as random as uuid4().hex, at a fraction of the cost
-        limits = lane.worker.limits
-        if limits is None:
-            records = config.storage.claim(
-                lane.worker.name,
-                want,
-                now=now,
-                owner=config.node,
-                token=token,
-                lease_until=now + config.lease,
-                serial=lane.worker.serial,
-            )
-        else:
-            records = self.claim_limited(lane, want, now, token, limits.storage_limits)
-        return self._hand_out(lane, records, want, token, taker)
+            if want <= 0:
+                return 0
+            lane.reserved += want
+        try:
+            config = self.config
+            now = config.clock()
+            token = os.urandom(16).hex()  # as random as uuid4().hex, at a fraction of the cost
+            limits = lane.worker.limits
+            if limits is None:
+                records = config.storage.claim(
+                    lane.worker.name,
+                    want,
+                    now=now,
+                    owner=config.node,
+                    token=token,
+                    lease_until=now + config.lease,
+                    serial=lane.worker.serial,
+                )
+            else:
+                records = self.claim_limited(lane, want, now, token, limits.storage_limits)
+            return self._hand_out(lane, records, want, token, taker)
+        finally:
+            with lane.lock:
+                lane.reserved -= want
 
     def _hand_out(
         self, lane: Lane, records: list[JobRecord], want: int, token: str, taker: bool
@@ -307,13 +326,21 @@ class Claimer:
             or lane.retry_at > time.monotonic()
         ):
             return None
-        if not lane.claim_lock.acquire(blocking=False):
+        # A parallel lane's job threads claim side by side, each for its own slot.
+        alone = not (finishing and lane.parallel)
+        if alone and not lane.claim_lock.acquire(blocking=False):
             return None
+        want = 0
+        counted = 0
         try:
             with lane.lock:
-                want = 0 if lane.closing else lane.wanted(finishing)
-            if want <= 0:
-                return None
+                if not alone:
+                    lane.finishing += 1
+                    counted = 1
+                want = 0 if lane.closing else lane.wanted(finishing - counted)
+                if want <= 0:
+                    return None
+                lane.reserved += want
             config = self.config
             now = config.clock()
             token = os.urandom(16).hex()
@@ -338,7 +365,12 @@ class Claimer:
             self._hand_out(lane, finished.claimed, want, token, finishing > 0)
             return finished.completed
         finally:
-            lane.claim_lock.release()
+            if want > 0 or counted:
+                with lane.lock:
+                    lane.reserved -= max(want, 0)
+                    lane.finishing -= counted
+            if alone:
+                lane.claim_lock.release()
 
     def finish_any(self, done: list[tuple[str, str]]) -> tuple[list[str], bool] | None:
         """``finish`` for the acker: its batch ``done`` with a claim for the lane that

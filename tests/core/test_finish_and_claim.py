@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 import exqueue
-from exqueue.storage import RUNNING, FinishAndClaim, Finished, JobRecord, Storage
+from exqueue.storage import (
+    FINISH_IN_PARALLEL,
+    RUNNING,
+    FinishAndClaim,
+    Finished,
+    JobRecord,
+    Storage,
+)
 from exqueue_memory import MemoryStorage
 from tests.support.backends import BackendHandle, backend_factory
 
@@ -184,6 +191,48 @@ def test_the_ackers_claims_with_its_batches_never_exceed_free_slots() -> None:
     assert queue.drain(timeout=60) == 600
     assert len(most) == 600 and max(most) <= 4
     assert max(r.limit for r in storage.requests) <= 4
+    assert not queue.jobs(), "every success was written"
+
+
+def test_parallel_finishes_claim_side_by_side_and_never_exceed_free_slots() -> None:
+    class Parallel(CountingMemory):
+        """A durable store whose finish-and-claim calls run side by side (PostgreSQL's)."""
+
+        capabilities = CountingMemory.capabilities | {"persistent", FINISH_IN_PARALLEL}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.overlap = [0, 0]  # calls in flight, the most seen
+
+        def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+            with self.lock:
+                self.overlap[0] += 1
+                self.overlap[1] = max(self.overlap)
+            try:
+                time.sleep(0.0005)  # a round trip, during which others may call
+                return super().finish_and_claim(request)
+            finally:
+                with self.lock:
+                    self.overlap[0] -= 1
+
+    storage = Parallel()
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    held: list[int] = []
+
+    @queue.worker(name="four", concurrency=4)
+    def four(n: int) -> None:
+        # Each thread writes its success before it takes its next job: the store
+        # never holds more running jobs than the lane has threads.
+        held.append(storage.counts(time.time())["four"].running)
+        time.sleep(0.0002)  # long enough that the lane is not run as short jobs
+
+    queue.enqueue_many([four.call(n) for n in range(400)])
+    assert queue.drain(timeout=60) == 400
+    assert len(held) == 400 and max(held) <= 4
+    assert max(r.limit for r in storage.requests) <= 4
+    # Nearly every success went with a claim, from its own thread, several at once.
+    assert storage.calls["finish"] >= 300
+    assert storage.overlap[1] >= 2
     assert not queue.jobs(), "every success was written"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import DEAD, RUNNING, Unique
@@ -172,10 +172,13 @@ def test_postgres_a_connection_the_server_closed_is_replaced_and_the_call_runs(
     with opened_sql("postgres", tmp_path) as sql:
         sql.enqueue([job("a"), job("b"), job("c")])
         assert claim(sql, 1) == ["a"]
-        relaxed = sql._dialect.single_engine(True)
-        assert relaxed is not None
-        with relaxed.connect() as conn:  # the pool's one connection, the next call's too
-            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        kept = sql._dialect.kept(True)
+        assert kept is not None
+
+        def backend(conn: Connection) -> int:
+            return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+        pid = kept.run(backend)  # the one kept connection, the next call's too
         with sql.engine.connect() as admin:
             assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
         if call == "finish":
@@ -185,8 +188,7 @@ def test_postgres_a_connection_the_server_closed_is_replaced_and_the_call_runs(
             assert claim(sql, 1, token="t2") == ["b"]
         else:
             assert sql.complete_many([("a", "t1")], now=NOW) == ["a"]
-        with relaxed.connect() as conn:
-            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
+        assert kept.run(backend) != pid
 
 
 def test_a_claimed_record_is_the_row_as_stored_after_the_claim(sql: SQLStorage) -> None:
