@@ -233,32 +233,43 @@ class Claimer:
         ``taker``: the caller is one of the lane's threads and takes a job itself,
         so one thread fewer is woken for the claimed jobs.
         """
+        # Only a parallel lane's claims can run at once (``finish``); elsewhere
+        # ``claim_lock`` keeps them one at a time, and a hot lane's lock is best
+        # taken once (256 threads: the extra holds cost throughput).
+        reserve = lane.parallel
         with lane.lock:
             want = lane.wanted()
             if want <= 0:
                 return 0
-            lane.reserved += want
+            if reserve:
+                lane.reserved += want
+        if not reserve:
+            return self._claim(lane, want, taker)
         try:
-            config = self.config
-            now = config.clock()
-            token = os.urandom(16).hex()  # as random as uuid4().hex, at a fraction of the cost
-            limits = lane.worker.limits
-            if limits is None:
-                records = config.storage.claim(
-                    lane.worker.name,
-                    want,
-                    now=now,
-                    owner=config.node,
-                    token=token,
-                    lease_until=now + config.lease,
-                    serial=lane.worker.serial,
-                )
-            else:
-                records = self.claim_limited(lane, want, now, token, limits.storage_limits)
-            return self._hand_out(lane, records, want, token, taker)
+            return self._claim(lane, want, taker)
         finally:
             with lane.lock:
                 lane.reserved -= want
+
+    def _claim(self, lane: Lane, want: int, taker: bool) -> int:
+        """Claim ``want`` jobs for ``lane`` and hand them out; how many."""
+        config = self.config
+        now = config.clock()
+        token = os.urandom(16).hex()  # as random as uuid4().hex, at a fraction of the cost
+        limits = lane.worker.limits
+        if limits is None:
+            records = config.storage.claim(
+                lane.worker.name,
+                want,
+                now=now,
+                owner=config.node,
+                token=token,
+                lease_until=now + config.lease,
+                serial=lane.worker.serial,
+            )
+        else:
+            records = self.claim_limited(lane, want, now, token, limits.storage_limits)
+        return self._hand_out(lane, records, want, token, taker)
 
     def _hand_out(
         self, lane: Lane, records: list[JobRecord], want: int, token: str, taker: bool
@@ -330,6 +341,7 @@ class Claimer:
         alone = not (finishing and lane.parallel)
         if alone and not lane.claim_lock.acquire(blocking=False):
             return None
+        reserve = lane.parallel  # see ``claim``
         want = 0
         counted = 0
         try:
@@ -340,7 +352,8 @@ class Claimer:
                 want = 0 if lane.closing else lane.wanted(finishing - counted)
                 if want <= 0:
                     return None
-                lane.reserved += want
+                if reserve:
+                    lane.reserved += want
             config = self.config
             now = config.clock()
             token = os.urandom(16).hex()
@@ -365,9 +378,10 @@ class Claimer:
             self._hand_out(lane, finished.claimed, want, token, finishing > 0)
             return finished.completed
         finally:
-            if want > 0 or counted:
+            if (reserve and want > 0) or counted:
                 with lane.lock:
-                    lane.reserved -= max(want, 0)
+                    if reserve:
+                        lane.reserved -= max(want, 0)
                     lane.finishing -= counted
             if alone:
                 lane.claim_lock.release()
