@@ -324,9 +324,10 @@ class Claimer:
         itself), 0 for the acker, whose successes' slots are free already.
         Only when the lane's buffer is empty and it wants jobs (``prefetch=0`` is
         kept: the slots claimed for are free ones), and no one else is claiming for
-        it. A failed call counts as a failed claim (the lane backs off) and returns
-        None: the caller's usual write then retries the successes, so a success is
-        never dropped with the claim.
+        it, except on a parallel lane, whose job threads claim side by side with
+        their claims reserved (``Lane.reserved``). A failed call counts as a failed
+        claim (the lane backs off) and returns None: the caller's usual write then
+        retries the successes, so a success is never dropped with the claim.
         """
         storage = self.both
         if (
