@@ -29,6 +29,12 @@ At more slots exqueue batches its writes, so it can exceed this row.
 ``concurrency`` jobs per call instead, running them in turn: the cheapest
 shape for a body that never waits, such as the no-op.
 
+``EXQ_BARE_BATCH=pool`` (Redis only) is the batched shape for a body that
+waits: ``concurrency`` job threads and one pump thread. The pump's one call
+records every success finished since its last call and claims as many jobs as
+there are free threads; it makes that call whenever a thread is free. Nothing
+else runs beside the jobs: the least a batching, threaded worker can do.
+
 Slots poll every millisecond once nothing is waiting, and the process runs
 until the harness stops it (SIGTERM), as a worker would.
 """
@@ -45,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import bodies, common
-from benchmarks.matrix import ENV_CONCURRENCY, pool_size
+from benchmarks.matrix import ENV_BARE_BATCH, ENV_CONCURRENCY, pool_size
 
 LEASE_SECONDS = 60.0
 #: Redis keys (in the benchmark's own database, flushed around every run).
@@ -251,6 +257,50 @@ def redis_batches(concurrency: int, stop: threading.Event) -> None:
             time.sleep(IDLE_POLL)
 
 
+def redis_pump(concurrency: int, stop: threading.Event) -> None:
+    """``EXQ_BARE_BATCH=pool``: one pump claims for ``concurrency`` job threads, with
+    the successes they finished since its last call, whenever a thread is free."""
+    import queue
+
+    client = common.redis_client()
+    script = client.register_script(FINISH_AND_CLAIM_MANY)
+    jobs: queue.SimpleQueue[tuple[str, str, bytes]] = queue.SimpleQueue()
+    changed = threading.Condition()
+    finished: list[str] = []
+    running = 0
+
+    def job_thread() -> None:
+        nonlocal running
+        while True:
+            job_id, token, raw = jobs.get()
+            run_payload(raw)
+            with changed:
+                finished.extend((job_id, token))
+                running -= 1
+                changed.notify()
+
+    for _ in range(concurrency):
+        threading.Thread(target=job_thread, daemon=True).start()
+    while not stop.is_set():
+        with changed:
+            while running >= concurrency:
+                changed.wait()
+            done, finished[:] = finished[:], []
+            want = concurrency - running
+        token = new_token()
+        lease = repr(time.time() + LEASE_SECONDS)
+        flat = script(keys=[READY, RUNNING], args=[PREFIX, want, token, lease, *done])
+        if not flat:
+            with changed:
+                # Nothing waits: poll again after a while, or once a success is due.
+                changed.wait(IDLE_POLL)
+            continue
+        with changed:
+            running += len(flat) // 2
+        for i in range(0, len(flat), 2):
+            jobs.put((flat[i].decode(), token, flat[i + 1]))
+
+
 def postgres_slot(stop: threading.Event) -> None:
     import psycopg
 
@@ -291,7 +341,12 @@ def main(argv: list[str]) -> int:
         asyncio.run(bare_asyncio.run(concurrency, stop, pool_size()))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if argv[0] == "redis" and os.environ.get("EXQ_BARE_BATCH"):
+    batch = os.environ.get(ENV_BARE_BATCH)
+    if argv[0] == "redis" and batch == "pool":
+        threading.Thread(target=redis_pump, args=(concurrency, stop), daemon=True).start()
+        stop.wait()
+        return 0
+    if argv[0] == "redis" and batch:
         threading.Thread(target=redis_batches, args=(concurrency, stop), daemon=True).start()
         stop.wait()
         return 0

@@ -27,6 +27,12 @@ ENV_CONCURRENCY = "EXQ_BENCH_CONCURRENCY"
 ENV_BODY = "EXQ_BENCH_BODY"
 #: How many jobs a floor process (plain threads / asyncio tasks, no queue) runs.
 ENV_JOBS = "EXQ_BENCH_JOBS"
+#: The bare Redis bound's shape (benchmarks/bare.py): unset, "1" or "pool".
+ENV_BARE_BATCH = "EXQ_BARE_BATCH"
+_BARE_REDIS_MODEL = {
+    "": "threads, 1 call per job",
+    "pool": "threads, 1 pump, batched",
+}.get(os.environ.get(ENV_BARE_BATCH, ""), "1 thread, batched")
 
 BODIES = ("noop", "incr", "sleep")
 CONCURRENCIES = (1, 4, 64, 256)
@@ -179,7 +185,7 @@ LIBRARIES: tuple[Library, ...] = (
     Library(
         "bare",
         "redis",
-        "threads, 1 call per job",
+        _BARE_REDIS_MODEL,
         ("python", "-m", "benchmarks.bare", "redis"),
         reference=True,
     ),

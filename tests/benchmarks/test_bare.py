@@ -5,6 +5,8 @@ job's own token, so a worker whose lease moved on cannot delete the job."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 
 import psycopg
@@ -51,6 +53,60 @@ def test_the_pump_claims_up_to_what_it_asks_and_records_each_success_under_its_t
     assert flat == [b"1", bare.payload(1).encode()] and not client.exists(f"{prefix}0")
     assert many(keys=keys, args=[prefix, 0, "t3", "100", "1", "wrong"]) == []
     assert client.hget(f"{prefix}1", "token") == b"t2" and client.zcard(keys[1]) == 1
+
+
+def test_the_threaded_pump_leases_only_for_free_threads_and_records_every_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = services.require("redis")
+    client = redis.Redis.from_url(url)
+    prefix = f"exqbaretest:{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setattr(bare, "PREFIX", prefix)
+    monkeypatch.setattr(bare, "READY", prefix + "ready")
+    monkeypatch.setattr(bare, "RUNNING", prefix + "running")
+    monkeypatch.setattr(bare.common, "redis_client", lambda: redis.Redis.from_url(url))
+    jobs = 12
+    for n in range(jobs):
+        client.hset(f"{prefix}{n}", "payload", bare.payload(n))
+    client.zadd(prefix + "ready", {str(n): n for n in range(jobs)})
+    lock = threading.Lock()
+    ran: list[int] = []
+    leased: list[int] = []
+    now = most = 0
+
+    def body(raw: bytes) -> None:
+        nonlocal now, most
+        with lock:
+            now += 1
+            most = max(most, now)
+            leased.append(client.zcard(prefix + "running"))
+        time.sleep(0.005)
+        with lock:
+            now -= 1
+            ran.append(json.loads(raw)[0][0])
+
+    monkeypatch.setattr(bare, "run_payload", body)
+    stop = threading.Event()
+    pump = threading.Thread(target=bare.redis_pump, args=(3, stop), daemon=True)
+    pump.start()
+    try:
+        deadline = time.monotonic() + 10
+        names = [f"{prefix}{n}" for n in range(jobs)]
+        while (client.exists(*names) or client.zcard(prefix + "running")) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        assert sorted(ran) == list(range(jobs))
+        # Jobs ran side by side, never more than the threads, and every job running
+        # was leased while no more were leased than threads (prefetch=0).
+        assert 1 < most <= 3
+        assert min(leased) >= 1 and max(leased) <= 3
+        assert client.zcard(prefix + "running") == 0 and client.zcard(prefix + "ready") == 0
+    finally:
+        stop.set()
+        pump.join(5)
+        client.delete(prefix + "ready", prefix + "running", *(f"{prefix}{n}" for n in range(jobs)))
+        client.close()
 
 
 def test_the_postgres_statement_leases_and_fences_the_same_way() -> None:
