@@ -202,6 +202,7 @@ class Claimer:
         now = time.monotonic()
         if self.ledger.skewed.is_set():
             return 0, True  # the clocks disagree: a claim would take the wrong jobs
+        writes_soon = self.writes_soon
         for lane in self.lanes.values():
             if self.stopping.is_set():
                 break
@@ -216,6 +217,12 @@ class Claimer:
             ):
                 # Its running thread claims with its batch's successes (read without the
                 # lock: a stale answer leaves the claim to the thread, or to the next round).
+                continue
+            if lane is self.sole and writes_soon is not None and writes_soon():
+                # The acker's next write claims for it with its successes (finish_any):
+                # a claim of the dispatcher's beside it would make it a plain write, two
+                # round trips instead of one (64 threads, 10 ms jobs: 0.52 calls per
+                # job). Its last write wakes the dispatcher again.
                 continue
             with lane.claim_lock:
                 try:
@@ -332,7 +339,7 @@ class Claimer:
         storage = self.both
         if (
             storage is None
-            or lane.buffer
+            or (finishing and lane.buffer)  # the thread takes its next job from there
             or self.stopping.is_set()
             or self.ledger.skewed.is_set()
             or lane.retry_at > time.monotonic()
@@ -399,7 +406,7 @@ class Claimer:
         best: Lane | None = None
         most = 0
         for lane in self.lanes.values():
-            if lane.finishes and not lane.buffer:
+            if lane.finishes:
                 want = lane.wanted()
                 if want > most:
                     best, most = lane, want
