@@ -214,6 +214,18 @@ class Recorder:
         return ok
 
 
+#: While this process keeps a core busy (``SATURATED`` CPU seconds a second over
+#: about ``CPU_WINDOW``), the acker waits up to ``GATHER_WAIT`` for a batch of
+#: ``bound // GATHER_SHARE`` successes before writing. Its writes then stay large:
+#: small ones cost more CPU per job (256 threads, 10 ms jobs: batches of 7 cost
+#: 96 µs of CPU per job, of 40 64 µs), which slowed the jobs, which kept the batches
+#: small. Without that saturation a wait would only delay the freed slots' claims.
+GATHER_SHARE = 8
+GATHER_WAIT = 0.002
+SATURATED = 0.85
+CPU_WINDOW = 0.05
+
+
 class Acker:
     """Records successes in batches: those that arrive while one batch is being
     written go together in the next, so a slow commit costs once per batch, not
@@ -259,6 +271,10 @@ class Acker:
         self.lock = lock = threading.Lock()
         self.cond = threading.Condition(lock)  # the acker waits for successes
         self.room = threading.Condition(lock)  # job threads wait for room
+        #: Whether this process keeps a core busy now (see GATHER_SHARE); replaceable.
+        self.saturated: Callable[[], bool] = self._cpu_saturated
+        self._mark = (time.monotonic(), time.process_time())
+        self._busy_share = 0.0
         self.thread = threading.Thread(target=self._loop, name="exqueue-acker", daemon=True)
         self.thread.start()
 
@@ -331,6 +347,31 @@ class Acker:
                 unwritten |= self.writing
             return unwritten
 
+    def _cpu_saturated(self) -> bool:
+        """Whether this process used about a core or more over the last ``CPU_WINDOW``."""
+        now = time.monotonic()
+        since = now - self._mark[0]
+        if since >= CPU_WINDOW:
+            cpu = time.process_time()
+            self._busy_share = (cpu - self._mark[1]) / since
+            self._mark = (now, cpu)
+        return self._busy_share >= SATURATED
+
+    def _gather(self) -> None:
+        """Wait (``cond`` held) up to ``GATHER_WAIT`` for a larger batch while the
+        process is CPU-bound: its CPU, not the freed slots, limits the jobs then."""
+        target = self.bound // GATHER_SHARE
+        if len(self.pending) >= target or self.closing or not self.saturated():
+            return
+        give_up = time.monotonic() + GATHER_WAIT
+        while len(self.pending) < target and not self.closing:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return
+            self.waiting = True
+            self.cond.wait(left)
+            self.waiting = False
+
     def _loop(self) -> None:
         no_wakeup_preemption()
         while True:
@@ -343,6 +384,7 @@ class Acker:
                     self.waiting = False
                 if not self.pending:
                     return
+                self._gather()
                 batch, self.pending = self.pending, []
                 self.in_flight = len(batch)
                 self.writing = {job_id for job_id, _ in batch}

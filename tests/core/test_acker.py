@@ -15,7 +15,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
+import pytest
+
 import exqueue
+from exqueue.runtime import acks
 from exqueue.runtime.acks import Acker
 from exqueue_memory import MemoryStorage
 
@@ -46,8 +49,64 @@ class GatedRecorder:
         self.permits.release(writes)
 
 
-def make_acker(recorder: GatedRecorder, starved: bool = False) -> Acker:
-    return Acker(cast(Any, recorder), cast(Any, None), bound=8, starved=lambda: starved)
+def make_acker(recorder: GatedRecorder, starved: bool = False, bound: int = 8) -> Acker:
+    return Acker(cast(Any, recorder), cast(Any, None), bound=bound, starved=lambda: starved)
+
+
+def gathering_acker(
+    recorder: GatedRecorder, monkeypatch: pytest.MonkeyPatch, saturated: bool, wait: float
+) -> Acker:
+    """An acker of 16 job threads (a batch of 2 is worth waiting for) on a process
+    whose CPU is (or is not) saturated, waiting up to ``wait`` seconds."""
+    monkeypatch.setattr(acks, "GATHER_WAIT", wait)
+    acker = make_acker(recorder, bound=16)
+    acker.saturated = lambda: saturated
+    return acker
+
+
+def test_a_cpu_bound_process_gathers_successes_into_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = GatedRecorder()
+    acker = gathering_acker(recorder, monkeypatch, saturated=True, wait=30.0)
+    try:
+        assert acker.submit("a", "t") is True
+        assert not recorder.entered.acquire(timeout=0.2), "one success is not a batch yet"
+        assert acker.submit("b", "t") is True
+        assert recorder.entered.acquire(timeout=10.0), "two are: written at once"
+        recorder.let_through()
+        assert acker.close(timeout=10.0) == set()
+    finally:
+        recorder.let_through(10)
+    assert recorder.batches == [("exqueue-acker", [("a", "t"), ("b", "t")])]
+
+
+def test_gathering_waits_a_bounded_time_and_never_when_the_cpu_has_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for saturated, wait in ((True, 0.05), (False, 30.0)):
+        recorder = GatedRecorder()
+        acker = gathering_acker(recorder, monkeypatch, saturated, wait)
+        try:
+            assert acker.submit("a", "t") is True
+            assert recorder.entered.acquire(timeout=10.0), (saturated, wait)
+            recorder.let_through()
+            assert acker.close(timeout=10.0) == set()
+        finally:
+            recorder.let_through(10)
+        assert recorder.batches == [("exqueue-acker", [("a", "t")])]
+
+
+def test_a_stop_writes_a_gathering_batch_without_waiting_out_the_gather(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = GatedRecorder()
+    acker = gathering_acker(recorder, monkeypatch, saturated=True, wait=30.0)
+    recorder.let_through(10)
+    assert acker.submit("a", "t") is True
+    assert not recorder.entered.acquire(timeout=0.1)
+    assert acker.close(timeout=10.0) == set(), "the stop ended the wait and wrote it"
+    assert recorder.batches == [("exqueue-acker", [("a", "t")])]
 
 
 def test_an_idle_acker_leaves_the_write_to_the_job_thread_and_batches_the_rest() -> None:
