@@ -334,3 +334,44 @@ def test_a_failed_call_keeps_the_success_and_the_lane_goes_on(
     assert counted.calls["complete"] == 1
     assert any("claiming jobs of outage failed" in r.message for r in caplog.records)
     assert counted.counts(time.time()) == {}
+
+
+def test_with_many_threads_the_ackers_writes_carry_the_claims() -> None:
+    """The dispatcher leaves a lane whose successes the acker is about to write to that
+    write's claim, and the write claims even while claimed jobs wait in the buffer:
+    one call per batch, not a plain claim beside a plain write."""
+
+    class Remote(CountingMemory):
+        """A durable store a round trip away: each call takes a millisecond."""
+
+        capabilities = CountingMemory.capabilities | {"persistent"}
+
+        def claim(self, *args: Any, **kwargs: Any) -> list[JobRecord]:
+            time.sleep(0.001)
+            return super().claim(*args, **kwargs)
+
+        def complete_many(self, *args: Any, **kwargs: Any) -> list[str]:
+            if not getattr(self.inner, "on", False):
+                time.sleep(0.001)
+            return super().complete_many(*args, **kwargs)
+
+        def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+            time.sleep(0.001)
+            return super().finish_and_claim(request)
+
+    storage = Remote()
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+
+    @queue.worker(name="many", concurrency=16)
+    def many(n: int) -> None:
+        time.sleep(0.005)
+
+    total = 480
+    queue.enqueue_many([many.call(n) for n in range(total)])
+    assert queue.drain(timeout=60) == total
+    calls = storage.calls
+    assert calls["finish"] > 0
+    # The dispatcher claims the first jobs, and after the acker's last writes; the
+    # rest go with the successes.
+    assert calls["claim"] + calls["complete"] <= calls["finish"] // 4, calls
+    assert max(r.limit for r in storage.requests) <= 16
