@@ -216,7 +216,7 @@ class Recorder:
 
 #: While this process keeps a core busy (``SATURATED`` CPU seconds a second over
 #: about ``CPU_WINDOW``), the acker waits up to ``GATHER_WAIT`` for a batch of
-#: ``bound // GATHER_SHARE`` successes before writing. Its writes then stay large:
+#: one success per ``GATHER_SHARE`` job threads (``Acker.gather``) before writing. Its writes then stay large:
 #: small ones cost more CPU per job (256 threads, 10 ms jobs: batches of 7 cost
 #: 96 µs of CPU per job, of 40 64 µs), which slowed the jobs, which kept the batches
 #: small. Without that saturation a wait would only delay the freed slots' claims.
@@ -271,6 +271,10 @@ class Acker:
         self.lock = lock = threading.Lock()
         self.cond = threading.Condition(lock)  # the acker waits for successes
         self.room = threading.Condition(lock)  # job threads wait for room
+        #: The batch worth waiting for while the CPU is saturated (see GATHER_SHARE);
+        #: the runtime counts only thread lanes' slots (an async lane's successes free
+        #: no slot when written, and its loop is measured apart).
+        self.gather = self.bound // GATHER_SHARE
         #: Whether this process keeps a core busy now (see GATHER_SHARE); replaceable.
         self.saturated: Callable[[], bool] = self._cpu_saturated
         self._mark = (time.monotonic(), time.process_time())
@@ -360,7 +364,7 @@ class Acker:
     def _gather(self) -> None:
         """Wait (``cond`` held) up to ``GATHER_WAIT`` for a larger batch while the
         process is CPU-bound: its CPU, not the freed slots, limits the jobs then."""
-        target = self.bound // GATHER_SHARE
+        target = self.gather
         if len(self.pending) >= target or self.closing or not self.saturated():
             return
         give_up = time.monotonic() + GATHER_WAIT

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from exqueue.runtime.acks import Acker, Recorder
+from exqueue.runtime.acks import GATHER_SHARE, Acker, Recorder
 from exqueue.runtime.aio import AsyncRunner, claim_batch, timed_out
 from exqueue.runtime.config import Ledger, NodeConfig
 from exqueue.runtime.lanes import (
@@ -111,6 +111,8 @@ class Runtime(JobRunner):
             # kill then re-runs a few times the jobs that were running, not a backlog.
             bound = sum(lane.worker.concurrency for lane in self._lanes.values())
             self._acker = Acker(self._recorder, self.storage, bound, self._starved)
+            threads = [lane for lane in self._lanes.values() if not lane.worker.is_async]
+            self._acker.gather = sum(lane.worker.concurrency for lane in threads) // GATHER_SHARE
             if self._claimer.both is not None:
                 self._acker.finish = self._claimer.finish
                 self._acker.finish_any = self._claimer.finish_any
