@@ -215,11 +215,12 @@ class Recorder:
 
 
 #: While this process keeps a core busy (``SATURATED`` CPU seconds a second over
-#: about ``CPU_WINDOW``), the acker waits up to ``GATHER_WAIT`` for a batch of
-#: one success per ``GATHER_SHARE`` job threads (``Acker.gather``) before writing. Its writes then stay large:
-#: small ones cost more CPU per job (256 threads, 10 ms jobs: batches of 7 cost
-#: 96 µs of CPU per job, of 40 64 µs), which slowed the jobs, which kept the batches
-#: small. Without that saturation a wait would only delay the freed slots' claims.
+#: about ``CPU_WINDOW``), the acker waits up to ``GATHER_WAIT`` for a batch of one
+#: success per ``GATHER_SHARE`` job threads (``Acker.gather``) before writing, so
+#: its writes stay large. Small ones cost more CPU per job (256 threads, 10 ms
+#: jobs: batches of 7 cost 96 µs of CPU per job, batches of 40 cost 64 µs), which
+#: slowed the jobs, which kept the batches small. Without that saturation a wait
+#: would only delay the freed slots' claims.
 GATHER_SHARE = 8
 GATHER_WAIT = 0.002
 SATURATED = 0.85

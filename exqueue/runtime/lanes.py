@@ -329,9 +329,10 @@ class Claimer:
         ``finishing``: 1 when the caller is a job thread of ``lane`` writing its own
         success (its slot counts as free, and it takes one of the claimed jobs
         itself), 0 for the acker, whose successes' slots are free already.
-        Only when the lane's buffer is empty and it wants jobs (``prefetch=0`` is
-        kept: the slots claimed for are free ones), and no one else is claiming for
-        it, except on a parallel lane, whose job threads claim side by side with
+        Only when the lane wants jobs (``prefetch=0`` is kept: the slots claimed for
+        are free ones), for a job thread only when the lane's buffer is empty (it
+        takes its next job from there), and when no one else is claiming for it,
+        except on a parallel lane, whose job threads claim side by side with
         their claims reserved (``Lane.reserved``). A failed call counts as a failed
         claim (the lane backs off) and returns None: the caller's usual write then
         retries the successes, so a success is never dropped with the claim.
