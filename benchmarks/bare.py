@@ -285,7 +285,8 @@ def redis_pump(concurrency: int, stop: threading.Event) -> None:
         with changed:
             while running >= concurrency:
                 changed.wait()
-            done, finished[:] = finished[:], []
+            done = finished.copy()
+            finished.clear()
             want = concurrency - running
         token = new_token()
         lease = repr(time.time() + LEASE_SECONDS)
