@@ -66,6 +66,7 @@ def test_the_threaded_pump_leases_only_for_free_threads_and_records_every_succes
     monkeypatch.setattr(bare, "RUNNING", prefix + "running")
     monkeypatch.setattr(bare.common, "redis_client", lambda: redis.Redis.from_url(url))
     jobs = 12
+    names = [f"{prefix}{n}" for n in range(jobs)]
     for n in range(jobs):
         client.hset(f"{prefix}{n}", "payload", bare.payload(n))
     client.zadd(prefix + "ready", {str(n): n for n in range(jobs)})
@@ -91,7 +92,6 @@ def test_the_threaded_pump_leases_only_for_free_threads_and_records_every_succes
     pump.start()
     try:
         deadline = time.monotonic() + 10
-        names = [f"{prefix}{n}" for n in range(jobs)]
         while (client.exists(*names) or client.zcard(prefix + "running")) and (
             time.monotonic() < deadline
         ):
@@ -105,7 +105,7 @@ def test_the_threaded_pump_leases_only_for_free_threads_and_records_every_succes
     finally:
         stop.set()
         pump.join(5)
-        client.delete(prefix + "ready", prefix + "running", *(f"{prefix}{n}" for n in range(jobs)))
+        client.delete(prefix + "ready", prefix + "running", *names)
         client.close()
 
 
