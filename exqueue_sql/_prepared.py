@@ -48,7 +48,9 @@ class Prepared:
             raise ValueError(f"not a fixed statement: {self.sql}")
         #: Values fixed when the statement was built (constants such as a state).
         self._defaults: dict[str, Any] = dict(compiled.params)
-        if engine.dialect.name == "postgresql":
+        if engine.dialect.paramstyle == "pyformat":
+            # Named marks (psycopg, PyMySQL) are found in the text by name; the order
+            # of SQLite's positional ones (``_order``) would shift with each one removed.
             self._inline(compiled)
         #: Parameter names in order for a positional driver (SQLite's qmark), else None.
         self._order = compiled.positiontup

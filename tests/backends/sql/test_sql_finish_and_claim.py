@@ -224,3 +224,28 @@ def test_postgres_a_failed_statement_does_not_spoil_the_next_on_its_connection(
         assert (got.completed, [r.id for r in got.claimed]) == (["a"], ["b"])
         with relaxed.connect() as conn:
             assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == pid
+
+
+def test_a_statements_constants_are_in_its_text_where_the_driver_names_its_marks(
+    sql: SQLStorage,
+) -> None:
+    # psycopg and PyMySQL take named marks: a constant of the statement (a state)
+    # is written into the text rather than sent on every call. SQLite's marks are
+    # positional, so there it stays a parameter. Either way the statement selects
+    # what it says.
+    from sqlalchemy import bindparam, func
+
+    from exqueue_sql._prepared import Prepared
+
+    jobs = sql._jobs
+    statement = select(func.count()).select_from(jobs).where(
+        jobs.c.state == RUNNING, jobs.c.worker == bindparam("worker")
+    )
+    prepared = Prepared(sql.engine, statement)
+    named = sql.engine.dialect.paramstyle == "pyformat"
+    assert ("'running'" in prepared.sql) is named
+    sql.enqueue([job("a"), job("b")])
+    claim(sql, 1)
+    with sql.engine.connect() as conn:
+        assert [tuple(row) for row in prepared.rows(conn, worker="w")] == [(1,)]
+        assert [tuple(row) for row in prepared.rows(conn, worker="other")] == [(0,)]
