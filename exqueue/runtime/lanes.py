@@ -47,6 +47,13 @@ SHORT_JOB = 50e-6
 #: How often an idle thread of such a lane looks at the buffer while the lane
 #: runs jobs: what a job waits, at most, behind an unexpectedly long one.
 SHORT_RECHECK = 0.005
+#: An async lane's claim takes at most a quarter of its slots (``ASYNC_CLAIM_SHARE``),
+#: and never fewer than ``ASYNC_CLAIM_MIN`` jobs: its first jobs start while the next
+#: claim is on its way. Claims of a thousand made every job of one wait for its last
+#: row, so a lane of a thousand coroutines ran in waves (all sleeping, then all being
+#: written and claimed) and the store and the loop took turns.
+ASYNC_CLAIM_SHARE = 4
+ASYNC_CLAIM_MIN = 100
 #: ``Lane.watcher``: no watcher; one on a timed wait; one waiting for the lane to
 #: get work (it was idle), which the first thread to leave a job behind wakes.
 NO_WATCHER, WATCHING, WATCH_IDLE = 0, 1, 2
@@ -75,6 +82,10 @@ class Lane:
         self.claiming = False  # a job thread is claiming (under ``ready``)
         self.more_waiting = False  # the last claim came back full
         self.max_prefetch = 0 if worker.serial else max_prefetch
+        #: The most jobs one claim takes for the lane (see ASYNC_CLAIM_SHARE).
+        self.claim_most = worker.concurrency + self.max_prefetch
+        if worker.is_async:
+            self.claim_most = max(worker.concurrency // ASYNC_CLAIM_SHARE, ASYNC_CLAIM_MIN)
         # None until a job has finished here: a process that dies on its first job
         # (a poison job) must not take innocent buffered jobs' attempts with it.
         self.mean_duration: float | None = None
@@ -245,7 +256,7 @@ class Claimer:
         # taken once (256 threads: the extra holds cost throughput).
         reserve = lane.parallel
         with lane.lock:
-            want = lane.wanted()
+            want = min(lane.wanted(), lane.claim_most)
             if want <= 0:
                 return 0
             if reserve:

@@ -103,6 +103,33 @@ def test_claims_never_exceed_the_free_slots(backend: BackendHandle) -> None:
     queue.close()
 
 
+def test_a_large_async_lane_claims_a_quarter_of_its_slots_at_a_time(
+    backend: BackendHandle,
+) -> None:
+    # A claim of every free slot made each job wait for the claim's last row, and the
+    # lane ran in waves: it claims at most a quarter of its slots (at least 100) per call.
+    queue = make_queue(backend)
+    storage = queue.storage
+    asked: list[int] = []
+    real_claim = storage.claim
+
+    def claim(worker: str, limit: int, **kwargs: Any) -> list[JobRecord]:
+        asked.append(limit)
+        return real_claim(worker, limit, **kwargs)
+
+    storage.claim = claim  # type: ignore[method-assign]
+
+    @queue.worker(concurrency=800)
+    async def job(n: int) -> None:
+        await asyncio.sleep(0.01)
+
+    queue.enqueue_many([job.call(n) for n in range(800)])
+    assert queue.drain(timeout=60) == 800
+    assert max(asked) == 200
+    assert len([limit for limit in asked if limit > 0]) >= 4
+    queue.close()
+
+
 def test_stop_ends_the_feeder_thread(backend: BackendHandle) -> None:
     queue = make_queue(backend)
 
