@@ -238,8 +238,10 @@ def test_a_statements_constants_are_in_its_text_where_the_driver_names_its_marks
     from exqueue_sql._prepared import Prepared
 
     jobs = sql._jobs
-    statement = select(func.count()).select_from(jobs).where(
-        jobs.c.state == RUNNING, jobs.c.worker == bindparam("worker")
+    statement = (
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.state == RUNNING, jobs.c.worker == bindparam("worker"))
     )
     prepared = Prepared(sql.engine, statement)
     named = sql.engine.dialect.paramstyle == "pyformat"
