@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from exqueue.storage import DEAD, RUNNING, Unique
@@ -22,7 +22,7 @@ from exqueue.storage_next import (
     SupportsFinishAndClaim,
 )
 from exqueue_sql import SQLStorage
-from exqueue_sql._prepared import driver_rows
+from exqueue_sql._prepared import Prepared, driver_rows
 from tests.support.backends import opened_sql
 from tests.support.jobs import NOW
 from tests.support.jobs import new_job as job
@@ -233,10 +233,6 @@ def test_a_statements_constants_are_in_its_text_where_the_driver_names_its_marks
     # is written into the text rather than sent on every call. SQLite's marks are
     # positional, so there it stays a parameter. Either way the statement selects
     # what it says.
-    from sqlalchemy import bindparam, func
-
-    from exqueue_sql._prepared import Prepared
-
     jobs = sql._jobs
     statement = (
         select(func.count())
