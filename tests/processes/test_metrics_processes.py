@@ -63,6 +63,7 @@ def test_one_endpoint_sums_every_child(tmp_path: Path) -> None:
             start, total = total, total + 300
             queue.enqueue_many([exqueue.Call("app.record", (n,)) for n in range(start, total)])
             wait_until(lambda n=total: len(lines(tmp_path)) >= n, "every job ran")
+        assert len({line.split()[0] for line in lines(tmp_path)}) == 2, "both children ran jobs"
         wait_until(lambda: succeeded(port) == total, "the endpoint counts every success")
         seen = samples(port)
         # The storage gauges come once, from the supervisor, not once per child.
