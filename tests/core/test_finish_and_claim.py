@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import exqueue
+from exqueue.runtime.acks import PARALLEL_WRITERS
 from exqueue.storage import (
     FINISH_IN_PARALLEL,
     RUNNING,
@@ -86,6 +87,27 @@ class CountingMemory(Counting, MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self._init_counts()
+
+
+class Parallel(CountingMemory):
+    """A durable store whose finish-and-claim calls run side by side (PostgreSQL's)."""
+
+    capabilities = CountingMemory.capabilities | {"persistent", FINISH_IN_PARALLEL}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.overlap = [0, 0]  # calls in flight, the most seen
+
+    def finish_and_claim(self, request: FinishAndClaim) -> Finished:
+        with self.lock:
+            self.overlap[0] += 1
+            self.overlap[1] = max(self.overlap)
+        try:
+            time.sleep(0.0005)  # a round trip, during which others may call
+            return super().finish_and_claim(request)
+        finally:
+            with self.lock:
+                self.overlap[0] -= 1
 
 
 def _counting_redis(tmp_path: Path) -> Storage:
@@ -195,26 +217,6 @@ def test_the_ackers_claims_with_its_batches_never_exceed_free_slots() -> None:
 
 
 def test_parallel_finishes_claim_side_by_side_and_never_exceed_free_slots() -> None:
-    class Parallel(CountingMemory):
-        """A durable store whose finish-and-claim calls run side by side (PostgreSQL's)."""
-
-        capabilities = CountingMemory.capabilities | {"persistent", FINISH_IN_PARALLEL}
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.overlap = [0, 0]  # calls in flight, the most seen
-
-        def finish_and_claim(self, request: FinishAndClaim) -> Finished:
-            with self.lock:
-                self.overlap[0] += 1
-                self.overlap[1] = max(self.overlap)
-            try:
-                time.sleep(0.0005)  # a round trip, during which others may call
-                return super().finish_and_claim(request)
-            finally:
-                with self.lock:
-                    self.overlap[0] -= 1
-
     storage = Parallel()
     queue = exqueue.Queue(storage, poll_interval=0.02)
     held: list[int] = []
@@ -233,6 +235,27 @@ def test_parallel_finishes_claim_side_by_side_and_never_exceed_free_slots() -> N
     # Nearly every success went with a claim, from its own thread, several at once.
     assert storage.calls["finish"] >= 300
     assert storage.overlap[1] >= 2
+    assert not queue.jobs(), "every success was written"
+
+
+def test_parallel_finishes_are_bounded_and_the_rest_go_to_the_acker() -> None:
+    # 64 statements in flight at once made PostgreSQL slower at 64 threads than at 4.
+    storage = Parallel()
+    queue = exqueue.Queue(storage, poll_interval=0.02)
+    ran: list[int] = []
+
+    @queue.worker(name="many", concurrency=16)
+    def many(n: int) -> None:
+        time.sleep(0.001)  # not short jobs: each thread would write its own
+        ran.append(n)
+
+    queue.enqueue_many([many.call(n) for n in range(800)])
+    assert queue.drain(timeout=60) == 800
+    assert sorted(ran) == list(range(800))
+    assert 2 <= storage.overlap[1] <= PARALLEL_WRITERS
+    # The successes that found the writers busy went in the acker's batches.
+    assert max(len(r.done) for r in storage.requests) > 1
+    assert max(r.limit for r in storage.requests) <= 16
     assert not queue.jobs(), "every success was written"
 
 
