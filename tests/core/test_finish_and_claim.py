@@ -252,7 +252,8 @@ def test_parallel_finishes_are_bounded_and_the_rest_go_to_the_acker() -> None:
     queue.enqueue_many([many.call(n) for n in range(800)])
     assert queue.drain(timeout=60) == 800
     assert sorted(ran) == list(range(800))
-    assert 2 <= storage.overlap[1] <= PARALLEL_WRITERS
+    # The job threads' own writes and the acker's batch beside them.
+    assert 2 <= storage.overlap[1] <= PARALLEL_WRITERS + 1
     # The successes that found the writers busy went in the acker's batches.
     assert max(len(r.done) for r in storage.requests) > 1
     assert max(r.limit for r in storage.requests) <= 16
