@@ -230,8 +230,8 @@ CPU_WINDOW = 0.05
 #: lane of up to 4 threads writes as before; the others queue theirs for the acker,
 #: which writes its batch (with a claim too) beside them. Left unbounded, 64
 #: threads kept 64 statements in flight, and PostgreSQL on 2 cores ran fewer jobs
-#: than with 4 threads (no-op: 3,500 against 4,200 jobs/s; ``incr``: 2,170 against
-#: 2,800).
+#: than with 4 threads (no-op: 3,607 against 4,056 jobs/s; ``incr``: 1,869 against
+#: 2,484; with the bound, at 64 threads, 13,302 and 2,976).
 PARALLEL_WRITERS = 4
 
 
