@@ -118,7 +118,9 @@ def watch(
         used = cpu.seconds(pid, pids)
         server_used = server() if server and not started else server_base
         count = phase.totals().count
-        if count == 0:
+        if count == 0 and not started:
+            # Only before the first job: a count that reads 0 later (see
+            # counter._read_slot) must not move the baseline into the run.
             base, server_base = used, server_used
         elif count >= jobs:
             return base, cpu.seconds(pid), server_base, server() if server else 0.0
