@@ -79,7 +79,7 @@ def _read_slot(path: str) -> tuple[int, float, float, int, float] | None:
 
     On the machine these benchmarks were measured on (Linux 6.18, ext4), a slot that
     its process keeps writing through ``mmap`` now and then reads as all zeros,
-    through ``read`` and through a mapping of its own alike (about 1 read in 250
+    through ``read`` and through a mapping of its own alike (about 1 read in 200
     while a process writes it in a loop), though its writer never writes a zero
     count. Taken as it reads, one such read reset the harness's CPU baseline in the
     middle of a run (a worker's CPU per 1,000 jobs came out at 0.001 s): a slot
