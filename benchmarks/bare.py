@@ -216,6 +216,58 @@ class BarePostgres(common.Adapter):
 ADAPTERS: list[type[common.Adapter]] = [BareRedis, BareRedisAsyncio, BarePostgres]
 
 
+class ClaimedJob:
+    """A job the bound claimed: its id and payload (what its worker reads of it)."""
+
+    __slots__ = ("id", "payload")
+
+    def __init__(self, job_id: str, raw: bytes) -> None:
+        self.id, self.payload = job_id, raw
+
+
+class ScriptStore:
+    """The bound's Redis scripts behind the calls that ``benchmarks.redisinstr`` makes
+    of a ``RedisStorage`` (``--tree bare=bare``), so the server's instructions per job
+    of the bound and of exqueue are counted the same way. Each claim and each batch
+    of successes is one ``FINISH_AND_CLAIM_MANY`` call, as the batched bound makes.
+    """
+
+    def __init__(self, url: str, namespace: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = f"{namespace}:"
+        self.keys = [self.prefix + "ready", self.prefix + "running"]
+        self.script = self.client.register_script(FINISH_AND_CLAIM_MANY)
+        self.enqueued = 0
+
+    def enqueue(self, jobs: Sequence[Any]) -> None:
+        """Store each job's payload under its id and queue it, in enqueue order."""
+        with self.client.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                pipe.hset(self.prefix + job.id, "payload", job.payload)
+            pipe.zadd(self.keys[0], {job.id: self.enqueued + i for i, job in enumerate(jobs)})
+            pipe.execute()
+        self.enqueued += len(jobs)
+
+    def claim(self, worker: str, limit: int, *, now: float, owner: str, token: str,
+              lease_until: float) -> list[ClaimedJob]:  # fmt: skip
+        flat = self.script(keys=self.keys, args=[self.prefix, limit, token, repr(lease_until)])
+        return [ClaimedJob(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def complete_many(self, items: Sequence[tuple[str, str]], *, now: float) -> list[str]:
+        """Record the successes (the script reports none back: every one is counted)."""
+        done = [part for pair in items for part in pair]
+        self.script(keys=self.keys, args=[self.prefix, 0, "", "0", *done])
+        return [job_id for job_id, _ in items]
+
+    def complete(self, job_id: str, token: str, *, now: float) -> bool:
+        return bool(self.complete_many([(job_id, token)], now=now))
+
+    def close(self) -> None:
+        self.client.close()
+
+
 # -- the worker process ---------------------------------------------------------------
 
 

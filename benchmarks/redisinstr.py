@@ -1,7 +1,7 @@
 """Redis server instructions per job of the claim and completion scripts, trees side by side.
 
     python -m benchmarks.redisinstr --tree base=/tmp/base --tree now=. [--jobs 1200]
-        [--batches 1,8,400] [--scope script|all]
+        [--batches 1,8,400] [--scope script|all] [--tree bound=bare]
 
 Wall and CPU time of a shared machine are noisy; the instructions a redis-server
 executes are not. For each tree (a directory holding ``exqueue`` and
@@ -14,6 +14,10 @@ concurrency 1: each success and the next claim of one in one call (compare it
 with ``claim-1`` + ``complete-1``).
 The server's counts are dumped after each phase (``callgrind_control --dump``),
 so each figure is that phase's instructions divided by its jobs.
+
+The tree ``bare`` (``--tree bound=bare``) counts the bare bound's scripts
+(``benchmarks.bare.ScriptStore``) behind the same calls, for a figure of exqueue's
+against the least a store with its promise can do.
 
 ``--scope script`` (the default) counts only inside ``evalShaCommand`` (the Lua
 scripts and the commands they call); ``--scope all`` counts everything the server
@@ -43,6 +47,8 @@ spec = json.loads(sys.argv[1])
 def dump(label):
     subprocess.run(['callgrind_control', '--dump=' + label, str(spec['pid'])],
                    check=True, capture_output=True)
+if spec.get('bare'):  # the bound's scripts (benchmarks.bare), behind the same calls
+    from benchmarks.bare import ScriptStore as RedisStorage
 storage = RedisStorage(spec['url'], namespace='instr')
 jobs = spec['jobs']
 # A payload of the usual shape and size, and a meta-less job: the common case.
@@ -94,6 +100,11 @@ def totals(path: Path) -> int:
 
 
 def run_tree(tree: str, jobs: int, batches: list[int], scope: str) -> dict[str, float]:
+    """Per-job instructions of each phase for ``tree``; the literal tree ``bare`` runs
+    the bare bound's scripts (``benchmarks.bare.ScriptStore``) from this checkout."""
+    bare = tree == "bare"
+    if bare:
+        tree = str(Path(__file__).resolve().parents[1])
     server, _ = require_binaries()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="exq-rinstr-") as tmp:
@@ -119,7 +130,7 @@ def run_tree(tree: str, jobs: int, batches: list[int], scope: str) -> dict[str, 
                 except redis.ConnectionError:
                     time.sleep(0.1)
             spec = {"url": f"redis://127.0.0.1:{port}/0", "pid": proc.pid,
-                    "jobs": jobs, "batches": batches}  # fmt: skip
+                    "jobs": jobs, "batches": batches, "bare": bare}  # fmt: skip
             if scope == "all":
                 subprocess.run(
                     ["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True
@@ -152,13 +163,18 @@ def main() -> None:
     results = {}
     for spec in options.tree:
         name, path = spec.split("=", 1)
-        results[name] = run_tree(str(Path(path).resolve()), options.jobs, batches, options.scope)
+        where = path if path == "bare" else str(Path(path).resolve())
+        results[name] = run_tree(where, options.jobs, batches, options.scope)
     labels = [f"{kind}-{b}" for b in batches for kind in ("claim", "complete")]
     names = list(results)
     if any("finish-1" in found for found in results.values()):
         # Against claim-1 + complete-1: the same work in one script (FINISH_AND_CLAIM).
         labels.append("finish-1")
-    rows = [[label, *(f"{results[n].get(label, 0):,.0f}" for n in names)] for label in labels]
+
+    def cell(found: dict[str, float], label: str) -> str:
+        return f"{found[label]:,.0f}" if label in found else "—"  # a phase the tree lacks
+
+    rows = [[label, *(cell(results[n], label) for n in names)] for label in labels]
     print(f"server instructions per job ({options.scope}), {options.jobs} jobs per phase")
     print(tabulate(rows, headers=["phase", *names]))
 

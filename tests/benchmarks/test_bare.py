@@ -130,3 +130,33 @@ def test_the_postgres_statement_leases_and_fences_the_same_way() -> None:
             assert conn.execute(f"SELECT id FROM {bare.TABLE}").fetchall() == [(0,)]
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {bare.TABLE}")
+
+
+def test_the_script_store_claims_in_order_and_deletes_only_under_the_jobs_token() -> None:
+    """``benchmarks.bare.ScriptStore``: the bound's scripts behind the calls that
+    ``benchmarks.redisinstr`` counts (``--tree bound=bare``)."""
+    from types import SimpleNamespace
+
+    namespace = f"exqbaretest:{uuid.uuid4().hex[:8]}"
+    store = bare.ScriptStore(services.require("redis"), namespace)
+    try:
+        store.enqueue([SimpleNamespace(id=f"j{n}", payload=bare.payload(n)) for n in range(3)])
+        first = store.claim("w", 2, now=1.0, owner="node", token="t1", lease_until=50.0)
+        assert [(job.id, json.loads(job.payload)) for job in first] == [
+            ("j0", [[0], {}]),
+            ("j1", [[1], {}]),
+        ]
+        assert store.client.hmget(f"{namespace}:j0", "token", "attempt") == [b"t1", b"1"]
+        store.complete_many([("j0", "t1"), ("j1", "stale")], now=2.0)
+        assert not store.client.exists(f"{namespace}:j0")
+        assert store.client.exists(f"{namespace}:j1")  # another token: not deleted
+        rest = store.claim("w", 5, now=3.0, owner="node", token="t2", lease_until=60.0)
+        assert [job.id for job in rest] == ["j2"]
+        assert store.complete("j2", "t2", now=4.0)
+        assert not store.client.exists(f"{namespace}:j2")
+        assert store.claim("w", 5, now=5.0, owner="node", token="t3", lease_until=70.0) == []
+    finally:
+        keys = list(store.client.scan_iter(f"{namespace}:*"))
+        if keys:
+            store.client.delete(*keys)
+        store.close()
