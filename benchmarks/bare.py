@@ -227,7 +227,7 @@ class ClaimedJob:
 
 class ScriptStore:
     """The bound's Redis scripts behind the calls that ``benchmarks.redisinstr`` makes
-    of a ``RedisStorage`` (``--tree bare=bare``), so the server's instructions per job
+    of a ``RedisStorage`` (``--tree bound=bare``), so the server's instructions per job
     of the bound and of exqueue are counted the same way. Each claim and each batch
     of successes is one ``FINISH_AND_CLAIM_MANY`` call, as the batched bound makes.
     """
